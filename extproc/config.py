@@ -1,0 +1,339 @@
+"""The gateway config file: backends, models and how to reach them.
+
+Validated with pydantic at start. A bad file raises :class:`ConfigError` whose message
+names the file, the key path (``backends[0].endpoint``) and the reason; the CLI prints
+it as one line and exits non-zero. Secrets are read once, at load, into
+:class:`Secret` values that never print their content.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+Schema = Literal["openai", "azure-openai", "aws-bedrock", "anthropic"]
+SCHEMAS: tuple[str, ...] = ("openai", "azure-openai", "aws-bedrock", "anthropic")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message says where and why."""
+
+
+class Secret:
+    """A secret value. ``str()``/``repr()`` never show it; use :meth:`reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """Where a secret comes from: exactly one of ``env``, ``file`` or ``value``."""
+
+    env: str | None = None
+    file: str | None = None
+    value: str | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [k for k in ("env", "file", "value") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of env, file or value")
+        return self
+
+    def __repr__(self) -> str:
+        if self.env is not None:
+            return f"SecretRef(env={self.env!r})"
+        if self.file is not None:
+            return f"SecretRef(file={self.file!r})"
+        return "SecretRef(value='***')"
+
+    def resolve(self, base_dir: Path) -> Secret:
+        """Read the secret now; raises ``ValueError`` saying what is missing."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ValueError(f"environment variable {self.env} is not set")
+        elif self.file is not None:
+            path = Path(self.file).expanduser()
+            if not path.is_absolute():
+                path = base_dir / path
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+        else:
+            value = self.value or ""
+        if not value:
+            raise ValueError("the secret is empty")
+        return Secret(value)
+
+
+class AwsAuth(_Strict):
+    region: str = Field(min_length=1)
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+    session_token: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> AwsAuth:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "give both access_key_id and secret_access_key, or neither"
+                " (to use botocore's default credential chain)"
+            )
+        if self.session_token is not None and self.access_key_id is None:
+            raise ValueError("session_token needs access_key_id and secret_access_key")
+        return self
+
+
+class BackendAuth(_Strict):
+    api_key: SecretRef | None = None
+    aws: AwsAuth | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BackendAuth:
+        if (self.api_key is None) == (self.aws is None):
+            raise ValueError("give exactly one of api_key or aws")
+        return self
+
+
+_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+
+
+class Backend(_Strict):
+    name: Annotated[str, Field(pattern=_NAME, max_length=60)]
+    schema_: Schema = Field(alias="schema")
+    endpoint: str
+    auth: BackendAuth | None = None
+    #: Upstream request timeout: the whole response, streamed or not.
+    timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    #: Azure OpenAI ``api-version`` query parameter.
+    api_version: str | None = None
+    #: Anthropic ``anthropic-version`` header.
+    anthropic_version: str = "2023-06-01"
+    #: Anthropic needs max_tokens; used when the client sends none.
+    default_max_tokens: int = Field(default=4096, gt=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http(s)://host[:port][/prefix]")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, fragment or credentials")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("has a bad port") from None
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _schema_needs(self) -> Backend:
+        if self.schema_ == "azure-openai" and not self.api_version:
+            raise ValueError("azure-openai backends need api_version (e.g. 2024-10-21)")
+        if self.auth is not None:
+            if self.auth.aws is not None and self.schema_ != "aws-bedrock":
+                raise ValueError("auth.aws is only for aws-bedrock backends")
+            if self.auth.api_key is not None and self.schema_ == "aws-bedrock":
+                raise ValueError("aws-bedrock backends sign with auth.aws, not an api_key")
+        return self
+
+    # Derived views of the endpoint (used by the processor and the Envoy bootstrap).
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.endpoint).scheme == "https"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.endpoint).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.endpoint)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def authority(self) -> str:
+        """The ``host`` header upstream: the port only when not the scheme's default."""
+        parts = urlsplit(self.endpoint)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        default = 443 if parts.scheme == "https" else 80
+        return host if parts.port in (None, default) else f"{host}:{parts.port}"
+
+    @property
+    def path_prefix(self) -> str:
+        return urlsplit(self.endpoint).path.rstrip("/")
+
+
+class Model(_Strict):
+    name: str = Field(min_length=1, max_length=256)
+    backend: str
+    backend_model: str | None = Field(default=None, min_length=1)
+
+    @property
+    def upstream_name(self) -> str:
+        return self.backend_model or self.name
+
+
+class HeaderNames(_Strict):
+    """The request headers the processor sets for routing (and metrics read)."""
+
+    model: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "x-ai-gateway-model"
+    backend: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "x-ai-gateway-backend"
+
+
+class GatewayConfig(_Strict):
+    backends: list[Backend] = Field(min_length=1)
+    models: list[Model] = Field(min_length=1)
+    headers: HeaderNames = HeaderNames()
+    #: Largest request body Envoy buffers; bigger ones get 413.
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        names = [b.name for b in self.backends]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"backends[{i}].name: duplicate backend name {name!r}")
+        seen: set[str] = set()
+        for i, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(f"models[{i}].name: duplicate model name {model.name!r}")
+            seen.add(model.name)
+            if model.backend not in names:
+                raise ValueError(
+                    f"models[{i}].backend: no backend named {model.backend!r}"
+                    f" (backends: {', '.join(names)})"
+                )
+        if self.headers.model == self.headers.backend:
+            raise ValueError("headers: model and backend header names must differ")
+        return self
+
+    def backend(self, name: str) -> Backend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise KeyError(name)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _format_validation(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in e["loc"] if p not in ("function-after",))
+        msg = e["msg"].removeprefix("Value error, ")
+        where = _loc(loc)
+        if ":" in msg and not where and re.match(r"^[a-z_]+(\[\d+\])?\.", msg):
+            lines.append(f"{source}: {msg}")  # a cross-reference check names its own path
+        else:
+            lines.append(f"{source}: {where or '<top>'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(doc: Any, source: str = "<config>") -> GatewayConfig:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with backends and models")
+    try:
+        return GatewayConfig.model_validate(doc)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(source, err)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a YAML (or JSON) config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    return parse_config(doc, source)
+
+
+class ResolvedSecrets:
+    """The secrets a config names, read once at start (never logged)."""
+
+    def __init__(self, config: GatewayConfig, base_dir: Path, source: str = "<config>") -> None:
+        self.api_keys: dict[str, Secret] = {}
+        self.aws: dict[str, tuple[Secret, Secret, Secret | None] | None] = {}
+        problems = []
+        for i, backend in enumerate(config.backends):
+            auth = backend.auth
+            if auth is None:
+                continue
+            try:
+                if auth.api_key is not None:
+                    self.api_keys[backend.name] = auth.api_key.resolve(base_dir)
+                elif auth.aws is not None:
+                    aws = auth.aws
+                    if aws.access_key_id is None or aws.secret_access_key is None:
+                        self.aws[backend.name] = None  # botocore's default chain
+                    else:
+                        self.aws[backend.name] = (
+                            aws.access_key_id.resolve(base_dir),
+                            aws.secret_access_key.resolve(base_dir),
+                            aws.session_token.resolve(base_dir) if aws.session_token else None,
+                        )
+            except ValueError as exc:
+                problems.append(f"{source}: backends[{i}].auth: {exc}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+
+def load_secrets(config: GatewayConfig, path: str | os.PathLike[str]) -> ResolvedSecrets:
+    return ResolvedSecrets(config, Path(path).resolve().parent, str(path))

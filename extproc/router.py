@@ -1,0 +1,50 @@
+"""Picks the processor for a request by its ``:path``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from extproc.processor import Headers, ImmediateResponse, Processor, Result
+
+#: Makes one processor per request (one ext_proc stream).
+ProcessorFactory = Callable[[], Processor]
+#: Wraps every processor the router makes (e.g. in ``InstrumentedProcessor``).
+ProcessorWrap = Callable[[Processor], Processor]
+
+
+class NotFoundProcessor(Processor):
+    """Answers 404 for paths no processor serves, shaped like OpenAI's."""
+
+    __slots__ = ()
+
+    async def on_request_headers(self, headers: Headers) -> Result:
+        path = headers.path.partition("?")[0]
+        raise ImmediateResponse.error(404, f"Invalid URL ({headers.method} {path})")
+
+
+class Router:
+    """Exact-match routing on the path with its query string stripped."""
+
+    __slots__ = ("_fallback", "_routes", "_wrap")
+
+    def __init__(
+        self,
+        routes: Mapping[str, ProcessorFactory],
+        *,
+        fallback: ProcessorFactory = NotFoundProcessor,
+        wrap: ProcessorWrap | None = None,
+    ) -> None:
+        self._routes = dict(routes)
+        self._fallback = fallback
+        self._wrap = wrap
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self._routes)
+
+    def create(self, path: str) -> Processor:
+        query = path.find("?")
+        if query != -1:
+            path = path[:query]
+        processor = self._routes.get(path, self._fallback)()
+        return self._wrap(processor) if self._wrap is not None else processor

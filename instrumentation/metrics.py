@@ -1,0 +1,116 @@
+"""The gateway's metric instruments (DESIGN §4) and the OpenTelemetry setup that
+exports them to Prometheus (and, on request, over OTLP)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.view import View
+from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("aigateway.metrics")
+
+METER_NAME = "aigateway"
+
+REQUESTS = "aigateway_requests_total"
+TOKENS = "aigateway_model_tokens"  # the Prometheus exporter adds "_total" to counters
+FIRST_TOKEN_LATENCY = "aigateway_first_token_latency_seconds"
+INTER_TOKEN_LATENCY = "aigateway_inter_token_latency_seconds"
+TOTAL_LATENCY = "aigateway_total_latency_seconds"
+
+FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
+TOTAL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+#: The Prometheus families exported, with their HELP texts (a contract: dashboards use them).
+FAMILIES = {
+    "aigateway_requests": "Total number of requests processed",
+    "aigateway_model_tokens": "Total number of tokens processed by model and type",
+    FIRST_TOKEN_LATENCY: "Time to receive first token in streaming responses",
+    INTER_TOKEN_LATENCY: "Time between consecutive tokens in streaming responses",
+    TOTAL_LATENCY: "Time spent processing request",
+}
+
+
+@dataclass(slots=True, frozen=True)
+class GatewayMetrics:
+    """The five instruments, created once from an injected meter."""
+
+    requests: Counter
+    tokens: Counter
+    first_token_latency: Histogram
+    inter_token_latency: Histogram
+    total_latency: Histogram
+
+    @classmethod
+    def create(cls, meter: Meter) -> GatewayMetrics:
+        return cls(
+            requests=meter.create_counter(REQUESTS, description=FAMILIES["aigateway_requests"]),
+            tokens=meter.create_counter(TOKENS, description=FAMILIES["aigateway_model_tokens"]),
+            first_token_latency=_histogram(meter, FIRST_TOKEN_LATENCY, FIRST_TOKEN_BUCKETS),
+            inter_token_latency=_histogram(meter, INTER_TOKEN_LATENCY, INTER_TOKEN_BUCKETS),
+            total_latency=_histogram(meter, TOTAL_LATENCY, TOTAL_BUCKETS),
+        )
+
+
+def _histogram(meter: Meter, name: str, buckets: Sequence[float]) -> Histogram:
+    # No unit: with unit "s" the exporter would append "_seconds" to a name that has it.
+    return meter.create_histogram(
+        name, description=FAMILIES[name], explicit_bucket_boundaries_advisory=buckets
+    )
+
+
+def cardinality_limit(models: int, backends: int) -> int:
+    """Series per instrument the config allows (labels are bounded by the config), with
+    room to spare; the SDK folds anything past it into an overflow series."""
+    label_pairs = (models + 1) * (backends + 1)
+    return max(100, label_pairs * 6)
+
+
+def create_meter_provider(readers: Sequence[MetricReader], *, cardinality: int) -> MeterProvider:
+    views = [View(instrument_name="aigateway_*", aggregation_cardinality_limit=cardinality)]
+    return MeterProvider(metric_readers=list(readers), views=views, shutdown_on_exit=False)
+
+
+def prometheus_reader(registry: CollectorRegistry) -> MetricReader:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    return PrometheusMetricReader(
+        disable_target_info=True, scope_info_enabled=False, registry=registry
+    )
+
+
+class MetricsSetupError(Exception):
+    """Metrics cannot be exported as asked (a missing extra, a bad setting)."""
+
+
+def otlp_readers_from_env() -> list[MetricReader]:
+    """An OTLP push reader when ``OTEL_METRICS_EXPORTER`` names ``otlp`` (the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables configure it)."""
+    exporters = {e.strip() for e in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",")}
+    if "otlp" not in exporters:
+        return []
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    except ImportError:
+        raise MetricsSetupError(
+            "OTEL_METRICS_EXPORTER=otlp needs the otlp extra: pip install 'aigateway[otlp]'"
+        ) from None
+    return [PeriodicExportingMetricReader(OTLPMetricExporter())]
+
+
+def start_metrics_http_server(host: str, port: int, registry: CollectorRegistry) -> Any:
+    """Serve ``/metrics`` from ``registry`` on a background thread; returns the server
+    (``.server_port``, ``.shutdown()``). Raises ``OSError`` if the port is taken."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

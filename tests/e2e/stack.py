@@ -1,0 +1,252 @@
+"""Starts the real thing for end-to-end tests: the mock backend, ``aigateway serve`` and
+the ``envoy`` binary with the bootstrap from ``aigateway envoy-config``, each a real
+process on free loopback ports. Readiness is waited for with deadlines, never sleeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AIGATEWAY = [sys.executable, "-m", "extproc"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def output(self) -> str:
+        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+    def wait_for_stderr(self, text: str, timeout: float = 30.0) -> None:
+        def seen() -> bool:
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode}:\n{self.output()}"
+                )
+            return text in self.stderr.read_text(errors="replace")
+
+        wait_until(f"{self.name} to print {text!r}", seen, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> Proc:
+    out, err = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
+    popen = subprocess.Popen(
+        argv,
+        stdout=out.open("wb"),
+        stderr=err.open("wb"),
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        cwd=workdir,
+    )
+    return Proc(name, popen, out, err)
+
+
+def default_config(mock_port: int) -> dict[str, Any]:
+    endpoint = f"http://127.0.0.1:{mock_port}"
+    return {
+        "backends": [
+            {
+                "name": "mock-openai",
+                "schema": "openai",
+                "endpoint": endpoint,
+                "auth": {"api_key": {"env": "E2E_UPSTREAM_KEY"}},
+            },
+        ],
+        "models": [
+            {"name": "gpt-4o-mini", "backend": "mock-openai"},
+            {"name": "phi4", "backend": "mock-openai", "backend_model": "phi4:latest"},
+        ],
+    }
+
+
+UPSTREAM_KEY = "sk-upstream-e2e-secret"
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    config: dict[str, Any] | None = None
+    config_factory: Callable[[int], dict[str, Any]] = default_config
+    env: dict[str, str] = field(default_factory=lambda: {"E2E_UPSTREAM_KEY": UPSTREAM_KEY})
+    serve_args: list[str] = field(default_factory=list)
+    procs: dict[str, Proc] = field(default_factory=dict)
+    mock_port: int = 0
+    extproc_port: int = 0
+    metrics_port: int = 0
+    listen_port: int = 0
+    admin_port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    @property
+    def mock_url(self) -> str:
+        return f"http://127.0.0.1:{self.mock_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "config.yaml"
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.mock_port, self.extproc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.listen_port, self.admin_port = free_port(), free_port()
+        mock = spawn(
+            "mock",
+            [*AIGATEWAY, "mock-backend", "--listen", f"127.0.0.1:{self.mock_port}"],
+            self.workdir,
+        )
+        self.procs["mock"] = mock
+        config = self.config if self.config is not None else self.config_factory(self.mock_port)
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.start_processor()
+        bootstrap = subprocess.run(
+            [
+                *AIGATEWAY,
+                "envoy-config",
+                "--config",
+                str(self.config_path),
+                "--listen",
+                f"127.0.0.1:{self.listen_port}",
+                "--extproc-addr",
+                f"127.0.0.1:{self.extproc_port}",
+                "--admin-addr",
+                f"127.0.0.1:{self.admin_port}",
+            ],
+            capture_output=True,
+            check=True,
+            env={**os.environ, **self.env},
+        ).stdout
+        (self.workdir / "envoy.yaml").write_bytes(bootstrap)
+        from extproc.envoy_process import envoy_command
+
+        self.procs["envoy"] = spawn(
+            "envoy",
+            envoy_command(str(self.workdir / "envoy.yaml"), concurrency=1, log_level="warn"),
+            self.workdir,
+        )
+        mock.wait_for_stderr("ready")
+        self.wait_envoy_ready()
+        return self
+
+    def start_processor(self) -> Proc:
+        proc = spawn(
+            "serve",
+            [
+                *AIGATEWAY,
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--extproc-addr",
+                f"127.0.0.1:{self.extproc_port}",
+                "--metrics-addr",
+                f"127.0.0.1:{self.metrics_port}",
+                "--drain-timeout",
+                "20",
+                *self.serve_args,
+            ],
+            self.workdir,
+            self.env,
+        )
+        self.procs["serve"] = proc
+        proc.wait_for_stderr("ready")
+        return proc
+
+    def wait_envoy_ready(self) -> None:
+        envoy = self.procs["envoy"]
+
+        def ready() -> bool:
+            if envoy.popen.poll() is not None:
+                raise RuntimeError(f"envoy exited with {envoy.popen.returncode}:\n{envoy.output()}")
+            try:
+                status, _body = http_get(f"http://127.0.0.1:{self.admin_port}/ready", 1)
+            except OSError:
+                return False
+            return status == 200 and _accepts(self.listen_port)
+
+        wait_until("envoy to be ready", ready)
+
+    def stop(self) -> None:
+        for name in ("envoy", "serve", "mock"):
+            if name in self.procs:
+                self.procs[name].stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"==== {n} ====\n{p.output()[-5000:]}" for n, p in self.procs.items())
+
+    # -- what tests look at --------------------------------------------------------------
+
+    def mock_requests(self) -> list[dict[str, Any]]:
+        status, body = http_get(f"{self.mock_url}/_mock/requests")
+        assert status == 200, body
+        return list(json.loads(body))
+
+    def clear_mock_requests(self) -> None:
+        req = urllib.request.Request(f"{self.mock_url}/_mock/requests", method="DELETE")
+        urllib.request.urlopen(req, timeout=5).close()
+
+    def metrics_text(self) -> str:
+        status, body = http_get(self.metrics_url)
+        assert status == 200
+        return body.decode()

@@ -1,0 +1,256 @@
+"""ChatCompletionProcessor (openai schema) driven through the servicer like Envoy would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extproc.app import build_router
+from extproc.backends import RoutingTable
+from extproc.config import ResolvedSecrets, parse_config
+from extproc.server import ExternalProcessorServicer
+from tests.extproc.fake_envoy import (
+    Conversation,
+    headers_set,
+    immediate_json,
+    metadata,
+    request_body,
+    request_headers,
+    response_body,
+    response_headers,
+)
+
+CONFIG = {
+    "backends": [
+        {
+            "name": "local",
+            "schema": "openai",
+            "endpoint": "http://127.0.0.1:8000",
+            "auth": {"api_key": {"value": "sk-upstream"}},
+        },
+        {"name": "prefixed", "schema": "openai", "endpoint": "https://example.com/api/"},
+    ],
+    "models": [
+        {"name": "phi4", "backend": "local", "backend_model": "phi4:latest"},
+        {"name": "gpt", "backend": "prefixed"},
+    ],
+}
+
+
+def servicer(config: dict[str, Any] = CONFIG) -> ExternalProcessorServicer:
+    cfg = parse_config(config)
+    return ExternalProcessorServicer(build_router(RoutingTable(cfg, ResolvedSecrets(cfg, Path()))))
+
+
+def chat(model: str = "phi4", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi there"}], **extra}
+
+
+async def routed(conv: Conversation, body: dict[str, Any] | bytes, **kw: Any) -> Any:
+    await conv.send(request_headers(extra=[("authorization", "Bearer client-key")], **kw))
+    return (await conv.send(request_body(body))).request_body.response
+
+
+async def test_routes_rewrites_model_and_injects_the_api_key() -> None:
+    conv = Conversation(servicer())
+    answer = await routed(conv, chat())
+    assert headers_set(answer) == {
+        "x-ai-gateway-model": "phi4",
+        "x-ai-gateway-backend": "local",
+        "authorization": "Bearer sk-upstream",
+        "content-length": str(len(answer.body_mutation.body)),
+    }
+    assert answer.clear_route_cache
+    assert json.loads(answer.body_mutation.body)["model"] == "phi4:latest"
+    assert set(answer.header_mutation.remove_headers) == {"x-api-key", "api-key"}
+    await conv.close()
+
+
+async def test_unchanged_body_is_not_reserialised_and_client_auth_is_removed() -> None:
+    conv = Conversation(servicer())
+    answer = await routed(conv, chat("gpt"))
+    assert not answer.HasField("body_mutation")
+    assert "authorization" in answer.header_mutation.remove_headers
+    assert headers_set(answer)[":path"] == "/api/v1/chat/completions"
+    await conv.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, None),
+        (b"", 400, None),
+        (b"[1, 2]", 400, None),
+        (b"\xff\xfe", 400, None),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+            400,
+            "missing_model",
+        ),
+        (json.dumps({"model": "phi4"}).encode(), 400, "invalid_messages"),
+        (json.dumps({"model": "phi4", "messages": []}).encode(), 400, "invalid_messages"),
+        (json.dumps(chat("nope")).encode(), 404, "model_not_found"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, None),
+    ],
+)
+async def test_bad_requests_get_openai_errors(body: bytes, status: int, code: str | None) -> None:
+    conv = Conversation(servicer())
+    await conv.send(request_headers())
+    got_status, doc = immediate_json(await conv.send(request_body(body)))
+    assert got_status == status
+    assert doc["error"]["code"] == code
+    assert doc["error"]["type"] == "invalid_request_error"
+    await conv.close()
+
+
+async def test_request_without_body_and_wrong_method() -> None:
+    conv = Conversation(servicer())
+    status, _ = immediate_json(await conv.send(request_headers(end_of_stream=True)))
+    assert status == 400
+    await conv.close()
+    conv = Conversation(servicer())
+    status, doc = immediate_json(await conv.send(request_headers(method="GET", end_of_stream=True)))
+    assert status == 405 and doc["error"]["code"] == "method_not_allowed"
+    await conv.close()
+
+
+async def test_non_streamed_response_passes_unchanged_and_publishes_usage() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, chat())
+    answer = await conv.send(response_headers())
+    assert not answer.HasField("mode_override")
+    reply = {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 3,
+            "completion_tokens": 5,
+            "total_tokens": 8,
+            "prompt_tokens_details": {"cached_tokens": 1},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        },
+    }
+    answer = await conv.send(response_body(reply))
+    assert not answer.response_body.response.HasField("body_mutation")
+    assert metadata(answer) == {
+        "backend": "local",
+        "model": "phi4",
+        "input_tokens": 3,
+        "output_tokens": 5,
+        "total_tokens": 8,
+        "cached_input_tokens": 1,
+        "reasoning_tokens": 2,
+    }
+    await conv.close()
+
+
+def sse(*docs: Any) -> bytes:
+    out = b""
+    for doc in docs:
+        out += b"data: " + (doc if isinstance(doc, bytes) else json.dumps(doc).encode()) + b"\n\n"
+    return out
+
+
+CHUNK = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "a"}}]}
+USAGE = {
+    "object": "chat.completion.chunk",
+    "choices": [],
+    "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+}
+
+
+async def test_streaming_adds_include_usage_and_hides_the_usage_chunk() -> None:
+    conv = Conversation(servicer())
+    answer = await routed(conv, chat(stream=True))
+    assert json.loads(answer.body_mutation.body)["stream_options"] == {"include_usage": True}
+    answer = await conv.send(response_headers(content_type="text/event-stream"))
+    assert answer.HasField("mode_override")
+    first = (await conv.send(response_body(sse(CHUNK), end_of_stream=False))).response_body
+    assert not first.response.HasField("body_mutation")  # whole events pass byte for byte
+    last = await conv.send(response_body(sse(USAGE, b"[DONE]"), end_of_stream=True))
+    assert last.response_body.response.body_mutation.body == b"data: [DONE]\n\n"
+    assert metadata(last)["output_tokens"] == 1
+    await conv.close()
+
+
+async def test_streaming_client_that_asked_for_usage_gets_it_untouched() -> None:
+    conv = Conversation(servicer())
+    answer = await routed(conv, chat("gpt", stream=True, stream_options={"include_usage": True}))
+    assert not answer.HasField("body_mutation")
+    await conv.send(response_headers(content_type="text/event-stream"))
+    last = await conv.send(response_body(sse(CHUNK, USAGE, b"[DONE]"), end_of_stream=True))
+    assert not last.response_body.response.HasField("body_mutation")
+    assert metadata(last)["total_tokens"] == 3
+    await conv.close()
+
+
+async def test_usage_chunk_split_across_body_chunks_is_still_hidden() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, chat(stream=True))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    wire = sse(CHUNK, USAGE, b"[DONE]")
+    cut = wire.index(b'"usage"')
+    out = b""
+    for i, piece in enumerate((wire[:cut], wire[cut:])):
+        resp = (await conv.send(response_body(piece, end_of_stream=i == 1))).response_body.response
+        out += resp.body_mutation.body if resp.HasField("body_mutation") else piece
+    assert out == sse(CHUNK, b"[DONE]")
+    await conv.close()
+
+
+async def test_truncated_stream_ends_with_an_error_event() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, chat(stream=True, stream_options={"include_usage": True}))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    last = await conv.send(response_body(sse(CHUNK), end_of_stream=True))
+    body = last.response_body.response.body_mutation.body
+    assert body.startswith(sse(CHUNK))
+    assert b'"upstream_truncated"' in body
+    assert metadata(last)["error"] == "upstream_truncated"
+    await conv.close()
+
+
+@pytest.mark.parametrize(
+    ("upstream", "content_type", "expect_unchanged"),
+    [
+        (
+            b'{"error":{"message":"rate limited","type":"rate_limit_error","code":null}}',
+            "application/json",
+            True,
+        ),
+        (b"<html>bad gateway</html>", "text/html", False),
+        (b'{"detail":"model overloaded"}', "application/json", False),
+    ],
+)
+async def test_upstream_errors_become_openai_errors_with_the_same_status(
+    upstream: bytes, content_type: str, expect_unchanged: bool
+) -> None:
+    conv = Conversation(servicer())
+    await routed(conv, chat(stream=True))
+    answer = await conv.send(response_headers(429, content_type))
+    assert not answer.HasField("mode_override")  # errors are buffered whole
+    last = await conv.send(response_body(upstream))
+    common = last.response_body.response
+    if expect_unchanged:
+        assert not common.HasField("body_mutation")
+    else:
+        doc = json.loads(common.body_mutation.body)
+        assert doc["error"]["code"] == 429
+        assert doc["error"]["type"] == "rate_limit_error"
+        assert headers_set(common)["content-type"] == "application/json"
+    assert metadata(last) == {"backend": "local", "model": "phi4", "error": "upstream_http_429"}
+    await conv.close()
+
+
+async def test_non_json_success_body_becomes_a_502() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, chat())
+    await conv.send(response_headers(200, "application/json"))
+    common = (await conv.send(response_body(b"<html>"))).response_body.response
+    assert headers_set(common)[":status"] == "502"
+    assert json.loads(common.body_mutation.body)["error"]["code"] == "bad_upstream"
+    await conv.close()

@@ -1,0 +1,104 @@
+"""The translator contract: what a chat processor asks of a schema translator.
+
+Translators are pure: bytes and dicts in, bytes and dicts out. They never do I/O, never
+touch protobuf or metrics. One translator instance serves one request, so it may keep
+per-request state (stream decoders, accumulated usage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    """Token usage as a backend reported it, in OpenAI terms.
+
+    ``cached_input_tokens`` and ``reasoning_tokens`` stay ``None`` unless the backend
+    reports them, so a caller can tell "zero" from "not reported".
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_input_tokens: int | None = None
+    cache_write_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class UpstreamRequest:
+    """How to send a client's request upstream.
+
+    ``body`` is ``None`` when the client's bytes can go upstream unchanged (no
+    re-serialising). ``path`` is relative to the backend endpoint's prefix and may carry a
+    query string. ``headers`` are set on the upstream request (overwriting).
+    """
+
+    body: bytes | None
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseHeadersDecision:
+    """What to do with the upstream's response headers (2xx only).
+
+    ``streamed``: switch the response body to streamed processing.
+    ``content_type``: the content type the client sees, ``None`` to keep the upstream's.
+    """
+
+    streamed: bool
+    content_type: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseBodyOutput:
+    """The translation of one response body chunk.
+
+    ``body``: ``None`` passes the upstream bytes on unchanged; otherwise the bytes the
+    client gets instead (``b""`` sends nothing for this chunk).
+    ``usage``: set once usage is known (from then on, on every later output too is fine;
+    the latest one wins).
+    ``error``: set when the upstream failed inside a 2xx response (an error event in the
+    stream, a truncated stream, undecodable data). The body then already carries an
+    OpenAI-style error for the client; the request must count as failed.
+    """
+
+    body: bytes | None
+    usage: TokenUsage | None = None
+    error: str | None = None
+
+
+class ChatTranslator(Protocol):
+    """Translates one OpenAI chat completion request to a backend schema and back."""
+
+    def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
+        """Translate the parsed client request. ``raw`` is the client's exact body.
+
+        Raises ``TranslationError`` for requests the schema cannot express.
+        """
+        ...
+
+    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
+        """Decide streaming and content type for a 2xx upstream response."""
+        ...
+
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
+        """Translate a 2xx response body chunk (the whole body when not streamed)."""
+        ...
+
+    def error_body(self, status: int, body: bytes, content_type: str) -> bytes | None:
+        """Turn a non-2xx upstream body (whole) into an OpenAI error JSON body;
+        ``None`` when ``body`` already is one and can pass unchanged."""
+        ...
+
+
+class TranslationError(Exception):
+    """The client's request cannot be expressed for the backend: a 400 for the client."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param

@@ -1,0 +1,171 @@
+"""OpenAI chat completions to an OpenAI-compatible backend (and the usage in its answers).
+
+The cheapest translator: bodies pass unchanged unless something must change (the
+upstream model name, or ``stream_options.include_usage`` so usage is always known).
+Streamed chunks pass through byte for byte, except when the client did not ask for
+usage: then the extra usage-only chunk is cut out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from translators.base import (
+    ResponseBodyOutput,
+    ResponseHeadersDecision,
+    TokenUsage,
+    UpstreamRequest,
+)
+from translators.errors import openai_error_body, passthrough_error_body
+from translators.sse import SseDecoder, SseEvent, encode_sse_event
+
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+
+# Only chunks with a usage object need parsing; with include_usage every other chunk
+# carries "usage":null, and parsing each of them would dominate the per-chunk cost.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_ERROR_KEY = re.compile(rb'^\s*\{\s*"error"\s*:')
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_from_openai(usage: Any) -> TokenUsage | None:
+    """``TokenUsage`` from an OpenAI ``usage`` object (``None`` if it is not one)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _int(usage.get("prompt_tokens")) or 0
+    completion = _int(usage.get("completion_tokens")) or 0
+    total = _int(usage.get("total_tokens"))
+    out = TokenUsage(prompt, completion, total if total is not None else prompt + completion)
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        out.cached_input_tokens = _int(details.get("cached_tokens"))
+    details = usage.get("completion_tokens_details")
+    if isinstance(details, dict):
+        out.reasoning_tokens = _int(details.get("reasoning_tokens"))
+    return out
+
+
+def dumps(doc: Any) -> bytes:
+    """Compact JSON bytes, as the upstream APIs accept them."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class OpenAIChatTranslator:
+    """``ChatTranslator`` for ``schema: openai`` (and the base of Azure OpenAI's)."""
+
+    __slots__ = ("_body", "_decoder", "_done", "_hide_usage", "_usage", "backend_model", "path")
+
+    def __init__(self, backend_model: str | None = None, path: str = CHAT_COMPLETIONS_PATH) -> None:
+        self.backend_model = backend_model
+        self.path = path
+        self._hide_usage = False
+        self._decoder: SseDecoder | None = None
+        self._body: list[bytes] = []
+        self._usage: TokenUsage | None = None
+        self._done = False
+
+    def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
+        """Mutates ``payload`` when the upstream needs a different body."""
+        changed = False
+        if self.backend_model is not None and payload.get("model") != self.backend_model:
+            payload["model"] = self.backend_model
+            changed = True
+        if payload.get("stream") is True:
+            options = payload.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                self._hide_usage = True
+                payload["stream_options"] = {
+                    **(options if isinstance(options, dict) else {}),
+                    "include_usage": True,
+                }
+                changed = True
+        return UpstreamRequest(dumps(payload) if changed else None, self.path)
+
+    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
+        if content_type.startswith("text/event-stream"):
+            self._decoder = SseDecoder()
+            return ResponseHeadersDecision(streamed=True)
+        return ResponseHeadersDecision(streamed=False)
+
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
+        if self._decoder is None:
+            return self._whole_body(chunk, end_of_stream)
+        return self._stream_chunk(self._decoder, chunk, end_of_stream)
+
+    def _whole_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
+        self._body.append(chunk)
+        if not end_of_stream:
+            return ResponseBodyOutput(None)
+        body = b"".join(self._body)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return ResponseBodyOutput(
+                openai_error_body(
+                    "The upstream sent a response that is not JSON.",
+                    status=502,
+                    code="bad_upstream",
+                ),
+                error="upstream_invalid_json",
+            )
+        usage = usage_from_openai(doc.get("usage")) if isinstance(doc, dict) else None
+        return ResponseBodyOutput(None, usage)
+
+    def _stream_chunk(
+        self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool
+    ) -> ResponseBodyOutput:
+        held_back = decoder.pending  # bytes of an event earlier chunks did not pass on
+        events = decoder.feed(chunk)
+        keep: list[SseEvent] | None = [] if self._hide_usage else None
+        dropped = False
+        error: str | None = None
+        for event in events:
+            data = event.data
+            if data == b"[DONE]":
+                self._done = True
+            elif _USAGE_OBJECT.search(data):
+                doc = _loads(data)
+                if doc is not None:
+                    usage = usage_from_openai(doc.get("usage"))
+                    if usage is not None:
+                        self._usage = usage
+                    if self._hide_usage and doc.get("choices") == []:
+                        dropped = True
+                        continue  # the usage-only chunk the client did not ask for
+            elif _ERROR_KEY.match(data):
+                doc = _loads(data)
+                if doc is not None and isinstance(doc.get("error"), dict):
+                    error = "upstream_stream_error"
+            if keep is not None:
+                keep.append(event)
+        tail = b""
+        if end_of_stream and not self._done and error is None:
+            error = "upstream_truncated"
+            tail = encode_sse_event(
+                openai_error_body(
+                    "The upstream ended the stream before it was complete.",
+                    status=502,
+                    code="upstream_truncated",
+                )
+            )
+        if keep is None or not (held_back or decoder.pending or dropped):
+            body = None if not tail else chunk + tail
+        else:
+            body = b"".join(encode_sse_event(e.data, e.event or None) for e in keep) + tail
+        return ResponseBodyOutput(body, self._usage, error)
+
+    def error_body(self, status: int, body: bytes, content_type: str) -> bytes | None:
+        return passthrough_error_body(status, body)
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
