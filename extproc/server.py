@@ -153,7 +153,7 @@ class _Stream:
             self.status = reply.status
             return pb.ProcessingResponse(
                 immediate_response=pb.ImmediateResponse(
-                    status=http_status_pb2.HttpStatus(code=reply.status),  # type: ignore[arg-type]
+                    status=http_status_pb2.HttpStatus(code=reply.status),
                     headers=_header_mutation(reply.headers, ()),
                     body=reply.body,
                     details=reply.details,
@@ -178,7 +178,7 @@ class _Stream:
             )
             return pb.ProcessingResponse(
                 immediate_response=pb.ImmediateResponse(
-                    status=http_status_pb2.HttpStatus(code=500),  # type: ignore[arg-type]
+                    status=http_status_pb2.HttpStatus(code=500),
                     headers=_header_mutation((("content-type", "application/json"),), ()),
                     body=body,
                     details=LOCAL_REPLY_DETAILS_PREFIX + "processor_error",
@@ -284,7 +284,7 @@ class _Stream:
             log.exception("request %s: on_stream_end failed", self.request_id)
 
 
-class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
+class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """``envoy.service.ext_proc.v3.ExternalProcessor`` over a :class:`Router`."""
 
     def __init__(self, router: Router) -> None:
@@ -301,7 +301,7 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
         try:
             while True:
                 request = await context.read()
-                if request is grpc.aio.EOF:
+                if request is grpc.aio.EOF:  # type: ignore[attr-defined]
                     break
                 response = await stream.handle(request)
                 if response is not None:
@@ -320,7 +320,7 @@ class ExtProcServer:
 
     def __init__(self, router: Router, *, options: list[tuple[str, Any]] | None = None) -> None:
         self.servicer = ExternalProcessorServicer(router)
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

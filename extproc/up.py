@@ -1,0 +1,231 @@
+"""``aigateway up``: the whole gateway in one command.
+
+Starts the embedded mock backend (when the config points at it), Envoy with a generated
+bootstrap, and the instrumented processor with its metrics endpoint; prints where to
+send requests; on Ctrl-C or SIGTERM stops everything and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import signal
+import socket
+import sys
+import tempfile
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import yaml
+
+from extproc.addresses import Address
+from extproc.app import Gateway, ServeOptions, StartupError, install_stop_signals
+from extproc.config import ConfigError, GatewayConfig, ResolvedSecrets, load_config, load_secrets
+from extproc.demo import demo_config
+from extproc.envoy_config import EnvoyOptions, build_bootstrap
+from extproc.envoy_process import EnvoyNotFound, envoy_command, stop_process
+
+ENVOY_START_TIMEOUT = 30.0
+
+
+def _port_free(address: Address, flag: str) -> None:
+    if address.is_unix or address.port == 0:
+        return
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address.bind_host, address.port))
+        except OSError as exc:
+            raise StartupError(
+                f"{flag} {address}: {exc.strerror or exc} (is another gateway running?)"
+            ) from None
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if `aigateway up` is killed outright, Envoy follows.
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _mock_address(config: GatewayConfig, mock: Address) -> bool:
+    """True when some backend points at the embedded mock's address."""
+    for backend in config.backends:
+        if backend.port == mock.port and backend.host in (mock.url_host(), "localhost", mock.host):
+            return True
+    return False
+
+
+@asynccontextmanager
+async def _mock_backend(address: Address) -> AsyncIterator[None]:
+    from extproc.mock_backend import run_mock_backend
+
+    try:
+        async with run_mock_backend(address.bind_host, address.port):
+            yield
+    except OSError as exc:
+        raise StartupError(f"--mock-addr {address}: {exc.strerror or exc}") from None
+
+
+def _tail(log: Path, lines: int = 5) -> str:
+    return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+def _admin_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our own admin port
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+async def _wait_envoy(proc: asyncio.subprocess.Process, admin: Address, log: Path) -> None:
+    url = f"http://{admin.url_host()}:{admin.port}/ready"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ENVOY_START_TIMEOUT
+    while loop.time() < deadline:
+        if proc.returncode is not None:
+            raise StartupError(f"envoy exited at start: {_tail(log) or proc.returncode}")
+        if await asyncio.to_thread(_admin_ready, url):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 0.05)
+    raise StartupError(f"envoy did not become ready within {ENVOY_START_TIMEOUT:g}s (log: {log})")
+
+
+def _banner(config: GatewayConfig, listen: Address, metrics: Address | None, admin: Address) -> str:
+    base = f"http://{listen.url_host()}:{listen.port}"
+    model = config.models[0].name
+    lines = [
+        "aigateway is up",
+        f"  OpenAI-compatible API  {base}/v1",
+    ]
+    if metrics is not None:
+        lines.append(f"  Prometheus metrics     http://{metrics.url_host()}:{metrics.port}/metrics")
+    lines.append(f"  Envoy admin            http://{admin.url_host()}:{admin.port}")
+    lines.append("  Models:")
+    for m in config.models:
+        backend = config.backend(m.backend)
+        lines.append(f"    {m.name:<24} -> {backend.name} ({backend.schema_})")
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello there"}]})
+    lines += [
+        "",
+        "Try it:",
+        f"  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\",
+        f"    -d '{body}'",
+        "",
+        "  python - <<'EOF'",
+        "  from openai import OpenAI",
+        f'  client = OpenAI(base_url="{base}/v1", api_key="unused")',
+        f'  for chunk in client.chat.completions.create(model="{model}", stream=True,',
+        '          messages=[{"role": "user", "content": "Hello there"}]):',
+        '      print(chunk.choices[0].delta.content or "", end="", flush=True)',
+        "  EOF",
+        "",
+        "Envoy's access log follows (one JSON line per request). Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+async def _up(args: argparse.Namespace) -> None:
+    listen: Address = args.listen
+    extproc: Address = args.extproc_addr
+    metrics: Address = args.metrics_addr
+    admin: Address = args.admin_addr
+    mock: Address = args.mock_addr
+
+    if args.config:
+        config = load_config(args.config)
+        secrets = load_secrets(config, args.config)
+        with_mock = _mock_address(config, mock)
+    else:
+        doc = demo_config(f"http://{mock.url_host()}:{mock.port}")
+        from extproc.config import parse_config
+
+        config = parse_config(doc, "<built-in demo config>")
+        secrets = ResolvedSecrets(config, Path.cwd())
+        with_mock = True
+
+    for address, flag in (
+        (listen, "--listen"),
+        (admin, "--admin-addr"),
+        (extproc, "--extproc-addr"),
+        (metrics, "--metrics-addr"),
+    ):
+        _port_free(address, flag)
+    if with_mock:
+        _port_free(mock, "--mock-addr")
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    async with AsyncExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aigateway-up-")))
+        if with_mock:
+            await stack.enter_async_context(_mock_backend(mock))
+
+        bootstrap = build_bootstrap(
+            config, EnvoyOptions(listen=listen, extproc=[extproc], admin=admin)
+        )
+        (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+        try:
+            command = envoy_command(str(workdir / "envoy.yaml"), concurrency=2)
+        except EnvoyNotFound as exc:
+            raise StartupError(str(exc)) from None
+        envoy_log = workdir / "envoy.log"
+        log_file = stack.enter_context(envoy_log.open("wb"))
+        envoy = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=None,  # the access log goes to our stdout
+            stderr=log_file,
+            preexec_fn=_die_with_parent,  # no threads have started yet
+            start_new_session=True,  # Ctrl-C reaches us; we stop Envoy in order
+        )
+        stack.push_async_callback(stop_process, envoy)
+
+        gateway = Gateway(
+            config,
+            secrets,
+            ServeOptions(extproc=extproc, metrics=metrics, drain_timeout=args.drain_timeout),
+        )
+        await gateway.start()
+        stack.push_async_callback(gateway.stop)
+        await _wait_envoy(envoy, admin, envoy_log)
+
+        print(_banner(config, listen, metrics, admin), flush=True)
+        print(
+            f"aigateway ready: listening on http://{listen.url_host()}:{listen.port}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        envoy_exit = asyncio.ensure_future(envoy.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({envoy_exit, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if envoy_exit.done() and not stop.is_set():
+            raise StartupError(f"envoy exited unexpectedly: {_tail(envoy_log) or envoy.returncode}")
+        envoy_exit.cancel()
+        print("aigateway: stopping", file=sys.stderr, flush=True)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from extproc.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _run
+
+    try:
+        _run(_up(args))
+    except StartupError as exc:
+        print(f"aigateway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigError as exc:
+        print(f"aigateway: invalid config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK

@@ -1,0 +1,234 @@
+"""The metrics contract end to end: a fixed mix of requests through real Envoy, then
+``/metrics`` must match it exactly and pass ``promtool check metrics``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.stack import Stack, wait_until
+from tests.e2e.test_chat_openai import MESSAGES, PROMPT_WORDS, post
+
+FAMILIES = {
+    "aigateway_requests": (
+        "counter",
+        "Total number of requests processed",
+        {"backend", "model", "status"},
+    ),
+    "aigateway_model_tokens": (
+        "counter",
+        "Total number of tokens processed by model and type",
+        {"backend", "model", "type"},
+    ),
+    "aigateway_first_token_latency_seconds": (
+        "histogram",
+        "Time to receive first token in streaming responses",
+        {"backend", "model"},
+    ),
+    "aigateway_inter_token_latency_seconds": (
+        "histogram",
+        "Time between consecutive tokens in streaming responses",
+        {"backend", "model"},
+    ),
+    "aigateway_total_latency_seconds": (
+        "histogram",
+        "Time spent processing request",
+        {"backend", "model", "status"},
+    ),
+}
+
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def snapshot(text: str) -> dict[Key, float]:
+    """Every sample as (name, sorted labels) -> value."""
+    out: dict[Key, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def delta(
+    before: dict[Key, float], after: dict[Key, float], name: str
+) -> dict[tuple[str, ...], float]:
+    """Per label set (le excluded), how much ``name`` grew."""
+    grown: dict[tuple[str, ...], float] = defaultdict(float)
+    for (sample, labels), value in after.items():
+        if sample != name:
+            continue
+        change = value - before.get((sample, labels), 0.0)
+        if change:
+            grown[tuple(v for k, v in labels if k != "le")] += change
+    return dict(grown)
+
+
+def run_mix(stack: Stack, client: openai.OpenAI) -> None:
+    for tokens in (4, 5, 6):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"x-mock-output-tokens": str(tokens)},
+        )
+    list(
+        client.chat.completions.create(
+            model="phi4",
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-mock-output-tokens": "7"},
+        )
+    )
+    list(
+        client.chat.completions.create(
+            model="phi4",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-mock-output-tokens": "3"},
+        )
+    )
+    assert post(stack, "/v1/chat/completions", b"{bad json")[0] == 400
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="unknown-model", messages=MESSAGES)
+    for model, status in (("gpt-4o-mini", 500), ("phi4", 429)):
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(
+                model=model, messages=MESSAGES, extra_headers={"x-mock-status": str(status)}
+            )
+        assert err.value.status_code == status
+    # A client that leaves mid-stream, after its first chunk.
+    with (
+        httpx.Client(base_url=stack.base_url, timeout=10) as raw,
+        raw.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "phi4", "messages": MESSAGES, "stream": True},
+            headers={"x-mock-output-tokens": "50", "x-mock-itl-ms": "100"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        next(response.iter_raw())
+
+
+def test_metrics_match_the_mix_exactly(stack: Stack, client: openai.OpenAI) -> None:
+    before = snapshot(stack.metrics_text())
+    run_mix(stack, client)
+    expected_requests = {
+        ("mock-openai", "gpt-4o-mini", "success"): 3,
+        ("mock-openai", "phi4", "success"): 2,
+        ("unknown", "unknown", "error"): 2,
+        ("mock-openai", "gpt-4o-mini", "error"): 1,
+        ("mock-openai", "phi4", "error"): 2,
+    }
+    after: dict[Key, float] = {}
+
+    def all_recorded() -> bool:
+        nonlocal after
+        after = snapshot(stack.metrics_text())
+        return sum(delta(before, after, "aigateway_requests_total").values()) >= 10
+
+    wait_until("every request of the mix to be recorded", all_recorded)
+    requests = delta(before, after, "aigateway_requests_total")
+    assert {(b, m, s): v for (b, m, s), v in requests.items()} == expected_requests
+
+    tokens = delta(before, after, "aigateway_model_tokens_total")
+    assert tokens == {
+        ("mock-openai", "gpt-4o-mini", "prompt"): 3 * PROMPT_WORDS,
+        ("mock-openai", "gpt-4o-mini", "completion"): 4 + 5 + 6,
+        ("mock-openai", "gpt-4o-mini", "total"): 3 * PROMPT_WORDS + 15,
+        ("mock-openai", "phi4", "prompt"): 2 * PROMPT_WORDS,
+        ("mock-openai", "phi4", "completion"): 7 + 3,
+        ("mock-openai", "phi4", "total"): 2 * PROMPT_WORDS + 10,
+    }
+
+    total = delta(before, after, "aigateway_total_latency_seconds_count")
+    assert total == expected_requests
+    first = delta(before, after, "aigateway_first_token_latency_seconds_count")
+    assert first == {("mock-openai", "phi4"): 3}  # two complete streams + the one that left
+    inter = delta(before, after, "aigateway_inter_token_latency_seconds_count")
+    assert inter == {("mock-openai", "phi4"): 2}
+
+
+def test_exposition_has_exactly_the_five_families_and_passes_promtool(stack: Stack) -> None:
+    text = stack.metrics_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert set(families) == set(FAMILIES)
+    for name, (kind, help_text, labels) in FAMILIES.items():
+        family = families[name]
+        assert (family.type, family.documentation) == (kind, help_text)
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == labels, sample
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make test` (Debian package prometheus)"
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+def test_histogram_buckets_are_the_contract(stack: Stack, client: openai.OpenAI) -> None:
+    list(client.chat.completions.create(model="phi4", messages=MESSAGES, stream=True))
+    text = stack.metrics_text()
+    bounds: dict[str, list[str]] = defaultdict(list)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("model") == "phi4":
+                le = sample.labels["le"]
+                key = family.name
+                if le not in bounds[key]:
+                    bounds[key].append(le)
+    as_floats: dict[str, Any] = {k: [float(b) for b in v if b != "+Inf"] for k, v in bounds.items()}
+    assert as_floats["aigateway_first_token_latency_seconds"] == [
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        20,
+        30,
+        60,
+    ]
+    assert as_floats["aigateway_inter_token_latency_seconds"] == [
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.02,
+        0.04,
+        0.06,
+        0.08,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+    ]
+    assert as_floats["aigateway_total_latency_seconds"] == [
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        20,
+        30,
+        60,
+        120,
+        300,
+    ]
