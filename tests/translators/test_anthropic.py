@@ -1,0 +1,799 @@
+"""Anthropic Messages translator: request mapping, JSON and SSE responses, errors.
+
+Wire data is handwritten from Anthropic's Messages API and streaming reference.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessageFunctionToolCall,
+)
+
+from translators.anthropic import AnthropicMessagesTranslator, messages_request
+from translators.base import TokenUsage, TranslationError
+
+PNG_B64 = "iVBORw0KGgo="
+
+Event = tuple[str, dict[str, Any]]
+
+
+def req(**payload: Any) -> dict[str, Any]:
+    full = {"model": "claude", "messages": [{"role": "user", "content": "x"}], **payload}
+    return messages_request(full, model="claude-3-5-sonnet-20241022", default_max_tokens=4096)
+
+
+def translator(**payload: Any) -> AnthropicMessagesTranslator:
+    t = AnthropicMessagesTranslator(
+        "claude-3-5-sonnet-20241022", completion_id="chatcmpl-test", created=1700000000
+    )
+    body = {"model": "claude", "messages": [{"role": "user", "content": "Hi"}], **payload}
+    t.request(body, json.dumps(body).encode())
+    return t
+
+
+def sse(*events: Event) -> bytes:
+    return b"".join(
+        f"event: {name}\ndata: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
+        for name, doc in events
+    )
+
+
+def sse_data(body: bytes) -> list[bytes]:
+    assert body.endswith(b"\n\n")
+    events = body[:-2].split(b"\n\n")
+    assert all(e.startswith(b"data: ") for e in events), events
+    return [e[len(b"data: ") :] for e in events]
+
+
+def chunks_of(body: bytes) -> list[ChatCompletionChunk]:
+    data = sse_data(body)
+    assert data[-1] == b"[DONE]"
+    return [ChatCompletionChunk.model_validate_json(d) for d in data[:-1]]
+
+
+MESSAGE_START: Event = (
+    "message_start",
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": "claude-3-5-sonnet-20241022",
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 25,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 1,
+            },
+        },
+    },
+)
+
+TEXT_STREAM: list[Event] = [
+    MESSAGE_START,
+    (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ),
+    ("ping", {"type": "ping"}),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hello"},
+        },
+    ),
+    (
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}},
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 15},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+TOOL_STREAM: list[Event] = [
+    (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_014p7gG3wDgGV9EUtLvnow3U",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-3-haiku-20240307",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": 472,
+                    "output_tokens": 2,
+                    "cache_read_input_tokens": 1000,
+                    "cache_creation_input_tokens": 28,
+                },
+                "content": [],
+                "stop_reason": None,
+            },
+        },
+    ),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Hmm"},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "EqQ"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "content_block_start",
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "text_delta", "text": "Okay, let's check the weather"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {
+                "type": "tool_use",
+                "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                "name": "get_weather",
+                "input": {},
+            },
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "input_json_delta", "partial_json": ""},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "input_json_delta", "partial_json": '{"location": "San Fra'},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "input_json_delta", "partial_json": 'ncisco, CA"}'},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 89},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+ERROR_EVENT: Event = (
+    "error",
+    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+)
+
+
+# --- request ---------------------------------------------------------------------------
+
+
+def test_basic_request() -> None:
+    body = req(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Metric units."},
+            {"role": "user", "content": "Hi"},
+            {"role": "user", "content": [{"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": "Hello"},
+        ],
+        max_completion_tokens=300,
+        temperature=0.5,
+        top_p=0.8,
+        stop=["\n\nHuman:"],
+        user="user-123",
+    )
+    assert body == {
+        "model": "claude-3-5-sonnet-20241022",
+        "max_tokens": 300,
+        "system": [
+            {"type": "text", "text": "Be brief."},
+            {"type": "text", "text": "Metric units."},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+        ],
+        "temperature": 0.5,
+        "top_p": 0.8,
+        "stop_sequences": ["\n\nHuman:"],
+        "metadata": {"user_id": "user-123"},
+    }
+
+
+def test_max_tokens_default_and_stream_flag() -> None:
+    assert req()["max_tokens"] == 4096
+    assert req(max_tokens=7)["max_tokens"] == 7
+    assert req(stream=True)["stream"] is True
+    assert "stream" not in req(stream=False)
+
+
+def test_images() -> None:
+    body = req(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    {"type": "text", "text": "Compare"},
+                ],
+            }
+        ]
+    )
+    assert body["messages"][0]["content"] == [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+        {"type": "text", "text": "Compare"},
+    ]
+    with pytest.raises(TranslationError, match="image/tiff"):
+        req(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA=="}}
+                    ],
+                }
+            ]
+        )
+
+
+def test_tool_calls_and_results() -> None:
+    body = req(
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "toolu_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"},
+            {
+                "role": "tool",
+                "tool_call_id": "toolu_2",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+            {"role": "tool", "tool_call_id": "toolu_3", "content": ""},
+        ],
+        tools=[
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            }
+        ],
+    )
+    assert body["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "21C"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                },
+                {"type": "tool_result", "tool_use_id": "toolu_3"},
+            ],
+        },
+    ]
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "description": "Weather",
+        }
+    ]
+    assert "tool_choice" not in body
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"tool_choice": "auto"}, {"type": "auto"}),
+        ({"tool_choice": "required"}, {"type": "any"}),
+        ({"tool_choice": "none"}, {"type": "none"}),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+            {"type": "tool", "name": "f"},
+        ),
+        ({"parallel_tool_calls": False}, {"type": "auto", "disable_parallel_tool_use": True}),
+        (
+            {"tool_choice": "required", "parallel_tool_calls": False},
+            {"type": "any", "disable_parallel_tool_use": True},
+        ),
+        ({"tool_choice": "none", "parallel_tool_calls": False}, {"type": "none"}),
+        ({"parallel_tool_calls": True}, None),
+    ],
+)
+def test_tool_choice(extra: dict[str, Any], expected: dict[str, Any] | None) -> None:
+    body = req(tools=[TOOL], **extra)
+    assert body["tools"] == [{"name": "f", "input_schema": {"type": "object"}}]
+    assert body.get("tool_choice") == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"n": 3}, "n"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        (
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+            "tool_choice",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]},
+            "messages[0]",
+        ),
+        ({"messages": [{"role": "system", "content": [{"type": "image_url"}]}]}, "messages[0]"),
+        ({"max_completion_tokens": -1}, "max_completion_tokens"),
+    ],
+)
+def test_requests_anthropic_cannot_express(payload: dict[str, Any], param: str) -> None:
+    with pytest.raises(TranslationError) as info:
+        req(**payload)
+    assert info.value.param == param
+
+
+def test_upstream_request() -> None:
+    t = AnthropicMessagesTranslator("claude-3-5-haiku-latest", version="2023-06-01")
+    payload = {"model": "haiku", "messages": [{"role": "user", "content": "Hi"}]}
+    up = t.request(payload, json.dumps(payload).encode())
+    assert up.path == "/v1/messages"
+    assert dict(up.headers) == {
+        "content-type": "application/json",
+        "anthropic-version": "2023-06-01",
+    }
+    assert up.body == (
+        b'{"model":"claude-3-5-haiku-latest","max_tokens":4096,'
+        b'"messages":[{"role":"user","content":[{"type":"text","text":"Hi"}]}]}'
+    )
+
+
+# --- JSON responses ----------------------------------------------------------------
+
+
+def message(content: list[dict[str, Any]], stop: str, usage: dict[str, int]) -> bytes:
+    return json.dumps(
+        {
+            "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-sonnet-20241022",
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+    ).encode()
+
+
+def test_json_text_response() -> None:
+    t = AnthropicMessagesTranslator("claude-3-5-sonnet-20241022", created=1)
+    t.request({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}, b"")
+    assert t.response_headers(200, "application/json").streamed is False
+    out = t.response_body(
+        message(
+            [{"type": "text", "text": "Hi! "}, {"type": "text", "text": "How can I help?"}],
+            "end_turn",
+            {"input_tokens": 2095, "output_tokens": 503},
+        ),
+        True,
+    )
+    assert out.body is not None
+    completion = ChatCompletion.model_validate_json(out.body)
+    assert completion.id == "chatcmpl-msg_013Zva2CMHLNnXjNJJKqJ2EF"
+    assert completion.model == "claude"
+    assert completion.choices[0].message.content == "Hi! How can I help?"
+    assert completion.choices[0].finish_reason == "stop"
+    assert out.usage == TokenUsage(2095, 503, 2598)
+
+
+def test_json_tool_use_response_with_cache_usage() -> None:
+    t = translator()
+    out = t.response_body(
+        message(
+            [
+                {"type": "thinking", "thinking": "...", "signature": "x"},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01",
+                    "name": "get_weather",
+                    "input": {"city": "Oslo"},
+                },
+            ],
+            "tool_use",
+            {
+                "input_tokens": 10,
+                "output_tokens": 20,
+                "cache_read_input_tokens": 300,
+                "cache_creation_input_tokens": 40,
+            },
+        ),
+        True,
+    )
+    assert out.body is not None
+    completion = ChatCompletion.model_validate_json(out.body)
+    msg = completion.choices[0].message
+    assert msg.content is None
+    assert msg.tool_calls is not None
+    calls = [c for c in msg.tool_calls if isinstance(c, ChatCompletionMessageFunctionToolCall)]
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("toolu_01", "get_weather", {"city": "Oslo"})
+    ]
+    assert completion.choices[0].finish_reason == "tool_calls"
+    # input_tokens excludes cache reads and writes: prompt_tokens = 10 + 300 + 40.
+    assert out.usage == TokenUsage(
+        350, 20, 370, cached_input_tokens=300, cache_write_input_tokens=40
+    )
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cached_tokens == 300
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("pause_turn", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
+)
+def test_finish_reasons(stop_reason: str, finish_reason: str) -> None:
+    out = translator().response_body(
+        message(
+            [{"type": "text", "text": "x"}], stop_reason, {"input_tokens": 1, "output_tokens": 1}
+        ),
+        True,
+    )
+    assert out.body is not None
+    assert ChatCompletion.model_validate_json(out.body).choices[0].finish_reason == finish_reason
+
+
+def test_invalid_json_response_is_an_error() -> None:
+    out = translator().response_body(b"<html>", True)
+    assert out.error == "upstream_invalid_json"
+    assert out.body is not None
+    assert json.loads(out.body)["error"]["code"] == "bad_upstream"
+
+
+# --- SSE responses -----------------------------------------------------------------
+
+
+def streamed(
+    events: list[Event], include_usage: bool = True
+) -> tuple[AnthropicMessagesTranslator, bytes]:
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    t = translator(stream=True, **options)
+    decision = t.response_headers(200, "text/event-stream; charset=utf-8")
+    assert decision.streamed is True
+    return t, sse(*events)
+
+
+def test_text_stream() -> None:
+    t, data = streamed(TEXT_STREAM)
+    out = t.response_body(data, True)
+    assert out.error is None
+    assert out.usage == TokenUsage(25, 15, 40, cached_input_tokens=0, cache_write_input_tokens=0)
+    assert out.body is not None
+    chunks = chunks_of(out.body)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello!"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (25, 15)
+    assert {c.id for c in chunks} == {"chatcmpl-test"}
+
+
+def test_stream_id_comes_from_the_message_id() -> None:
+    t = AnthropicMessagesTranslator("claude-3-5-sonnet-20241022")
+    t.request(
+        {"model": "claude", "stream": True, "messages": [{"role": "user", "content": "x"}]}, b""
+    )
+    t.response_headers(200, "text/event-stream")
+    data = sse(*TEXT_STREAM)
+    assert t.response_body(data[:5], False).body == b""  # no event yet
+    out = t.response_body(data[5:], True)
+    assert out.body is not None
+    assert {c.id for c in chunks_of(out.body)} == {"chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL"}
+
+
+def test_stream_without_include_usage() -> None:
+    t, data = streamed(TEXT_STREAM, include_usage=False)
+    out = t.response_body(data, True)
+    assert out.body is not None
+    assert all(c.choices and c.usage is None for c in chunks_of(out.body))
+    assert out.usage is not None
+    assert out.usage.output_tokens == 15
+
+
+def test_tool_stream_skips_thinking_and_assembles_calls() -> None:
+    t, data = streamed(TOOL_STREAM)
+    out = t.response_body(data, True)
+    assert out.body is not None
+    chunks = chunks_of(out.body)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Okay, let's check the weather"
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or []:
+                assert call.function is not None
+                entry = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                if call.id:
+                    entry["id"] = call.id
+                    entry["name"] = call.function.name or ""
+                entry["arguments"] += call.function.arguments or ""
+    assert calls == {
+        0: {
+            "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+            "name": "get_weather",
+            "arguments": '{"location": "San Francisco, CA"}',
+        }
+    }
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert out.usage == TokenUsage(
+        1500, 89, 1589, cached_input_tokens=1000, cache_write_input_tokens=28
+    )
+
+
+def test_error_event_ends_the_stream() -> None:
+    t, data = streamed([*TEXT_STREAM[:4], ERROR_EVENT])
+    out = t.response_body(data, False)
+    assert out.error == "upstream_stream_error"
+    assert out.body is not None
+    events = sse_data(out.body)
+    assert json.loads(events[-1]) == {
+        "error": {
+            "message": "Overloaded",
+            "type": "server_error",
+            "param": None,
+            "code": "overloaded_error",
+        }
+    }
+    assert b"[DONE]" not in events
+    ChatCompletionChunk.model_validate_json(events[-2])
+    later = t.response_body(sse(*TEXT_STREAM[4:]), True)
+    assert later.body == b""
+    assert later.error == "upstream_stream_error"
+
+
+@pytest.mark.parametrize("cut", [0, 1, 4, 7])
+def test_truncated_stream_is_an_error(cut: int) -> None:
+    t, data = streamed(TEXT_STREAM[:cut])
+    out = t.response_body(data + b"event: content_block_delta\ndata: {", True)
+    assert out.error == "upstream_truncated"
+    assert out.body is not None
+    events = sse_data(out.body)
+    assert json.loads(events[-1])["error"]["code"] == "upstream_truncated"
+    assert b"[DONE]" not in events
+
+
+def test_undecodable_event_is_an_error() -> None:
+    t, data = streamed([MESSAGE_START])
+    out = t.response_body(data + b"event: content_block_delta\ndata: {nope\n\n", False)
+    assert out.error == "upstream_invalid_stream"
+
+
+def run_split(data: bytes, cuts: list[int], include_usage: bool) -> tuple[bytes, Any]:
+    t = translator(stream=True, stream_options={"include_usage": include_usage})
+    t.response_headers(200, "text/event-stream")
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    bodies = []
+    out = None
+    for i, piece in enumerate(pieces):
+        out = t.response_body(piece, i == len(pieces) - 1)
+        assert out.body is not None
+        bodies.append(out.body)
+    assert out is not None
+    return b"".join(bodies), (out.usage, out.error)
+
+
+STREAMS = {
+    "text": sse(*TEXT_STREAM),
+    "text-crlf": sse(*TEXT_STREAM).replace(b"\n", b"\r\n"),
+    "tools": sse(*TOOL_STREAM),
+    "error": sse(*TEXT_STREAM[:5], ERROR_EVENT),
+    "truncated": sse(*TEXT_STREAM[:6]),
+    # Non-ASCII text: a split may fall inside a multi-byte character.
+    "unicode": sse(
+        MESSAGE_START,
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "héllo ✓ 日本"},
+            },
+        ),
+        *TEXT_STREAM[6:],
+    ),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.sampled_from(sorted(STREAMS)),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=30),
+    include_usage=st.booleans(),
+)
+def test_any_split_of_the_sse_stream_gives_the_same_output(
+    name: str, cuts: list[int], include_usage: bool
+) -> None:
+    data = STREAMS[name]
+    assert run_split(data, cuts, include_usage) == run_split(data, [], include_usage)
+
+
+def test_crlf_stream_matches_lf_stream() -> None:
+    assert run_split(STREAMS["text-crlf"], [], True) == run_split(STREAMS["text"], [], True)
+
+
+# --- error bodies ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (
+            400,
+            b'{"type":"error","error":{"type":"invalid_request_error",'
+            b'"message":"max_tokens: Field required"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}',
+            {
+                "message": "max_tokens: Field required",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_request_error",
+            },
+        ),
+        (
+            401,
+            b'{"type":"error","error":{"type":"authentication_error",'
+            b'"message":"invalid x-api-key"}}',
+            {
+                "message": "invalid x-api-key",
+                "type": "authentication_error",
+                "param": None,
+                "code": "authentication_error",
+            },
+        ),
+        (
+            404,
+            b'{"type":"error","error":{"type":"not_found_error","message":"model: claude-9"}}',
+            {
+                "message": "model: claude-9",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found_error",
+            },
+        ),
+        (
+            429,
+            b'{"type":"error","error":{"type":"rate_limit_error",'
+            b'"message":"Number of request tokens has exceeded your per-minute rate limit"}}',
+            {
+                "message": "Number of request tokens has exceeded your per-minute rate limit",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "rate_limit_error",
+            },
+        ),
+        (
+            529,
+            b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+            {
+                "message": "Overloaded",
+                "type": "server_error",
+                "param": None,
+                "code": "overloaded_error",
+            },
+        ),
+        (
+            502,
+            b"upstream connect error",
+            {
+                "message": "upstream connect error",
+                "type": "server_error",
+                "param": None,
+                "code": 502,
+            },
+        ),
+    ],
+)
+def test_error_body(status: int, body: bytes, expected: dict[str, Any]) -> None:
+    out = translator().error_body(status, body, "application/json")
+    assert json.loads(out) == {"error": expected}
