@@ -98,6 +98,11 @@ class AwsSigV4Signer:
         self._host = host
         self._origin = f"{scheme}://{host}"
 
+    @property
+    def refreshable(self) -> bool:
+        """True when signing may fetch new credentials (network I/O)."""
+        return hasattr(self._credentials, "refresh_needed")
+
     def __repr__(self) -> str:
         return f"AwsSigV4Signer({self._origin!r}, region={self.region!r}, service={self.service!r})"
 

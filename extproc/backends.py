@@ -3,12 +3,17 @@ credentials and translator. Built once at start and shared by every processor.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from extproc.config import Backend, GatewayConfig, Model, ResolvedSecrets, Secret
+from extproc.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
+from extproc.config import Backend, ConfigError, GatewayConfig, Model, ResolvedSecrets, Secret
+from translators.anthropic import AnthropicMessagesTranslator
+from translators.azure import AzureOpenAITranslator
 from translators.base import ChatTranslator
+from translators.bedrock import BedrockConverseTranslator
 from translators.openai import OpenAIChatTranslator
 
 # Client credentials are for the gateway, never for a backend.
@@ -16,15 +21,16 @@ CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
 
 
 class Authenticator(Protocol):
-    """Adds a backend's credentials to the final upstream request."""
+    """Adds a backend's credentials to the final upstream request (its exact path and
+    body: signing must come last)."""
 
-    def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]: ...
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]: ...
 
 
 class NoAuth:
     __slots__ = ()
 
-    def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
         return ()
 
 
@@ -36,7 +42,7 @@ class ApiKeyAuth:
     def __init__(self, header: str, value: Secret, prefix: str = "") -> None:
         self._headers = ((header, prefix + value.reveal()),)
 
-    def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
         return self._headers
 
     def __repr__(self) -> str:
@@ -56,9 +62,17 @@ TranslatorFactory = Callable[[], ChatTranslator]
 
 def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFactory:
     schema = backend.schema_
-    if schema == "openai":
-        return lambda: OpenAIChatTranslator(upstream_model)
-    raise ValueError(f"schema {schema!r} is not supported yet")
+    if schema == "azure-openai":
+        api_version = backend.api_version or ""
+        return lambda: AzureOpenAITranslator(upstream_model, api_version)
+    if schema == "aws-bedrock":
+        return lambda: BedrockConverseTranslator(upstream_model)
+    if schema == "anthropic":
+        version, max_tokens = backend.anthropic_version, backend.default_max_tokens
+        return lambda: AnthropicMessagesTranslator(
+            upstream_model, version=version, default_max_tokens=max_tokens
+        )
+    return lambda: OpenAIChatTranslator(upstream_model)
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,11 +97,14 @@ class RoutingTable:
         self.model_header = config.headers.model
         self.backend_header = config.headers.backend
         auth: dict[str, Authenticator] = {}
-        for backend in config.backends:
+        for i, backend in enumerate(config.backends):
             if backend.name in secrets.api_keys:
                 auth[backend.name] = _api_key_auth(backend.schema_, secrets.api_keys[backend.name])
             elif backend.name in secrets.aws:
-                auth[backend.name] = _sigv4_auth(backend, secrets.aws[backend.name])
+                try:
+                    auth[backend.name] = _sigv4_auth(backend, secrets.aws[backend.name])
+                except AwsAuthError as exc:
+                    raise ConfigError(f"backends[{i}].auth.aws: {exc}") from None
             else:
                 auth[backend.name] = NoAuth()
         self.routes: dict[str, ModelRoute] = {}
@@ -112,7 +129,37 @@ class RoutingTable:
         return frozenset(b.name for b in self.config.backends)
 
 
+class SigV4Auth:
+    """AWS SigV4 over the final body. Static credentials sign inline (CPU only);
+    refreshable ones (roles, SSO) may fetch new credentials, so they sign in a thread."""
+
+    __slots__ = ("_in_thread", "_signer")
+
+    def __init__(self, signer: AwsSigV4Signer) -> None:
+        self._signer = signer
+        self._in_thread = signer.refreshable
+
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+        if self._in_thread:
+            return await asyncio.to_thread(self._signer.headers, method, path, body)
+        return self._signer.headers(method, path, body)
+
+    def __repr__(self) -> str:
+        return f"SigV4Auth({self._signer!r})"
+
+
 def _sigv4_auth(
     backend: Backend, credentials: tuple[Secret, Secret, Secret | None] | None
 ) -> Authenticator:
-    raise ValueError("aws-bedrock is not supported yet")
+    aws = backend.auth.aws if backend.auth is not None else None
+    explicit = None
+    if credentials is not None:
+        key, secret, token = credentials
+        explicit = AwsCredentials(key.reveal(), secret.reveal(), token.reveal() if token else None)
+    signer = AwsSigV4Signer(
+        scheme="https" if backend.tls else "http",
+        host=backend.authority,
+        region=aws.region if aws is not None else None,
+        credentials=explicit,
+    )
+    return SigV4Auth(signer)

@@ -20,6 +20,9 @@ from extproc.processor import (
     Result,
 )
 from translators.base import ChatTranslator, TokenUsage, TranslationError
+from translators.encoding import ContentDecoder, ContentDecodingError
+from translators.errors import openai_error_body
+from translators.sse import encode_sse_event
 
 # Removed from every upstream request: client credentials, and encodings we would have
 # to undo before reading the body.
@@ -64,10 +67,11 @@ class ChatCompletionProcessor(Processor):
     """One chat completion request, from client headers to the last response byte."""
 
     __slots__ = (
-        "_content_type",
+        "_decoder",
         "_error",
         "_error_body",
         "_request_headers",
+        "_response_headers",
         "_route",
         "_status",
         "_streamed",
@@ -82,7 +86,8 @@ class ChatCompletionProcessor(Processor):
         self._route: ModelRoute | None = None
         self._translator: ChatTranslator | None = None
         self._status = 0
-        self._content_type = ""
+        self._response_headers: Headers | None = None
+        self._decoder: ContentDecoder | None = None
         self._streamed = False
         self._error_body: list[bytes] | None = None  # a non-2xx body being collected
         self._usage: TokenUsage | None = None
@@ -143,11 +148,12 @@ class ChatCompletionProcessor(Processor):
         set_headers: list[tuple[str, str]] = [
             (self.table.model_header, route.model.name),
             (self.table.backend_header, route.backend.name),
+            ("accept-encoding", "identity"),
             *upstream.headers,
         ]
         if self._request_headers is None or path != self._request_headers.path:
             set_headers.append((":path", path))
-        set_headers.extend(route.auth.headers("POST", path, final_body))
+        set_headers.extend(await route.auth.headers("POST", path, final_body))
         return Result(
             set_headers=tuple(set_headers),
             remove_headers=tuple(
@@ -164,54 +170,100 @@ class ChatCompletionProcessor(Processor):
         if translator is None:  # a reply to a request we did not route; leave it alone
             return CONTINUE
         self._status = status = headers.status
-        self._content_type = headers.get("content-type", "") or ""
+        self._response_headers = headers
+        remove: tuple[str, ...] = ()
+        encoding = (headers.get("content-encoding") or "identity").lower()
+        if encoding != "identity":
+            # We asked for identity; an upstream that compresses anyway is decoded here,
+            # and the client gets the decoded bytes (never a stale encoding header).
+            if not ContentDecoder.supports(encoding):
+                self._error = "upstream_unsupported_encoding"
+                self._error_body = []
+                return Result(
+                    set_headers=((":status", "502"), ("content-type", "application/json")),
+                    remove_headers=("content-encoding",),
+                )
+            self._decoder = ContentDecoder(encoding)
+            remove = ("content-encoding",)
         if not 200 <= status < 300:
             self._error = f"upstream_http_{status}"
             self._error_body = []
             if headers.end_of_stream:
                 return self._finish_error(b"")
-            return CONTINUE
-        decision = translator.response_headers(status, self._content_type)
+            return Result(remove_headers=remove) if remove else CONTINUE
+        decision = translator.response_headers(status, headers.get("content-type", "") or "")
         self._streamed = decision.streamed
         set_headers = (("content-type", decision.content_type),) if decision.content_type else ()
         if headers.end_of_stream:
             return Result(set_headers=set_headers, dynamic_metadata=self._metadata())
-        return Result(set_headers=set_headers, stream_response_body=decision.streamed)
+        return Result(
+            set_headers=set_headers, remove_headers=remove, stream_response_body=decision.streamed
+        )
 
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
         translator = self._translator
         if translator is None:
             return CONTINUE
+        decoded = body
+        if self._decoder is not None:
+            try:
+                decoded = self._decoder.decode(body, end_of_stream)
+            except ContentDecodingError:
+                return self._broken_encoding(end_of_stream)
         if self._error_body is not None:
-            self._error_body.append(body)
+            self._error_body.append(decoded)
             if not end_of_stream:
                 return Result(body=b"")
             return self._finish_error(b"".join(self._error_body))
-        out = translator.response_body(body, end_of_stream)
+        out = translator.response_body(decoded, end_of_stream)
         if out.usage is not None:
             self._usage = out.usage
         if out.error is not None and self._error is None:
             self._error = out.error
+        new_body = out.body
+        if new_body is None and self._decoder is not None:
+            new_body = decoded  # the client gets decoded bytes throughout
         if not end_of_stream:
-            return CONTINUE if out.body is None else Result(body=out.body)
+            return CONTINUE if new_body is None else Result(body=new_body)
         if out.error is not None and not self._streamed:
             # A 2xx the client cannot use (not JSON): make it the error it is.
             return Result(
                 set_headers=((":status", "502"), ("content-type", "application/json")),
-                body=out.body,
+                body=new_body,
                 dynamic_metadata=self._metadata(),
             )
-        return Result(body=out.body, dynamic_metadata=self._metadata())
+        return Result(body=new_body, dynamic_metadata=self._metadata())
+
+    def _broken_encoding(self, end_of_stream: bool) -> Result:
+        """The upstream's compressed body does not decode: end with an error."""
+        self._error = "upstream_bad_encoding"
+        self._decoder = None
+        self._error_body = None
+        message = openai_error_body(
+            "The upstream sent a body that does not match its content-encoding.",
+            status=502,
+            code="upstream_bad_encoding",
+        )
+        if self._streamed:
+            # The response is committed: end the stream with an error event.
+            self._translator = None  # nothing more is translated
+            return Result(body=encode_sse_event(message), dynamic_metadata=self._metadata())
+        return Result(
+            set_headers=((":status", "502"), ("content-type", "application/json")),
+            body=message,
+            dynamic_metadata=self._metadata(),
+        )
 
     def _finish_error(self, body: bytes) -> Result:
         assert self._translator is not None
-        new_body = self._translator.error_body(self._status, body, self._content_type)
-        if new_body is None:
+        headers = self._response_headers
+        upstream = headers.first if headers is not None else {}
+        new_body = self._translator.error_body(self._status, body, upstream)
+        if new_body is None and self._decoder is None:
             return Result(dynamic_metadata=self._metadata())
         return Result(
             set_headers=(("content-type", "application/json"),),
-            remove_headers=("content-encoding",),
-            body=new_body,
+            body=body if new_body is None else new_body,
             dynamic_metadata=self._metadata(),
         )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from translators.errors import openai_error
@@ -63,6 +64,11 @@ class Headers:
     def __repr__(self) -> str:
         # Values may carry credentials: show names only.
         return f"Headers({[n for n, _ in self.pairs]!r}, end_of_stream={self.end_of_stream})"
+
+    @property
+    def first(self) -> Mapping[str, str]:
+        """Each header's first value by name (read-only view)."""
+        return MappingProxyType(self._first)
 
     @property
     def path(self) -> str:

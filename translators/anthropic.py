@@ -9,6 +9,7 @@ processor's job (backend auth), not this module's.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -379,7 +380,7 @@ class AnthropicMessagesTranslator:
             return ResponseBodyOutput(body=b"")
         return self._json_body(b"".join(self._json_parts))
 
-    def error_body(self, status: int, body: bytes, content_type: str) -> bytes:
+    def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         doc = loads_or_none(body)
         error = doc.get("error") if isinstance(doc, dict) else None
         if isinstance(error, dict) and isinstance(error.get("message"), str):

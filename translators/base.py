@@ -7,6 +7,7 @@ per-request state (stream decoders, accumulated usage).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,9 +90,10 @@ class ChatTranslator(Protocol):
         """Translate a 2xx response body chunk (the whole body when not streamed)."""
         ...
 
-    def error_body(self, status: int, body: bytes, content_type: str) -> bytes | None:
+    def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes | None:
         """Turn a non-2xx upstream body (whole) into an OpenAI error JSON body;
-        ``None`` when ``body`` already is one and can pass unchanged."""
+        ``None`` when ``body`` already is one and can pass unchanged. ``headers`` are the
+        upstream response headers (lower-case names, first values)."""
         ...
 
 

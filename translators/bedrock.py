@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -463,10 +464,9 @@ class BedrockConverseTranslator:
             return ResponseBodyOutput(body=b"")
         return self._json_body(b"".join(self._json_parts))
 
-    def error_body(
-        self, status: int, body: bytes, content_type: str, *, error_type: str | None = None
-    ) -> bytes:
-        """``error_type`` is the ``x-amzn-errortype`` header, when the upstream sent one."""
+    def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
+        """Bedrock names the error in the ``x-amzn-errortype`` header (or ``__type``)."""
+        error_type = headers.get("x-amzn-errortype")
         message = ""
         doc = loads_or_none(body)
         if isinstance(doc, dict):

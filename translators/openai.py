@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from translators.base import (
@@ -159,7 +160,7 @@ class OpenAIChatTranslator:
             body = b"".join(encode_sse_event(e.data, e.event or None) for e in keep) + tail
         return ResponseBodyOutput(body, self._usage, error)
 
-    def error_body(self, status: int, body: bytes, content_type: str) -> bytes | None:
+    def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes | None:
         return passthrough_error_body(status, body)
 
 

@@ -61,6 +61,7 @@ async def test_routes_rewrites_model_and_injects_the_api_key() -> None:
         "x-ai-gateway-model": "phi4",
         "x-ai-gateway-backend": "local",
         "authorization": "Bearer sk-upstream",
+        "accept-encoding": "identity",
         "content-length": str(len(answer.body_mutation.body)),
     }
     assert answer.clear_route_cache

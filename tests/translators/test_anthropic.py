@@ -795,5 +795,5 @@ def test_crlf_stream_matches_lf_stream() -> None:
     ],
 )
 def test_error_body(status: int, body: bytes, expected: dict[str, Any]) -> None:
-    out = translator().error_body(status, body, "application/json")
+    out = translator().error_body(status, body, {"content-type": "application/json"})
     assert json.loads(out) == {"error": expected}

@@ -159,4 +159,4 @@ def test_azure_errors_already_are_openai_errors() -> None:
         b'resource does not exist."}}'
     )
     t = AzureOpenAITranslator("gpt-4o", "2024-10-21")
-    assert t.error_body(404, body, "application/json") is None  # passes unchanged
+    assert t.error_body(404, body, {"content-type": "application/json"}) is None  # passes unchanged

@@ -834,9 +834,10 @@ def test_byte_by_byte_feeding() -> None:
 def test_error_body(
     status: int, error_type: str | None, body: bytes, expected: dict[str, Any]
 ) -> None:
-    out = BedrockConverseTranslator(MODEL_ID).error_body(
-        status, body, "application/json", error_type=error_type
-    )
+    headers = {"content-type": "application/json"}
+    if error_type is not None:
+        headers["x-amzn-errortype"] = error_type
+    out = BedrockConverseTranslator(MODEL_ID).error_body(status, body, headers)
     assert json.loads(out) == {"error": expected}
 
 
