@@ -1,0 +1,94 @@
+"""The mock backend's aiohttp application: every provider route plus introspection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from .anthropic_routes import add_anthropic_routes
+from .azure_routes import add_azure_routes
+from .bedrock_routes import add_bedrock_routes
+from .errors import OPENAI_ERRORS, MockError
+from .openai_routes import add_openai_routes
+from .request_log import DEFAULT_HISTORY_SIZE, RequestLog
+from .routing import dumps
+from .sigv4 import AwsCredentials
+from .state import STATE, MockState
+
+__all__ = [
+    "DEFAULT_EMBEDDING_DIMENSIONS",
+    "DEFAULT_MODELS",
+    "create_app",
+    "request_log",
+]
+
+DEFAULT_MODELS: tuple[str, ...] = ("mock-chat", "mock-embedding")
+DEFAULT_EMBEDDING_DIMENSIONS = 16
+_MAX_REQUEST_BODY = 64 * 1024 * 1024
+
+
+def create_app(
+    *,
+    aws_credentials: AwsCredentials | None = None,
+    models: Sequence[str] = DEFAULT_MODELS,
+    embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
+    history_size: int = DEFAULT_HISTORY_SIZE,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> web.Application:
+    """Build the mock backend application.
+
+    Routes: OpenAI ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
+    ``GET /v1/models`` (lists ``models``); Azure OpenAI
+    ``POST /openai/deployments/{d}/chat/completions`` and ``.../embeddings``; Bedrock
+    ``POST /model/{id}/converse`` and ``.../converse-stream``; Anthropic
+    ``POST /v1/messages``; ``GET``/``DELETE /_mock/requests`` (the last
+    ``history_size`` requests). Anything else is a 404.
+
+    With ``aws_credentials`` the Bedrock routes require a valid SigV4 signature made
+    with them. ``embedding_dimensions`` is the vector size when a request does not ask
+    for ``dimensions``. ``sleep`` waits the ``x-mock-ttft-ms``/``x-mock-itl-ms`` delays
+    (tests pass a recorder instead of :func:`asyncio.sleep`).
+    """
+    if embedding_dimensions < 1:
+        raise ValueError("embedding_dimensions must be >= 1")
+    app = web.Application(client_max_size=_MAX_REQUEST_BODY)
+    app[STATE] = MockState(
+        requests=RequestLog(history_size),
+        models=tuple(models),
+        embedding_dimensions=embedding_dimensions,
+        aws_credentials=aws_credentials,
+        sleep=sleep,
+    )
+    add_openai_routes(app)
+    add_azure_routes(app)
+    add_bedrock_routes(app)
+    add_anthropic_routes(app)
+    app.router.add_get("/_mock/requests", _list_requests)
+    app.router.add_delete("/_mock/requests", _clear_requests)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+def request_log(app: web.Application) -> RequestLog:
+    """The request log of an app made by :func:`create_app` (for in-process tests)."""
+    return app[STATE].requests
+
+
+async def _list_requests(request: web.Request) -> web.Response:
+    entries = [entry.to_json() for entry in request.app[STATE].requests.snapshot()]
+    return web.Response(body=dumps(entries), content_type="application/json")
+
+
+async def _clear_requests(request: web.Request) -> web.Response:
+    request.app[STATE].requests.clear()
+    return web.Response(status=204)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    body = await request.read()
+    request.app[STATE].requests.record(request.method, request.raw_path, request.raw_headers, body)
+    error = MockError(404, f"Invalid URL ({request.method} {request.path})")
+    rendered = OPENAI_ERRORS.render(error)
+    return web.Response(body=rendered.body, status=404, headers=rendered.headers)

@@ -1,0 +1,205 @@
+"""AWS Bedrock routes: ``/model/{modelId}/converse`` and ``/model/{modelId}/converse-stream``.
+
+``converse`` answers Converse JSON (``output.message.content`` with ``text`` or
+``toolUse`` blocks, ``stopReason``, ``usage``, ``metrics.latencyMs``).
+``converse-stream`` answers ``application/vnd.amazon.eventstream`` frames, as Bedrock
+sends them: ``messageStart``; for a tool call ``contentBlockStart``; one
+``contentBlockDelta`` per word (or tool-input fragment); ``contentBlockStop``;
+``messageStop``; ``metadata``. Payloads carry Bedrock's ``"p"`` padding field.
+
+The model id arrives percent-escaped (``anthropic.claude-3-haiku-20240307-v1%3A0``) and
+is decoded. Errors are ``{"message": ...}`` with ``x-amzn-errortype``. When the app has
+AWS credentials, requests must carry a valid SigV4 signature (see :mod:`.sigv4`).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+
+from .errors import BEDROCK_ERRORS, MockError
+from .eventstream import corrupt_message_crc, event_frame, exception_frame
+from .prompt_words import bedrock_prompt_words
+from .routing import MockCall, dumps, provider_route, send_json
+from .sigv4 import verify_sigv4
+from .state import MockState
+from .streaming import EventKind, StreamFaults, send_stream
+from .tools import (
+    ToolDefinition,
+    argument_fragments,
+    arguments_json,
+    mock_arguments,
+    select_tool,
+)
+from .words import limit_tokens, reply_pieces, reply_text
+
+__all__ = ["add_bedrock_routes"]
+
+_PADDING = string.ascii_lowercase + string.ascii_uppercase + string.digits
+_STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
+_DEFAULT_STREAM_EXCEPTION = "modelStreamErrorException"
+
+
+def add_bedrock_routes(app: web.Application) -> None:
+    """Register the Bedrock routes on ``app``."""
+    app.router.add_post(
+        "/model/{model_id:.+}/converse",
+        provider_route(BEDROCK_ERRORS, _converse, check=_check_signature),
+    )
+    app.router.add_post(
+        "/model/{model_id:.+}/converse-stream",
+        provider_route(BEDROCK_ERRORS, _converse_stream, check=_check_signature),
+    )
+
+
+def _check_signature(request: web.Request, body: bytes, state: MockState) -> None:
+    if state.aws_credentials is not None:
+        verify_sigv4(state.aws_credentials, request.method, request.raw_path, request.headers, body)
+
+
+class _Answer:
+    """What the model "says" to one Converse request."""
+
+    __slots__ = ("input_tokens", "request_id", "stop_reason", "tokens", "tool", "tool_use_id")
+
+    def __init__(self, call: MockCall) -> None:
+        payload = call.payload
+        knobs = call.knobs
+        messages = payload.get("messages")
+        if messages is not None and not isinstance(messages, list):
+            raise MockError(400, "1 validation error detected: 'messages' must be a list")
+        self.input_tokens = bedrock_prompt_words(payload)
+        tool_config = payload.get("toolConfig")
+        self.tool = select_tool(
+            _tools(tool_config), header=knobs.tool_call, forced=_forced_tool(tool_config)
+        )
+        if self.tool is None:
+            inference = payload.get("inferenceConfig")
+            limit = inference.get("maxTokens") if isinstance(inference, dict) else None
+            self.tokens, truncated = limit_tokens(knobs.output_tokens, limit)
+            self.stop_reason = "max_tokens" if truncated else "end_turn"
+        else:
+            self.tokens, self.stop_reason = knobs.output_tokens, "tool_use"
+        seq = call.state.next_id()
+        self.tool_use_id = f"tooluse_mock{seq:012d}"
+        self.request_id = f"00000000-0000-4000-8000-{seq:012d}"
+
+    def usage(self, call: MockCall) -> dict[str, int]:
+        cached = min(call.knobs.cached_tokens, self.input_tokens)
+        usage = {
+            "inputTokens": self.input_tokens - cached,
+            "outputTokens": self.tokens,
+            "totalTokens": self.input_tokens + self.tokens,
+        }
+        if cached:
+            usage["cacheReadInputTokens"] = cached
+            usage["cacheWriteInputTokens"] = 0
+        return usage
+
+
+async def _converse(call: MockCall) -> web.StreamResponse:
+    answer = _Answer(call)
+    if answer.tool is None:
+        content: list[dict[str, Any]] = [{"text": reply_text(answer.tokens)}]
+    else:
+        tool_use = {
+            "toolUseId": answer.tool_use_id,
+            "name": answer.tool.name,
+            "input": mock_arguments(answer.tool.schema),
+        }
+        content = [{"toolUse": tool_use}]
+    body = {
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": answer.stop_reason,
+        "usage": answer.usage(call),
+        "metrics": {"latencyMs": call.elapsed_ms()},
+    }
+    headers = {"x-amzn-RequestId": answer.request_id}
+    return await send_json(call.request, call.knobs, dumps(body), headers=headers)
+
+
+async def _converse_stream(call: MockCall) -> web.StreamResponse:
+    answer = _Answer(call)
+    bad_delta = _payload(1, {"contentBlockIndex": 0, "delta": {"text": ""}})
+    faults = StreamFaults(
+        bad_json=event_frame("contentBlockDelta", b'{"contentBlockIndex":0,"delta":'),
+        error_event=_exception_frame,
+        bad_crc=corrupt_message_crc(event_frame("contentBlockDelta", bad_delta)),
+    )
+    headers = {"Content-Type": _STREAM_CONTENT_TYPE, "x-amzn-RequestId": answer.request_id}
+    return await send_stream(call, _frames(call, answer), faults, headers)
+
+
+def _frames(call: MockCall, answer: _Answer) -> Iterator[tuple[EventKind, bytes]]:
+    count = 0
+
+    def frame(event_type: str, body: dict[str, Any]) -> bytes:
+        nonlocal count
+        count += 1
+        return event_frame(event_type, _payload(count, body))
+
+    yield EventKind.OPEN, frame("messageStart", {"role": "assistant"})
+    if answer.tool is None:
+        pieces = reply_pieces(answer.tokens)
+        for piece in pieces:
+            delta = {"contentBlockIndex": 0, "delta": {"text": piece}}
+            yield EventKind.TOKEN, frame("contentBlockDelta", delta)
+        if pieces:
+            yield EventKind.CLOSE, frame("contentBlockStop", {"contentBlockIndex": 0})
+    else:
+        start = {"toolUse": {"toolUseId": answer.tool_use_id, "name": answer.tool.name}}
+        yield EventKind.OPEN, frame("contentBlockStart", {"contentBlockIndex": 0, "start": start})
+        arguments = arguments_json(answer.tool.schema)
+        for fragment in argument_fragments(arguments, answer.tokens):
+            delta = {"contentBlockIndex": 0, "delta": {"toolUse": {"input": fragment}}}
+            yield EventKind.TOKEN, frame("contentBlockDelta", delta)
+        yield EventKind.CLOSE, frame("contentBlockStop", {"contentBlockIndex": 0})
+    yield EventKind.FINAL, frame("messageStop", {"stopReason": answer.stop_reason})
+    metadata = {"usage": answer.usage(call), "metrics": {"latencyMs": call.elapsed_ms()}}
+    yield EventKind.FINAL, frame("metadata", metadata)
+
+
+def _payload(count: int, body: dict[str, Any]) -> bytes:
+    # Bedrock pads every payload with a "p" field of varying length (hides sizes).
+    return dumps({**body, "p": _PADDING[: 1 + count * 7 % len(_PADDING)]})
+
+
+def _exception_frame(error_type: str | None) -> bytes:
+    name = error_type or _DEFAULT_STREAM_EXCEPTION
+    body: dict[str, Any] = {"message": "mock stream error (x-mock-fault: exception)"}
+    if name == _DEFAULT_STREAM_EXCEPTION:
+        body["originalStatusCode"] = 500
+        body["originalMessage"] = "mock model failure"
+    return exception_frame(name, dumps(body))
+
+
+def _tools(tool_config: Any) -> list[ToolDefinition]:
+    if not isinstance(tool_config, dict) or not isinstance(tool_config.get("tools"), list):
+        return []
+    found: list[ToolDefinition] = []
+    for tool in tool_config["tools"]:
+        spec = tool.get("toolSpec") if isinstance(tool, dict) else None
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            schema = spec.get("inputSchema")
+            found.append(
+                ToolDefinition(
+                    spec["name"], schema.get("json") if isinstance(schema, dict) else None
+                )
+            )
+    return found
+
+
+def _forced_tool(tool_config: Any) -> str | None:
+    choice = tool_config.get("toolChoice") if isinstance(tool_config, dict) else None
+    if not isinstance(choice, dict):
+        return None
+    named = choice.get("tool")
+    if isinstance(named, dict) and isinstance(named.get("name"), str):
+        return str(named["name"])
+    if "any" in choice:
+        tools = _tools(tool_config)
+        return tools[0].name if tools else None
+    return None

@@ -1,0 +1,169 @@
+"""Per-request knobs: request headers that steer one mock response.
+
+They are plain request headers so they pass through Envoy and the gateway untouched.
+
+==============================  =======================================================
+header                          effect
+==============================  =======================================================
+``x-mock-output-tokens: N``     reply with N words / report N output tokens (default 8)
+``x-mock-status: S``            answer status S with the provider's error body (S < 400:
+                                no effect)
+``x-mock-error-type: T``        provider error type for ``x-mock-status`` and for the
+                                ``exception`` fault (OpenAI ``error.type``, Bedrock
+                                exception name, Anthropic ``error.type``)
+``x-mock-ttft-ms: MS``          wait MS before the first byte of the response
+``x-mock-itl-ms: MS``           wait MS before every streamed token chunk but the first
+``x-mock-tool-call: NAME``      answer with a call to tool NAME; ignored when the request
+                                has no tools, 400 when its tools lack NAME
+``x-mock-cached-tokens: N``     report N of the prompt tokens as cache reads
+``x-mock-reasoning-tokens: N``  OpenAI only: add N reasoning tokens to completion usage
+``x-mock-fault: F[, F...]``     faults, see :class:`Fault`
+``x-mock-fault-after: N``       token chunks sent before a stream fault fires (default 2)
+==============================  =======================================================
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import MockError
+
+__all__ = [
+    "DEFAULT_KNOBS",
+    "DEFAULT_OUTPUT_TOKENS",
+    "MAX_OUTPUT_TOKENS",
+    "Fault",
+    "Knobs",
+    "parse_knobs",
+]
+
+DEFAULT_OUTPUT_TOKENS = 8
+DEFAULT_FAULT_AFTER = 2
+MAX_OUTPUT_TOKENS = 1_000_000
+_MAX_DELAY_MS = 600_000
+
+OUTPUT_TOKENS = "x-mock-output-tokens"
+STATUS = "x-mock-status"
+ERROR_TYPE = "x-mock-error-type"
+TTFT_MS = "x-mock-ttft-ms"
+ITL_MS = "x-mock-itl-ms"
+TOOL_CALL = "x-mock-tool-call"
+CACHED_TOKENS = "x-mock-cached-tokens"
+REASONING_TOKENS = "x-mock-reasoning-tokens"
+FAULT = "x-mock-fault"
+FAULT_AFTER = "x-mock-fault-after"
+
+_ALL_HEADERS = (
+    OUTPUT_TOKENS,
+    STATUS,
+    ERROR_TYPE,
+    TTFT_MS,
+    ITL_MS,
+    TOOL_CALL,
+    CACHED_TOKENS,
+    REASONING_TOKENS,
+    FAULT,
+    FAULT_AFTER,
+)
+
+
+class Fault(enum.StrEnum):
+    """Values of ``x-mock-fault`` (comma-separated, combinable).
+
+    Stream faults fire after ``x-mock-fault-after`` token chunks (default 2; fewer if
+    the reply is shorter, then just before the closing events).
+    """
+
+    #: abort the TCP connection (RST) mid-body; non-streamed: after half the body.
+    RESET = "reset"
+    #: end the body cleanly without the final event(s) (``[DONE]``, ``message_stop``,
+    #: ``messageStop`` + ``metadata``); with ``x-mock-fault-after``, right at that point.
+    #: Non-streamed: a body cut in half with a matching content-length.
+    TRUNCATE = "truncate"
+    #: insert one event whose data is not JSON (Bedrock: a frame with a non-JSON
+    #: payload), then carry on. Non-streamed: like ``truncate``.
+    BAD_JSON = "bad-json"
+    #: Bedrock streams only: insert one frame whose message CRC is wrong, then carry on.
+    BAD_CRC = "bad-crc"
+    #: streams only: end with the provider's in-stream error event (Bedrock exception
+    #: frame, Anthropic ``event: error``, OpenAI ``data: {"error": ...}``).
+    EXCEPTION = "exception"
+    #: gzip the body (``content-encoding: gzip``); streams are flushed per event.
+    GZIP = "gzip"
+
+
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    """The parsed knobs of one request; :data:`DEFAULT_KNOBS` when none are set."""
+
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS
+    status: int | None = None
+    error_type: str | None = None
+    ttft_s: float = 0.0
+    itl_s: float = 0.0
+    tool_call: str | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    faults: frozenset[Fault] = frozenset()
+    fault_after: int | None = None
+
+    @property
+    def stream_fault_after(self) -> int:
+        """Token chunks to send before a stream fault fires."""
+        return DEFAULT_FAULT_AFTER if self.fault_after is None else self.fault_after
+
+
+DEFAULT_KNOBS = Knobs()
+
+
+def parse_knobs(headers: Mapping[str, str]) -> Knobs:
+    """Read the knobs from request headers (case-insensitive mapping).
+
+    Raises :class:`MockError` (400) when a knob has a bad value, so test mistakes
+    surface instead of being silently ignored.
+    """
+    if not any(name in headers for name in _ALL_HEADERS):
+        return DEFAULT_KNOBS
+    status = _int(headers, STATUS, 100, 599)
+    faults: set[Fault] = set()
+    for item in headers.get(FAULT, "").split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        try:
+            faults.add(Fault(item))
+        except ValueError:
+            choices = ", ".join(f.value for f in Fault)
+            raise MockError(400, f"{FAULT}: unknown fault {item!r}; use {choices}") from None
+    return Knobs(
+        output_tokens=_int_or(headers, OUTPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, 0, MAX_OUTPUT_TOKENS),
+        status=status if status is not None and status >= 400 else None,
+        error_type=headers.get(ERROR_TYPE) or None,
+        ttft_s=_int_or(headers, TTFT_MS, 0, 0, _MAX_DELAY_MS) / 1000,
+        itl_s=_int_or(headers, ITL_MS, 0, 0, _MAX_DELAY_MS) / 1000,
+        tool_call=headers.get(TOOL_CALL, "").strip() or None,
+        cached_tokens=_int_or(headers, CACHED_TOKENS, 0, 0, MAX_OUTPUT_TOKENS),
+        reasoning_tokens=_int_or(headers, REASONING_TOKENS, 0, 0, MAX_OUTPUT_TOKENS),
+        faults=frozenset(faults),
+        fault_after=_int(headers, FAULT_AFTER, 0, MAX_OUTPUT_TOKENS),
+    )
+
+
+def _int(headers: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise MockError(400, f"{name}: expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise MockError(400, f"{name}: {value} is outside [{low}, {high}]")
+    return value
+
+
+def _int_or(headers: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _int(headers, name, low, high)
+    return default if value is None else value

@@ -1,0 +1,35 @@
+"""Per-application state shared by the mock's routes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .request_log import RequestLog
+from .sigv4 import AwsCredentials
+
+__all__ = ["STATE", "MockState"]
+
+
+@dataclass(slots=True)
+class MockState:
+    """Configuration and counters of one mock backend application."""
+
+    requests: RequestLog
+    models: tuple[str, ...]
+    embedding_dimensions: int
+    aws_credentials: AwsCredentials | None = None
+    #: how the knobs' delays are waited (tests inject a recorder)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_id(self) -> int:
+        """A fresh sequence number for response ids (deterministic per application)."""
+        return next(self._ids)
+
+
+STATE: web.AppKey[MockState] = web.AppKey("mock_backend_state", MockState)
