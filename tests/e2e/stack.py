@@ -97,25 +97,57 @@ def spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None 
     return Proc(name, popen, out, err)
 
 
+UPSTREAM_KEY = "sk-upstream-e2e-secret"
+AWS_KEY_ID = "AKIDE2EEXAMPLE"
+AWS_SECRET = "e2e/secret/key/EXAMPLEKEY"
+BEDROCK_MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+
 def default_config(mock_port: int) -> dict[str, Any]:
+    """One backend per schema, all on the mock; Bedrock signs with SigV4 and the mock
+    checks the signature."""
     endpoint = f"http://127.0.0.1:{mock_port}"
+    key = {"api_key": {"env": "E2E_UPSTREAM_KEY"}}
     return {
         "backends": [
+            {"name": "mock-openai", "schema": "openai", "endpoint": endpoint, "auth": key},
             {
-                "name": "mock-openai",
-                "schema": "openai",
+                "name": "mock-azure",
+                "schema": "azure-openai",
                 "endpoint": endpoint,
-                "auth": {"api_key": {"env": "E2E_UPSTREAM_KEY"}},
+                "api_version": "2024-10-21",
+                "auth": key,
             },
+            {
+                "name": "mock-bedrock",
+                "schema": "aws-bedrock",
+                "endpoint": endpoint,
+                "auth": {
+                    "aws": {
+                        "region": "us-east-1",
+                        "access_key_id": {"value": AWS_KEY_ID},
+                        "secret_access_key": {"env": "E2E_AWS_SECRET"},
+                    }
+                },
+            },
+            {"name": "mock-anthropic", "schema": "anthropic", "endpoint": endpoint, "auth": key},
         ],
         "models": [
             {"name": "gpt-4o-mini", "backend": "mock-openai"},
             {"name": "phi4", "backend": "mock-openai", "backend_model": "phi4:latest"},
+            {"name": "azure-gpt-4o", "backend": "mock-azure", "backend_model": "gpt-4o-deployment"},
+            {
+                "name": "bedrock-claude",
+                "backend": "mock-bedrock",
+                "backend_model": BEDROCK_MODEL_ID,
+            },
+            {
+                "name": "claude-sonnet",
+                "backend": "mock-anthropic",
+                "backend_model": "claude-3-5-sonnet",
+            },
         ],
     }
-
-
-UPSTREAM_KEY = "sk-upstream-e2e-secret"
 
 
 @dataclass
@@ -123,7 +155,9 @@ class Stack:
     workdir: Path
     config: dict[str, Any] | None = None
     config_factory: Callable[[int], dict[str, Any]] = default_config
-    env: dict[str, str] = field(default_factory=lambda: {"E2E_UPSTREAM_KEY": UPSTREAM_KEY})
+    env: dict[str, str] = field(
+        default_factory=lambda: {"E2E_UPSTREAM_KEY": UPSTREAM_KEY, "E2E_AWS_SECRET": AWS_SECRET}
+    )
     serve_args: list[str] = field(default_factory=list)
     procs: dict[str, Proc] = field(default_factory=dict)
     mock_port: int = 0
@@ -154,8 +188,16 @@ class Stack:
         self.listen_port, self.admin_port = free_port(), free_port()
         mock = spawn(
             "mock",
-            [*AIGATEWAY, "mock-backend", "--listen", f"127.0.0.1:{self.mock_port}"],
+            [
+                *AIGATEWAY,
+                "mock-backend",
+                "--listen",
+                f"127.0.0.1:{self.mock_port}",
+                "--aws-region",
+                "us-east-1",
+            ],
             self.workdir,
+            {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET},
         )
         self.procs["mock"] = mock
         config = self.config if self.config is not None else self.config_factory(self.mock_port)
