@@ -20,6 +20,9 @@ from extproc.addresses import Address
 from extproc.backends import RoutingTable
 from extproc.chat import ChatCompletionProcessor
 from extproc.config import GatewayConfig, ResolvedSecrets
+from extproc.embeddings import EmbeddingsProcessor
+from extproc.models import MODELS_PATH, ModelCatalog, ModelsProcessor
+from extproc.processor import Processor
 from extproc.router import ProcessorFactory, ProcessorWrap, Router
 from extproc.server import ExtProcServer
 from instrumentation.metrics import (
@@ -36,6 +39,7 @@ from instrumentation.processor import Instrumentation
 log = logging.getLogger("aigateway")
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
 
 
 class StartupError(Exception):
@@ -44,11 +48,17 @@ class StartupError(Exception):
 
 def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
     """The paths the gateway serves and the processor for each."""
-    return {CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table)}
+    models = partial(ModelsProcessor, ModelCatalog(table.config))
+    return {
+        CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table),
+        EMBEDDINGS: partial(EmbeddingsProcessor, table),
+        MODELS_PATH: models,
+    }
 
 
 def build_router(table: RoutingTable, wrap: ProcessorWrap | None = None) -> Router:
-    return Router(processor_routes(table), wrap=wrap)
+    routes = processor_routes(table)
+    return Router(routes, prefixes={MODELS_PATH + "/": routes[MODELS_PATH]}, wrap=wrap)
 
 
 @dataclass(slots=True)
@@ -116,16 +126,39 @@ def _credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
     )
 
 
+def compose(*wraps: ProcessorWrap) -> ProcessorWrap:
+    """One wrap from several, the first outermost: ``compose(a, b)(p) == a(b(p))``."""
+
+    def wrap(processor: Processor) -> Processor:
+        for w in reversed(wraps):
+            processor = w(processor)
+        return processor
+
+    return wrap
+
+
 class Gateway:
-    """A running ext_proc server (and metrics endpoint) for one config."""
+    """A running ext_proc server (and metrics endpoint) for one config.
+
+    ``wrap`` adds your own wrappers around every processor, inside the metrics wrapper
+    (so what they refuse or break is counted): ``Gateway(..., wrap=TenantBudget)``.
+    """
 
     def __init__(
-        self, config: GatewayConfig, secrets: ResolvedSecrets, options: ServeOptions
+        self,
+        config: GatewayConfig,
+        secrets: ResolvedSecrets,
+        options: ServeOptions,
+        *,
+        wrap: ProcessorWrap | None = None,
     ) -> None:
         self.options = options
         self.table = RoutingTable(config, secrets)
         self.telemetry = build_telemetry(self.table)
-        self.router = build_router(self.table, wrap=self.telemetry.instrumentation.wrap)
+        instrument = self.telemetry.instrumentation.wrap
+        self.router = build_router(
+            self.table, wrap=instrument if wrap is None else compose(instrument, wrap)
+        )
         self.server = ExtProcServer(self.router)
         self.extproc_port = 0
         self.metrics_port: int | None = None
@@ -177,9 +210,15 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def serve(config: GatewayConfig, secrets: ResolvedSecrets, options: ServeOptions) -> None:
+async def serve(
+    config: GatewayConfig,
+    secrets: ResolvedSecrets,
+    options: ServeOptions,
+    *,
+    wrap: ProcessorWrap | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM, then drain and return."""
-    gateway = Gateway(config, secrets, options)
+    gateway = Gateway(config, secrets, options, wrap=wrap)
     stop = asyncio.Event()
     install_stop_signals(stop)
     await gateway.start()

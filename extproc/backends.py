@@ -11,10 +11,10 @@ from typing import Protocol
 from extproc.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
 from extproc.config import Backend, ConfigError, GatewayConfig, Model, ResolvedSecrets, Secret
 from translators.anthropic import AnthropicMessagesTranslator
-from translators.azure import AzureOpenAITranslator
+from translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
 from translators.base import ChatTranslator
 from translators.bedrock import BedrockConverseTranslator
-from translators.openai import OpenAIChatTranslator
+from translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
 
 # Client credentials are for the gateway, never for a backend.
 CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
@@ -60,6 +60,15 @@ def _api_key_auth(schema: str, key: Secret) -> ApiKeyAuth:
 TranslatorFactory = Callable[[], ChatTranslator]
 
 
+def _embeddings_factory(backend: Backend, upstream_model: str) -> TranslatorFactory | None:
+    if backend.schema_ == "openai":
+        return lambda: OpenAIEmbeddingsTranslator(upstream_model)
+    if backend.schema_ == "azure-openai":
+        api_version = backend.api_version or ""
+        return lambda: AzureOpenAIEmbeddingsTranslator(upstream_model, api_version)
+    return None  # Bedrock Converse and Anthropic Messages have no embeddings
+
+
 def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFactory:
     schema = backend.schema_
     if schema == "azure-openai":
@@ -83,6 +92,8 @@ class ModelRoute:
     backend: Backend
     auth: Authenticator
     new_translator: TranslatorFactory
+    #: ``None`` when the backend's schema has no embeddings endpoint.
+    new_embeddings_translator: TranslatorFactory | None = None
 
     @property
     def upstream_path_prefix(self) -> str:
@@ -115,6 +126,7 @@ class RoutingTable:
                 backend=backend,
                 auth=auth[backend.name],
                 new_translator=_translator_factory(backend, model.upstream_name),
+                new_embeddings_translator=_embeddings_factory(backend, model.upstream_name),
             )
 
     def lookup(self, model: str) -> ModelRoute | None:

@@ -23,18 +23,21 @@ class NotFoundProcessor(Processor):
 
 
 class Router:
-    """Exact-match routing on the path with its query string stripped."""
+    """Routing on the path with its query string stripped: exact matches first, then
+    the longest matching prefix (``prefixes``), then ``fallback``."""
 
-    __slots__ = ("_fallback", "_routes", "_wrap")
+    __slots__ = ("_fallback", "_prefixes", "_routes", "_wrap")
 
     def __init__(
         self,
         routes: Mapping[str, ProcessorFactory],
         *,
+        prefixes: Mapping[str, ProcessorFactory] | None = None,
         fallback: ProcessorFactory = NotFoundProcessor,
         wrap: ProcessorWrap | None = None,
     ) -> None:
         self._routes = dict(routes)
+        self._prefixes = sorted((prefixes or {}).items(), key=lambda kv: -len(kv[0]))
         self._fallback = fallback
         self._wrap = wrap
 
@@ -46,5 +49,12 @@ class Router:
         query = path.find("?")
         if query != -1:
             path = path[:query]
-        processor = self._routes.get(path, self._fallback)()
+        factory = self._routes.get(path)
+        if factory is None:
+            factory = self._fallback
+            for prefix, candidate in self._prefixes:
+                if path.startswith(prefix):
+                    factory = candidate
+                    break
+        processor = factory()
         return self._wrap(processor) if self._wrap is not None else processor

@@ -1,4 +1,4 @@
-"""OpenAI chat completions to Azure OpenAI.
+"""OpenAI chat completions and embeddings to Azure OpenAI.
 
 Azure speaks OpenAI's wire format on a different path: the deployment picks the model
 (the body's ``model`` is ignored) and ``api-version`` is required. Everything else,
@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from translators.openai import OpenAIChatTranslator
+from translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
 
 
-def azure_chat_path(deployment: str, api_version: str) -> str:
-    """``/openai/deployments/{deployment}/chat/completions?api-version=...``, escaped."""
+def azure_path(deployment: str, api_version: str, operation: str = "chat/completions") -> str:
+    """``/openai/deployments/{deployment}/{operation}?api-version=...``, escaped."""
     if not deployment:
         raise ValueError("an Azure OpenAI deployment name is required")
     if not api_version:
         raise ValueError("an Azure OpenAI api-version is required")
     return (
-        f"/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        f"/openai/deployments/{quote(deployment, safe='')}/{operation}"
         f"?api-version={quote(api_version, safe='')}"
     )
 
@@ -34,4 +34,13 @@ class AzureOpenAITranslator(OpenAIChatTranslator):
     __slots__ = ()
 
     def __init__(self, deployment: str, api_version: str) -> None:
-        super().__init__(backend_model=None, path=azure_chat_path(deployment, api_version))
+        super().__init__(backend_model=None, path=azure_path(deployment, api_version))
+
+
+class AzureOpenAIEmbeddingsTranslator(OpenAIEmbeddingsTranslator):
+    """Embeddings on an Azure OpenAI deployment."""
+
+    __slots__ = ()
+
+    def __init__(self, deployment: str, api_version: str) -> None:
+        super().__init__(backend_model=None, path=azure_path(deployment, api_version, "embeddings"))

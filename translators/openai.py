@@ -23,6 +23,7 @@ from translators.errors import openai_error_body, passthrough_error_body
 from translators.sse import SseDecoder, SseEvent, encode_sse_event
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 # Only chunks with a usage object need parsing; with include_usage every other chunk
 # carries "usage":null, and parsing each of them would dominate the per-chunk cost.
@@ -170,3 +171,13 @@ def _loads(data: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+class OpenAIEmbeddingsTranslator(OpenAIChatTranslator):
+    """``/v1/embeddings`` on an OpenAI-compatible backend: the body passes unchanged
+    (but for the model name) and the JSON answer's ``usage`` is read."""
+
+    __slots__ = ()
+
+    def __init__(self, backend_model: str | None = None, path: str = EMBEDDINGS_PATH) -> None:
+        super().__init__(backend_model, path)

@@ -146,6 +146,8 @@ def default_config(mock_port: int) -> dict[str, Any]:
                 "backend": "mock-anthropic",
                 "backend_model": "claude-3-5-sonnet",
             },
+            {"name": "text-embedding-3-small", "backend": "mock-openai"},
+            {"name": "azure-embedding", "backend": "mock-azure", "backend_model": "embed-deploy"},
         ],
     }
 

@@ -249,3 +249,18 @@ async def test_end_of_stream_at_response_headers_completes_the_response() -> Non
     await conv.close()
     outcome = log[-1]
     assert isinstance(outcome, Outcome) and outcome.succeeded
+
+
+async def test_router_prefixes_pick_the_longest_match() -> None:
+    made: list[str] = []
+
+    def factory(name: str) -> object:
+        return lambda: made.append(name) or Processor()
+
+    router = Router(
+        {"/a": factory("exact")},  # type: ignore[dict-item]
+        prefixes={"/a/": factory("short"), "/a/b/": factory("long")},  # type: ignore[dict-item]
+    )
+    for path in ("/a?x", "/a/z", "/a/b/c", "/zzz"):
+        router.create(path)
+    assert made == ["exact", "short", "long"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from translators.azure import AzureOpenAITranslator, azure_chat_path
+from translators.azure import AzureOpenAITranslator, azure_path
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ from translators.azure import AzureOpenAITranslator, azure_chat_path
     ],
 )
 def test_path(deployment: str, api_version: str, path: str) -> None:
-    assert azure_chat_path(deployment, api_version) == path
+    assert azure_path(deployment, api_version) == path
     payload = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
     up = AzureOpenAITranslator(deployment, api_version).request(payload, b"")
     assert up.path == path
