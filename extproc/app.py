@@ -28,6 +28,7 @@ from extproc.server import ExtProcServer
 from instrumentation.metrics import (
     METER_NAME,
     GatewayMetrics,
+    MetricsSetupError,
     cardinality_limit,
     create_meter_provider,
     otlp_readers_from_env,
@@ -154,7 +155,10 @@ class Gateway:
     ) -> None:
         self.options = options
         self.table = RoutingTable(config, secrets)
-        self.telemetry = build_telemetry(self.table)
+        try:
+            self.telemetry = build_telemetry(self.table)
+        except MetricsSetupError as exc:
+            raise StartupError(str(exc)) from None
         instrument = self.telemetry.instrumentation.wrap
         self.router = build_router(
             self.table, wrap=instrument if wrap is None else compose(instrument, wrap)

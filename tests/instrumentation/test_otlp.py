@@ -1,0 +1,96 @@
+"""With ``OTEL_METRICS_EXPORTER=otlp`` the same instruments are pushed over OTLP/gRPC
+(here to an in-process collector), besides the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
+from prometheus_client import CollectorRegistry, generate_latest
+
+from instrumentation.metrics import (
+    GatewayMetrics,
+    MetricsSetupError,
+    create_meter_provider,
+    otlp_readers_from_env,
+    prometheus_reader,
+)
+
+
+class Collector(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Collector, int]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = Collector()
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, port
+    server.stop(None)
+
+
+def test_otlp_push_alongside_prometheus(
+    collector: tuple[Collector, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servicer, port = collector
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    readers = otlp_readers_from_env()
+    assert len(readers) == 1
+    registry = CollectorRegistry()
+    provider = create_meter_provider([prometheus_reader(registry), *readers], cardinality=100)
+    metrics = GatewayMetrics.create(provider.get_meter("aigateway"))
+    metrics.requests.add(1, {"backend": "b", "model": "m", "status": "success"})
+    assert provider.force_flush(10_000)
+    names = {
+        metric.name
+        for request in servicer.requests
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    assert "aigateway_requests_total" in names
+    assert (
+        b'aigateway_requests_total{backend="b",model="m",status="success"} 1.0'
+        in generate_latest(registry)
+    )
+    provider.shutdown()
+
+
+def test_no_otlp_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_METRICS_EXPORTER", raising=False)
+    assert otlp_readers_from_env() == []
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    assert otlp_readers_from_env() == []
+
+
+def test_missing_otlp_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_otlp(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("opentelemetry.exporter.otlp"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setattr(builtins, "__import__", no_otlp)
+    with pytest.raises(MetricsSetupError, match=r"aigateway\[otlp\]"):
+        otlp_readers_from_env()
