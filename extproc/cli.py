@@ -13,6 +13,7 @@ import yaml
 
 from extproc.addresses import Address
 from extproc.config import ConfigError, GatewayConfig, ResolvedSecrets, load_config, load_secrets
+from extproc.router import ProcessorWrap
 
 log = logging.getLogger("aigateway")
 
@@ -91,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-remote-plaintext",
         action="store_true",
         help="allow plaintext ext_proc on a non-loopback address",
+    )
+    serve.add_argument(
+        "--wrap",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="wrap every processor in this callable (a ProcessorWrapper subclass or a"
+        " function Processor -> Processor), inside the metrics wrapper; repeat to stack,"
+        " the first outermost; FILE.py:NAME also works",
     )
     logging_flags(serve)
 
@@ -182,10 +192,23 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
+def _wraps(specs: list[str]) -> ProcessorWrap | None:
+    from extproc.app import compose
+    from extproc.plugins import load_wrap
+
+    return compose(*(load_wrap(spec) for spec in specs)) if specs else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.app import ServeOptions, StartupError, serve
+    from extproc.plugins import PluginError
 
     config, secrets = _load(args.config)
+    try:
+        wrap = _wraps(args.wrap)
+    except PluginError as exc:
+        print(f"aigateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = ServeOptions(
         extproc=args.extproc_addr,
         metrics=args.metrics_addr,
@@ -196,7 +219,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
     )
     try:
-        _run(serve(config, secrets, options))
+        _run(serve(config, secrets, options, wrap=wrap))
     except StartupError as exc:
         print(f"aigateway: {exc}", file=sys.stderr)
         return EXIT_FAILED

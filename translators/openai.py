@@ -9,7 +9,6 @@ usage: then the extra usage-only chunk is cut out.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,11 +23,6 @@ from translators.sse import SseDecoder, SseEvent, encode_sse_event
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
-
-# Only chunks with a usage object need parsing; with include_usage every other chunk
-# carries "usage":null, and parsing each of them would dominate the per-chunk cost.
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
-_ERROR_KEY = re.compile(rb'^\s*\{\s*"error"\s*:')
 
 
 def _int(value: Any) -> int | None:
@@ -60,7 +54,16 @@ def dumps(doc: Any) -> bytes:
 class OpenAIChatTranslator:
     """``ChatTranslator`` for ``schema: openai`` (and the base of Azure OpenAI's)."""
 
-    __slots__ = ("_body", "_decoder", "_done", "_hide_usage", "_usage", "backend_model", "path")
+    __slots__ = (
+        "_body",
+        "_decoder",
+        "_done",
+        "_failed",
+        "_hide_usage",
+        "_usage",
+        "backend_model",
+        "path",
+    )
 
     def __init__(self, backend_model: str | None = None, path: str = CHAT_COMPLETIONS_PATH) -> None:
         self.backend_model = backend_model
@@ -70,6 +73,7 @@ class OpenAIChatTranslator:
         self._body: list[bytes] = []
         self._usage: TokenUsage | None = None
         self._done = False
+        self._failed = False
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         """Mutates ``payload`` when the upstream needs a different body."""
@@ -121,43 +125,52 @@ class OpenAIChatTranslator:
     def _stream_chunk(
         self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool
     ) -> ResponseBodyOutput:
+        if self._failed:
+            return ResponseBodyOutput(b"", self._usage)  # the client already has the error
         held_back = decoder.pending  # bytes of an event earlier chunks did not pass on
         events = decoder.feed(chunk)
-        keep: list[SseEvent] | None = [] if self._hide_usage else None
-        dropped = False
+        keep: list[SseEvent] = []
+        changed = False
         error: str | None = None
+        tail = b""
         for event in events:
             data = event.data
             if data == b"[DONE]":
                 self._done = True
-            elif _USAGE_OBJECT.search(data):
-                doc = _loads(data)
-                if doc is not None:
-                    usage = usage_from_openai(doc.get("usage"))
-                    if usage is not None:
-                        self._usage = usage
-                    if self._hide_usage and doc.get("choices") == []:
-                        dropped = True
-                        continue  # the usage-only chunk the client did not ask for
-            elif _ERROR_KEY.match(data):
-                doc = _loads(data)
-                if doc is not None and isinstance(doc.get("error"), dict):
-                    error = "upstream_stream_error"
-            if keep is not None:
                 keep.append(event)
-        tail = b""
-        if end_of_stream and not self._done and error is None:
+                continue
+            # Every event is parsed: usage is read from it, and an upstream that sends
+            # broken JSON gets a clean error event instead of breaking the client.
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                error = "upstream_invalid_json"
+                tail = _error_event("The upstream sent an event that is not a JSON object.", error)
+                break
+            usage = doc.get("usage")
+            if usage is not None:
+                parsed = usage_from_openai(usage)
+                if parsed is not None:
+                    self._usage = parsed
+                if self._hide_usage and doc.get("choices") == []:
+                    changed = True
+                    continue  # the usage-only chunk the client did not ask for
+            if isinstance(doc.get("error"), dict):
+                error = "upstream_stream_error"  # passed on: the client reads it as an error
+                keep.append(event)
+                break
+            keep.append(event)
+        if error is None and end_of_stream and not self._done:
             error = "upstream_truncated"
-            tail = encode_sse_event(
-                openai_error_body(
-                    "The upstream ended the stream before it was complete.",
-                    status=502,
-                    code="upstream_truncated",
-                )
-            )
-        if keep is None or not (held_back or decoder.pending or dropped):
-            body = None if not tail else chunk + tail
+            tail = _error_event("The upstream ended the stream before it was complete.", error)
+        if error is not None:
+            self._failed = True
+        if not (held_back or decoder.pending or changed or error):
+            body = None  # whole events, all kept: the upstream's bytes pass unchanged
         else:
+            # Only complete events go out; a partial one waits for the rest of its bytes.
             body = b"".join(encode_sse_event(e.data, e.event or None) for e in keep) + tail
         return ResponseBodyOutput(body, self._usage, error)
 
@@ -165,12 +178,8 @@ class OpenAIChatTranslator:
         return passthrough_error_body(status, body)
 
 
-def _loads(data: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
+def _error_event(message: str, code: str) -> bytes:
+    return encode_sse_event(openai_error_body(message, status=502, code=code))
 
 
 class OpenAIEmbeddingsTranslator(OpenAIChatTranslator):
