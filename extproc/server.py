@@ -10,7 +10,6 @@ immediate JSON error, after it an aborted stream; ``on_stream_end`` exactly once
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -22,8 +21,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
+from extproc.health import SERVING, HealthService
 from extproc.processor import (
     CONTINUE,
     LOCAL_REPLY_DETAILS_PREFIX,
@@ -47,6 +47,12 @@ _STREAMED_RESPONSE = processing_mode_pb2.ProcessingMode(
     response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED
 )
 _EMPTY_TRAILERS = pb.TrailersResponse()
+# Answers to a CONTINUE result, built once: most messages (request headers, streamed
+# chunks) need nothing else, and these are never mutated after this point.
+_CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+_CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
+_CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+_CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
 
 
 class _Abort(Exception):
@@ -194,6 +200,8 @@ class _Stream:
             if self.processor is None:
                 self.processor = self.router.create(headers.path)
             result = await self.processor.on_request_headers(headers)
+            if result is CONTINUE:
+                return _CONTINUE_REQUEST_HEADERS
             response = pb.ProcessingResponse()
             common = self._common(result, request=True, buffered_body=True)
             if common is not None:
@@ -212,6 +220,8 @@ class _Stream:
         if kind == "request_body":
             body = request.request_body
             result = await processor.on_request_body(body.body, body.end_of_stream)
+            if result is CONTINUE:
+                return _CONTINUE_REQUEST_BODY
             response = pb.ProcessingResponse()
             common = self._common(result, request=True, buffered_body=True)
             if common is not None:
@@ -224,6 +234,10 @@ class _Stream:
             headers = _headers(request.response_headers)
             self.status = headers.status
             result = await processor.on_response_headers(headers)
+            if result is CONTINUE:
+                if headers.end_of_stream:
+                    self.response_complete = True
+                return _CONTINUE_RESPONSE_HEADERS
             response = pb.ProcessingResponse()
             stream = result.stream_response_body and not headers.end_of_stream
             if stream:
@@ -249,6 +263,10 @@ class _Stream:
         if kind == "response_body":
             body = request.response_body
             result = await processor.on_response_body(body.body, body.end_of_stream)
+            if result is CONTINUE:
+                if body.end_of_stream:
+                    self.response_complete = True
+                return _CONTINUE_RESPONSE_BODY
             response = pb.ProcessingResponse()
             common = self._common(result, request=False, buffered_body=not self.streamed)
             if common is not None:
@@ -320,7 +338,7 @@ class ExtProcServer:
 
     def __init__(self, router: Router, *, options: list[tuple[str, Any]] | None = None) -> None:
         self.servicer = ExternalProcessorServicer(router)
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.health = HealthService()
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -341,16 +359,15 @@ class ExtProcServer:
     async def start(self) -> None:
         await self.server.start()
         for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(service, SERVING)
 
     async def stop(self, drain_timeout: float) -> None:
         """NOT_SERVING, then let streams in flight finish for up to ``drain_timeout``."""
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.drain()
         await self.server.stop(grace=drain_timeout)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
 
 
-__all__ = ["ExtProcServer", "ExternalProcessorServicer", "asyncio"]
+__all__ = ["ExtProcServer", "ExternalProcessorServicer"]

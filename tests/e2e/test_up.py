@@ -101,10 +101,14 @@ def test_up_serves_every_demo_model_and_stops_cleanly(up: Up) -> None:
     )
     assert len(text.split()) == 8
 
-    status, body = http_get(f"http://127.0.0.1:{up.ports['metrics']}/metrics")
-    assert status == 200
     series = b'{backend="mock-anthropic",model="claude-sonnet",status="success"}'
-    assert b"aigateway_requests_total" + series + b" 2.0" in body
+
+    def counted() -> bool:
+        status, body = http_get(f"http://127.0.0.1:{up.ports['metrics']}/metrics")
+        return status == 200 and b"aigateway_requests_total" + series + b" 2.0" in body
+
+    # A request is recorded when its ext_proc stream ends, just after the client's.
+    wait_until("both claude-sonnet requests to be counted", counted)
 
     up.proc.popen.send_signal(signal.SIGINT)
     assert up.proc.popen.wait(30) == 0
