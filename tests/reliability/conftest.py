@@ -1,0 +1,47 @@
+"""A stack of its own for the reliability suite: the fault-injecting wrapper from
+examples/ inside the metrics wrapper, debug logging (to prove secrets stay out of it),
+and a backend with a one-second timeout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import Stack, default_config
+
+ROOT = Path(__file__).resolve().parents[2]
+FAULT_WRAPPER = f"{ROOT / 'examples' / 'fault_injection.py'}:FaultInjector"
+
+
+def reliability_config(mock_port: int) -> dict[str, Any]:
+    config = default_config(mock_port)
+    config["backends"].append(
+        {
+            "name": "mock-slow",
+            "schema": "openai",
+            "endpoint": f"http://127.0.0.1:{mock_port}",
+            "timeout_seconds": 1,
+        }
+    )
+    config["models"].append({"name": "slow-model", "backend": "mock-slow"})
+    return config
+
+
+@pytest.fixture(scope="session")
+def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(
+        tmp_path_factory.mktemp("reliability"),
+        config_factory=reliability_config,
+        serve_args=["--wrap", FAULT_WRAPPER, "--log-level", "debug"],
+    )
+    try:
+        s.start()
+    except Exception:
+        print(s.logs())
+        s.stop()
+        raise
+    yield s
+    s.stop()
