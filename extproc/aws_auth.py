@@ -98,6 +98,12 @@ class AwsSigV4Signer:
         self._host = host
         self._origin = f"{scheme}://{host}"
 
+    def secret_values(self) -> tuple[bytes, ...]:
+        """The secret key and session token in use (never the access key id, which AWS
+        error messages name routinely)."""
+        frozen = self._credentials.get_frozen_credentials()
+        return tuple(v.encode() for v in (frozen.secret_key, frozen.token) if v)
+
     @property
     def refreshable(self) -> bool:
         """True when signing may fetch new credentials (network I/O)."""

@@ -26,6 +26,10 @@ class Authenticator(Protocol):
 
     async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]: ...
 
+    def secret_values(self) -> tuple[bytes, ...]:
+        """The credential values that must never reach a client."""
+        ...
+
 
 class NoAuth:
     __slots__ = ()
@@ -33,17 +37,24 @@ class NoAuth:
     async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
         return ()
 
+    def secret_values(self) -> tuple[bytes, ...]:
+        return ()
+
 
 class ApiKeyAuth:
     """A static API key in the header the backend's schema expects."""
 
-    __slots__ = ("_headers",)
+    __slots__ = ("_headers", "_secrets")
 
     def __init__(self, header: str, value: Secret, prefix: str = "") -> None:
         self._headers = ((header, prefix + value.reveal()),)
+        self._secrets = (value.reveal().encode(),)
 
     async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
         return self._headers
+
+    def secret_values(self) -> tuple[bytes, ...]:
+        return self._secrets
 
     def __repr__(self) -> str:
         return f"ApiKeyAuth({self._headers[0][0]!r}, '***')"
@@ -155,6 +166,9 @@ class SigV4Auth:
         if self._in_thread:
             return await asyncio.to_thread(self._signer.headers, method, path, body)
         return self._signer.headers(method, path, body)
+
+    def secret_values(self) -> tuple[bytes, ...]:
+        return self._signer.secret_values()
 
     def __repr__(self) -> str:
         return f"SigV4Auth({self._signer!r})"

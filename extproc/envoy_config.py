@@ -4,6 +4,7 @@ the backend header the processor sets, and a cluster per backend."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,86 @@ class EnvoyOptions:
     access_log: bool = True
     #: A CA bundle for https backends; ``None`` picks the system's.
     ca_bundle: str | None = None
+    #: TLS to the processor (when it listens beyond loopback): ``None`` is plaintext.
+    extproc_tls: ExtprocTls | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ExtprocTls:
+    """How Envoy reaches a processor served with ``--tls-cert``/``--tls-key``."""
+
+    #: The CA that signed the processor's certificate.
+    ca: str
+    #: The name to send as SNI and to require in the certificate (DNS SAN).
+    sni: str | None = None
+    #: A client certificate and key, for a processor that asks for one (--tls-client-ca).
+    cert: str | None = None
+    key: str | None = None
+
+
+def _extproc_transport(tls: ExtprocTls) -> dict[str, Any]:
+    validation: dict[str, Any] = {"trusted_ca": {"filename": tls.ca}}
+    context: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": validation,
+    }
+    if tls.sni:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "DNS", "matcher": {"exact": tls.sni}}
+        ]
+    if tls.cert and tls.key:
+        context["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+        ]
+    upstream: dict[str, Any] = {
+        "@type": _type("extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+        "common_tls_context": context,
+    }
+    if tls.sni:
+        upstream["sni"] = tls.sni
+    return {"name": "envoy.transport_sockets.tls", "typed_config": upstream}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
+    endpoints: list[dict[str, Any]] = []
+    dns = False
+    for address in options.extproc:
+        if address.unix_path is not None:
+            endpoints.append({"endpoint": {"address": {"pipe": {"path": address.unix_path}}}})
+            continue
+        # Envoy connects here: "all interfaces" means this machine.
+        host = address.url_host().strip("[]")
+        dns = dns or not _is_ip(host)
+        endpoints.append(
+            {
+                "endpoint": {
+                    "address": {"socket_address": {"address": host, "port_value": address.port}}
+                }
+            }
+        )
+    cluster: dict[str, Any] = {
+        "name": EXTPROC_CLUSTER,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "per_connection_buffer_limit_bytes": buffer_limit * 2,
+        "typed_extension_protocol_options": _HTTP2_OPTIONS,
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [{"lb_endpoints": endpoints}],
+        },
+    }
+    if options.extproc_tls is not None:
+        cluster["transport_socket"] = _extproc_transport(options.extproc_tls)
+    return cluster
 
 
 def _socket(address: Address) -> dict[str, Any]:
@@ -267,7 +348,6 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
                 },
             }
         ]
-    extproc_endpoints = [{"endpoint": {"address": _socket(address)}} for address in options.extproc]
     return {
         "admin": {"address": _socket(options.admin)},
         "static_resources": {
@@ -289,18 +369,7 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
                 }
             ],
             "clusters": [
-                {
-                    "name": EXTPROC_CLUSTER,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "lb_policy": "LEAST_REQUEST",
-                    "per_connection_buffer_limit_bytes": buffer_limit * 2,
-                    "typed_extension_protocol_options": _HTTP2_OPTIONS,
-                    "load_assignment": {
-                        "cluster_name": EXTPROC_CLUSTER,
-                        "endpoints": [{"lb_endpoints": extproc_endpoints}],
-                    },
-                },
+                _extproc_cluster(options, buffer_limit),
                 *(_backend_cluster(b, options, buffer_limit) for b in config.backends),
             ],
         },

@@ -232,6 +232,9 @@ class RoutedProcessor(Processor):
         new_body = out.body
         if new_body is None and self._decoder is not None:
             new_body = decoded  # the client gets decoded bytes throughout
+        if out.error is not None:
+            # An error the upstream put in the stream may quote what it was sent.
+            new_body = self._redact(decoded if new_body is None else new_body)
         if not end_of_stream:
             return CONTINUE if new_body is None else Result(body=new_body)
         if out.error is not None and not self._streamed:
@@ -268,13 +271,25 @@ class RoutedProcessor(Processor):
         headers = self._response_headers
         upstream = headers.first if headers is not None else {}
         new_body = self._translator.error_body(self._status, body, upstream)
-        if new_body is None and self._decoder is None:
+        redacted = self._redact(body if new_body is None else new_body)
+        if new_body is None and self._decoder is None and redacted is body:
             return Result(dynamic_metadata=self._metadata())
         return Result(
             set_headers=(("content-type", "application/json"),),
-            body=body if new_body is None else new_body,
+            body=redacted,
             dynamic_metadata=self._metadata(),
         )
+
+    def _redact(self, body: bytes) -> bytes:
+        """``body`` without the backend's credentials, which some upstreams echo back in
+        their error messages ("Incorrect API key provided: ...")."""
+        route = self._route
+        if route is None:
+            return body
+        for secret in route.auth.secret_values():
+            if secret in body:
+                body = body.replace(secret, b"[redacted]")
+        return body
 
     def _metadata(self) -> dict[str, dict[str, Any]]:
         route = self._route

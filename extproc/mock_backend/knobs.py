@@ -11,6 +11,8 @@ header                          effect
 ``x-mock-error-type: T``        provider error type for ``x-mock-status`` and for the
                                 ``exception`` fault (OpenAI ``error.type``, Bedrock
                                 exception name, Anthropic ``error.type``)
+``x-mock-error-echo: NAME``     the ``x-mock-status`` error message repeats the value of
+                                request header NAME (a provider echoing a credential)
 ``x-mock-ttft-ms: MS``          wait MS before the first byte of the response
 ``x-mock-itl-ms: MS``           wait MS before every streamed token chunk but the first
 ``x-mock-tool-call: NAME``      answer with a call to tool NAME; ignored when the request
@@ -47,6 +49,7 @@ _MAX_DELAY_MS = 600_000
 OUTPUT_TOKENS = "x-mock-output-tokens"
 STATUS = "x-mock-status"
 ERROR_TYPE = "x-mock-error-type"
+ERROR_ECHO = "x-mock-error-echo"
 TTFT_MS = "x-mock-ttft-ms"
 ITL_MS = "x-mock-itl-ms"
 TOOL_CALL = "x-mock-tool-call"
@@ -59,6 +62,7 @@ _ALL_HEADERS = (
     OUTPUT_TOKENS,
     STATUS,
     ERROR_TYPE,
+    ERROR_ECHO,
     TTFT_MS,
     ITL_MS,
     TOOL_CALL,
@@ -101,6 +105,9 @@ class Knobs:
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
     status: int | None = None
     error_type: str | None = None
+    #: A request header whose value the error message repeats, as careless providers
+    #: do with API keys ("Incorrect API key provided: sk-...").
+    error_echo: str | None = None
     ttft_s: float = 0.0
     itl_s: float = 0.0
     tool_call: str | None = None
@@ -141,6 +148,7 @@ def parse_knobs(headers: Mapping[str, str]) -> Knobs:
         output_tokens=_int_or(headers, OUTPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, 0, MAX_OUTPUT_TOKENS),
         status=status if status is not None and status >= 400 else None,
         error_type=headers.get(ERROR_TYPE) or None,
+        error_echo=headers.get(ERROR_ECHO, "").strip().lower() or None,
         ttft_s=_int_or(headers, TTFT_MS, 0, 0, _MAX_DELAY_MS) / 1000,
         itl_s=_int_or(headers, ITL_MS, 0, 0, _MAX_DELAY_MS) / 1000,
         tool_call=headers.get(TOOL_CALL, "").strip() or None,

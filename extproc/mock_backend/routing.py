@@ -96,11 +96,11 @@ def provider_route(
             if knobs.ttft_s:
                 await state.sleep(knobs.ttft_s)
             if knobs.status is not None:
-                raise MockError(
-                    knobs.status,
-                    f"mock error: HTTP {knobs.status} requested by x-mock-status",
-                    error_type=knobs.error_type,
-                )
+                message = f"mock error: HTTP {knobs.status} requested by x-mock-status"
+                if knobs.error_echo is not None:
+                    echoed = request.headers.get(knobs.error_echo, "")
+                    message += f"; you sent {knobs.error_echo}: {echoed}"
+                raise MockError(knobs.status, message, error_type=knobs.error_type)
             payload = _parse_object(body) if json_body else {}
             call = MockCall(request, body, payload, knobs, state, started)
             return await handler(call)

@@ -161,6 +161,9 @@ class Stack:
         default_factory=lambda: {"E2E_UPSTREAM_KEY": UPSTREAM_KEY, "E2E_AWS_SECRET": AWS_SECRET}
     )
     serve_args: list[str] = field(default_factory=list)
+    envoy_args: list[str] = field(default_factory=list)
+    #: The host `serve` binds (0.0.0.0 to test non-loopback rules).
+    extproc_host: str = "127.0.0.1"
     procs: dict[str, Proc] = field(default_factory=dict)
     mock_port: int = 0
     extproc_port: int = 0
@@ -214,9 +217,10 @@ class Stack:
                 "--listen",
                 f"127.0.0.1:{self.listen_port}",
                 "--extproc-addr",
-                f"127.0.0.1:{self.extproc_port}",
+                f"{self.extproc_host}:{self.extproc_port}",
                 "--admin-addr",
                 f"127.0.0.1:{self.admin_port}",
+                *self.envoy_args,
             ],
             capture_output=True,
             check=True,
@@ -243,7 +247,7 @@ class Stack:
                 "--config",
                 str(self.config_path),
                 "--extproc-addr",
-                f"127.0.0.1:{self.extproc_port}",
+                f"{self.extproc_host}:{self.extproc_port}",
                 "--metrics-addr",
                 f"127.0.0.1:{self.metrics_port}",
                 "--drain-timeout",
