@@ -19,9 +19,8 @@ Run it behind Envoy like ``aigateway serve`` (same flags, plus ``--budgets``)::
         "max_tokens": 1000, "messages": [{"role": "user", "content": "Hi"}]}'
     # -> 400 {"error": {"code": "tenant_budget_exceeded", "param": "max_tokens", ...}}
 
-The serving code below composes the pieces ``aigateway serve`` is made of (routing table,
-router, metrics decorator, gRPC server, metrics endpoint) with this processor in place of
-the stock one for ``/v1/chat/completions``.
+Serving is ``aigateway serve``'s own ``serve()``, told to use this processor for
+``/v1/chat/completions`` (``routes=``); everything else is the stock gateway.
 """
 
 from __future__ import annotations
@@ -38,22 +37,13 @@ from typing import Any
 from tenant_budget import TENANT_HEADER, BudgetFileError, Budgets, TenantLimit
 
 from extproc.addresses import Address
-from extproc.app import (
-    CHAT_COMPLETIONS,
-    build_telemetry,
-    install_stop_signals,
-    processor_routes,
-)
+from extproc.app import CHAT_COMPLETIONS, RouteOverrides, ServeOptions, StartupError, serve
 from extproc.backends import RoutingTable
 from extproc.chat import ChatCompletionProcessor
 from extproc.cli import DEFAULT_EXTPROC, DEFAULT_METRICS
-from extproc.config import ConfigError, GatewayConfig, ResolvedSecrets, load_config, load_secrets
+from extproc.config import ConfigError, load_config, load_secrets
 from extproc.logs import LEVELS, setup_logging
-from extproc.models import MODELS_PATH
 from extproc.processor import Headers, Result
-from extproc.router import ProcessorWrap, Router
-from extproc.server import ExtProcServer
-from instrumentation.metrics import start_metrics_http_server
 
 log = logging.getLogger("aigateway.example")
 
@@ -91,59 +81,11 @@ class BudgetedChatProcessor(ChatCompletionProcessor):
         self.budgets.check(self._limit, payload)
 
 
-def build_router(table: RoutingTable, budgets: Budgets, wrap: ProcessorWrap | None) -> Router:
-    """The stock gateway's routes with :class:`BudgetedChatProcessor` for chat
-    completions, every processor wrapped by ``wrap`` (the metrics decorator: outermost,
-    so that refusals are counted like any other failed request).
-
-    This mirrors ``extproc.app.build_router``, which has no parameter to swap one
-    processor class; keep the ``prefixes`` in step with it.
-    """
-    routes = processor_routes(table)
-    routes[CHAT_COMPLETIONS] = partial(BudgetedChatProcessor, table, budgets)
-    return Router(routes, prefixes={MODELS_PATH + "/": routes[MODELS_PATH]}, wrap=wrap)
-
-
-async def run(
-    config: GatewayConfig,
-    secrets: ResolvedSecrets,
-    budgets: Budgets,
-    *,
-    extproc: Address,
-    metrics: Address | None,
-    drain_timeout: float,
-) -> None:
-    """Serve until SIGINT/SIGTERM, then drain: what ``aigateway serve`` does."""
-    table = RoutingTable(config, secrets)
-    telemetry = build_telemetry(table)
-    server = ExtProcServer(build_router(table, budgets, telemetry.instrumentation.wrap))
-    try:
-        port = server.add_port(extproc.grpc_target())
-    except RuntimeError as exc:
-        raise SystemExit(f"example: cannot listen for ext_proc on {extproc}: {exc}") from None
-    metrics_server = None
-    if metrics is not None:
-        try:
-            metrics_server = start_metrics_http_server(
-                metrics.bind_host, metrics.port, telemetry.registry
-            )
-        except OSError as exc:
-            raise SystemExit(f"example: cannot serve metrics on {metrics}: {exc}") from None
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    await server.start()
-    where = str(extproc) if extproc.is_unix else f"{extproc.url_host()}:{port}"
-    line = f"aigateway ready: ext_proc on {where} (BudgetedChatProcessor)"
-    if metrics_server is not None and metrics is not None:
-        line += f", metrics on http://{metrics.url_host()}:{metrics_server.server_port}/metrics"
-    print(line, file=sys.stderr, flush=True)
-    await stop.wait()
-    log.info("stopping: draining for up to %gs", drain_timeout)
-    await server.stop(drain_timeout)
-    if metrics_server is not None:
-        metrics_server.shutdown()
-        metrics_server.server_close()
-    telemetry.shutdown()
+def budgeted_routes(budgets: Budgets) -> RouteOverrides:
+    """The route override that puts :class:`BudgetedChatProcessor` on chat completions;
+    every other path keeps the stock processor, and the metrics decorator still wraps
+    every processor (outermost), so refusals are counted like any failed request."""
+    return lambda table: {CHAT_COMPLETIONS: partial(BudgetedChatProcessor, table, budgets)}
 
 
 def _address(text: str) -> Address:
@@ -185,17 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BudgetFileError) as exc:
         print(f"example: {exc}", file=sys.stderr)
         return 2
+    options = ServeOptions(
+        extproc=extproc, metrics=args.metrics_addr, drain_timeout=args.drain_timeout
+    )
     try:
         asyncio.run(
-            run(
+            serve(
                 config,
                 secrets,
-                budgets,
-                extproc=extproc,
-                metrics=args.metrics_addr,
-                drain_timeout=args.drain_timeout,
+                options,
+                routes=budgeted_routes(budgets),
+                name="BudgetedChatProcessor",
             )
         )
+    except StartupError as exc:
+        print(f"example: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

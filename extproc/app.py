@@ -8,7 +8,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -57,9 +57,21 @@ def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
     }
 
 
-def build_router(table: RoutingTable, wrap: ProcessorWrap | None = None) -> Router:
-    routes = processor_routes(table)
-    return Router(routes, prefixes={MODELS_PATH + "/": routes[MODELS_PATH]}, wrap=wrap)
+#: Replaces or adds processors: gets the routing table, returns path -> factory.
+RouteOverrides = Callable[[RoutingTable], Mapping[str, ProcessorFactory]]
+
+
+def build_router(
+    table: RoutingTable,
+    wrap: ProcessorWrap | None = None,
+    routes: RouteOverrides | None = None,
+) -> Router:
+    """The gateway's router: :func:`processor_routes`, with ``routes`` (if given) merged
+    over them, every processor wrapped by ``wrap``."""
+    paths = processor_routes(table)
+    if routes is not None:
+        paths.update(routes(table))
+    return Router(paths, prefixes={MODELS_PATH + "/": paths[MODELS_PATH]}, wrap=wrap)
 
 
 @dataclass(slots=True)
@@ -143,6 +155,8 @@ class Gateway:
 
     ``wrap`` adds your own wrappers around every processor, inside the metrics wrapper
     (so what they refuse or break is counted): ``Gateway(..., wrap=TenantBudget)``.
+    ``routes`` swaps in processors of your own for some paths, e.g.
+    ``routes=lambda table: {CHAT_COMPLETIONS: partial(MyChatProcessor, table)}``.
     """
 
     def __init__(
@@ -152,6 +166,7 @@ class Gateway:
         options: ServeOptions,
         *,
         wrap: ProcessorWrap | None = None,
+        routes: RouteOverrides | None = None,
     ) -> None:
         self.options = options
         self.table = RoutingTable(config, secrets)
@@ -161,7 +176,9 @@ class Gateway:
             raise StartupError(str(exc)) from None
         instrument = self.telemetry.instrumentation.wrap
         self.router = build_router(
-            self.table, wrap=instrument if wrap is None else compose(instrument, wrap)
+            self.table,
+            wrap=instrument if wrap is None else compose(instrument, wrap),
+            routes=routes,
         )
         self.server = ExtProcServer(self.router)
         self.extproc_port = 0
@@ -220,13 +237,16 @@ async def serve(
     options: ServeOptions,
     *,
     wrap: ProcessorWrap | None = None,
+    routes: RouteOverrides | None = None,
+    name: str = "",
 ) -> None:
-    """Run until SIGINT/SIGTERM, then drain and return."""
-    gateway = Gateway(config, secrets, options, wrap=wrap)
+    """Run until SIGINT/SIGTERM, then drain and return. ``name`` is added to the ready
+    line (to tell your own gateway from the stock one in logs)."""
+    gateway = Gateway(config, secrets, options, wrap=wrap, routes=routes)
     stop = asyncio.Event()
     install_stop_signals(stop)
     await gateway.start()
-    print(gateway.ready_line(), file=sys.stderr, flush=True)
+    print(gateway.ready_line() + (f" ({name})" if name else ""), file=sys.stderr, flush=True)
     await stop.wait()
     log.info(
         "stopping: health NOT_SERVING, draining %d stream(s) for up to %gs",

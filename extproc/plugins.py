@@ -26,6 +26,9 @@ def load_wrap(spec: str) -> ProcessorWrap:
             path = Path(target)
             if not path.is_file():
                 raise PluginError(f"--wrap {spec!r}: no file {path}")
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)  # so the file can import the modules beside it
             module_name = f"aigateway_plugin_{path.stem}"
             module_spec = importlib.util.spec_from_file_location(module_name, path)
             if module_spec is None or module_spec.loader is None:

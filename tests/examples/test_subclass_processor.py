@@ -144,13 +144,13 @@ def test_unlimited_tenant_may_stream_without_max_tokens(client: openai.OpenAI) -
 
 
 def test_the_example_router_is_the_stock_one_but_for_chat() -> None:
-    # subclass_processor.build_router mirrors extproc.app.build_router by hand: catch drift.
     subclass = example_module("subclass_processor")
     budgets = example_module("tenant_budget").Budgets.load(EXAMPLES / "budgets.yaml")
     config_path = EXAMPLES / "envoy" / "config.yaml"
     config = load_config(config_path)
     table = RoutingTable(config, load_secrets(config, config_path))
-    stock, mine = build_router(table), subclass.build_router(table, budgets, None)
+    stock = build_router(table)
+    mine = build_router(table, routes=subclass.budgeted_routes(budgets))
     assert mine.paths == stock.paths
     for path in [*stock.paths, "/v1/models/gpt-4o-mini", "/v1/nothing-here"]:
         theirs, ours = type(stock.create(path)), type(mine.create(path))
