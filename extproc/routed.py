@@ -27,9 +27,8 @@ from translators.encoding import ContentDecoder, ContentDecodingError
 from translators.errors import openai_error_body
 from translators.sse import encode_sse_event
 
-# Removed from every upstream request: client credentials, and encodings we would have
-# to undo before reading the body.
-_REMOVE_UPSTREAM = (*CLIENT_AUTH_HEADERS,)
+# Removed from every upstream request: the client's credentials are for the gateway.
+_REMOVE_UPSTREAM = CLIENT_AUTH_HEADERS
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
@@ -77,6 +76,7 @@ class RoutedProcessor(Processor):
         "_decoder",
         "_error",
         "_error_body",
+        "_fixed_reply",
         "_request_headers",
         "_response_headers",
         "_route",
@@ -99,6 +99,7 @@ class RoutedProcessor(Processor):
         self._error_body: list[bytes] | None = None  # a non-2xx body being collected
         self._usage: TokenUsage | None = None
         self._error: str | None = None
+        self._fixed_reply: bytes | None = None  # replaces an upstream body we cannot use
 
     # -- what endpoints define -----------------------------------------------------------
 
@@ -130,6 +131,14 @@ class RoutedProcessor(Processor):
         return CONTINUE
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+        if not end_of_stream:
+            # Routing needs the whole body before any of it goes upstream.
+            raise ImmediateResponse.error(
+                500,
+                "The gateway is misconfigured: Envoy must send request bodies BUFFERED to"
+                " the processor (processing_mode.request_body_mode).",
+                code="gateway_misconfigured",
+            )
         payload = parse_json_body(body)
         model = payload.get("model")
         if not isinstance(model, str) or not model:
@@ -187,10 +196,19 @@ class RoutedProcessor(Processor):
             # and the client gets the decoded bytes (never a stale encoding header).
             if not ContentDecoder.supports(encoding):
                 self._error = "upstream_unsupported_encoding"
-                self._error_body = []
+                self._translator = None  # nothing of this body can be read
+                reply = openai_error_body(
+                    f"The upstream answered with content-encoding {encoding!r}, which the"
+                    " gateway cannot decode.",
+                    status=502,
+                    code="upstream_unsupported_encoding",
+                )
+                self._fixed_reply = reply
                 return Result(
                     set_headers=((":status", "502"), ("content-type", "application/json")),
                     remove_headers=("content-encoding",),
+                    body=reply if headers.end_of_stream else None,
+                    dynamic_metadata=self._metadata() if headers.end_of_stream else None,
                 )
             self._decoder = ContentDecoder(encoding)
             remove = ("content-encoding",)
@@ -210,6 +228,10 @@ class RoutedProcessor(Processor):
         )
 
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+        if self._fixed_reply is not None:
+            if not end_of_stream:
+                return Result(body=b"")
+            return Result(body=self._fixed_reply, dynamic_metadata=self._metadata())
         translator = self._translator
         if translator is None:
             return CONTINUE

@@ -247,8 +247,11 @@ class _Stream:
                     clear_route_cache=False,
                     dynamic_metadata=result.dynamic_metadata,
                 )
-            common = self._common(result, request=False, buffered_body=False)
+            replaces = result.body is not None  # e.g. an error body for a bodiless error
+            common = self._common(result, request=False, buffered_body=replaces)
             if common is not None:
+                if replaces:
+                    common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
                 response.response_headers.response.CopyFrom(common)
             else:
                 response.response_headers.SetInParent()

@@ -95,6 +95,9 @@ class Fault(enum.StrEnum):
     #: frame, Anthropic ``event: error``, OpenAI ``data: {"error": ...}``).
     EXCEPTION = "exception"
     #: gzip the body (``content-encoding: gzip``); streams are flushed per event.
+    #: ``x-mock-status`` errors come with no body at all (an upstream or proxy that
+    #: answers a bare status).
+    EMPTY = "empty"
     GZIP = "gzip"
 
 

@@ -105,6 +105,8 @@ def provider_route(
             call = MockCall(request, body, payload, knobs, state, started)
             return await handler(call)
         except MockError as error:
+            if Fault.EMPTY in knobs.faults and knobs.status is not None:
+                return web.Response(status=error.status)
             rendered = dialect.render(error)
             return await send_json(
                 request, knobs, rendered.body, status=rendered.status, headers=rendered.headers

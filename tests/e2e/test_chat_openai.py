@@ -160,3 +160,19 @@ def test_streaming_request_through_async_client(stack: Stack) -> None:
         return text
 
     assert len(asyncio.run(run()).split()) == 8
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_upstream_error_without_a_body_still_gets_an_openai_error(
+    client: openai.OpenAI, status: int
+) -> None:
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"x-mock-status": str(status), "x-mock-fault": "empty"},
+        )
+    assert err.value.status_code == status
+    assert isinstance(err.value.body, dict)
+    assert "upstream returned HTTP" in err.value.body["message"]
+    healthy(client)

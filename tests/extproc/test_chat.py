@@ -255,3 +255,37 @@ async def test_non_json_success_body_becomes_a_502() -> None:
     assert headers_set(common)[":status"] == "502"
     assert json.loads(common.body_mutation.body)["error"]["code"] == "bad_upstream"
     await conv.close()
+
+
+async def test_bodiless_upstream_error_gets_an_openai_error_body() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, chat())
+    answer = (
+        await conv.send(response_headers(503, "text/plain", end_of_stream=True))
+    ).response_headers
+    doc = json.loads(answer.response.body_mutation.body)
+    assert doc["error"]["code"] == 503
+    await conv.close()
+
+
+async def test_undecodable_content_encoding_is_a_502() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, chat())
+    answer = await conv.send(response_headers(200, extra=[("content-encoding", "br")]))
+    common = answer.response_headers.response
+    assert headers_set(common)[":status"] == "502"
+    assert "content-encoding" in common.header_mutation.remove_headers
+    last = await conv.send(response_body(b"\x8b\x01garbage"))
+    doc = json.loads(last.response_body.response.body_mutation.body)
+    assert doc["error"]["code"] == "upstream_unsupported_encoding"
+    assert metadata(last)["error"] == "upstream_unsupported_encoding"
+    await conv.close()
+
+
+async def test_request_body_not_buffered_is_a_clear_misconfiguration_error() -> None:
+    conv = Conversation(servicer())
+    await conv.send(request_headers())
+    status, doc = immediate_json(await conv.send(request_body(b'{"model":', end_of_stream=False)))
+    assert status == 500
+    assert doc["error"]["code"] == "gateway_misconfigured"
+    await conv.close()

@@ -264,3 +264,19 @@ async def test_router_prefixes_pick_the_longest_match() -> None:
     for path in ("/a?x", "/a/z", "/a/b/c", "/zzz"):
         router.create(path)
     assert made == ["exact", "short", "long"]
+
+
+class ReplacesAtResponseHeaders(Processor):
+    async def on_response_headers(self, headers: Headers) -> Result:
+        return Result(set_headers=(("content-type", "application/json"),), body=b'{"error":{}}')
+
+
+async def test_body_given_at_response_headers_is_a_continue_and_replace() -> None:
+    conv = Conversation(servicer_for(ReplacesAtResponseHeaders))
+    await conv.send(request_headers("/p"))
+    await conv.send(request_body(b"{}"))
+    answer = (await conv.send(response_headers(500, end_of_stream=True))).response_headers
+    assert answer.response.status == pb.CommonResponse.CONTINUE_AND_REPLACE
+    assert answer.response.body_mutation.body == b'{"error":{}}'
+    assert headers_set(answer.response)["content-length"] == "12"
+    await conv.close()
