@@ -10,6 +10,7 @@ from extproc.routed import RoutedProcessor
 from translators.base import ChatTranslator
 
 MAX_MESSAGES = 100_000
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 def _invalid(message: str, param: str) -> ImmediateResponse:
@@ -32,9 +33,16 @@ def validate_chat_request(payload: dict[str, Any]) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _invalid(f"messages[{i}] must be an object.", f"messages[{i}]")
-        if not isinstance(message.get("role"), str):
-            raise _invalid(f"messages[{i}].role must be a string.", f"messages[{i}].role")
+        role = message.get("role")
+        if role not in ROLES:
+            raise _invalid(
+                f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}.",
+                f"messages[{i}].role",
+            )
         content = message.get("content")
+        if content is None and role != "assistant":
+            # Only an assistant message may leave content out (for its tool calls).
+            raise _invalid(f"messages[{i}].content is required.", f"messages[{i}].content")
         if content is not None and not isinstance(content, str | list):
             raise _invalid(
                 f"messages[{i}].content must be a string, an array of parts or null.",

@@ -289,3 +289,43 @@ async def test_request_body_not_buffered_is_a_clear_misconfiguration_error() -> 
     assert status == 500
     assert doc["error"]["code"] == "gateway_misconfigured"
     await conv.close()
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "", "content": "x"}], "messages[0].role"),
+        ([{"role": "u", "content": "x"}], "messages[0].role"),
+        ([{"content": "x"}], "messages[0].role"),
+        ([{"role": "user"}], "messages[0].content"),
+        ([{"role": "user", "content": 5}], "messages[0].content"),
+        ([{"role": "user", "content": ["text"]}], "messages[0].content"),
+        (["hello"], "messages[0]"),
+    ],
+)
+async def test_malformed_messages_are_400_for_every_schema(messages: list[Any], param: str) -> None:
+    conv = Conversation(servicer())
+    await conv.send(request_headers())
+    status, doc = immediate_json(
+        await conv.send(request_body({"model": "phi4", "messages": messages}))
+    )
+    assert status == 400
+    assert doc["error"]["param"] == param
+    await conv.close()
+
+
+async def test_assistant_may_leave_content_out_for_tool_calls() -> None:
+    conv = Conversation(servicer())
+    messages = [
+        {"role": "user", "content": "x"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "1", "content": ""},
+    ]
+    answer = await routed(conv, chat(messages=messages))
+    assert headers_set(answer)["x-ai-gateway-backend"] == "local"
+    await conv.close()
