@@ -31,6 +31,17 @@ up: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Micro-benchmarks (pytest-benchmark), then Envoy alone vs Envoy + processor under wrk;
+# writes benchmarks/results/latest.{json,md}. BENCH=micro or BENCH=macro runs one half;
+# BENCH_DURATION / BENCH_WARMUP (seconds) and BENCH_ARGS tune the end-to-end run.
+BENCH ?= all
+bench: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null 2>&1 || ./.ci/install-system-tools wrk
+	@if [ "$(BENCH)" != macro ]; then \
+	  $(BIN)/python -m pytest benchmarks/micro -q -p no:cacheprovider \
+	    --benchmark-columns=median,iqr,ops,rounds --benchmark-sort=name; fi
+	@if [ "$(BENCH)" != micro ]; then $(BIN)/python -m benchmarks.macro $(BENCH_ARGS); fi
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -42,6 +43,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
@@ -102,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         " function Processor -> Processor), inside the metrics wrapper; repeat to stack,"
         " the first outermost; FILE.py:NAME also works",
     )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="run N processor processes: worker i on the ext_proc port + i and the metrics"
+        " port + i (default 1); pair with `envoy-config --workers N`",
+    )
     logging_flags(serve)
 
     envoy = sub.add_parser("envoy-config", help="print the Envoy bootstrap for a config (YAML)")
@@ -130,6 +149,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     envoy.add_argument(
         "--no-access-log", action="store_true", help="leave out the JSON access log on stdout"
+    )
+    envoy.add_argument(
+        "--extproc-tls-ca",
+        metavar="FILE",
+        help="connect to the processor over TLS, trusting this CA (for serve --tls-cert)",
+    )
+    envoy.add_argument(
+        "--extproc-tls-sni", metavar="NAME", help="SNI to send and DNS name to require"
+    )
+    envoy.add_argument(
+        "--extproc-tls-cert",
+        metavar="FILE",
+        help="client certificate for a processor that requires one (serve --tls-client-ca)",
+    )
+    envoy.add_argument("--extproc-tls-key", metavar="FILE", help="the key for --extproc-tls-cert")
+    envoy.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="each --extproc-addr stands for `serve --workers N`: N endpoints on consecutive"
+        " ports (default 1)",
     )
 
     up = sub.add_parser(
@@ -172,6 +213,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     logging_flags(mock)
 
+    health = sub.add_parser(
+        "health",
+        help="probe a running processor's gRPC health (exit 0 when SERVING); works on unix"
+        " sockets, which Kubernetes' own grpc probes cannot dial",
+    )
+    health.add_argument("--extproc-addr", type=_address, default=DEFAULT_EXTPROC, metavar="ADDR")
+    health.add_argument(
+        "--live",
+        action="store_true",
+        help="exit 0 whenever the processor answers, also while it drains (liveness)",
+    )
+    health.add_argument("--timeout", type=_positive, default=3.0, metavar="SECONDS")
+    health.add_argument(
+        "--tls-ca", metavar="FILE", help="the processor serves TLS signed by this CA"
+    )
+
     check = sub.add_parser("check-config", help="validate a config file and its secrets")
     check.add_argument("--config", required=True, metavar="FILE")
     return parser
@@ -209,6 +266,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PluginError as exc:
         print(f"aigateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.workers > 1:
+        return _serve_workers(args)
     options = ServeOptions(
         extproc=args.extproc_addr,
         metrics=args.metrics_addr,
@@ -226,15 +285,85 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``serve --workers N``: the config and wrappers are checked here once, then each
+    worker is this same command with its own addresses (see ``extproc.workers``)."""
+    from extproc.workers import Supervisor, worker_addresses
+
+    extproc: Address = args.extproc_addr
+    if not extproc.is_unix and extproc.port == 0:
+        print("aigateway: --workers needs a fixed --extproc-addr port", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        extprocs = worker_addresses(extproc, args.workers)
+        metrics = worker_addresses(args.metrics_addr, args.workers)
+    except ValueError as exc:
+        print(f"aigateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # Every serve flag but --workers, passed on as given (keep in step with the parser).
+    common = ["--config", args.config, "--drain-timeout", repr(args.drain_timeout)]
+    common += ["--log-level", args.log_level, "--log-format", args.log_format]
+    for flag, value in (
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+        ("--tls-client-ca", args.tls_client_ca),
+    ):
+        if value:
+            common += [flag, value]
+    if args.allow_remote_plaintext:
+        common.append("--allow-remote-plaintext")
+    for spec in args.wrap:
+        common += ["--wrap", spec]
+    serve = [sys.executable, "-m", "extproc", "serve", *common]
+    commands = [
+        [*serve, "--extproc-addr", str(e), "--metrics-addr", str(m)]
+        for e, m in zip(extprocs, metrics, strict=True)
+    ]
+    code = 1
+
+    async def run() -> None:
+        nonlocal code
+        code = await Supervisor(commands, drain_timeout=args.drain_timeout).run()
+
+    _run(run())
+    return code
+
+
 def cmd_envoy_config(args: argparse.Namespace) -> int:
-    from extproc.envoy_config import EnvoyOptions, build_bootstrap
+    from extproc.envoy_config import EnvoyOptions, ExtprocTls, build_bootstrap
+    from extproc.workers import worker_addresses
 
     config = load_config(args.config)
+    try:
+        extproc = [
+            worker
+            for address in args.extproc_addr or [Address.parse(DEFAULT_EXTPROC)]
+            for worker in worker_addresses(address, args.workers)
+        ]
+    except ValueError as exc:
+        print(f"aigateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.extproc_tls_cert is None) != (args.extproc_tls_key is None):
+        print("aigateway: --extproc-tls-cert and --extproc-tls-key go together", file=sys.stderr)
+        return EXIT_USAGE
+    tls_flags = (args.extproc_tls_sni, args.extproc_tls_cert)
+    if args.extproc_tls_ca is None and any(f is not None for f in tls_flags):
+        print("aigateway: the --extproc-tls-* flags need --extproc-tls-ca", file=sys.stderr)
+        return EXIT_USAGE
+    tls = None
+    if args.extproc_tls_ca is not None:
+        tls = ExtprocTls(
+            ca=os.path.abspath(args.extproc_tls_ca),
+            sni=args.extproc_tls_sni,
+            cert=os.path.abspath(args.extproc_tls_cert) if args.extproc_tls_cert else None,
+            key=os.path.abspath(args.extproc_tls_key) if args.extproc_tls_key else None,
+        )
     options = EnvoyOptions(
         listen=args.listen,
-        extproc=args.extproc_addr or [Address.parse(DEFAULT_EXTPROC)],
+        extproc=extproc,
         admin=args.admin_addr,
         access_log=not args.no_access_log,
+        extproc_tls=tls,
     )
     sys.stdout.write(yaml.safe_dump(build_bootstrap(config, options), sort_keys=False))
     return EXIT_OK
@@ -296,6 +425,38 @@ def cmd_mock_backend(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from extproc.server import SERVICE_NAME
+
+    address: Address = args.extproc_addr
+    target = address.grpc_target() if address.is_unix else f"{address.url_host()}:{address.port}"
+    try:
+        if args.tls_ca:
+            with open(args.tls_ca, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(f.read())
+            channel = grpc.secure_channel(target, credentials)
+        else:
+            channel = grpc.insecure_channel(target)
+    except OSError as exc:
+        print(f"aigateway: cannot read {args.tls_ca}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    with channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"aigateway: {address}: {exc.code().name}", file=sys.stderr)
+            return EXIT_FAILED
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{address}: {status}")
+    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    return EXIT_OK if serving or args.live else EXIT_FAILED
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from extproc.up import run_up
 
@@ -306,6 +467,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "envoy-config": cmd_envoy_config,
     "check-config": cmd_check_config,
+    "health": cmd_health,
     "mock-backend": cmd_mock_backend,
     "up": cmd_up,
 }

@@ -1,0 +1,177 @@
+"""The server's per-message path: ``ExternalProcessorServicer`` driven with the test
+suite's in-memory Envoy (``tests/extproc/fake_envoy.py``), bare and instrumented, and
+``InstrumentedProcessor`` alone (its phases driven with no event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from benchmarks.micro.conftest import run_now
+from benchmarks.micro.streams import CHAT_COMPLETION, chat_request, openai_stream_events
+from extproc.app import build_router, build_telemetry
+from extproc.backends import RoutingTable
+from extproc.chat import ChatCompletionProcessor
+from extproc.config import ResolvedSecrets, parse_config
+from extproc.processor import Headers, Outcome
+from extproc.server import ExternalProcessorServicer
+from instrumentation.processor import Instrumentation
+from tests.extproc.fake_envoy import (
+    Conversation,
+    FakeContext,
+    request_body,
+    request_headers,
+    response_body,
+    response_headers,
+)
+
+CONFIG = parse_config(
+    {
+        "backends": [
+            {
+                "name": "static",
+                "schema": "openai",
+                "endpoint": "http://127.0.0.1:8000",
+                "auth": {"api_key": {"value": "sk-bench"}},
+            }
+        ],
+        "models": [{"name": "gpt-4o-mini", "backend": "static"}],
+    }
+)
+TABLE = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
+CLIENT_HEADERS = [("authorization", "Bearer client"), ("user-agent", "OpenAI/Python 1.54.0")]
+REQUEST = [
+    request_headers(extra=CLIENT_HEADERS),
+    request_body(chat_request()),
+    response_headers(200, "application/json"),
+    response_body(CHAT_COMPLETION),
+]
+# The processor asks upstream for usage, so the upstream's stream carries it.
+EVENTS = openai_stream_events(include_usage=True)
+CHUNK = response_body(EVENTS[5], end_of_stream=False)
+
+
+def instrumentation() -> Instrumentation:
+    return build_telemetry(TABLE).instrumentation
+
+
+def servicer(instrumented: bool) -> ExternalProcessorServicer:
+    wrap = instrumentation().wrap if instrumented else None
+    return ExternalProcessorServicer(build_router(TABLE, wrap=wrap))
+
+
+VARIANTS = pytest.mark.parametrize("instrumented", [False, True], ids=["bare", "instrumented"])
+
+
+def _messages(*messages: Any) -> FakeContext:
+    context = FakeContext()
+    for message in (*messages, grpc.aio.EOF):
+        context.inbox.put_nowait(message)
+    return context
+
+
+@VARIANTS
+def test_servicer_non_streamed_request(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, instrumented: bool
+) -> None:
+    """One whole non-streamed request through ``Process``: 4 messages in, 4 answers out,
+    end of stream (the inbox is filled up front, so the harness costs next to nothing)."""
+    service = servicer(instrumented)
+
+    def one_request() -> None:
+        context = _messages(*REQUEST)
+        loop.run_until_complete(service.Process(None, context))
+        assert context.outbox.qsize() == len(REQUEST)
+
+    benchmark(one_request)
+
+
+STREAM = [
+    request_headers(extra=CLIENT_HEADERS),
+    request_body(chat_request(stream=True)),
+    response_headers(200, "text/event-stream"),
+    *(response_body(e, end_of_stream=False) for e in EVENTS),
+    response_body(b"", end_of_stream=True),
+]
+
+
+@VARIANTS
+def test_servicer_streamed_response(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, instrumented: bool
+) -> None:
+    """A whole streamed request (64 tokens: 68 SSE events, a body chunk each, then the
+    end of stream); per chunk: subtract the non-streamed request, divide by 69."""
+    service = servicer(instrumented)
+
+    def one_stream() -> None:
+        context = _messages(*STREAM)
+        loop.run_until_complete(service.Process(None, context))
+        assert context.outbox.qsize() == len(STREAM)
+
+    benchmark(one_stream)
+
+
+@VARIANTS
+def test_servicer_streamed_chunk(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, instrumented: bool
+) -> None:
+    """One streamed body chunk (an SSE event) on a stream already switched to STREAMED,
+    one message at a time the way Envoy sends them (includes the fake Envoy's own cost)."""
+    service = servicer(instrumented)
+    conv = Conversation(service)
+
+    async def start() -> None:
+        await conv.send(request_headers(extra=CLIENT_HEADERS))
+        await conv.send(request_body(chat_request(stream=True)))
+        answer = await conv.send(response_headers(200, "text/event-stream"))
+        assert answer.HasField("mode_override")
+
+    loop.run_until_complete(start())
+    benchmark(lambda: loop.run_until_complete(conv.send(CHUNK)))
+    loop.run_until_complete(conv.cancel())
+
+
+def _lifecycle(processor: Any) -> None:
+    run_now(processor.on_request_headers(HEADERS))
+    run_now(processor.on_request_body(BODY, True))
+    run_now(processor.on_response_headers(RESPONSE_HEADERS))
+    run_now(processor.on_response_body(CHAT_COMPLETION, True))
+    run_now(processor.on_stream_end(Outcome(response_complete=True, status=200)))
+
+
+HEADERS = Headers(
+    [(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "application/json")]
+)
+BODY = chat_request()
+RESPONSE_HEADERS = Headers([(":status", "200"), ("content-type", "application/json")])
+
+
+@VARIANTS
+def test_processor_lifecycle(benchmark: Any, instrumented: bool) -> None:
+    """A non-streamed request through the chat processor's phases, without the server:
+    the difference between the two is InstrumentedProcessor's whole cost per request."""
+    inst = instrumentation()
+
+    def one() -> None:
+        processor = ChatCompletionProcessor(TABLE)
+        _lifecycle(inst.wrap(processor) if instrumented else processor)
+
+    benchmark(one)
+
+
+@VARIANTS
+def test_processor_streamed_chunk(benchmark: Any, instrumented: bool) -> None:
+    """One streamed chunk through the processor's ``on_response_body``."""
+    processor: Any = ChatCompletionProcessor(TABLE)
+    if instrumented:
+        processor = instrumentation().wrap(processor)
+    run_now(processor.on_request_headers(HEADERS))
+    run_now(processor.on_request_body(chat_request(stream=True), True))
+    sse = Headers([(":status", "200"), ("content-type", "text/event-stream")])
+    run_now(processor.on_response_headers(sse))
+    chunk = EVENTS[5]
+    benchmark(lambda: run_now(processor.on_response_body(chunk, False)))
