@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -245,11 +244,13 @@ def test_envoy_accepts_the_embedded_bootstrap(pod: dict[str, Any], tmp_path: Pat
     assert validated.returncode == 0, validated.stderr + validated.stdout
 
 
-def test_the_healthcheck_in_the_configmap_is_the_example_file(pod: dict[str, Any]) -> None:
+def test_the_processor_probes_are_aigateway_health(pod: dict[str, Any]) -> None:
     processor = pod["processor"]
-    command = processor["readinessProbe"]["exec"]["command"]
-    script = mounted_file(pod["deployment"], processor, pod["docs"], command[1])
-    assert script == (KUBERNETES / "healthcheck.py").read_text()
+    socket = flag(processor["args"], "--extproc-addr")
+    ready = processor["readinessProbe"]["exec"]["command"]
+    live = processor["livenessProbe"]["exec"]["command"]
+    assert ready == ["aigateway", "health", "--extproc-addr", socket]
+    assert live == [*ready, "--live"]
 
 
 @pytest.fixture
@@ -268,9 +269,8 @@ def test_the_processor_probes_work_on_a_real_unix_socket(
 
     def probe(kind: str) -> int:
         command = processor[kind]["exec"]["command"]
-        assert command[0] == "python"
-        argv = [sys.executable, str(KUBERNETES / "healthcheck.py")]
-        argv += [local_socket if arg == socket else arg for arg in command[2:]]
+        assert command[0] == "aigateway"
+        argv = [*AIGATEWAY, *(local_socket if arg == socket else arg for arg in command[1:])]
         return subprocess.run(argv, capture_output=True, timeout=30).returncode
 
     assert probe("readinessProbe") != 0  # nothing listens yet
@@ -408,7 +408,7 @@ def test_buffers_fit_the_largest_request(eg: list[Doc]) -> None:
 
 def test_the_readme_names_every_file_and_the_limits() -> None:
     readme = (KUBERNETES / "README.md").read_text()
-    for name in ("gateway.yaml", "envoy-gateway.yaml", "Dockerfile", "healthcheck.py"):
+    for name in ("gateway.yaml", "envoy-gateway.yaml", "Dockerfile", "aigateway health"):
         assert name in readme
     for limit in ("--allow-remote-plaintext", "clear_route_cache", "bufferLimit"):
         assert limit in readme
