@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
@@ -39,21 +40,60 @@ FAMILIES = {
 }
 
 
+class CounterTotals:
+    """Running totals of one counter by label values, reported to OpenTelemetry by an
+    observable counter when metrics are collected.
+
+    Why not a plain ``Counter``: each SDK measurement costs ~16-19 us (it copies, sorts
+    and hashes the attributes), and a request adds to up to six counter series; here
+    each is one dict update under a lock. The exported data is the same cumulative sum
+    per series. The lock is there because collection runs on the exporter's thread.
+    """
+
+    __slots__ = ("_lock", "_totals", "labels")
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self._lock = threading.Lock()
+        self._totals: dict[tuple[str, ...], int] = {}
+
+    def add(self, amount: int, values: tuple[str, ...]) -> None:
+        """Add ``amount`` to the series with these label values (in ``labels`` order)."""
+        with self._lock:
+            self._totals[values] = self._totals.get(values, 0) + amount
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._totals.items())
+        labels = self.labels
+        return [
+            Observation(total, dict(zip(labels, values, strict=True))) for values, total in items
+        ]
+
+
 @dataclass(slots=True, frozen=True)
 class GatewayMetrics:
     """The five instruments, created once from an injected meter."""
 
-    requests: Counter
-    tokens: Counter
+    requests: CounterTotals
+    tokens: CounterTotals
     first_token_latency: Histogram
     inter_token_latency: Histogram
     total_latency: Histogram
 
     @classmethod
     def create(cls, meter: Meter) -> GatewayMetrics:
+        requests = CounterTotals(("backend", "model", "status"))
+        tokens = CounterTotals(("backend", "model", "type"))
+        meter.create_observable_counter(
+            REQUESTS, callbacks=[requests.observe], description=FAMILIES["aigateway_requests"]
+        )
+        meter.create_observable_counter(
+            TOKENS, callbacks=[tokens.observe], description=FAMILIES["aigateway_model_tokens"]
+        )
         return cls(
-            requests=meter.create_counter(REQUESTS, description=FAMILIES["aigateway_requests"]),
-            tokens=meter.create_counter(TOKENS, description=FAMILIES["aigateway_model_tokens"]),
+            requests=requests,
+            tokens=tokens,
             first_token_latency=_histogram(meter, FIRST_TOKEN_LATENCY, FIRST_TOKEN_BUCKETS),
             inter_token_latency=_histogram(meter, INTER_TOKEN_LATENCY, INTER_TOKEN_BUCKETS),
             total_latency=_histogram(meter, TOTAL_LATENCY, TOTAL_BUCKETS),

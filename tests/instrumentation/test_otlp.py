@@ -56,7 +56,7 @@ def test_otlp_push_alongside_prometheus(
     registry = CollectorRegistry()
     provider = create_meter_provider([prometheus_reader(registry), *readers], cardinality=100)
     metrics = GatewayMetrics.create(provider.get_meter("aigateway"))
-    metrics.requests.add(1, {"backend": "b", "model": "m", "status": "success"})
+    metrics.requests.add(1, ("b", "m", "success"))
     assert provider.force_flush(10_000)
     names = {
         metric.name
