@@ -6,21 +6,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, running
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One mock backend + aigateway serve + envoy for the whole session."""
-    s = Stack(tmp_path_factory.mktemp("stack"))
-    try:
-        s.start()
-    except Exception:
-        print(s.logs())
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    with running(Stack(tmp_path_factory.mktemp("stack"))) as s:
+        yield s
 
 
 @pytest.fixture

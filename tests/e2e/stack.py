@@ -11,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,3 +300,22 @@ class Stack:
         status, body = http_get(self.metrics_url)
         assert status == 200
         return body.decode()
+
+
+S = typing.TypeVar("S", bound=Stack)
+
+
+@contextmanager
+def running(stack: S) -> Iterator[S]:
+    """Starts ``stack`` for the block and always stops it; a failed start prints the
+    processes' output so the test log says why."""
+    try:
+        stack.start()
+    except Exception:
+        print(stack.logs())
+        stack.stop()
+        raise
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -14,7 +14,7 @@ import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.stack import Stack, wait_until
+from tests.e2e.stack import Stack, running, wait_until
 from tests.e2e.test_chat_openai import MESSAGES, post
 
 STREAMS = 5
@@ -23,12 +23,8 @@ TOKENS = 20
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path / "stack")
-    try:
-        s.start()
+    with running(Stack(tmp_path / "stack")) as s:
         yield s
-    finally:
-        s.stop()
 
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"

@@ -13,37 +13,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.contract import BUCKETS, FAMILIES
 from tests.e2e.stack import Stack, wait_until
 from tests.e2e.test_chat_openai import MESSAGES, PROMPT_WORDS, post
-
-FAMILIES = {
-    "aigateway_requests": (
-        "counter",
-        "Total number of requests processed",
-        {"backend", "model", "status"},
-    ),
-    "aigateway_model_tokens": (
-        "counter",
-        "Total number of tokens processed by model and type",
-        {"backend", "model", "type"},
-    ),
-    "aigateway_first_token_latency_seconds": (
-        "histogram",
-        "Time to receive first token in streaming responses",
-        {"backend", "model"},
-    ),
-    "aigateway_inter_token_latency_seconds": (
-        "histogram",
-        "Time between consecutive tokens in streaming responses",
-        {"backend", "model"},
-    ),
-    "aigateway_total_latency_seconds": (
-        "histogram",
-        "Time spent processing request",
-        {"backend", "model", "status"},
-    ),
-}
-
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -187,48 +159,4 @@ def test_histogram_buckets_are_the_contract(stack: Stack, client: openai.OpenAI)
                 if le not in bounds[key]:
                     bounds[key].append(le)
     as_floats: dict[str, Any] = {k: [float(b) for b in v if b != "+Inf"] for k, v in bounds.items()}
-    assert as_floats["aigateway_first_token_latency_seconds"] == [
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-        20,
-        30,
-        60,
-    ]
-    assert as_floats["aigateway_inter_token_latency_seconds"] == [
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.02,
-        0.04,
-        0.06,
-        0.08,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-    ]
-    assert as_floats["aigateway_total_latency_seconds"] == [
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-        20,
-        30,
-        60,
-        120,
-        300,
-    ]
+    assert as_floats == BUCKETS

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from extproc.addresses import Address
 from extproc.envoy_process import envoy_command
 from extproc.workers import worker_addresses
-from tests.e2e.stack import AIGATEWAY, Stack, free_port, http_get, spawn, wait_until
+from tests.e2e.stack import AIGATEWAY, Stack, free_port, http_get, running, spawn, wait_until
 
 WORKERS = 2
 MESSAGES = [{"role": "user", "content": "Say something about gateways"}]
@@ -136,15 +136,8 @@ def one_backend(mock_port: int) -> dict[str, Any]:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[WorkersStack]:
-    s = WorkersStack(tmp_path / "stack", config_factory=one_backend)
-    try:
-        s.start()
-    except Exception:
-        print(s.logs())
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    with running(WorkersStack(tmp_path / "stack", config_factory=one_backend)) as s:
+        yield s
 
 
 def test_streams_spread_over_workers_and_metrics_sum_exactly(stack: WorkersStack) -> None:

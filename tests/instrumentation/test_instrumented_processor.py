@@ -20,6 +20,7 @@ from extproc.router import Router
 from extproc.server import ExternalProcessorServicer
 from instrumentation.metrics import GatewayMetrics
 from instrumentation.processor import Instrumentation, InstrumentedProcessor
+from tests.contract import BUCKETS
 from tests.extproc.fake_envoy import (
     Aborted,
     Conversation,
@@ -151,21 +152,7 @@ async def test_streamed_success_records_first_and_inter_token_latency(metrics: M
     assert first.attributes == {"backend": "b1", "model": "m1"}
     (inter,) = metrics.histogram("aigateway_inter_token_latency_seconds")
     assert inter.count == 1 and inter.sum == pytest.approx(0.2)
-    assert list(first.explicit_bounds) == [
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-        20,
-        30,
-        60,
-    ]
+    assert list(first.explicit_bounds) == BUCKETS["aigateway_first_token_latency_seconds"]
     assert metrics.requests() == {("b1", "m1", "success"): 1}
 
 

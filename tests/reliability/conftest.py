@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack, default_config
+from tests.e2e.stack import Stack, default_config, running
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULT_WRAPPER = f"{ROOT / 'examples' / 'fault_injection.py'}:FaultInjector"
@@ -32,16 +32,10 @@ def reliability_config(mock_port: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(
+    stack = Stack(
         tmp_path_factory.mktemp("reliability"),
         config_factory=reliability_config,
         serve_args=["--wrap", FAULT_WRAPPER, "--log-level", "debug"],
     )
-    try:
-        s.start()
-    except Exception:
-        print(s.logs())
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    with running(stack) as s:
+        yield s

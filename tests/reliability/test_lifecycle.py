@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.stack import Stack, wait_until
+from tests.e2e.stack import Stack, running, wait_until
 from tests.e2e.test_lifecycle import NOT_SERVING, SERVING, HealthWatch
 
 STREAMS = 50
@@ -23,12 +23,8 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path / "stack")
-    try:
-        s.start()
+    with running(Stack(tmp_path / "stack")) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def stream_text(raw: bytes) -> str:
