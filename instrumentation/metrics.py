@@ -140,7 +140,14 @@ def otlp_readers_from_env() -> list[MetricReader]:
     try:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    except ImportError:
+    except ImportError as exc:
+        if "opentelemetry.proto" in str(exc):
+            # xds-protos (the Envoy protos) ships an older copy of these modules; the
+            # one installed last wins.
+            raise MetricsSetupError(
+                "OTLP export needs opentelemetry-proto's own modules, which xds-protos"
+                " overwrote: pip install --force-reinstall --no-deps opentelemetry-proto"
+            ) from None
         raise MetricsSetupError(
             "OTEL_METRICS_EXPORTER=otlp needs the otlp extra: pip install 'aigateway[otlp]'"
         ) from None
