@@ -37,11 +37,17 @@ def test_embeddings(
     def recorded() -> bool:
         nonlocal after
         after = snapshot(stack.metrics_text())
-        return bool(delta(before, after, "aigateway_requests_total"))
+        return bool(delta(before, after, "aigateway_requests_total", (backend, model)))
 
     wait_until("the embeddings request to be recorded", recorded)
-    assert delta(before, after, "aigateway_requests_total") == {(backend, model, "success"): 1}
-    tokens = {k: v for k, v in delta(before, after, "aigateway_model_tokens_total").items() if v}
+    assert delta(before, after, "aigateway_requests_total", (backend, model)) == {
+        (backend, model, "success"): 1
+    }
+    tokens = {
+        k: v
+        for k, v in delta(before, after, "aigateway_model_tokens_total", (backend, model)).items()
+        if v
+    }
     assert tokens == {(backend, model, "prompt"): 5, (backend, model, "total"): 5}
 
 

@@ -207,6 +207,7 @@ def test_upstream_sees_the_backend_wire_format_and_credentials(
 
 
 def test_metrics_count_tokens_per_backend(stack: Stack, client: openai.OpenAI, model: str) -> None:
+    backend = MODELS[model]
     before = snapshot(stack.metrics_text())
     client.chat.completions.create(
         model=model, messages=MESSAGES, extra_headers={"x-mock-output-tokens": "3"}
@@ -221,23 +222,28 @@ def test_metrics_count_tokens_per_backend(stack: Stack, client: openai.OpenAI, m
     def recorded() -> bool:
         nonlocal after
         after = snapshot(stack.metrics_text())
-        return sum(delta(before, after, "aigateway_requests_total").values()) >= 2
+        return sum(delta(before, after, "aigateway_requests_total", (backend, model)).values()) >= 2
 
     wait_until("both requests to be recorded", recorded)
-    backend = MODELS[model]
-    assert delta(before, after, "aigateway_requests_total") == {(backend, model, "success"): 2}
-    tokens = {k: v for k, v in delta(before, after, "aigateway_model_tokens_total").items() if v}
+    assert delta(before, after, "aigateway_requests_total", (backend, model)) == {
+        (backend, model, "success"): 2
+    }
+    tokens = {
+        k: v
+        for k, v in delta(before, after, "aigateway_model_tokens_total", (backend, model)).items()
+        if v
+    }
     assert tokens == {
         (backend, model, "prompt"): 2 * PROMPT_WORDS,
         (backend, model, "completion"): 8,
         (backend, model, "total"): 2 * PROMPT_WORDS + 8,
     }
-    assert delta(before, after, "aigateway_first_token_latency_seconds_count") == {
-        (backend, model): 1
-    }
-    assert delta(before, after, "aigateway_inter_token_latency_seconds_count") == {
-        (backend, model): 1
-    }
+    assert delta(
+        before, after, "aigateway_first_token_latency_seconds_count", (backend, model)
+    ) == {(backend, model): 1}
+    assert delta(
+        before, after, "aigateway_inter_token_latency_seconds_count", (backend, model)
+    ) == {(backend, model): 1}
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -122,15 +122,13 @@ def test_broken_upstream_is_a_clean_error_counted_once(
 def test_bedrock_event_stream_faults(
     rstack: Stack, client: openai.OpenAI, fault: str, stream: bool
 ) -> None:
-    if not stream:
-        got = outcome(client, "bedrock-claude", {"x-mock-fault": fault}, stream=False)
-        assert got == "ok"  # event-stream faults do not touch a JSON answer
-        return
     before = snapshot(rstack.metrics_text())
-    got = outcome(client, "bedrock-claude", {"x-mock-fault": fault}, stream=True)
-    assert got == "error-event"
+    got = outcome(client, "bedrock-claude", {"x-mock-fault": fault}, stream=stream)
+    # Event-stream faults do not touch a JSON answer.
+    assert got == ("error-event" if stream else "ok")
+    status = "error" if stream else "success"
     assert recorded_errors(rstack, before, ("mock-bedrock", "bedrock-claude")) == {
-        ("mock-bedrock", "bedrock-claude", "error"): 1
+        ("mock-bedrock", "bedrock-claude", status): 1
     }
 
 
