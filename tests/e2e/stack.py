@@ -189,10 +189,14 @@ class Stack:
     def config_path(self) -> Path:
         return self.workdir / "config.yaml"
 
-    def start(self) -> Stack:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def allocate_ports(self) -> None:
+        """Free loopback ports for every part (override for other layouts)."""
         self.mock_port, self.extproc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.listen_port, self.admin_port = free_port(), free_port()
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.allocate_ports()
         mock = spawn(
             "mock",
             [

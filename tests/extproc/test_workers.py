@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from extproc.addresses import Address
-from extproc.envoy_process import envoy_command
 from extproc.workers import worker_addresses
 from tests.e2e.stack import AIGATEWAY, Stack, free_port, http_get, running, spawn, wait_until
 
@@ -63,52 +63,18 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+@dataclass
 class WorkersStack(Stack):
     """The e2e stack with ``serve --workers N`` and ``envoy-config --workers N``."""
 
-    def start(self) -> WorkersStack:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def __post_init__(self) -> None:
+        self.serve_args = [*self.serve_args, "--workers", str(WORKERS)]
+        self.envoy_args = [*self.envoy_args, "--workers", str(WORKERS), "--no-access-log"]
+
+    def allocate_ports(self) -> None:
+        super().allocate_ports()
         self.extproc_port = consecutive_free_ports(WORKERS)
         self.metrics_port = consecutive_free_ports(WORKERS)
-        self.mock_port, self.listen_port, self.admin_port = free_port(), free_port(), free_port()
-        mock = spawn(
-            "mock",
-            [*AIGATEWAY, "mock-backend", "--listen", f"127.0.0.1:{self.mock_port}"],
-            self.workdir,
-        )
-        self.procs["mock"] = mock
-        config = self.config if self.config is not None else self.config_factory(self.mock_port)
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.serve_args = ["--workers", str(WORKERS)]
-        self.start_processor()
-        bootstrap = subprocess.run(
-            [
-                *AIGATEWAY,
-                "envoy-config",
-                "--config",
-                str(self.config_path),
-                "--listen",
-                f"127.0.0.1:{self.listen_port}",
-                "--extproc-addr",
-                f"127.0.0.1:{self.extproc_port}",
-                "--workers",
-                str(WORKERS),
-                "--admin-addr",
-                f"127.0.0.1:{self.admin_port}",
-                "--no-access-log",
-            ],
-            capture_output=True,
-            check=True,
-        ).stdout
-        (self.workdir / "envoy.yaml").write_bytes(bootstrap)
-        self.procs["envoy"] = spawn(
-            "envoy",
-            envoy_command(str(self.workdir / "envoy.yaml"), concurrency=1, log_level="warn"),
-            self.workdir,
-        )
-        mock.wait_for_stderr("ready")
-        self.wait_envoy_ready()
-        return self
 
     def worker_metrics(self, index: int) -> str:
         status, body = http_get(f"http://127.0.0.1:{self.metrics_port + index}/metrics")
