@@ -52,7 +52,7 @@ from extproc.addresses import Address
 from extproc.config import load_config
 from extproc.envoy_config import EnvoyOptions, build_bootstrap
 from extproc.envoy_process import envoy_command, find_envoy
-from tests.e2e.stack import AIGATEWAY, Proc, free_port, http_get, spawn, wait_until
+from tests.e2e.stack import AIGATEWAY, Proc, children, free_port, http_get, spawn, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -188,23 +188,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out.extend(int(p) for p in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return out
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of ``pid`` and all its live descendants (``--workers`` runs N children)."""
     total, stack = 0.0, [pid]
     while stack:
         p = stack.pop()
         total += _cpu_seconds(p)
-        stack.extend(_children(p))
+        stack.extend(children(p))
     return total
 
 

@@ -39,6 +39,26 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> N
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (from /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out.extend(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie awaiting its parent's wait() is not running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:

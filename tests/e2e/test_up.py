@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.stack import AIGATEWAY, Proc, free_port, http_get, spawn, wait_until
+from tests.e2e.stack import AIGATEWAY, Proc, alive, free_port, http_get, spawn, wait_until
 
 
 def envoy_pids(marker: str) -> list[int]:
@@ -124,15 +124,7 @@ def test_killed_up_takes_envoy_with_it(up: Up) -> None:
     assert pids
     up.proc.popen.send_signal(signal.SIGKILL)
     up.proc.popen.wait(10)
-    wait_until("envoy to follow its parent", lambda: not any(_alive(p) for p in pids), timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"
+    wait_until("envoy to follow its parent", lambda: not any(alive(p) for p in pids), timeout=10)
 
 
 def test_taken_port_is_one_clear_line(workdir: Path) -> None:

@@ -20,7 +20,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from extproc.addresses import Address
 from extproc.workers import worker_addresses
-from tests.e2e.stack import AIGATEWAY, Stack, free_port, http_get, running, spawn, wait_until
+from tests.e2e.stack import (
+    AIGATEWAY,
+    Stack,
+    alive,
+    children,
+    free_port,
+    http_get,
+    running,
+    spawn,
+    wait_until,
+)
 
 WORKERS = 2
 MESSAGES = [{"role": "user", "content": "Say something about gateways"}]
@@ -43,24 +53,6 @@ def consecutive_free_ports(count: int) -> int:
                 s.close()
         return base
     raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out.extend(int(p) for p in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @dataclass
