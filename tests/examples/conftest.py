@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -62,20 +61,6 @@ class ExampleStack(Stack):
         self.procs["serve"] = proc
         proc.wait_for_stderr("ready")
         return proc
-
-
-def run_stack(stack: Stack) -> Iterator[Stack]:
-    """Start ``stack``, yield it, stop it; on a failed start, show every process's output."""
-    try:
-        stack.start()
-    except Exception:
-        print(stack.logs())
-        stack.stop()
-        raise
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 def openai_client(stack: Stack) -> openai.OpenAI:

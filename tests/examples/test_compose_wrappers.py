@@ -21,7 +21,7 @@ from extproc.models import MODELS_PATH, ModelsProcessor
 from extproc.plugins import load_wrap
 from extproc.processor import Headers, Outcome, Processor, Result
 from instrumentation.processor import InstrumentedProcessor
-from tests.e2e.stack import UPSTREAM_KEY, Stack, wait_until
+from tests.e2e.stack import UPSTREAM_KEY, Stack, running, wait_until
 from tests.e2e.test_metrics import snapshot
 from tests.examples.conftest import (
     EXAMPLES,
@@ -29,7 +29,6 @@ from tests.examples.conftest import (
     example_module,
     openai_client,
     requests_counted,
-    run_stack,
 )
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
@@ -37,9 +36,10 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say h
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    yield from run_stack(
+    with running(
         ExampleStack(tmp_path_factory.mktemp("compose"), script=EXAMPLES / "compose_wrappers.py")
-    )
+    ) as s:
+        yield s
 
 
 @pytest.fixture

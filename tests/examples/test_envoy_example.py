@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from extproc.envoy_process import envoy_command, find_envoy
-from tests.e2e.stack import AIGATEWAY, Stack, free_port, spawn, wait_until
-from tests.examples.conftest import EXAMPLES, openai_client, run_stack
+from tests.e2e.stack import AIGATEWAY, Stack, free_port, running, spawn, wait_until
+from tests.examples.conftest import EXAMPLES, openai_client
 
 HAND_WRITTEN = EXAMPLES / "envoy" / "envoy.yaml"
 DEMO_CONFIG = EXAMPLES / "envoy" / "config.yaml"
@@ -178,7 +178,8 @@ class HandWrittenEnvoyStack(Stack):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    yield from run_stack(HandWrittenEnvoyStack(tmp_path_factory.mktemp("handwritten")))
+    with running(HandWrittenEnvoyStack(tmp_path_factory.mktemp("handwritten"))) as s:
+        yield s
 
 
 def test_a_request_through_the_hand_written_bootstrap(stack: Stack, tmp_path: Path) -> None:

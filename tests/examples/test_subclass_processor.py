@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from extproc.app import CHAT_COMPLETIONS, build_router
 from extproc.backends import RoutingTable
 from extproc.config import load_config, load_secrets
-from tests.e2e.stack import UPSTREAM_KEY, Stack
+from tests.e2e.stack import UPSTREAM_KEY, Stack, running
 from tests.e2e.test_metrics import snapshot
 from tests.examples.conftest import (
     EXAMPLES,
@@ -22,7 +22,6 @@ from tests.examples.conftest import (
     example_module,
     openai_client,
     requests_counted,
-    run_stack,
 )
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
@@ -30,9 +29,10 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say h
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    yield from run_stack(
+    with running(
         ExampleStack(tmp_path_factory.mktemp("subclass"), script=EXAMPLES / "subclass_processor.py")
-    )
+    ) as s:
+        yield s
 
 
 @pytest.fixture
