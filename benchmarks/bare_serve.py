@@ -22,12 +22,11 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from extproc.addresses import Address
-from extproc.app import build_router, install_stop_signals
-from extproc.backends import RoutingTable
-from extproc.cli import _run
-from extproc.config import load_config, load_secrets
-from extproc.server import MAX_MESSAGE_BYTES, ExtProcServer
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.framework.server import MAX_MESSAGE_BYTES, ExtProcServer
+from aigateway.extproc.gateway.app import build_router, install_stop_signals, run_event_loop
+from aigateway.extproc.gateway.backends import RoutingTable
+from aigateway.extproc.gateway.config import load_config, load_secrets
 
 _SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -110,7 +109,7 @@ def main() -> None:
     options = [
         (name, int(value)) for name, _, value in (o.partition("=") for o in args.grpc_option)
     ]
-    _run(serve_bare(args.config, args.extproc_addr, options, null=args.null))
+    run_event_loop(serve_bare(args.config, args.extproc_addr, options, null=args.null))
 
 
 if __name__ == "__main__":

@@ -48,11 +48,20 @@ from typing import Any
 
 import yaml
 
-from extproc.addresses import Address
-from extproc.config import load_config
-from extproc.envoy_config import EnvoyOptions, build_bootstrap
-from extproc.envoy_process import envoy_command, find_envoy
-from tests.e2e.stack import AIGATEWAY, Proc, children, free_port, http_get, spawn, wait_until
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.gateway.config import load_config
+from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, build_bootstrap
+from aigateway.extproc.ops.envoy_process import envoy_command, find_envoy
+from tests.e2e.stack import (
+    AIGATEWAY,
+    Proc,
+    children,
+    free_port,
+    free_ports,
+    http_get,
+    spawn,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -196,29 +205,6 @@ def tree_cpu_seconds(pid: int) -> float:
         total += _cpu_seconds(p)
         stack.extend(children(p))
     return total
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    import socket
-
-    for _ in range(100):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def _envoy(name: str, bootstrap: dict[str, Any], workdir: Path, concurrency: int = 1) -> Proc:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from extproc.processor import (
+from aigateway.extproc import (
     METADATA_NAMESPACE,
     Headers,
     Outcome,

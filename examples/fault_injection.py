@@ -11,7 +11,7 @@ request once as an error. Never enable it on a gateway that untrusted clients re
 
 from __future__ import annotations
 
-from extproc.processor import Headers, Processor, ProcessorWrapper, Result
+from aigateway.extproc import Headers, Processor, ProcessorWrapper, Result
 
 PHASES = ("request_headers", "request_body", "response_headers", "response_body")
 

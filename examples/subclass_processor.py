@@ -6,48 +6,43 @@ OpenAI-style 4xx error, and hands everything else to the stock processor: routin
 model, translation for the backend, credentials, usage metadata.
 
 Subclass when the rule needs the processor's own state or hooks; when it only needs to
-see a request before it goes in, a wrapper composes better (``compose_wrappers.py``).
+see a request go past, a wrapper composes better (``compose_wrappers.py``).
 
-Run it behind Envoy like ``aigateway serve`` (same flags, plus ``--budgets``)::
+Serve it with the stock gateway, this processor taking over ``/v1/chat/completions``::
 
-    aigateway mock-backend &
-    python examples/subclass_processor.py --config examples/envoy/config.yaml &
-    envoy -c examples/envoy/envoy.yaml
+    aigateway serve --config examples/envoy/config.yaml \\
+        --routes examples/subclass_processor.py:routes
+
+or from Python, ``python examples/subclass_processor.py`` (the ``serve`` call at the
+bottom). Then, with ``aigateway mock-backend`` and ``envoy -c examples/envoy/envoy.yaml``
+running::
 
     curl -s localhost:10000/v1/chat/completions -H 'x-tenant: free' \\
       -H 'content-type: application/json' -d '{"model": "gpt-4o-mini",
         "max_tokens": 1000, "messages": [{"role": "user", "content": "Hi"}]}'
     # -> 400 {"error": {"code": "tenant_budget_exceeded", "param": "max_tokens", ...}}
-
-Serving is ``aigateway serve``'s own ``serve()``, told to use this processor for
-``/v1/chat/completions`` (``routes=``); everything else is the stock gateway.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import dataclasses
-import logging
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tenant_budget import TENANT_HEADER, BudgetFileError, Budgets, TenantLimit
+from tenant_budget import TENANT_HEADER, Budgets, TenantLimit
 
-from extproc.addresses import Address
-from extproc.app import CHAT_COMPLETIONS, RouteOverrides, ServeOptions, StartupError, serve
-from extproc.backends import RoutingTable
-from extproc.chat import ChatCompletionProcessor
-from extproc.cli import DEFAULT_EXTPROC, DEFAULT_METRICS
-from extproc.config import ConfigError, load_config, load_secrets
-from extproc.logs import LEVELS, setup_logging
-from extproc.processor import Headers, Result
+from aigateway.extproc import Headers, ProcessorFactory, Result
+from aigateway.extproc.gateway import (
+    CHAT_COMPLETIONS,
+    ChatCompletionProcessor,
+    RouteOverrides,
+    RoutingTable,
+    serve,
+)
 
-log = logging.getLogger("aigateway.example")
-
-DEFAULT_BUDGETS = Path(__file__).with_name("budgets.yaml")
+BUDGETS_FILE = Path(__file__).with_name("budgets.yaml")
 
 
 class BudgetedChatProcessor(ChatCompletionProcessor):
@@ -88,65 +83,14 @@ def budgeted_routes(budgets: Budgets) -> RouteOverrides:
     return lambda table: {CHAT_COMPLETIONS: partial(BudgetedChatProcessor, table, budgets)}
 
 
-def _address(text: str) -> Address:
-    try:
-        return Address.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--config", required=True, metavar="FILE", help="gateway config")
-    parser.add_argument(
-        "--budgets",
-        default=str(DEFAULT_BUDGETS),
-        metavar="FILE",
-        help=f"per-tenant budgets (default {DEFAULT_BUDGETS.name} beside this script)",
-    )
-    parser.add_argument("--extproc-addr", type=_address, default=DEFAULT_EXTPROC, metavar="ADDR")
-    parser.add_argument("--metrics-addr", type=_address, default=DEFAULT_METRICS, metavar="ADDR")
-    parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
-    parser.add_argument("--log-level", choices=LEVELS, default="info")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging(args.log_level)
-    extproc: Address = args.extproc_addr
-    if not extproc.is_loopback:
-        # ext_proc answers carry backend credentials; this example serves plaintext only
-        # (`aigateway serve` adds TLS: --tls-cert/--tls-key).
-        print(f"example: {extproc} is not loopback; use 127.0.0.1 or unix:", file=sys.stderr)
-        return 2
-    try:
-        config = load_config(args.config)
-        secrets = load_secrets(config, args.config)
-        budgets = Budgets.load(args.budgets)
-    except (ConfigError, BudgetFileError) as exc:
-        print(f"example: {exc}", file=sys.stderr)
-        return 2
-    options = ServeOptions(
-        extproc=extproc, metrics=args.metrics_addr, drain_timeout=args.drain_timeout
-    )
-    try:
-        asyncio.run(
-            serve(
-                config,
-                secrets,
-                options,
-                routes=budgeted_routes(budgets),
-                name="BudgetedChatProcessor",
-            )
-        )
-    except StartupError as exc:
-        print(f"example: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+def routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
+    """What ``--routes examples/subclass_processor.py:routes`` loads: the budgets in
+    ``budgets.yaml`` beside this file, read once at start."""
+    return dict(budgeted_routes(Budgets.load(BUDGETS_FILE))(table))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The same as `aigateway serve --config CONFIG --routes ...:routes` on the default
+    # addresses (ext_proc 127.0.0.1:1063, metrics :9190).
+    config = sys.argv[1] if len(sys.argv) > 1 else "examples/envoy/config.yaml"
+    serve(config, routes=routes, name="BudgetedChatProcessor")

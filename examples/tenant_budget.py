@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from extproc.processor import ImmediateResponse
+from aigateway.extproc import ImmediateResponse
 
 #: The request header naming the tenant.
 TENANT_HEADER = "x-tenant"

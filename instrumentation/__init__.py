@@ -1,0 +1,26 @@
+"""Metrics for any processor, as a decorator: wrap a :class:`~aigateway.extproc.Processor`
+in an :class:`InstrumentedProcessor` and it records each request once, by backend and
+model, through OpenTelemetry; the processor itself never touches a metric.
+
+:class:`Instrumentation` holds what every request shares (the instruments, the label
+values the config allows) and makes one :class:`InstrumentedProcessor` per request;
+:func:`setup_telemetry` builds it with the Prometheus (and OTLP) exporters.
+"""
+
+from aigateway.instrumentation.instrumented import Instrumentation, InstrumentedProcessor
+from aigateway.instrumentation.metrics import (
+    GatewayMetrics,
+    MetricsSetupError,
+    start_metrics_http_server,
+)
+from aigateway.instrumentation.telemetry import Telemetry, setup_telemetry
+
+__all__ = [
+    "GatewayMetrics",
+    "Instrumentation",
+    "InstrumentedProcessor",
+    "MetricsSetupError",
+    "Telemetry",
+    "setup_telemetry",
+    "start_metrics_http_server",
+]

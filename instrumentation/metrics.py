@@ -1,4 +1,4 @@
-"""The gateway's metric instruments (DESIGN §4) and the OpenTelemetry setup that
+"""The gateway's metric instruments (README, "Metrics") and the OpenTelemetry setup that
 exports them to Prometheus (and, on request, over OTLP)."""
 
 from __future__ import annotations

@@ -13,40 +13,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from translators.base import (
+from aigateway.translators.base import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
     TokenUsage,
     TranslationError,
     UpstreamRequest,
 )
-from translators.errors import (
+from aigateway.translators.errors import (
     MAX_UPSTREAM_MESSAGE,
     error_type_for_status,
     openai_error_body,
     upstream_text,
 )
-from translators.openai_chunks import (
-    UPSTREAM_INVALID_JSON,
-    UPSTREAM_INVALID_STREAM,
-    ChunkEncoder,
-    ChunkStream,
-    FinishReason,
-    ToolCall,
+from aigateway.translators.jsoncodec import as_int, dumps, loads_or_none
+from aigateway.translators.openai_request import (
     append_merged,
-    chat_completion_body,
     content_parts,
-    dumps,
     function_tools,
     image_url_of,
     include_usage,
-    invalid_json_body,
     is_streaming,
-    loads_or_none,
     max_output_tokens,
     messages_of,
-    new_completion_id,
-    now,
     number_param,
     parallel_tool_calls,
     parse_data_url,
@@ -57,7 +46,19 @@ from translators.openai_chunks import (
     tool_call_fields,
     tool_choice,
 )
-from translators.sse import SseDecoder
+from aigateway.translators.openai_stream import (
+    UPSTREAM_INVALID_JSON,
+    UPSTREAM_INVALID_STREAM,
+    ChunkEncoder,
+    ChunkStream,
+    FinishReason,
+    ToolCall,
+    chat_completion_body,
+    invalid_json_body,
+    new_completion_id,
+    now,
+)
+from aigateway.translators.sse import SseDecoder
 
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_VERSION = "2023-06-01"
@@ -107,10 +108,6 @@ def anthropic_error(error_type: str | None, default_status: int = 500) -> Anthro
     return AnthropicError(default_status, error_type_for_status(default_status))
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def finish_reason_from_anthropic(stop_reason: Any) -> FinishReason:
     return _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
@@ -127,16 +124,16 @@ class _UsageCounts:
     def update(self, usage: Any) -> None:
         if not isinstance(usage, dict):
             return
-        value = _int(usage.get("input_tokens"))
+        value = as_int(usage.get("input_tokens"))
         if value is not None:
             self.input_tokens = value
-        value = _int(usage.get("output_tokens"))
+        value = as_int(usage.get("output_tokens"))
         if value is not None:
             self.output_tokens = value  # cumulative in message_delta
-        value = _int(usage.get("cache_read_input_tokens"))
+        value = as_int(usage.get("cache_read_input_tokens"))
         if value is not None:
             self.cache_read = value
-        value = _int(usage.get("cache_creation_input_tokens"))
+        value = as_int(usage.get("cache_creation_input_tokens"))
         if value is not None:
             self.cache_creation = value
 
@@ -501,7 +498,7 @@ class AnthropicMessagesTranslator:
             if delta_type == "text_delta" and isinstance(delta.get("text"), str):
                 stream.text(delta["text"])
             elif delta_type == "input_json_delta" and isinstance(delta.get("partial_json"), str):
-                stream.tool_call_arguments(_int(doc.get("index")) or 0, delta["partial_json"])
+                stream.tool_call_arguments(as_int(doc.get("index")) or 0, delta["partial_json"])
             # thinking_delta, signature_delta, citations_delta: no OpenAI chunk field
         elif kind == "content_block_start":
             block = doc.get("content_block")
@@ -509,7 +506,7 @@ class AnthropicMessagesTranslator:
                 return stream
             if block.get("type") == "tool_use":
                 stream.tool_call_start(
-                    _int(doc.get("index")) or 0,
+                    as_int(doc.get("index")) or 0,
                     str(block.get("id", "")),
                     str(block.get("name", "")),
                 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
+from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
 
 
 def azure_path(deployment: str, api_version: str, operation: str = "chat/completions") -> str:

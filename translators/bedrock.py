@@ -17,40 +17,29 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from translators.base import (
+from aigateway.translators.base import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
     TokenUsage,
     TranslationError,
     UpstreamRequest,
 )
-from translators.errors import (
+from aigateway.translators.errors import (
     MAX_UPSTREAM_MESSAGE,
     error_type_for_status,
     openai_error_body,
     upstream_text,
 )
-from translators.openai_chunks import (
-    UPSTREAM_INVALID_JSON,
-    UPSTREAM_INVALID_STREAM,
-    ChunkEncoder,
-    ChunkStream,
-    FinishReason,
-    ToolCall,
+from aigateway.translators.jsoncodec import as_int, dumps, loads_or_none
+from aigateway.translators.openai_request import (
     append_merged,
-    chat_completion_body,
     content_parts,
-    dumps,
     function_tools,
     image_url_of,
     include_usage,
-    invalid_json_body,
     is_streaming,
-    loads_or_none,
     max_output_tokens,
     messages_of,
-    new_completion_id,
-    now,
     number_param,
     parse_data_url,
     part_text,
@@ -59,6 +48,18 @@ from translators.openai_chunks import (
     text_parts,
     tool_call_fields,
     tool_choice,
+)
+from aigateway.translators.openai_stream import (
+    UPSTREAM_INVALID_JSON,
+    UPSTREAM_INVALID_STREAM,
+    ChunkEncoder,
+    ChunkStream,
+    FinishReason,
+    ToolCall,
+    chat_completion_body,
+    invalid_json_body,
+    new_completion_id,
+    now,
 )
 
 EVENT_STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
@@ -207,12 +208,8 @@ class EventStreamFrames:
         return frames, None
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _block_index(event: dict[str, Any]) -> int:
+    return as_int(event.get("contentBlockIndex")) or 0
 
 
 def usage_from_converse(usage: Any) -> TokenUsage:
@@ -220,10 +217,10 @@ def usage_from_converse(usage: Any) -> TokenUsage:
     OpenAI's ``prompt_tokens`` includes them."""
     if not isinstance(usage, dict):
         return TokenUsage()
-    cache_read = _opt_int(usage.get("cacheReadInputTokens"))
-    cache_write = _opt_int(usage.get("cacheWriteInputTokens"))
-    prompt = _int(usage.get("inputTokens")) + (cache_read or 0) + (cache_write or 0)
-    completion = _int(usage.get("outputTokens"))
+    cache_read = as_int(usage.get("cacheReadInputTokens"))
+    cache_write = as_int(usage.get("cacheWriteInputTokens"))
+    prompt = (as_int(usage.get("inputTokens")) or 0) + (cache_read or 0) + (cache_write or 0)
+    completion = as_int(usage.get("outputTokens")) or 0
     return TokenUsage(
         input_tokens=prompt,
         output_tokens=completion,
@@ -585,14 +582,14 @@ class BedrockConverseTranslator:
                 return
             tool_use = delta.get("toolUse")
             if isinstance(tool_use, dict) and isinstance(tool_use.get("input"), str):
-                stream.tool_call_arguments(_int(doc.get("contentBlockIndex")), tool_use["input"])
+                stream.tool_call_arguments(_block_index(doc), tool_use["input"])
             # reasoningContent and citation deltas have no OpenAI chunk field
         elif event_type == "contentBlockStart":
             start = doc.get("start")
             tool_use = start.get("toolUse") if isinstance(start, dict) else None
             if isinstance(tool_use, dict):
                 stream.tool_call_start(
-                    _int(doc.get("contentBlockIndex")),
+                    _block_index(doc),
                     str(tool_use.get("toolUseId", "")),
                     str(tool_use.get("name", "")),
                 )

@@ -12,43 +12,35 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from translators.base import (
+from aigateway.translators.base import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
     TokenUsage,
     UpstreamRequest,
 )
-from translators.errors import openai_error_body, passthrough_error_body
-from translators.sse import SseDecoder, SseEvent, encode_sse_event
+from aigateway.translators.errors import openai_error_body, passthrough_error_body
+from aigateway.translators.jsoncodec import as_int, dumps
+from aigateway.translators.sse import SseDecoder, SseEvent, encode_sse_event
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def usage_from_openai(usage: Any) -> TokenUsage | None:
     """``TokenUsage`` from an OpenAI ``usage`` object (``None`` if it is not one)."""
     if not isinstance(usage, dict):
         return None
-    prompt = _int(usage.get("prompt_tokens")) or 0
-    completion = _int(usage.get("completion_tokens")) or 0
-    total = _int(usage.get("total_tokens"))
+    prompt = as_int(usage.get("prompt_tokens")) or 0
+    completion = as_int(usage.get("completion_tokens")) or 0
+    total = as_int(usage.get("total_tokens"))
     out = TokenUsage(prompt, completion, total if total is not None else prompt + completion)
     details = usage.get("prompt_tokens_details")
     if isinstance(details, dict):
-        out.cached_input_tokens = _int(details.get("cached_tokens"))
+        out.cached_input_tokens = as_int(details.get("cached_tokens"))
     details = usage.get("completion_tokens_details")
     if isinstance(details, dict):
-        out.reasoning_tokens = _int(details.get("reasoning_tokens"))
+        out.reasoning_tokens = as_int(details.get("reasoning_tokens"))
     return out
-
-
-def dumps(doc: Any) -> bytes:
-    """Compact JSON bytes, as the upstream APIs accept them."""
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class OpenAIChatTranslator:

@@ -11,16 +11,16 @@ from typing import Any
 import grpc
 import pytest
 
+from aigateway.extproc.framework.processor import Headers, Outcome
+from aigateway.extproc.framework.server import ExternalProcessorServicer
+from aigateway.extproc.gateway.app import build_router, build_telemetry
+from aigateway.extproc.gateway.backends import RoutingTable
+from aigateway.extproc.gateway.chat import ChatCompletionProcessor
+from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
+from aigateway.instrumentation.instrumented import Instrumentation
 from benchmarks.micro.conftest import run_now
 from benchmarks.micro.streams import CHAT_COMPLETION, chat_request, openai_stream_events
-from extproc.app import build_router, build_telemetry
-from extproc.backends import RoutingTable
-from extproc.chat import ChatCompletionProcessor
-from extproc.config import ResolvedSecrets, parse_config
-from extproc.processor import Headers, Outcome
-from extproc.server import ExternalProcessorServicer
-from instrumentation.processor import Instrumentation
-from tests.extproc.fake_envoy import (
+from tests.extproc.framework.fake_envoy import (
     Conversation,
     FakeContext,
     request_body,

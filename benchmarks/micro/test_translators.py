@@ -6,17 +6,17 @@ from typing import Any
 
 import pytest
 
+from aigateway.extproc.gateway.routed import parse_json_body
+from aigateway.translators.anthropic import AnthropicMessagesTranslator
+from aigateway.translators.bedrock import BedrockConverseTranslator, EventStreamFrames
+from aigateway.translators.openai import OpenAIChatTranslator
+from aigateway.translators.sse import SseDecoder
 from benchmarks.micro.streams import (
     TOKENS,
     bedrock_stream_frames,
     chat_request,
     openai_stream_events,
 )
-from extproc.routed import parse_json_body
-from translators.anthropic import AnthropicMessagesTranslator
-from translators.bedrock import BedrockConverseTranslator, EventStreamFrames
-from translators.openai import OpenAIChatTranslator
-from translators.sse import SseDecoder
 
 OPENAI_EVENTS = openai_stream_events()
 BEDROCK_FRAMES = bedrock_stream_frames()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,13 +22,43 @@ from typing import Any
 
 import yaml
 
-AIGATEWAY = [sys.executable, "-m", "extproc"]
+AIGATEWAY = [sys.executable, "-m", "aigateway"]
+
+
+# Ports are picked below the kernel's ephemeral range (outgoing connections take ports
+# from there, and could take one between our check and the server's bind), at random so
+# that two test runs rarely try the same one, and never twice in one run.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+_random = random.Random()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        # As the servers bind: a port whose old connections wait in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports, none handed out before."""
+    for _ in range(1000):
+        base = _random.randrange(_PORT_RANGE[0], _PORT_RANGE[1] - count)
+        ports = range(base, base + count)
+        if any(p in _handed_out for p in ports):
+            continue
+        if all(_bindable(p) for p in ports):
+            _handed_out.update(ports)
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports in {_PORT_RANGE}")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -253,7 +284,7 @@ class Stack:
             env={**os.environ, **self.env},
         ).stdout
         (self.workdir / "envoy.yaml").write_bytes(bootstrap)
-        from extproc.envoy_process import envoy_command
+        from aigateway.extproc.ops.envoy_process import envoy_command
 
         self.procs["envoy"] = spawn(
             "envoy",

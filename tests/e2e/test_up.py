@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.e2e.stack import AIGATEWAY, Proc, alive, free_port, http_get, spawn, wait_until
+from tests.e2e.stack import (
+    AIGATEWAY,
+    Proc,
+    alive,
+    children,
+    free_port,
+    http_get,
+    spawn,
+    wait_until,
+)
 
 
-def envoy_pids(marker: str) -> list[int]:
-    """Envoy processes whose command line mentions ``marker`` (up's temp dir)."""
+def envoy_children(pid: int) -> list[int]:
+    """The Envoy processes ``pid`` started (its children only: an ``up`` running in
+    another terminal is not ours to look at)."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for child in children(pid):
         try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmdline and cmdline[0].endswith(b"envoy") and any(marker.encode() in a for a in cmdline):
-            pids.append(int(entry.name))
+        if cmdline and cmdline[0].endswith(b"envoy"):
+            pids.append(child)
     return pids
 
 
@@ -64,7 +74,7 @@ class Up:
         self.proc: Proc = spawn("up", argv, workdir, env)
 
     def envoys(self) -> list[int]:
-        return envoy_pids("aigateway-up-")
+        return envoy_children(self.proc.popen.pid)
 
 
 @pytest.fixture
@@ -79,9 +89,19 @@ def test_up_serves_every_demo_model_and_stops_cleanly(up: Up) -> None:
     banner = up.proc.stdout.read_text()
     base = f"http://127.0.0.1:{up.ports['listen']}"
     assert f"{base}/v1" in banner
-    assert f"curl -s {base}/v1/chat/completions" in banner
     assert f"http://127.0.0.1:{up.ports['metrics']}/metrics" in banner
     assert up.envoys(), "envoy runs as a child of up"
+
+    # The banner's snippets paste into a shell as printed.
+    snippets = banner.split("Try it:\n", 1)[1].split("\nEnvoy's access log follows", 1)[0]
+    assert f"curl -s -w '\\n' {base}/v1/chat/completions" in snippets
+    pasted = subprocess.run(
+        ["bash", "-euo", "pipefail"], input=snippets, capture_output=True, text=True, timeout=60
+    )
+    assert pasted.returncode == 0, pasted.stderr
+    reply, streamed = pasted.stdout.splitlines()[-2:]
+    assert json.loads(reply)["object"] == "chat.completion"
+    assert len(streamed.split()) == 8  # the mock's reply, streamed by the openai client
 
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
     models = [m.id for m in client.models.list()]
@@ -110,9 +130,10 @@ def test_up_serves_every_demo_model_and_stops_cleanly(up: Up) -> None:
     # A request is recorded when its ext_proc stream ends, just after the client's.
     wait_until("both claude-sonnet requests to be counted", counted)
 
+    envoys = up.envoys()
     up.proc.popen.send_signal(signal.SIGINT)
     assert up.proc.popen.wait(30) == 0
-    wait_until("envoy to be gone", lambda: not up.envoys(), timeout=10)
+    wait_until("envoy to be gone", lambda: not any(alive(p) for p in envoys), timeout=10)
     for port in up.ports.values():
         assert not accepts(port), f"port {port} still accepts after up exited"
     assert "Traceback" not in up.proc.output()

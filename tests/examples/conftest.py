@@ -1,9 +1,10 @@
-"""Shared by the tests of ``examples/``: where the examples are, and a stack that runs an
-example script in place of ``aigateway serve`` behind the real Envoy.
+"""Shared by the tests of ``examples/``: where the examples are, and a stack that serves
+an example with ``aigateway serve --wrap/--routes examples/x.py:NAME`` behind the real
+Envoy, as the examples say to.
 
-The examples run as scripts (``python examples/x.py``), which puts ``examples/`` on
-``sys.path`` so they import their sibling ``tenant_budget``; tests that import them
-in-process need the same directory on the path.
+Loaded that way (or run as scripts) the examples import their siblings
+(``tenant_budget``) from ``examples/``; tests that import them in-process need the same
+directory on the path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import ModuleType
 import openai
 import pytest
 
-from tests.e2e.stack import Proc, Stack, spawn, wait_until
+from tests.e2e.stack import AIGATEWAY, Proc, Stack, spawn, wait_until
 from tests.e2e.test_metrics import Key, delta, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,25 +36,24 @@ def example_module(name: str) -> ModuleType:
 @dataclass
 class ExampleStack(Stack):
     """``tests.e2e.stack.Stack`` (mock backend + real Envoy from ``aigateway envoy-config``)
-    with an example script as the processor. The script takes ``aigateway serve``'s
-    ``--config``, ``--extproc-addr`` and ``--metrics-addr``."""
+    with ``aigateway serve`` told to load an example (``serve_args``: ``--wrap`` or
+    ``--routes`` lines)."""
 
-    script: Path = EXAMPLES / "subclass_processor.py"
-    script_args: list[str] = field(default_factory=list)
+    serve_args: list[str] = field(default_factory=list)
 
     def start_processor(self) -> Proc:
         proc = spawn(
             "serve",
             [
-                sys.executable,
-                str(self.script),
+                *AIGATEWAY,
+                "serve",
                 "--config",
                 str(self.config_path),
                 "--extproc-addr",
                 f"127.0.0.1:{self.extproc_port}",
                 "--metrics-addr",
                 f"127.0.0.1:{self.metrics_port}",
-                *self.script_args,
+                *self.serve_args,
             ],
             self.workdir,
             self.env,

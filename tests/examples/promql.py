@@ -16,7 +16,7 @@ from functools import cache
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from extproc.processor import (
+from aigateway.extproc.framework.processor import (
     CONTINUE,
     METADATA_NAMESPACE,
     Headers,
@@ -24,13 +24,13 @@ from extproc.processor import (
     Processor,
     Result,
 )
-from instrumentation.metrics import (
+from aigateway.instrumentation.instrumented import Instrumentation
+from aigateway.instrumentation.metrics import (
     METER_NAME,
     GatewayMetrics,
     create_meter_provider,
     prometheus_reader,
 )
-from instrumentation.processor import Instrumentation
 
 
 @dataclass(frozen=True)

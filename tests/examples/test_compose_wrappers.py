@@ -13,14 +13,14 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from extproc.addresses import Address
-from extproc.app import CHAT_COMPLETIONS, Gateway, ServeOptions
-from extproc.chat import ChatCompletionProcessor
-from extproc.config import load_config, load_secrets
-from extproc.models import MODELS_PATH, ModelsProcessor
-from extproc.plugins import load_wrap
-from extproc.processor import Headers, Outcome, Processor, Result
-from instrumentation.processor import InstrumentedProcessor
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.framework.processor import Headers, Outcome, Processor, Result
+from aigateway.extproc.gateway.app import CHAT_COMPLETIONS, Gateway, ServeOptions
+from aigateway.extproc.gateway.chat import ChatCompletionProcessor
+from aigateway.extproc.gateway.config import load_config, load_secrets
+from aigateway.extproc.gateway.models import MODELS_PATH, ModelsProcessor
+from aigateway.extproc.ops.plugins import load_wrap
+from aigateway.instrumentation.instrumented import InstrumentedProcessor
 from tests.e2e.stack import UPSTREAM_KEY, Stack, running, wait_until
 from tests.e2e.test_metrics import snapshot
 from tests.examples.conftest import (
@@ -37,7 +37,10 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say h
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running(
-        ExampleStack(tmp_path_factory.mktemp("compose"), script=EXAMPLES / "compose_wrappers.py")
+        ExampleStack(
+            tmp_path_factory.mktemp("compose"),
+            serve_args=["--wrap", f"{EXAMPLES / 'compose_wrappers.py'}:guarded"],
+        )
     ) as s:
         yield s
 
@@ -66,16 +69,13 @@ def access_log(stack: Stack, request_id: str) -> dict[str, Any]:
 
 async def test_wrappers_sit_inside_the_metrics_decorator(tmp_path: Path) -> None:
     compose_wrappers = example_module("compose_wrappers")
-    tenant_budget = example_module("tenant_budget")
     config_path = EXAMPLES / "envoy" / "config.yaml"
     config = load_config(config_path)
     gateway = Gateway(
         config,
         load_secrets(config, config_path),
         ServeOptions(extproc=Address.parse("127.0.0.1:0"), metrics=None),
-        wrap=compose_wrappers.build_wrap(
-            config, tenant_budget.Budgets.load(EXAMPLES / "budgets.yaml")
-        ),
+        wrap=compose_wrappers.guarded,
     )
     try:
         chain = []

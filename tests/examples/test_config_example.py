@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from extproc.config import SCHEMAS, load_config
-from extproc.envoy_process import find_envoy
+from aigateway.extproc.gateway.config import SCHEMAS, load_config
+from aigateway.extproc.ops.envoy_process import find_envoy
 from tests.e2e.stack import AIGATEWAY
 from tests.examples.conftest import EXAMPLES
 
@@ -35,7 +35,16 @@ def test_check_config_passes_once_the_secrets_exist(tmp_path: Path) -> None:
     shutil.copy(CONFIG, tmp_path / "config.yaml")
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "anthropic-api-key").write_text("sk-ant-example\n")
-    env = {**os.environ, "OPENAI_API_KEY": "sk-example", "AZURE_OPENAI_API_KEY": "az-example"}
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-example",
+        "AZURE_OPENAI_API_KEY": "az-example",
+        # The bedrock backend signs with botocore's default chain: give it something.
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-example",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
     checked = subprocess.run(
         [*AIGATEWAY, "check-config", "--config", str(tmp_path / "config.yaml")],
         capture_output=True,
@@ -45,6 +54,11 @@ def test_check_config_passes_once_the_secrets_exist(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert "6 model(s)" in checked.stdout
+    # Each backend says which credentials its requests carry.
+    assert "backend bedrock: AWS SigV4 with botocore's default credential chain (found: env)" in (
+        checked.stdout
+    )
+    assert "backend openai: an API key in authorization" in checked.stdout
     # Without them, the same file is refused naming each missing secret.
     env.pop("OPENAI_API_KEY")
     missing = subprocess.run(

@@ -14,7 +14,7 @@ import openai
 import pytest
 import yaml
 
-from extproc.envoy_process import envoy_command, find_envoy
+from aigateway.extproc.ops.envoy_process import envoy_command, find_envoy
 from tests.e2e.stack import AIGATEWAY, Stack, free_port, running, spawn, wait_until
 from tests.examples.conftest import EXAMPLES, openai_client
 

@@ -16,10 +16,10 @@ import certifi
 import pytest
 import yaml
 
-from extproc.addresses import Address
-from extproc.config import GatewayConfig, parse_config
-from extproc.envoy_config import EnvoyOptions, build_bootstrap
-from extproc.envoy_process import find_envoy
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.gateway.config import GatewayConfig, parse_config
+from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, build_bootstrap
+from aigateway.extproc.ops.envoy_process import find_envoy
 from tests.e2e.stack import AIGATEWAY, spawn
 from tests.examples.conftest import EXAMPLES
 
@@ -265,7 +265,7 @@ def test_the_processor_probes_work_on_a_real_unix_socket(
 ) -> None:
     processor = pod["processor"]
     socket = flag(processor["args"], "--extproc-addr")
-    local_socket = f"unix:{short_tmp / 'extproc.sock'}"
+    local_socket = f"unix:{short_tmp / 'aigateway.extproc.sock'}"
 
     def probe(kind: str) -> int:
         command = processor[kind]["exec"]["command"]

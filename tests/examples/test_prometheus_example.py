@@ -62,7 +62,8 @@ def test_promtool_accepts_the_scrape_config_and_its_commented_variant(tmp_path: 
 
 
 def test_the_exported_set_is_the_metrics_contract() -> None:
-    # DESIGN §4; if this fails, the helper that derives the exported set is broken.
+    # The README's Metrics section; if this fails, the helper that derives the exported set
+    # is broken.
     families = {
         "aigateway_requests_total": {"backend", "model", "status"},
         "aigateway_model_tokens_total": {"backend", "model", "type"},

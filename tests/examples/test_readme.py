@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import re
-import subprocess
+import runpy
 import sys
+from typing import Any
+
+import pytest
 
 from tests.examples.conftest import EXAMPLES, REPO
 
@@ -29,14 +33,34 @@ def test_every_path_it_names_exists() -> None:
         assert (REPO / path).exists(), path
 
 
-def test_the_flags_it_lists_are_the_scripts_flags() -> None:
-    for script in ("subclass_processor.py", "compose_wrappers.py"):
-        usage = subprocess.run(
-            [sys.executable, str(EXAMPLES / script), "--help"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-        for flag in ("--config", "--budgets", "--extproc-addr", "--metrics-addr"):
-            assert flag in usage, (script, flag)
+PUBLIC_API = {"aigateway.extproc", "aigateway.extproc.gateway", "aigateway.instrumentation"}
+
+
+def test_examples_import_only_the_public_api() -> None:
+    for script in sorted(EXAMPLES.glob("*.py")):
+        tree = ast.parse(script.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("aigateway"):
+                    assert node.module in PUBLIC_API, (script.name, node.module)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("aigateway"), (script.name, alias.name)
+
+
+@pytest.mark.parametrize(
+    ("script", "keyword", "name"),
+    [("subclass_processor.py", "routes", "routes"), ("compose_wrappers.py", "wrap", "guarded")],
+)
+def test_run_as_a_script_it_serves_what_the_cli_line_loads(
+    script: str, keyword: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aigateway.extproc.gateway as gateway
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(gateway, "serve", lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setattr(sys, "argv", [script, "my-config.yaml"])
+    module = runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    ((args, kwargs),) = calls
+    assert args == ("my-config.yaml",)
+    assert kwargs[keyword] is module[name]

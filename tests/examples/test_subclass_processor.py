@@ -11,9 +11,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from extproc.app import CHAT_COMPLETIONS, build_router
-from extproc.backends import RoutingTable
-from extproc.config import load_config, load_secrets
+from aigateway.extproc.gateway.app import CHAT_COMPLETIONS, build_router
+from aigateway.extproc.gateway.backends import RoutingTable
+from aigateway.extproc.gateway.config import load_config, load_secrets
 from tests.e2e.stack import UPSTREAM_KEY, Stack, running
 from tests.e2e.test_metrics import snapshot
 from tests.examples.conftest import (
@@ -30,7 +30,10 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say h
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running(
-        ExampleStack(tmp_path_factory.mktemp("subclass"), script=EXAMPLES / "subclass_processor.py")
+        ExampleStack(
+            tmp_path_factory.mktemp("subclass"),
+            serve_args=["--routes", f"{EXAMPLES / 'subclass_processor.py'}:routes"],
+        )
     ) as s:
         yield s
 

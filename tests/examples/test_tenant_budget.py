@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from extproc.processor import ImmediateResponse
+from aigateway.extproc.framework.processor import ImmediateResponse
 from tests.examples.conftest import EXAMPLES, example_module
 
 tb = example_module("tenant_budget")

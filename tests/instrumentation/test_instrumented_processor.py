@@ -12,16 +12,23 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from extproc.app import build_router
-from extproc.backends import RoutingTable
-from extproc.config import ResolvedSecrets, parse_config
-from extproc.processor import CONTINUE, Headers, ImmediateResponse, Outcome, Processor, Result
-from extproc.router import Router
-from extproc.server import ExternalProcessorServicer
-from instrumentation.metrics import GatewayMetrics
-from instrumentation.processor import Instrumentation, InstrumentedProcessor
+from aigateway.extproc.framework.processor import (
+    CONTINUE,
+    Headers,
+    ImmediateResponse,
+    Outcome,
+    Processor,
+    Result,
+)
+from aigateway.extproc.framework.router import Router
+from aigateway.extproc.framework.server import ExternalProcessorServicer
+from aigateway.extproc.gateway.app import build_router
+from aigateway.extproc.gateway.backends import RoutingTable
+from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
+from aigateway.instrumentation.instrumented import Instrumentation, InstrumentedProcessor
+from aigateway.instrumentation.metrics import GatewayMetrics
 from tests.contract import BUCKETS
-from tests.extproc.fake_envoy import (
+from tests.extproc.framework.fake_envoy import (
     Aborted,
     Conversation,
     request_body,

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from instrumentation.metrics import (
+from aigateway.instrumentation.metrics import (
     GatewayMetrics,
     MetricsSetupError,
     create_meter_provider,

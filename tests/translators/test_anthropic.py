@@ -17,8 +17,8 @@ from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
 )
 
-from translators.anthropic import AnthropicMessagesTranslator, messages_request
-from translators.base import TokenUsage, TranslationError
+from aigateway.translators.anthropic import AnthropicMessagesTranslator, messages_request
+from aigateway.translators.base import TokenUsage, TranslationError
 
 PNG_B64 = "iVBORw0KGgo="
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from translators.azure import AzureOpenAITranslator, azure_path
+from aigateway.translators.azure import AzureOpenAITranslator, azure_path
 
 
 @pytest.mark.parametrize(

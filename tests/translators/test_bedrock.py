@@ -22,8 +22,8 @@ from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
 )
 
-from translators.base import TokenUsage, TranslationError
-from translators.bedrock import (
+from aigateway.translators.base import TokenUsage, TranslationError
+from aigateway.translators.bedrock import (
     BedrockConverseTranslator,
     bedrock_error,
     bedrock_exception_status,

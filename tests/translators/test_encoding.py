@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from translators.encoding import ContentDecoder, ContentDecodingError
+from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
 
 
 def decode(encoding: str, data: bytes, cuts: list[int]) -> bytes:

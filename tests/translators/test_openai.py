@@ -12,8 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionChunk
 
-from translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator, usage_from_openai
-from translators.sse import SseDecoder
+from aigateway.translators.openai import (
+    OpenAIChatTranslator,
+    OpenAIEmbeddingsTranslator,
+    usage_from_openai,
+)
+from aigateway.translators.sse import SseDecoder
 
 
 def chunk(content: str | None = None, **extra: Any) -> dict[str, Any]:

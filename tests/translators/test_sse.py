@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from translators.sse import SSE_DONE, SseDecoder, SseEvent, encode_sse_event
+from aigateway.translators.sse import SSE_DONE, SseDecoder, SseEvent, encode_sse_event
 
 
 def decode_all(chunks: list[bytes]) -> list[SseEvent]:

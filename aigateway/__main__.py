@@ -1,0 +1,5 @@
+import sys
+
+from aigateway.extproc.ops.cli import main
+
+sys.exit(main())

@@ -1,0 +1,244 @@
+"""The Processor interface: one object per HTTP request, one async method per phase.
+
+A processor never builds protobuf. Each phase returns a :class:`Result` (or raises
+:class:`ImmediateResponse`); the server turns it into the ext_proc message and owns the
+protocol rules. Wrappers take an inner processor and are processors themselves, so
+they compose like ASGI middleware::
+
+    processor = InstrumentedProcessor(TenantBudget(ChatCompletionProcessor(...)))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from aigateway.translators.errors import openai_error
+
+#: The dynamic metadata namespace processors publish usage under (Envoy access logs,
+#: rate limits and the metrics wrapper read it).
+METADATA_NAMESPACE = "aigateway"
+#: Immediate responses carry details starting with this (Envoy's access log shows them
+#: as %RESPONSE_CODE_DETAILS%); Envoy's own local replies are told apart by it.
+LOCAL_REPLY_DETAILS_PREFIX = "aigateway_"
+
+
+class Headers:
+    """HTTP headers as Envoy sent them: ordered ``(name, value)`` pairs, repeats kept.
+
+    Names are lower-case (Envoy sends them so). Values are text decoded as Latin-1, which
+    maps every byte to one character, so nothing is lost and ``encode("latin-1")`` gives
+    the original bytes back.
+    """
+
+    __slots__ = ("_first", "end_of_stream", "pairs")
+
+    def __init__(self, pairs: list[tuple[str, str]], *, end_of_stream: bool = False) -> None:
+        self.pairs = pairs
+        #: True when no body follows these headers.
+        self.end_of_stream = end_of_stream
+        first: dict[str, str] = {}
+        for name, value in pairs:
+            first.setdefault(name, value)
+        self._first = first
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name`` (lower-case), or ``default``."""
+        return self._first.get(name, default)
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for n, v in self.pairs if n == name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._first
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __repr__(self) -> str:
+        # Values may carry credentials: show names only.
+        return f"Headers({[n for n, _ in self.pairs]!r}, end_of_stream={self.end_of_stream})"
+
+    @property
+    def first(self) -> Mapping[str, str]:
+        """Each header's first value by name (read-only view)."""
+        return MappingProxyType(self._first)
+
+    @property
+    def path(self) -> str:
+        return self._first.get(":path", "")
+
+    @property
+    def method(self) -> str:
+        return self._first.get(":method", "")
+
+    @property
+    def status(self) -> int:
+        """The ``:status`` of response headers as an int (0 when absent or bad)."""
+        try:
+            return int(self._first.get(":status", "0"))
+        except ValueError:
+            return 0
+
+
+@dataclass(slots=True, frozen=True)
+class Result:
+    """What to do with one message. The default continues unchanged.
+
+    ``body`` replaces the body (``b""`` empties it); in buffered phases the server sets
+    ``content-length`` to match. ``clear_route_cache`` only acts in the request
+    direction. ``stream_response_body`` (response headers only) switches the response
+    body to streamed processing. ``dynamic_metadata`` maps namespace -> fields.
+    """
+
+    set_headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[str, ...] = ()
+    body: bytes | None = None
+    clear_route_cache: bool = False
+    stream_response_body: bool = False
+    dynamic_metadata: Mapping[str, Mapping[str, Any]] | None = None
+
+    def header(self, name: str) -> str | None:
+        """The last value this result sets for ``name``, if any."""
+        value = None
+        for n, v in self.set_headers:
+            if n == name:
+                value = v
+        return value
+
+
+#: Continue unchanged.
+CONTINUE = Result()
+
+
+class ImmediateResponse(Exception):
+    """Raise from any phase to answer the client directly, without (more of) upstream.
+
+    Before the response is committed the server sends it as Envoy's immediate response;
+    after, it can only abort the stream.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes | Mapping[str, Any],
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        content_type: str = "application/json",
+        details: str = "",
+    ) -> None:
+        if not isinstance(body, bytes):
+            body = json.dumps(body, separators=(",", ":")).encode()
+        super().__init__(f"HTTP {status}: {details or body[:200]!r}")
+        self.status = status
+        self.body = body
+        self.headers = (("content-type", content_type), *headers)
+        #: Short machine-readable reason; Envoy's access log shows it as
+        #: %RESPONSE_CODE_DETAILS% (prefixed with ``aigateway_``).
+        self.details = LOCAL_REPLY_DETAILS_PREFIX + _details_token(details or str(status))
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        code: str | int | None = None,
+        param: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> ImmediateResponse:
+        """An OpenAI-style error reply: ``{"error": {"message", "type", "param", "code"}}``."""
+        doc = openai_error(message, status=status, type=type, code=code, param=param)
+        details = str(code) if code is not None else doc["error"]["type"]
+        return cls(status, doc, headers=headers, details=details)
+
+
+def _details_token(text: str) -> str:
+    # Envoy rejects response code details with whitespace.
+    return "".join(c if c.isalnum() or c in "_-.{}" else "_" for c in text)[:64]
+
+
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    """How a stream ended; given to :meth:`Processor.on_stream_end` exactly once.
+
+    ``response_complete``: the client got a whole response (the last response message,
+    or an immediate response, was answered). ``status``: the HTTP status the client got
+    (the upstream's, or the immediate response's; ``None`` if none was seen).
+    ``local_reply``: an immediate response was sent. ``error``: the first exception a
+    phase raised (not counting :class:`ImmediateResponse`). ``cancelled``: the stream
+    ended before the response did (the client left, Envoy reset it, a timeout).
+    """
+
+    response_complete: bool
+    status: int | None = None
+    local_reply: bool = False
+    error: BaseException | None = None
+    cancelled: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return (
+            self.response_complete
+            and self.error is None
+            and not self.cancelled
+            and self.status is not None
+            and 200 <= self.status < 300
+        )
+
+
+class Processor:
+    """Base processor: every phase continues unchanged. Override what you need.
+
+    One instance serves one HTTP request (one ext_proc stream), so instance attributes
+    are per-request state. Phases run in order, never concurrently.
+    """
+
+    __slots__ = ()
+
+    async def on_request_headers(self, headers: Headers) -> Result:
+        return CONTINUE
+
+    async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+        return CONTINUE
+
+    async def on_response_headers(self, headers: Headers) -> Result:
+        return CONTINUE
+
+    async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+        return CONTINUE
+
+    async def on_stream_end(self, outcome: Outcome) -> None:
+        """Called exactly once when the stream ends, whatever the exit path."""
+
+
+class ProcessorWrapper(Processor):
+    """A processor that delegates every phase to ``inner``: subclass it for wrappers
+    and override only the phases you add behaviour to (call ``self.inner`` in them)."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Processor) -> None:
+        self.inner = inner
+
+    async def on_request_headers(self, headers: Headers) -> Result:
+        return await self.inner.on_request_headers(headers)
+
+    async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+        return await self.inner.on_request_body(body, end_of_stream)
+
+    async def on_response_headers(self, headers: Headers) -> Result:
+        return await self.inner.on_response_headers(headers)
+
+    async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+        return await self.inner.on_response_body(body, end_of_stream)
+
+    async def on_stream_end(self, outcome: Outcome) -> None:
+        await self.inner.on_stream_end(outcome)

@@ -1,0 +1,73 @@
+"""Picks the processor for a request by its ``:path``, and wraps it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from aigateway.extproc.framework.processor import Headers, ImmediateResponse, Processor, Result
+
+#: Makes one processor per request (one ext_proc stream).
+ProcessorFactory = Callable[[], Processor]
+#: A function from a processor to the processor that wraps it: a
+#: :class:`~aigateway.extproc.ProcessorWrapper` subclass, ``functools.partial`` of one, or
+#: any callable. The router applies it to every processor it makes.
+Wrap = Callable[[Processor], Processor]
+
+
+def compose(*wraps: Wrap) -> Wrap:
+    """One wrap from several, the first outermost: ``compose(a, b)(p) == a(b(p))``."""
+
+    def wrap(processor: Processor) -> Processor:
+        for w in reversed(wraps):
+            processor = w(processor)
+        return processor
+
+    return wrap
+
+
+class NotFoundProcessor(Processor):
+    """Answers 404 for paths no processor serves, shaped like OpenAI's."""
+
+    __slots__ = ()
+
+    async def on_request_headers(self, headers: Headers) -> Result:
+        path = headers.path.partition("?")[0]
+        raise ImmediateResponse.error(404, f"Invalid URL ({headers.method} {path})")
+
+
+class Router:
+    """Routing on the path with its query string stripped: exact matches first, then
+    the longest matching prefix (``prefixes``), then ``fallback``."""
+
+    __slots__ = ("_fallback", "_prefixes", "_routes", "_wrap")
+
+    def __init__(
+        self,
+        routes: Mapping[str, ProcessorFactory],
+        *,
+        prefixes: Mapping[str, ProcessorFactory] | None = None,
+        fallback: ProcessorFactory = NotFoundProcessor,
+        wrap: Wrap | None = None,
+    ) -> None:
+        self._routes = dict(routes)
+        self._prefixes = sorted((prefixes or {}).items(), key=lambda kv: -len(kv[0]))
+        self._fallback = fallback
+        self._wrap = wrap
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self._routes)
+
+    def create(self, path: str) -> Processor:
+        query = path.find("?")
+        if query != -1:
+            path = path[:query]
+        factory = self._routes.get(path)
+        if factory is None:
+            factory = self._fallback
+            for prefix, candidate in self._prefixes:
+                if path.startswith(prefix):
+                    factory = candidate
+                    break
+        processor = factory()
+        return self._wrap(processor) if self._wrap is not None else processor

@@ -1,0 +1,288 @@
+"""The composition root: config -> routing table -> processors -> instrumented router ->
+gRPC server and metrics endpoint. The only module of the gateway that knows about
+``aigateway.instrumentation`` (``docs/architecture.md``, "Layers")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.framework.router import ProcessorFactory, Router, Wrap, compose
+from aigateway.extproc.framework.server import BindError, ExtProcServer
+from aigateway.extproc.gateway.backends import RoutingTable
+from aigateway.extproc.gateway.chat import ChatCompletionProcessor
+from aigateway.extproc.gateway.config import (
+    GatewayConfig,
+    ResolvedSecrets,
+    load_config,
+    load_secrets,
+)
+from aigateway.extproc.gateway.embeddings import EmbeddingsProcessor
+from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
+from aigateway.instrumentation import (
+    MetricsSetupError,
+    Telemetry,
+    setup_telemetry,
+    start_metrics_http_server,
+)
+
+log = logging.getLogger("aigateway")
+
+CHAT_COMPLETIONS = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+
+#: Where ``serve`` listens unless told otherwise: ext_proc on loopback only (its answers
+#: carry backend credentials), metrics on every interface.
+DEFAULT_EXTPROC_ADDR = "127.0.0.1:1063"
+DEFAULT_METRICS_ADDR = ":9190"
+DEFAULT_DRAIN_TIMEOUT = 10.0
+
+
+class StartupError(Exception):
+    """Something the operator must fix before the gateway can start (one line)."""
+
+
+def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
+    """The paths the gateway serves and the processor for each."""
+    models = partial(ModelsProcessor, ModelCatalog(table.config))
+    return {
+        CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table),
+        EMBEDDINGS: partial(EmbeddingsProcessor, table),
+        MODELS_PATH: models,
+    }
+
+
+#: Replaces or adds processors: gets the routing table, returns path -> factory.
+RouteOverrides = Callable[[RoutingTable], Mapping[str, ProcessorFactory]]
+
+
+def build_router(
+    table: RoutingTable,
+    wrap: Wrap | None = None,
+    routes: RouteOverrides | None = None,
+) -> Router:
+    """The gateway's router: :func:`processor_routes`, with ``routes`` (if given) merged
+    over them, every processor wrapped by ``wrap``."""
+    paths = processor_routes(table)
+    if routes is not None:
+        paths.update(routes(table))
+    return Router(paths, prefixes={MODELS_PATH + "/": paths[MODELS_PATH]}, wrap=wrap)
+
+
+def build_telemetry(table: RoutingTable) -> Telemetry:
+    """The telemetry for a routing table: its models and backends are the label values."""
+    return setup_telemetry(
+        models=table.model_names,
+        backends=table.backend_names,
+        model_header=table.model_header,
+        backend_header=table.backend_header,
+    )
+
+
+@dataclass(slots=True)
+class ServeOptions:
+    """How :func:`serve` listens. The defaults are ``aigateway serve``'s: ext_proc on
+    ``127.0.0.1:1063`` and metrics on ``:9190``; ``metrics=None`` serves no metrics
+    endpoint. A non-loopback ``extproc`` needs ``tls_cert``/``tls_key`` or
+    ``allow_remote_plaintext`` (the ext_proc answers carry backend credentials)."""
+
+    extproc: Address = field(default_factory=lambda: Address.parse(DEFAULT_EXTPROC_ADDR))
+    metrics: Address | None = field(default_factory=lambda: Address.parse(DEFAULT_METRICS_ADDR))
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    allow_remote_plaintext: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+
+
+def _credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    if options.tls_cert is None and options.tls_key is None:
+        if not options.extproc.is_loopback and not options.allow_remote_plaintext:
+            raise StartupError(
+                f"refusing to serve ext_proc in plaintext on non-loopback {options.extproc}:"
+                " its answers carry backend credentials. Use --tls-cert/--tls-key, a loopback"
+                " address or unix:PATH, or pass --allow-remote-plaintext if the network is"
+                " trusted."
+            )
+        return None
+    if options.tls_cert is None or options.tls_key is None:
+        raise StartupError("--tls-cert and --tls-key go together")
+    try:
+        with open(options.tls_cert, "rb") as f:
+            cert = f.read()
+        with open(options.tls_key, "rb") as f:
+            key = f.read()
+        client_ca = None
+        if options.tls_client_ca:
+            with open(options.tls_client_ca, "rb") as f:
+                client_ca = f.read()
+    except OSError as exc:
+        raise StartupError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+class Gateway:
+    """A running ext_proc server (and metrics endpoint) for one config.
+
+    ``wrap`` adds your own wrappers around every processor, inside the metrics wrapper
+    (so what they refuse or break is counted): ``Gateway(..., wrap=TenantBudget)``.
+    ``routes`` swaps in processors of your own for some paths, e.g.
+    ``routes=lambda table: {CHAT_COMPLETIONS: partial(MyChatProcessor, table)}``.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        secrets: ResolvedSecrets,
+        options: ServeOptions,
+        *,
+        wrap: Wrap | None = None,
+        routes: RouteOverrides | None = None,
+    ) -> None:
+        self.options = options
+        self.table = RoutingTable(config, secrets)
+        try:
+            self.telemetry = build_telemetry(self.table)
+        except MetricsSetupError as exc:
+            raise StartupError(str(exc)) from None
+        instrument = self.telemetry.instrumentation.wrap
+        self.router = build_router(
+            self.table,
+            wrap=instrument if wrap is None else compose(instrument, wrap),
+            routes=routes,
+        )
+        self.server = ExtProcServer(self.router)
+        self.extproc_port = 0
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+
+    async def start(self) -> None:
+        options = self.options
+        credentials = _credentials(options)
+        try:
+            self.extproc_port = self.server.add_port(options.extproc.grpc_target(), credentials)
+        except BindError as exc:
+            raise StartupError(
+                f"cannot listen for ext_proc on {options.extproc}: {exc.reason}"
+            ) from None
+        if options.metrics is not None:
+            try:
+                self._metrics_server = start_metrics_http_server(
+                    options.metrics.bind_host, options.metrics.port, self.telemetry.registry
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {options.metrics}: {exc.strerror or exc}"
+                ) from None
+            self.metrics_port = self._metrics_server.server_port
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop(self.options.drain_timeout)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        self.telemetry.shutdown()
+
+    def ready_line(self) -> str:
+        ext = self.options.extproc
+        where = str(ext) if ext.is_unix else f"{ext.url_host()}:{self.extproc_port}"
+        line = f"aigateway ready: ext_proc on {where}"
+        if self.metrics_port is not None and self.options.metrics is not None:
+            line += (
+                f", metrics on http://{self.options.metrics.url_host()}:{self.metrics_port}/metrics"
+            )
+        return line
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_gateway(
+    config: GatewayConfig,
+    secrets: ResolvedSecrets,
+    options: ServeOptions,
+    *,
+    wrap: Wrap | None = None,
+    routes: RouteOverrides | None = None,
+    name: str = "",
+) -> None:
+    """Run a :class:`Gateway` until SIGINT/SIGTERM, then drain and return: the body of
+    :func:`serve`, for callers that own an event loop."""
+    gateway = Gateway(config, secrets, options, wrap=wrap, routes=routes)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await gateway.start()
+    for note in gateway.table.credential_notes(unconfigured_only=True):
+        log.info("%s", note)
+    print(gateway.ready_line() + (f" ({name})" if name else ""), file=sys.stderr, flush=True)
+    await stop.wait()
+    log.info(
+        "stopping: health NOT_SERVING, draining %d stream(s) for up to %gs",
+        gateway.server.servicer.active,
+        options.drain_timeout,
+    )
+    await gateway.stop()
+    log.info("stopped")
+
+
+def run_event_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` on uvloop when it is installed (the ``fast`` extra), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def serve(
+    config: GatewayConfig | str | os.PathLike[str],
+    secrets: ResolvedSecrets | None = None,
+    options: ServeOptions | None = None,
+    *,
+    wrap: Wrap | None = None,
+    routes: RouteOverrides | None = None,
+    name: str = "",
+) -> None:
+    """Serve the gateway as ``aigateway serve`` does, until SIGINT or SIGTERM.
+
+    ``config`` is a config file's path or a loaded :class:`GatewayConfig` (then
+    ``secrets`` default to those it names, files relative to the working directory).
+    ``wrap`` adds your wrappers around every processor, inside the metrics wrapper, so
+    what they refuse or break is counted: ``serve("gateway.yaml", wrap=TenantBudget)``
+    (several: ``wrap=compose(AccessLog, TenantBudget)``, the first outermost).
+    ``routes`` swaps in processors of your own for some paths, e.g.
+    ``routes=lambda table: {CHAT_COMPLETIONS: partial(MyChatProcessor, table)}``.
+    ``name`` is added to the ``ready`` line.
+
+    Raises :class:`~aigateway.extproc.gateway.ConfigError` for a bad config and
+    :class:`StartupError` for anything else that keeps it from starting (a taken port,
+    plaintext on a public address); both carry a one-line message.
+    """
+    if not isinstance(config, GatewayConfig):
+        path = config
+        config = load_config(path)
+        if secrets is None:
+            secrets = load_secrets(config, path)
+    if secrets is None:
+        secrets = ResolvedSecrets(config, Path.cwd())
+    run_event_loop(
+        run_gateway(config, secrets, options or ServeOptions(), wrap=wrap, routes=routes, name=name)
+    )

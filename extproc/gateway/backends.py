@@ -1,0 +1,233 @@
+"""The resolved routing table: for each configured model, its backend, upstream name,
+credentials and translator. Built once at start and shared by every processor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aigateway.extproc.gateway.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
+from aigateway.extproc.gateway.config import (
+    Backend,
+    ConfigError,
+    GatewayConfig,
+    Model,
+    ResolvedSecrets,
+    Secret,
+)
+from aigateway.translators.anthropic import AnthropicMessagesTranslator
+from aigateway.translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
+from aigateway.translators.base import ChatTranslator
+from aigateway.translators.bedrock import BedrockConverseTranslator
+from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
+
+# Client credentials are for the gateway, never for a backend.
+CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
+
+
+class Authenticator(Protocol):
+    """Adds a backend's credentials to the final upstream request (its exact path and
+    body: signing must come last)."""
+
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]: ...
+
+    def secret_values(self) -> tuple[bytes, ...]:
+        """The credential values that must never reach a client."""
+        ...
+
+    def describe(self) -> str:
+        """Which credentials these are, without their values (for startup messages)."""
+        ...
+
+
+class NoAuth:
+    __slots__ = ()
+
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def secret_values(self) -> tuple[bytes, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return "no credentials (the backend has no auth:)"
+
+
+class ApiKeyAuth:
+    """A static API key in the header the backend's schema expects."""
+
+    __slots__ = ("_headers", "_secrets")
+
+    def __init__(self, header: str, value: Secret, prefix: str = "") -> None:
+        self._headers = ((header, prefix + value.reveal()),)
+        self._secrets = (value.reveal().encode(),)
+
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+        return self._headers
+
+    def secret_values(self) -> tuple[bytes, ...]:
+        return self._secrets
+
+    def describe(self) -> str:
+        return f"an API key in {self._headers[0][0]}"
+
+    def __repr__(self) -> str:
+        return f"ApiKeyAuth({self._headers[0][0]!r}, '***')"
+
+
+def _api_key_auth(schema: str, key: Secret) -> ApiKeyAuth:
+    if schema == "azure-openai":
+        return ApiKeyAuth("api-key", key)
+    if schema == "anthropic":
+        return ApiKeyAuth("x-api-key", key)
+    return ApiKeyAuth("authorization", key, "Bearer ")
+
+
+TranslatorFactory = Callable[[], ChatTranslator]
+
+
+def _embeddings_factory(backend: Backend, upstream_model: str) -> TranslatorFactory | None:
+    if backend.schema_ == "openai":
+        return lambda: OpenAIEmbeddingsTranslator(upstream_model)
+    if backend.schema_ == "azure-openai":
+        api_version = backend.api_version or ""
+        return lambda: AzureOpenAIEmbeddingsTranslator(upstream_model, api_version)
+    return None  # Bedrock Converse and Anthropic Messages have no embeddings
+
+
+def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFactory:
+    schema = backend.schema_
+    if schema == "azure-openai":
+        api_version = backend.api_version or ""
+        return lambda: AzureOpenAITranslator(upstream_model, api_version)
+    if schema == "aws-bedrock":
+        return lambda: BedrockConverseTranslator(upstream_model)
+    if schema == "anthropic":
+        version, max_tokens = backend.anthropic_version, backend.default_max_tokens
+        return lambda: AnthropicMessagesTranslator(
+            upstream_model, version=version, default_max_tokens=max_tokens
+        )
+    return lambda: OpenAIChatTranslator(upstream_model)
+
+
+@dataclass(slots=True, frozen=True)
+class ModelRoute:
+    """Everything needed to send one model's requests upstream."""
+
+    model: Model
+    backend: Backend
+    auth: Authenticator
+    new_translator: TranslatorFactory
+    #: ``None`` when the backend's schema has no embeddings endpoint.
+    new_embeddings_translator: TranslatorFactory | None = None
+
+    @property
+    def upstream_path_prefix(self) -> str:
+        return self.backend.path_prefix
+
+
+class RoutingTable:
+    """Model name -> :class:`ModelRoute`, from a validated config and its secrets."""
+
+    def __init__(self, config: GatewayConfig, secrets: ResolvedSecrets) -> None:
+        self.config = config
+        self.model_header = config.headers.model
+        self.backend_header = config.headers.backend
+        auth: dict[str, Authenticator] = {}
+        for i, backend in enumerate(config.backends):
+            if backend.name in secrets.api_keys:
+                auth[backend.name] = _api_key_auth(backend.schema_, secrets.api_keys[backend.name])
+            elif backend.name in secrets.aws or backend.schema_ == "aws-bedrock":
+                # Without auth:, Bedrock signs with botocore's default credential chain.
+                where = "auth.aws" if backend.auth is not None else "auth (not set)"
+                try:
+                    auth[backend.name] = _sigv4_auth(backend, secrets.aws.get(backend.name))
+                except AwsAuthError as exc:
+                    raise ConfigError(f"backends[{i}].{where}: {exc}") from None
+            else:
+                auth[backend.name] = NoAuth()
+        self._auth = auth
+        self.routes: dict[str, ModelRoute] = {}
+        for model in config.models:
+            backend = config.backend(model.backend)
+            self.routes[model.name] = ModelRoute(
+                model=model,
+                backend=backend,
+                auth=auth[backend.name],
+                new_translator=_translator_factory(backend, model.upstream_name),
+                new_embeddings_translator=_embeddings_factory(backend, model.upstream_name),
+            )
+
+    def lookup(self, model: str) -> ModelRoute | None:
+        return self.routes.get(model)
+
+    @property
+    def model_names(self) -> frozenset[str]:
+        return frozenset(self.routes)
+
+    @property
+    def backend_names(self) -> frozenset[str]:
+        return frozenset(b.name for b in self.config.backends)
+
+    def credential_notes(self, *, unconfigured_only: bool = False) -> list[str]:
+        """One line per backend saying which credentials its requests carry (only the
+        backends without ``auth:`` when ``unconfigured_only``)."""
+        notes: list[str] = []
+        for backend in self.config.backends:
+            if unconfigured_only and backend.auth is not None:
+                continue
+            notes.append(f"backend {backend.name}: {self._auth[backend.name].describe()}")
+        return notes
+
+
+class SigV4Auth:
+    """AWS SigV4 over the final body. Static credentials sign inline (CPU only);
+    refreshable ones (roles, SSO) may fetch new credentials, so they sign in a thread."""
+
+    __slots__ = ("_in_thread", "_signer")
+
+    def __init__(self, signer: AwsSigV4Signer) -> None:
+        self._signer = signer
+        self._in_thread = signer.refreshable
+
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+        if self._in_thread:
+            return await asyncio.to_thread(self._signer.headers, method, path, body)
+        return self._signer.headers(method, path, body)
+
+    def secret_values(self) -> tuple[bytes, ...]:
+        return self._signer.secret_values()
+
+    def describe(self) -> str:
+        return f"AWS SigV4 with {self._signer.credential_source}, region {self._signer.region}"
+
+    def __repr__(self) -> str:
+        return f"SigV4Auth({self._signer!r})"
+
+
+def _sigv4_auth(
+    backend: Backend, credentials: tuple[Secret, Secret, Secret | None] | None
+) -> Authenticator:
+    aws = backend.auth.aws if backend.auth is not None else None
+    explicit = None
+    if credentials is not None:
+        key, secret, token = credentials
+        explicit = AwsCredentials(key.reveal(), secret.reveal(), token.reveal() if token else None)
+    region = aws.region if aws is not None else _region_of(backend.host)
+    signer = AwsSigV4Signer(
+        scheme="https" if backend.tls else "http",
+        host=backend.authority,
+        region=region,
+        credentials=explicit,
+    )
+    return SigV4Auth(signer)
+
+
+def _region_of(host: str) -> str | None:
+    """The region in an AWS endpoint host (``bedrock-runtime.us-east-1.amazonaws.com``)."""
+    parts = host.split(".")
+    if len(parts) >= 4 and parts[-2] == "amazonaws" and parts[0].startswith("bedrock"):
+        return parts[1]
+    return None

@@ -1,0 +1,379 @@
+"""The lifecycle every model-routed endpoint shares (docs/architecture.md, "Request
+lifecycle"): parse the JSON body, look up its ``model``, route to the backend, translate
+for the backend's schema, add its credentials, translate the response back and report
+usage.
+
+The processor reports what happened (backend, model, usage, failure) as dynamic
+metadata under ``aigateway`` at the end of the response; it never records a metric.
+Endpoints subclass :class:`RoutedProcessor` and say how to validate a request and
+which translator a route uses.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from typing import Any
+
+from aigateway.extproc.framework.processor import (
+    CONTINUE,
+    METADATA_NAMESPACE,
+    Headers,
+    ImmediateResponse,
+    Processor,
+    Result,
+)
+from aigateway.extproc.gateway.backends import CLIENT_AUTH_HEADERS, ModelRoute, RoutingTable
+from aigateway.translators.base import ChatTranslator, TokenUsage, TranslationError
+from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
+from aigateway.translators.errors import openai_error_body
+from aigateway.translators.sse import encode_sse_event
+
+# Removed from every upstream request: the client's credentials are for the gateway.
+_REMOVE_UPSTREAM = CLIENT_AUTH_HEADERS
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    if not body.strip():
+        raise ImmediateResponse.error(400, "The request body is empty; expected a JSON object.")
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError:
+        raise ImmediateResponse.error(400, "The request body is not valid UTF-8.") from None
+    except ValueError as exc:
+        raise ImmediateResponse.error(
+            400, f"We could not parse the JSON body of your request: {exc}."
+        ) from None
+    except RecursionError:
+        raise ImmediateResponse.error(400, "The JSON body is nested too deeply.") from None
+    if not isinstance(doc, dict):
+        raise ImmediateResponse.error(400, "The request body must be a JSON object.")
+    if _SURROGATE_ESCAPE.search(body) is not None and _has_lone_surrogate(doc):
+        raise ImmediateResponse.error(
+            400,
+            "The JSON body holds a lone UTF-16 surrogate escape (such as \\ud800), which"
+            " is not a Unicode character.",
+        )
+    return doc
+
+
+# A \uD800-\uDFFF escape: only then can a parsed string hold a lone surrogate (UTF-8
+# bytes cannot encode one, and json pairs high and low escapes into one character).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(doc: Any) -> bool:
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+def usage_metadata(usage: TokenUsage) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_input_tokens is not None:
+        fields["cached_input_tokens"] = usage.cached_input_tokens
+    if usage.cache_write_input_tokens is not None:
+        fields["cache_write_input_tokens"] = usage.cache_write_input_tokens
+    if usage.reasoning_tokens is not None:
+        fields["reasoning_tokens"] = usage.reasoning_tokens
+    return fields
+
+
+class ResponseMode(enum.Enum):
+    """What :class:`RoutedProcessor` does with the response body it is sent."""
+
+    #: The request was not routed (refused before routing): leave the response alone.
+    UNROUTED = "unrouted"
+    #: A 2xx answer: the translator turns each chunk into the client's API.
+    TRANSLATE = "translate"
+    #: A non-2xx answer: collected whole, then turned into the client's error shape.
+    UPSTREAM_ERROR = "upstream_error"
+    #: An answer nothing can be read from (an unsupported content-encoding): swallowed,
+    #: and replaced at its end by a fixed error reply.
+    FIXED_REPLY = "fixed_reply"
+    #: The client already has the end of its response (an error event): the rest of the
+    #: upstream's body is dropped.
+    FINISHED = "finished"
+
+
+class RoutedProcessor(Processor):
+    """One request to a model-routed endpoint, from client headers to the last byte.
+
+    Subclasses implement :meth:`validate` and :meth:`new_translator`; override a phase
+    and call ``super()`` to add policy (see ``examples/subclass_processor.py``).
+    """
+
+    __slots__ = (
+        "_decoder",
+        "_error",
+        "_error_body",
+        "_fixed_reply",
+        "_mode",
+        "_request_headers",
+        "_response_headers",
+        "_route",
+        "_status",
+        "_streamed",
+        "_translator",
+        "_usage",
+        "table",
+    )
+
+    def __init__(self, table: RoutingTable) -> None:
+        self.table = table
+        self._request_headers: Headers | None = None
+        self._route: ModelRoute | None = None
+        self._translator: ChatTranslator | None = None
+        self._mode = ResponseMode.UNROUTED
+        self._status = 0
+        self._response_headers: Headers | None = None
+        self._decoder: ContentDecoder | None = None
+        self._streamed = False
+        self._error_body: list[bytes] = []  # the non-2xx body (UPSTREAM_ERROR)
+        self._fixed_reply = b""  # the reply that replaces the upstream's body (FIXED_REPLY)
+        self._usage: TokenUsage | None = None
+        self._error: str | None = None
+
+    # -- what endpoints define -----------------------------------------------------------
+
+    def validate(self, payload: dict[str, Any]) -> None:
+        """Raise :class:`ImmediateResponse` (400) for a request this endpoint refuses."""
+
+    def new_translator(self, route: ModelRoute) -> ChatTranslator:
+        """The translator for this request on ``route`` (400 if the backend cannot)."""
+        raise NotImplementedError
+
+    # -- request ---------------------------------------------------------------------
+
+    async def on_request_headers(self, headers: Headers) -> Result:
+        self._request_headers = headers
+        if headers.method != "POST":
+            raise ImmediateResponse.error(
+                405,
+                f"Method {headers.method} is not allowed on {headers.path.partition('?')[0]};"
+                " use POST.",
+                code="method_not_allowed",
+            )
+        if headers.end_of_stream:
+            raise ImmediateResponse.error(400, "The request body is empty; expected a JSON object.")
+        encoding = headers.get("content-encoding", "identity")
+        if encoding and encoding.lower() != "identity":
+            raise ImmediateResponse.error(
+                415, f"Request bodies with content-encoding {encoding!r} are not supported."
+            )
+        return CONTINUE
+
+    async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+        if not end_of_stream:
+            # Routing needs the whole body before any of it goes upstream.
+            raise ImmediateResponse.error(
+                500,
+                "The gateway is misconfigured: Envoy must send request bodies BUFFERED to"
+                " the processor (processing_mode.request_body_mode).",
+                code="gateway_misconfigured",
+            )
+        payload = parse_json_body(body)
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise ImmediateResponse.error(
+                400, "You must provide a model parameter.", param="model", code="missing_model"
+            )
+        self.validate(payload)
+        route = self.table.lookup(model)
+        if route is None:
+            raise ImmediateResponse.error(
+                404,
+                f"The model `{model[:200]}` does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        self._route = route
+        translator = self._translator = self.new_translator(route)
+        try:
+            upstream = translator.request(payload, body)
+        except TranslationError as exc:
+            raise ImmediateResponse.error(400, exc.message, param=exc.param) from None
+
+        final_body = body if upstream.body is None else upstream.body
+        path = route.upstream_path_prefix + upstream.path
+        set_headers: list[tuple[str, str]] = [
+            (self.table.model_header, route.model.name),
+            (self.table.backend_header, route.backend.name),
+            ("accept-encoding", "identity"),
+            *upstream.headers,
+        ]
+        if self._request_headers is None or path != self._request_headers.path:
+            set_headers.append((":path", path))
+        set_headers.extend(await route.auth.headers("POST", path, final_body))
+        return Result(
+            set_headers=tuple(set_headers),
+            remove_headers=tuple(
+                h for h in _REMOVE_UPSTREAM if not any(h == s for s, _ in set_headers)
+            ),
+            body=upstream.body,
+            clear_route_cache=True,
+        )
+
+    # -- response --------------------------------------------------------------------
+
+    async def on_response_headers(self, headers: Headers) -> Result:
+        translator = self._translator
+        if translator is None:  # a reply to a request we did not route; leave it alone
+            return CONTINUE
+        self._status = status = headers.status
+        self._response_headers = headers
+        remove: tuple[str, ...] = ()
+        encoding = (headers.get("content-encoding") or "identity").lower()
+        if encoding != "identity":
+            # We asked for identity; an upstream that compresses anyway is decoded here,
+            # and the client gets the decoded bytes (never a stale encoding header).
+            if not ContentDecoder.supports(encoding):
+                self._error = "upstream_unsupported_encoding"
+                self._mode = ResponseMode.FIXED_REPLY
+                self._fixed_reply = openai_error_body(
+                    f"The upstream answered with content-encoding {encoding!r}, which the"
+                    " gateway cannot decode.",
+                    status=502,
+                    code="upstream_unsupported_encoding",
+                )
+                return Result(
+                    set_headers=((":status", "502"), ("content-type", "application/json")),
+                    remove_headers=("content-encoding",),
+                    body=self._fixed_reply if headers.end_of_stream else None,
+                    dynamic_metadata=self._metadata() if headers.end_of_stream else None,
+                )
+            self._decoder = ContentDecoder(encoding)
+            remove = ("content-encoding",)
+        if not 200 <= status < 300:
+            self._error = f"upstream_http_{status}"
+            self._mode = ResponseMode.UPSTREAM_ERROR
+            if headers.end_of_stream:
+                return self._finish_error(b"")
+            return Result(remove_headers=remove) if remove else CONTINUE
+        self._mode = ResponseMode.TRANSLATE
+        decision = translator.response_headers(status, headers.get("content-type", "") or "")
+        self._streamed = decision.streamed
+        set_headers = (("content-type", decision.content_type),) if decision.content_type else ()
+        if headers.end_of_stream:
+            return Result(set_headers=set_headers, dynamic_metadata=self._metadata())
+        return Result(
+            set_headers=set_headers, remove_headers=remove, stream_response_body=decision.streamed
+        )
+
+    async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+        mode = self._mode
+        if mode is ResponseMode.UNROUTED:
+            return CONTINUE
+        if mode is ResponseMode.FIXED_REPLY:
+            if not end_of_stream:
+                return Result(body=b"")
+            return Result(body=self._fixed_reply, dynamic_metadata=self._metadata())
+        if mode is ResponseMode.FINISHED:
+            return Result(body=b"", dynamic_metadata=self._metadata() if end_of_stream else None)
+        decoded = body
+        if self._decoder is not None:
+            try:
+                decoded = self._decoder.decode(body, end_of_stream)
+            except ContentDecodingError:
+                return self._broken_encoding(end_of_stream)
+        if mode is ResponseMode.UPSTREAM_ERROR:
+            self._error_body.append(decoded)
+            if not end_of_stream:
+                return Result(body=b"")
+            return self._finish_error(b"".join(self._error_body))
+        translator = self._translator
+        assert translator is not None
+        out = translator.response_body(decoded, end_of_stream)
+        if out.usage is not None:
+            self._usage = out.usage
+        if out.error is not None and self._error is None:
+            self._error = out.error
+        new_body = out.body
+        if new_body is None and self._decoder is not None:
+            new_body = decoded  # the client gets decoded bytes throughout
+        if out.error is not None:
+            # An error the upstream put in the stream may quote what it was sent.
+            new_body = self._redact(decoded if new_body is None else new_body)
+        if not end_of_stream:
+            return CONTINUE if new_body is None else Result(body=new_body)
+        if out.error is not None and not self._streamed:
+            # A 2xx the client cannot use (not JSON): make it the error it is.
+            return Result(
+                set_headers=((":status", "502"), ("content-type", "application/json")),
+                body=new_body,
+                dynamic_metadata=self._metadata(),
+            )
+        return Result(body=new_body, dynamic_metadata=self._metadata())
+
+    def _broken_encoding(self, end_of_stream: bool) -> Result:
+        """The upstream's compressed body does not decode: end with an error."""
+        self._error = "upstream_bad_encoding"
+        self._decoder = None
+        message = openai_error_body(
+            "The upstream sent a body that does not match its content-encoding.",
+            status=502,
+            code="upstream_bad_encoding",
+        )
+        if self._streamed:
+            # The response is committed: end the stream with an error event.
+            self._mode = ResponseMode.FINISHED
+            return Result(body=encode_sse_event(message), dynamic_metadata=self._metadata())
+        self._mode = ResponseMode.FIXED_REPLY
+        self._fixed_reply = message
+        return Result(
+            set_headers=((":status", "502"), ("content-type", "application/json")),
+            body=message if end_of_stream else b"",
+            dynamic_metadata=self._metadata() if end_of_stream else None,
+        )
+
+    def _finish_error(self, body: bytes) -> Result:
+        assert self._translator is not None
+        headers = self._response_headers
+        upstream = headers.first if headers is not None else {}
+        new_body = self._translator.error_body(self._status, body, upstream)
+        redacted = self._redact(body if new_body is None else new_body)
+        if new_body is None and self._decoder is None and redacted is body:
+            return Result(dynamic_metadata=self._metadata())
+        return Result(
+            set_headers=(("content-type", "application/json"),),
+            body=redacted,
+            dynamic_metadata=self._metadata(),
+        )
+
+    def _redact(self, body: bytes) -> bytes:
+        """``body`` without the backend's credentials, which some upstreams echo back in
+        their error messages ("Incorrect API key provided: ...")."""
+        route = self._route
+        if route is None:
+            return body
+        for secret in route.auth.secret_values():
+            if secret in body:
+                body = body.replace(secret, b"[redacted]")
+        return body
+
+    def _metadata(self) -> dict[str, dict[str, Any]]:
+        route = self._route
+        assert route is not None
+        fields: dict[str, Any] = {"backend": route.backend.name, "model": route.model.name}
+        if self._usage is not None:
+            fields.update(usage_metadata(self._usage))
+        if self._error is not None:
+            fields["error"] = self._error
+        return {METADATA_NAMESPACE: fields}

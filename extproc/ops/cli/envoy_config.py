@@ -1,0 +1,121 @@
+"""``aigateway envoy-config``: print the Envoy bootstrap for a config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import yaml
+
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.gateway import DEFAULT_EXTPROC_ADDR, load_config
+from aigateway.extproc.ops.cli.common import (
+    DEFAULT_ADMIN_ADDR,
+    DEFAULT_LISTEN_ADDR,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_flag,
+    address,
+    fail,
+    worker_count,
+)
+from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, ExtprocTls, build_bootstrap
+from aigateway.extproc.ops.workers import worker_addresses
+
+HELP = "print the Envoy bootstrap for a config (YAML)"
+DESCRIPTION = """\
+Print a complete Envoy bootstrap (YAML) for the config: a listener with the ext_proc
+filter before the router, one route and cluster per backend, and the processor's
+cluster. Save it to a file ending in .yaml (Envoy picks its parser from the file
+name) and run `envoy -c envoy.yaml`."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_flag(parser)
+    parser.add_argument(
+        "--listen",
+        type=address,
+        default=DEFAULT_LISTEN_ADDR,
+        metavar="ADDR",
+        help="Envoy's client listener",
+    )
+    parser.add_argument(
+        "--extproc-addr",
+        type=address,
+        action="append",
+        metavar="ADDR",
+        help=f"where the processor listens (default: {DEFAULT_EXTPROC_ADDR});"
+        " repeat for several processes",
+    )
+    parser.add_argument(
+        "--admin-addr",
+        type=address,
+        default=DEFAULT_ADMIN_ADDR,
+        metavar="ADDR",
+        help="Envoy's admin interface",
+    )
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="each --extproc-addr stands for `serve --workers N`: N endpoints on consecutive ports",
+    )
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="leave out the JSON access log on stdout",
+    )
+    parser.add_argument(
+        "--extproc-tls-ca",
+        metavar="FILE",
+        help="connect to the processor over TLS, trusting this CA (for serve --tls-cert)",
+    )
+    parser.add_argument(
+        "--extproc-tls-sni",
+        metavar="NAME",
+        help="SNI to send and DNS name to require of the processor's certificate",
+    )
+    parser.add_argument(
+        "--extproc-tls-cert",
+        metavar="FILE",
+        help="client certificate for a processor that requires one (serve --tls-client-ca)",
+    )
+    parser.add_argument(
+        "--extproc-tls-key", metavar="FILE", help="the private key for --extproc-tls-cert"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        extproc = [
+            worker
+            for given in args.extproc_addr or [Address.parse(DEFAULT_EXTPROC_ADDR)]
+            for worker in worker_addresses(given, args.workers)
+        ]
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    if (args.extproc_tls_cert is None) != (args.extproc_tls_key is None):
+        return fail("--extproc-tls-cert and --extproc-tls-key go together", EXIT_USAGE)
+    tls_flags = (args.extproc_tls_sni, args.extproc_tls_cert)
+    if args.extproc_tls_ca is None and any(f is not None for f in tls_flags):
+        return fail("the --extproc-tls-* flags need --extproc-tls-ca", EXIT_USAGE)
+    tls = None
+    if args.extproc_tls_ca is not None:
+        tls = ExtprocTls(
+            ca=os.path.abspath(args.extproc_tls_ca),
+            sni=args.extproc_tls_sni,
+            cert=os.path.abspath(args.extproc_tls_cert) if args.extproc_tls_cert else None,
+            key=os.path.abspath(args.extproc_tls_key) if args.extproc_tls_key else None,
+        )
+    options = EnvoyOptions(
+        listen=args.listen,
+        extproc=extproc,
+        admin=args.admin_addr,
+        access_log=not args.no_access_log,
+        extproc_tls=tls,
+    )
+    sys.stdout.write(yaml.safe_dump(build_bootstrap(config, options), sort_keys=False))
+    return EXIT_OK

@@ -1,0 +1,376 @@
+"""Generates the Envoy bootstrap that puts our processor in front of the backends
+(docs/architecture.md, "Protocol rules"): one listener, ``ext_proc`` then ``router``, a
+route per backend chosen by the backend header the processor sets, and a cluster per backend."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX, METADATA_NAMESPACE
+from aigateway.extproc.gateway.config import Backend, GatewayConfig
+
+EXTPROC_CLUSTER = "aigateway-extproc"
+SYSTEM_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, BSD
+)
+
+_T = "type.googleapis.com/envoy."
+
+
+def _type(name: str) -> str:
+    """A typed_config ``@type`` for an Envoy proto message name (after ``envoy.``)."""
+    return _T + name
+
+
+_HTTP2_OPTIONS = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": _type("extensions.upstreams.http.v3.HttpProtocolOptions"),
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }
+}
+
+# Envoy's own local replies (no route, payload too large, upstream unreachable...) in
+# the OpenAI error shape, so clients parse every error the same way.
+_ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "upstream": "%UPSTREAM_HOST%",
+    "backend": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:backend)%",
+    "model": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:model)%",
+    "input_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:input_tokens)%",
+    "output_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:output_tokens)%",
+    "total_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:total_tokens)%",
+}
+
+
+@dataclass(slots=True, frozen=True)
+class EnvoyOptions:
+    listen: Address
+    extproc: list[Address]
+    admin: Address
+    #: ext_proc per-message timeout: how long Envoy waits for one answer.
+    message_timeout_seconds: float = 10.0
+    access_log: bool = True
+    #: A CA bundle for https backends; ``None`` picks the system's.
+    ca_bundle: str | None = None
+    #: TLS to the processor (when it listens beyond loopback): ``None`` is plaintext.
+    extproc_tls: ExtprocTls | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ExtprocTls:
+    """How Envoy reaches a processor served with ``--tls-cert``/``--tls-key``."""
+
+    #: The CA that signed the processor's certificate.
+    ca: str
+    #: The name to send as SNI and to require in the certificate (DNS SAN).
+    sni: str | None = None
+    #: A client certificate and key, for a processor that asks for one (--tls-client-ca).
+    cert: str | None = None
+    key: str | None = None
+
+
+def _extproc_transport(tls: ExtprocTls) -> dict[str, Any]:
+    validation: dict[str, Any] = {"trusted_ca": {"filename": tls.ca}}
+    context: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": validation,
+    }
+    if tls.sni:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "DNS", "matcher": {"exact": tls.sni}}
+        ]
+    if tls.cert and tls.key:
+        context["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+        ]
+    upstream: dict[str, Any] = {
+        "@type": _type("extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+        "common_tls_context": context,
+    }
+    if tls.sni:
+        upstream["sni"] = tls.sni
+    return {"name": "envoy.transport_sockets.tls", "typed_config": upstream}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
+    endpoints: list[dict[str, Any]] = []
+    dns = False
+    for address in options.extproc:
+        if address.unix_path is not None:
+            endpoints.append({"endpoint": {"address": {"pipe": {"path": address.unix_path}}}})
+            continue
+        # Envoy connects here: "all interfaces" means this machine.
+        host = address.url_host().strip("[]")
+        dns = dns or not _is_ip(host)
+        endpoints.append(
+            {
+                "endpoint": {
+                    "address": {"socket_address": {"address": host, "port_value": address.port}}
+                }
+            }
+        )
+    cluster: dict[str, Any] = {
+        "name": EXTPROC_CLUSTER,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "per_connection_buffer_limit_bytes": buffer_limit * 2,
+        "typed_extension_protocol_options": _HTTP2_OPTIONS,
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [{"lb_endpoints": endpoints}],
+        },
+    }
+    if options.extproc_tls is not None:
+        cluster["transport_socket"] = _extproc_transport(options.extproc_tls)
+    return cluster
+
+
+def _socket(address: Address) -> dict[str, Any]:
+    if address.unix_path is not None:
+        return {"pipe": {"path": address.unix_path}}
+    host = address.host or "0.0.0.0"
+    return {"socket_address": {"address": host, "port_value": address.port}}
+
+
+def _ca_bundle(options: EnvoyOptions) -> str | None:
+    if options.ca_bundle:
+        return options.ca_bundle
+    for path in SYSTEM_CA_BUNDLES:
+        if Path(path).exists():
+            return path
+    return None
+
+
+def _backend_cluster(backend: Backend, options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": backend.name,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        "per_connection_buffer_limit_bytes": buffer_limit,
+        "load_assignment": {
+            "cluster_name": backend.name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": backend.host,
+                                        "port_value": backend.port,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if backend.tls:
+        tls: dict[str, Any] = {
+            "@type": _type("extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+            "sni": backend.host,
+        }
+        ca = _ca_bundle(options)
+        if ca is not None:
+            tls["common_tls_context"] = {
+                "validation_context": {
+                    "trusted_ca": {"filename": ca},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": backend.host}}
+                    ],
+                }
+            }
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+    return cluster
+
+
+def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _type("extensions.filters.http.ext_proc.v3.ExternalProcessor"),
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+            # Without the processor, requests would reach backends unrouted and unmetered.
+            "failure_mode_allow": False,
+            "allow_mode_override": True,
+            "message_timeout": f"{options.message_timeout_seconds:g}s",
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                "response_body_mode": "BUFFERED",
+                "response_trailer_mode": "SKIP",
+            },
+            # Envoy drops dynamic metadata from namespaces not listed here.
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        },
+    }
+
+
+def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = []
+    for backend in config.backends:
+        routes.append(
+            {
+                "name": backend.name,
+                "match": {
+                    "prefix": "/",
+                    "headers": [
+                        {"name": config.headers.backend, "string_match": {"exact": backend.name}}
+                    ],
+                },
+                "route": {
+                    "cluster": backend.name,
+                    "timeout": f"{backend.timeout_seconds:g}s",
+                    # The processor signs (SigV4) for this exact host.
+                    "host_rewrite_literal": backend.authority,
+                },
+            }
+        )
+    routes.append(
+        {
+            "name": "no-backend",
+            "match": {"prefix": "/"},
+            "direct_response": {
+                "status": 404,
+                "body": {
+                    "inline_string": '{"error":{"message":"No backend was selected for this'
+                    ' request.","type":"invalid_request_error","param":null,"code":"no_route"}}'
+                },
+            },
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        }
+    )
+    return routes
+
+
+def _local_reply_mapper(condition: str, error_type: str) -> dict[str, Any]:
+    expression = f"{condition} && !response.code_details.startsWith('{LOCAL_REPLY_DETAILS_PREFIX}')"
+    return {
+        "filter": {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": _type("extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
+                    "expression": expression,
+                },
+            }
+        },
+        "body_format_override": {
+            "json_format": {
+                "error": {
+                    "message": "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
+                    "type": error_type,
+                    "param": None,
+                    "code": "%RESPONSE_CODE%",
+                }
+            },
+            "content_type": "application/json",
+        },
+    }
+
+
+def _local_reply_config() -> dict[str, Any]:
+    # Envoy's own replies (413 payload too large, 500 when the processor is unreachable,
+    # 503/504 upstream failures) come as plain text; map them to OpenAI error JSON. The
+    # processor's replies already are JSON: their details start with "aigateway_".
+    return {
+        "mappers": [
+            _local_reply_mapper(
+                "response.code >= 400 && response.code < 500", "invalid_request_error"
+            ),
+            _local_reply_mapper("response.code >= 500", "server_error"),
+        ]
+    }
+
+
+def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
+    """The Envoy bootstrap as a dict (dump it as YAML or JSON)."""
+    buffer_limit = config.max_request_bytes
+    hcm: dict[str, Any] = {
+        "@type": _type(
+            "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+        ),
+        "stat_prefix": "aigateway",
+        "codec_type": "AUTO",
+        "generate_request_id": True,
+        "route_config": {
+            "name": "aigateway",
+            "virtual_hosts": [{"name": "aigateway", "domains": ["*"], "routes": _routes(config)}],
+        },
+        "http_filters": [
+            _ext_proc_filter(config, options),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _type("extensions.filters.http.router.v3.Router")},
+            },
+        ],
+        "local_reply_config": _local_reply_config(),
+    }
+    if options.access_log:
+        hcm["access_log"] = [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": _type("extensions.access_loggers.stream.v3.StdoutAccessLog"),
+                    "log_format": {"json_format": _ACCESS_LOG_FORMAT},
+                },
+            }
+        ]
+    return {
+        "admin": {"address": _socket(options.admin)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "aigateway",
+                    "address": _socket(options.listen),
+                    "per_connection_buffer_limit_bytes": buffer_limit,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                _extproc_cluster(options, buffer_limit),
+                *(_backend_cluster(b, options, buffer_limit) for b in config.backends),
+            ],
+        },
+    }

@@ -1,0 +1,220 @@
+"""``aigateway serve --workers N``: N processor processes behind one Envoy.
+
+One Python process runs on one core. With ``--workers N`` the parent starts N
+``aigateway serve`` processes; worker ``i`` listens for ext_proc on port ``PORT+i`` (or
+``PATH.i`` for ``unix:PATH``) and serves its own ``/metrics`` on metrics port ``+i``.
+Envoy balances ext_proc streams over the N endpoints (``aigateway envoy-config --workers
+N`` lists them). Each request is one stream, handled and counted by exactly one worker,
+so summing a metric over the workers' ``/metrics`` (Prometheus does it in the query) is
+exact; there is no cross-process aggregation. Scrape every worker::
+
+    scrape_configs:
+      - job_name: aigateway
+        static_configs:
+          - targets: ["gateway-host:9190", "gateway-host:9191"]   # --metrics-addr :9190, N=2
+
+and sum across them (``sum by (model) (rate(aigateway_requests_total[5m]))`` already does,
+the ``instance`` label tells workers apart).
+
+The parent supervises: it prints one ``ready`` line once every worker accepts, forwards
+SIGINT/SIGTERM (each worker drains its streams, then exits), and exits 0 when all have.
+A worker that exits on its own (crash, OOM kill) is reported and the parent stops the
+others and exits 1: a process manager (systemd, Kubernetes) restarts the whole group, as
+it would a single-process gateway, rather than the gateway hiding a crash loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.gateway.app import run_event_loop
+from aigateway.extproc.ops.envoy_process import die_with_parent
+
+READY_PREFIX = "aigateway ready: "
+#: After the drain timeout, how long workers get to exit before they are killed.
+EXIT_GRACE_SECONDS = 5.0
+
+
+def worker_addresses(address: Address, workers: int) -> list[Address]:
+    """The address of each of ``workers`` workers: consecutive ports from ``address``'s
+    (``PATH.0``, ``PATH.1``... for a unix socket). Port 0 (pick any) stays 0 for every
+    worker. Raises ``ValueError`` when the ports would run past 65535."""
+    if workers < 1:
+        raise ValueError("the number of workers must be at least 1")
+    if workers == 1:
+        return [address]
+    if address.unix_path is not None:
+        return [Address(unix_path=f"{address.unix_path}.{i}") for i in range(workers)]
+    if address.port == 0:
+        return [address] * workers
+    if address.port + workers - 1 > 65535:
+        raise ValueError(f"{address}: {workers} consecutive ports would run past 65535")
+    return [Address(address.host, address.port + i) for i in range(workers)]
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ready_text: str = ""
+
+    async def forward_stderr(self) -> None:
+        """Copies the worker's stderr to ours, keeping its ``ready`` line for the summary."""
+        stream = self.process.stderr
+        assert stream is not None
+        async for raw in stream:
+            line = raw.decode(errors="replace")
+            if not self.ready.is_set() and line.startswith(READY_PREFIX):
+                self.ready_text = line[len(READY_PREFIX) :].strip()
+                self.ready.set()
+                continue
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+class Supervisor:
+    """Runs one ``aigateway serve`` process per command line until a stop signal or
+    until one of them exits; see the module docstring."""
+
+    def __init__(self, commands: Sequence[Sequence[str]], *, drain_timeout: float) -> None:
+        self.commands = [list(c) for c in commands]
+        self.drain_timeout = drain_timeout
+        self.workers: list[_Worker] = []
+
+    async def run(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for i, command in enumerate(self.commands):
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    preexec_fn=die_with_parent,
+                )
+                worker = _Worker(i, process)
+                self.workers.append(worker)
+                tasks.append(asyncio.create_task(worker.forward_stderr()))
+            exited = asyncio.create_task(self._first_exit())
+            stopping = asyncio.create_task(stop.wait())
+            all_ready = asyncio.create_task(self._all_ready())
+            await asyncio.wait({exited, stopping, all_ready}, return_when=asyncio.FIRST_COMPLETED)
+            if all_ready.done() and not exited.done() and not stopping.done():
+                print(self.ready_line(), file=sys.stderr, flush=True)
+                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            all_ready.cancel()
+            if stopping.done() and not exited.done():
+                exited.cancel()
+                stopping.cancel()
+                codes = await self._stop_all()
+                return 0 if all(code == 0 for code in codes) else 1
+            stopping.cancel()
+            worker = exited.result()
+            print(
+                f"aigateway: worker {worker.index} (pid {worker.process.pid}) exited with code"
+                f" {worker.process.returncode}; stopping the other workers",
+                file=sys.stderr,
+                flush=True,
+            )
+            await self._stop_all()
+            return 1
+        finally:
+            for worker in self.workers:  # never leave a worker behind
+                if worker.process.returncode is None:
+                    worker.process.kill()
+                    await worker.process.wait()
+            if tasks:  # the rest of each worker's stderr
+                await asyncio.wait(tasks, timeout=EXIT_GRACE_SECONDS)
+
+    async def _all_ready(self) -> None:
+        for worker in self.workers:
+            await worker.ready.wait()
+
+    async def _first_exit(self) -> _Worker:
+        waits = {asyncio.create_task(w.process.wait()): w for w in self.workers}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            return waits[next(iter(done))]
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def _stop_all(self) -> list[int]:
+        """SIGTERM to every worker still running; each drains, then exits."""
+        for worker in self.workers:
+            if worker.process.returncode is None:
+                try:
+                    worker.process.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        waits = [asyncio.create_task(w.process.wait()) for w in self.workers]
+        await asyncio.wait(waits, timeout=self.drain_timeout + EXIT_GRACE_SECONDS)
+        for worker in self.workers:
+            if worker.process.returncode is None:
+                worker.process.kill()
+        return list(await asyncio.gather(*waits))
+
+    def ready_line(self) -> str:
+        parts = "; ".join(f"worker {w.index}: {w.ready_text}" for w in self.workers)
+        return f"{READY_PREFIX}{len(self.workers)} workers, {parts}"
+
+
+def without_flag(argv: Sequence[str], flag: str) -> list[str]:
+    """``argv`` less every ``FLAG VALUE`` and ``FLAG=VALUE`` of ``flag``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
+def worker_commands(
+    argv: Sequence[str], extprocs: Sequence[Address], metrics: Sequence[Address]
+) -> list[list[str]]:
+    """Each worker runs the parent's own ``serve`` arguments without ``--workers``, with
+    its own addresses last (the last of a repeated flag wins)."""
+    common = [sys.executable, "-m", "aigateway", *without_flag(argv, "--workers")]
+    return [
+        [*common, "--extproc-addr", str(e), "--metrics-addr", str(m)]
+        for e, m in zip(extprocs, metrics, strict=True)
+    ]
+
+
+def serve_workers(args: argparse.Namespace) -> int:
+    """``serve --workers N``: the config and wrappers were checked by the caller once;
+    each worker is the same command with its own addresses."""
+    extproc: Address = args.extproc_addr
+    if not extproc.is_unix and extproc.port == 0:
+        print("aigateway: --workers needs a fixed --extproc-addr port", file=sys.stderr)
+        return 2
+    try:
+        extprocs = worker_addresses(extproc, args.workers)
+        metrics = worker_addresses(args.metrics_addr, args.workers)
+    except ValueError as exc:
+        print(f"aigateway: {exc}", file=sys.stderr)
+        return 2
+    commands = worker_commands(args.argv, extprocs, metrics)
+    code = 1
+
+    async def run() -> None:
+        nonlocal code
+        code = await Supervisor(commands, drain_timeout=args.drain_timeout).run()
+
+    run_event_loop(run())
+    return code

@@ -1,0 +1,200 @@
+"""``aigateway serve --workers N`` end to end through a real Envoy: streams spread over
+the workers, each worker's ``/metrics`` counts its own requests and the sum over workers
+is exact, SIGTERM drains and leaves no process behind, a dead worker ends the group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.ops.workers import worker_addresses
+from tests.e2e.stack import (
+    AIGATEWAY,
+    Stack,
+    alive,
+    children,
+    free_ports,
+    http_get,
+    running,
+    spawn,
+    wait_until,
+)
+
+WORKERS = 2
+MESSAGES = [{"role": "user", "content": "Say something about gateways"}]
+
+
+@dataclass
+class WorkersStack(Stack):
+    """The e2e stack with ``serve --workers N`` and ``envoy-config --workers N``."""
+
+    def __post_init__(self) -> None:
+        self.serve_args = [*self.serve_args, "--workers", str(WORKERS)]
+        self.envoy_args = [*self.envoy_args, "--workers", str(WORKERS), "--no-access-log"]
+
+    def allocate_ports(self) -> None:
+        super().allocate_ports()
+        self.extproc_port = free_ports(WORKERS)
+        self.metrics_port = free_ports(WORKERS)
+
+    def worker_metrics(self, index: int) -> str:
+        status, body = http_get(f"http://127.0.0.1:{self.metrics_port + index}/metrics")
+        assert status == 200
+        return body.decode()
+
+    def requests_counted(self, index: int) -> float:
+        """``aigateway_requests_total`` summed over its series, for one worker."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.worker_metrics(index)):
+            for sample in family.samples:
+                if sample.name == "aigateway_requests_total":
+                    total += sample.value
+        return total
+
+
+def one_backend(mock_port: int) -> dict[str, Any]:
+    return {
+        "backends": [
+            {"name": "mock", "schema": "openai", "endpoint": f"http://127.0.0.1:{mock_port}"}
+        ],
+        "models": [{"name": "gpt-4o-mini", "backend": "mock"}],
+    }
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[WorkersStack]:
+    with running(WorkersStack(tmp_path / "stack", config_factory=one_backend)) as s:
+        yield s
+
+
+def test_streams_spread_over_workers_and_metrics_sum_exactly(stack: WorkersStack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0)
+    sent = 40
+    for i in range(sent):
+        if i % 4 == 0:
+            chunks = list(
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+            )
+            assert chunks
+        else:
+            assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
+
+    # Each request is counted by its worker when its ext_proc stream ends, which may be
+    # a moment after the client has its answer: wait (with a deadline) for the total.
+    wait_until(
+        f"{sent} requests counted over the workers",
+        lambda: sum(stack.requests_counted(i) for i in range(WORKERS)) >= sent,
+    )
+    counts = [stack.requests_counted(i) for i in range(WORKERS)]
+    assert sum(counts) == sent
+    assert all(count > 0 for count in counts), counts  # Envoy used every worker
+    for i in range(WORKERS):
+        assert 'status="success"' in stack.worker_metrics(i)
+
+
+def test_sigterm_drains_every_worker_and_exits_zero(stack: WorkersStack) -> None:
+    serve = stack.procs["serve"]
+    workers = children(serve.popen.pid)
+    assert len(workers) == WORKERS
+    assert stack.procs["serve"].stop(signal.SIGTERM) == 0
+    wait_until("every worker to be gone", lambda: not any(alive(pid) for pid in workers), 10)
+    assert "exited with code" not in serve.output()
+
+
+def test_a_worker_that_dies_ends_the_group_with_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "backends": [{"name": "b", "schema": "openai", "endpoint": "http://127.0.0.1:1"}],
+                "models": [{"name": "m", "backend": "b"}],
+            }
+        )
+    )
+    base, metrics = free_ports(WORKERS), free_ports(WORKERS)
+    serve = spawn(
+        "serve",
+        [
+            *AIGATEWAY,
+            "serve",
+            "--config",
+            str(config),
+            "--workers",
+            str(WORKERS),
+            "--extproc-addr",
+            f"127.0.0.1:{base}",
+            "--metrics-addr",
+            f"127.0.0.1:{metrics}",
+        ],
+        tmp_path,
+    )
+    try:
+        serve.wait_for_stderr("ready")
+        assert "2 workers" in serve.stderr.read_text()
+        workers = children(serve.popen.pid)
+        assert len(workers) == WORKERS
+        os.kill(workers[1], signal.SIGKILL)
+        assert serve.popen.wait(20) == 1
+        assert "exited with code -9" in serve.output()
+        wait_until("the other worker to be gone", lambda: not any(alive(p) for p in workers), 10)
+    finally:
+        serve.stop()
+
+
+def test_worker_addresses_are_consecutive() -> None:
+    assert worker_addresses(Address("127.0.0.1", 1063), 3) == [
+        Address("127.0.0.1", 1063),
+        Address("127.0.0.1", 1064),
+        Address("127.0.0.1", 1065),
+    ]
+    assert worker_addresses(Address(unix_path="/run/ext.sock"), 2) == [
+        Address(unix_path="/run/ext.sock.0"),
+        Address(unix_path="/run/ext.sock.1"),
+    ]
+    assert worker_addresses(Address("", 0), 2) == [Address("", 0)] * 2
+    assert worker_addresses(Address("", 9190), 1) == [Address("", 9190)]
+    with pytest.raises(ValueError, match="65535"):
+        worker_addresses(Address("", 65535), 2)
+
+
+def test_envoy_config_lists_one_endpoint_per_worker(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "backends": [{"name": "b", "schema": "openai", "endpoint": "http://127.0.0.1:1"}],
+                "models": [{"name": "m", "backend": "b"}],
+            }
+        )
+    )
+    out = subprocess.run(
+        [
+            *AIGATEWAY,
+            "envoy-config",
+            "--config",
+            str(config),
+            "--workers",
+            "3",
+            "--extproc-addr",
+            "127.0.0.1:2000",
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    clusters = yaml.safe_load(out)["static_resources"]["clusters"]
+    extproc = next(c for c in clusters if c["name"] == "aigateway-extproc")
+    endpoints = extproc["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
+    assert ports == [2000, 2001, 2002]
