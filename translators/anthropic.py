@@ -413,6 +413,7 @@ class AnthropicMessagesTranslator:
             return ResponseBodyOutput(
                 body=invalid_json_body(f"not a Messages response ({exc!r})"),
                 error=UPSTREAM_INVALID_JSON,
+                complete=True,
             )
         texts: list[str] = []
         calls: list[ToolCall] = []
@@ -441,7 +442,7 @@ class AnthropicMessagesTranslator:
             finish_reason=finish_reason_from_anthropic(doc.get("stop_reason")),
             usage=usage,
         )
-        return ResponseBodyOutput(body=out, usage=usage)
+        return ResponseBodyOutput(body=out, usage=usage, complete=True)
 
     # --- SSE ---
 

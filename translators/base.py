@@ -65,11 +65,16 @@ class ResponseBodyOutput:
     ``error``: set when the upstream failed inside a 2xx response (an error event in the
     stream, a truncated stream, undecodable data). The body then already carries an
     OpenAI-style error for the client; the request must count as failed.
+    ``complete``: this output ends the response as the client sees it: it carries the
+    stream's terminal event (``data: [DONE]``, or an error event), or it is the whole
+    non-streamed body. The upstream may still send bytes (the end of its body arrives
+    later); nothing the client needs follows. Once set, it stays set on later outputs.
     """
 
     body: bytes | None
     usage: TokenUsage | None = None
     error: str | None = None
+    complete: bool = False
 
 
 class ChatTranslator(Protocol):

@@ -491,6 +491,7 @@ class BedrockConverseTranslator:
             return ResponseBodyOutput(
                 body=invalid_json_body(f"not a Converse response ({exc!r})"),
                 error=UPSTREAM_INVALID_JSON,
+                complete=True,
             )
         texts: list[str] = []
         calls: list[ToolCall] = []
@@ -519,7 +520,7 @@ class BedrockConverseTranslator:
             finish_reason=finish_reason_from_converse(doc.get("stopReason")),
             usage=usage,
         )
-        return ResponseBodyOutput(body=out, usage=usage)
+        return ResponseBodyOutput(body=out, usage=usage, complete=True)
 
     # --- event stream ---
 

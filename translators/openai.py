@@ -50,7 +50,7 @@ class OpenAIChatTranslator:
         "_body",
         "_decoder",
         "_done",
-        "_failed",
+        "_ended",
         "_hide_usage",
         "_usage",
         "backend_model",
@@ -65,7 +65,7 @@ class OpenAIChatTranslator:
         self._body: list[bytes] = []
         self._usage: TokenUsage | None = None
         self._done = False
-        self._failed = False
+        self._ended = False
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         """Mutates ``payload`` when the upstream needs a different body."""
@@ -110,27 +110,30 @@ class OpenAIChatTranslator:
                     code="bad_upstream",
                 ),
                 error="upstream_invalid_json",
+                complete=True,
             )
         usage = usage_from_openai(doc.get("usage")) if isinstance(doc, dict) else None
-        return ResponseBodyOutput(None, usage)
+        return ResponseBodyOutput(None, usage, complete=True)
 
     def _stream_chunk(
         self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool
     ) -> ResponseBodyOutput:
-        if self._failed:
-            return ResponseBodyOutput(b"", self._usage)  # the client already has the error
+        if self._ended:
+            # The client already has its terminal event: the rest is not for it.
+            return ResponseBodyOutput(b"", self._usage, complete=True)
         held_back = decoder.pending  # bytes of an event earlier chunks did not pass on
         events = decoder.feed(chunk)
         keep: list[SseEvent] = []
         changed = False
         error: str | None = None
         tail = b""
-        for event in events:
+        for i, event in enumerate(events):
             data = event.data
             if data == b"[DONE]":
                 self._done = True
                 keep.append(event)
-                continue
+                changed = changed or i + 1 < len(events)  # nothing after [DONE] goes out
+                break
             # Every event is parsed: usage is read from it, and an upstream that sends
             # broken JSON gets a clean error event instead of breaking the client.
             try:
@@ -157,14 +160,14 @@ class OpenAIChatTranslator:
         if error is None and end_of_stream and not self._done:
             error = "upstream_truncated"
             tail = _error_event("The upstream ended the stream before it was complete.", error)
-        if error is not None:
-            self._failed = True
+        if error is not None or self._done:
+            self._ended = True  # nothing after [DONE] or an error event is passed on
         if not (held_back or decoder.pending or changed or error):
             body = None  # whole events, all kept: the upstream's bytes pass unchanged
         else:
             # Only complete events go out; a partial one waits for the rest of its bytes.
             body = b"".join(encode_sse_event(e.data, e.event or None) for e in keep) + tail
-        return ResponseBodyOutput(body, self._usage, error)
+        return ResponseBodyOutput(body, self._usage, error, complete=self._ended)
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes | None:
         return passthrough_error_body(status, body)

@@ -253,4 +253,6 @@ class ChunkStream:
         out = self._out
         body = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        return ResponseBodyOutput(body=body, usage=self.usage, error=self.error)
+        return ResponseBodyOutput(
+            body=body, usage=self.usage, error=self.error, complete=self.finished
+        )

@@ -27,11 +27,26 @@ from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsT
 CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
 
 
+class BackendAuthError(Exception):
+    """The backend's credentials cannot be had for this request (a token endpoint that
+    refuses or does not answer). ``status`` is what the client gets: 401 when the
+    credentials were refused, 502 when their source failed; ``message`` says why without
+    any secret in it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class Authenticator(Protocol):
     """Adds a backend's credentials to the final upstream request (its exact path and
     body: signing must come last)."""
 
-    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]: ...
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+        """The headers to set; raises :class:`BackendAuthError` when credentials cannot
+        be had. Must not block the event loop (network I/O goes to a thread)."""
+        ...
 
     def secret_values(self) -> tuple[bytes, ...]:
         """The credential values that must never reach a client."""

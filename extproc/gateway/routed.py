@@ -24,7 +24,12 @@ from aigateway.extproc.framework.processor import (
     Processor,
     Result,
 )
-from aigateway.extproc.gateway.backends import CLIENT_AUTH_HEADERS, ModelRoute, RoutingTable
+from aigateway.extproc.gateway.backends import (
+    CLIENT_AUTH_HEADERS,
+    BackendAuthError,
+    ModelRoute,
+    RoutingTable,
+)
 from aigateway.translators.base import ChatTranslator, TokenUsage, TranslationError
 from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
 from aigateway.translators.errors import openai_error_body
@@ -221,7 +226,16 @@ class RoutedProcessor(Processor):
         ]
         if self._request_headers is None or path != self._request_headers.path:
             set_headers.append((":path", path))
-        set_headers.extend(await route.auth.headers("POST", path, final_body))
+        try:
+            set_headers.extend(await route.auth.headers("POST", path, final_body))
+        except BackendAuthError as exc:
+            raise ImmediateResponse.error(
+                exc.status,
+                f"The gateway could not get credentials for backend {route.backend.name}:"
+                f" {exc.message}",
+                type="server_error" if exc.status >= 500 else None,
+                code="backend_auth_failed",
+            ) from None
         return Result(
             set_headers=tuple(set_headers),
             remove_headers=tuple(
