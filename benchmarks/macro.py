@@ -373,10 +373,16 @@ class Bench:
         metrics = free_ports(workers)
         processor: Proc | None = None
         env = {"PYTHONPATH": str(ROOT)}
+        serve_module = AIGATEWAY
         if variant.endswith("@baseline"):
             # The processor's code from another checkout (its packages shadow ours).
             assert self.baseline is not None
             env = {"PYTHONPATH": f"{self.baseline}{os.pathsep}{ROOT}"}
+            if not (self.baseline / "aigateway").is_dir():
+                # A checkout from before the one import root: its own top-level packages
+                # and its own benchmarks.bare_serve.
+                env = {"PYTHONPATH": str(self.baseline)}
+                serve_module = [sys.executable, "-m", "extproc"]
         kind = variant.partition("@")[0]
         if kind in ("bare", "null"):
             argv = [
@@ -394,7 +400,7 @@ class Bench:
             processor = spawn(variant, argv, self.workdir, env)
         elif kind.startswith("instrumented"):
             argv = [
-                *AIGATEWAY,
+                *serve_module,
                 "serve",
                 "--config",
                 str(self.config_path),

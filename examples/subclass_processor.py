@@ -50,9 +50,9 @@ class BudgetedChatProcessor(ChatCompletionProcessor):
 
     The tenant is checked with the request headers (an unknown one is refused before
     Envoy buffers the body); the budget in :meth:`validate`, the parent's hook that runs
-    on the parsed body before the model is routed. So a refused request is never
-    routed, translated or signed and never reaches a backend, and the metrics decorator
-    around this processor counts it as an ``error`` with backend and model ``unknown``.
+    on the parsed body once its model is known, before it is translated. So a refused
+    request is never translated or signed and never reaches a backend, and the metrics
+    decorator around this processor counts it once as an ``error`` of its model.
     """
 
     __slots__ = ("_limit", "budgets")

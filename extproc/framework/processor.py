@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from aigateway.translators.errors import openai_error
 
@@ -94,7 +94,15 @@ class Result:
     ``body`` replaces the body (``b""`` empties it); in buffered phases the server sets
     ``content-length`` to match. ``clear_route_cache`` only acts in the request
     direction. ``stream_response_body`` (response headers only) switches the response
-    body to streamed processing. ``dynamic_metadata`` maps namespace -> fields.
+    body to streamed processing. ``dynamic_metadata`` maps namespace -> fields; Envoy
+    merges each message's fields into the request's metadata, so a processor can
+    publish facts as soon as it learns them.
+
+    ``end_of_response`` (response body only) says this chunk gives the client the end of
+    its response: a stream's terminal event (``data: [DONE]``, ``message_stop``...).
+    Upstreams often end their body later, and clients hang up as soon as they have the
+    terminal event; from here on the request counts as complete whatever follows
+    (``docs/architecture.md``, "Accounting rules").
     """
 
     set_headers: tuple[tuple[str, str], ...] = ()
@@ -103,6 +111,7 @@ class Result:
     clear_route_cache: bool = False
     stream_response_body: bool = False
     dynamic_metadata: Mapping[str, Mapping[str, Any]] | None = None
+    end_of_response: bool = False
 
     def header(self, name: str) -> str | None:
         """The last value this result sets for ``name``, if any."""
@@ -132,6 +141,7 @@ class ImmediateResponse(Exception):
         headers: tuple[tuple[str, str], ...] = (),
         content_type: str = "application/json",
         details: str = "",
+        dynamic_metadata: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if not isinstance(body, bytes):
             body = json.dumps(body, separators=(",", ":")).encode()
@@ -139,6 +149,8 @@ class ImmediateResponse(Exception):
         self.status = status
         self.body = body
         self.headers = (("content-type", content_type), *headers)
+        #: Published with the reply (Envoy's access log and the metrics wrapper read it).
+        self.dynamic_metadata = dynamic_metadata
         #: Short machine-readable reason; Envoy's access log shows it as
         #: %RESPONSE_CODE_DETAILS% (prefixed with ``aigateway_``).
         self.details = LOCAL_REPLY_DETAILS_PREFIX + _details_token(details or str(status))
@@ -153,11 +165,12 @@ class ImmediateResponse(Exception):
         code: str | int | None = None,
         param: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        dynamic_metadata: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> ImmediateResponse:
         """An OpenAI-style error reply: ``{"error": {"message", "type", "param", "code"}}``."""
         doc = openai_error(message, status=status, type=type, code=code, param=param)
         details = str(code) if code is not None else doc["error"]["type"]
-        return cls(status, doc, headers=headers, details=details)
+        return cls(status, doc, headers=headers, details=details, dynamic_metadata=dynamic_metadata)
 
 
 def _details_token(text: str) -> str:
@@ -174,7 +187,9 @@ class Outcome:
     (the upstream's, or the immediate response's; ``None`` if none was seen).
     ``local_reply``: an immediate response was sent. ``error``: the first exception a
     phase raised (not counting :class:`ImmediateResponse`). ``cancelled``: the stream
-    ended before the response did (the client left, Envoy reset it, a timeout).
+    ended before the response did (the client left, Envoy reset it, a timeout). A
+    response is complete once a phase returned a result with ``end_of_response``: a
+    client that hangs up after that did not cancel anything.
     """
 
     response_complete: bool
@@ -202,6 +217,11 @@ class Processor:
     """
 
     __slots__ = ()
+
+    #: Whether the metrics count this request. ``False`` for answers that are not LLM
+    #: requests (the gateway's own models list); wrappers look through to the innermost
+    #: processor's value.
+    counted: ClassVar[bool] = True
 
     async def on_request_headers(self, headers: Headers) -> Result:
         return CONTINUE

@@ -210,7 +210,7 @@ class _Stream:
             self.local_reply = True
             self.response_complete = True
             self.status = reply.status
-            return pb.ProcessingResponse(
+            response = pb.ProcessingResponse(
                 immediate_response=pb.ImmediateResponse(
                     status=http_status_pb2.HttpStatus(code=reply.status),
                     headers=_header_mutation(reply.headers, ()),
@@ -218,6 +218,9 @@ class _Stream:
                     details=reply.details,
                 )
             )
+            if reply.dynamic_metadata:
+                response.dynamic_metadata.CopyFrom(_struct(reply.dynamic_metadata))
+            return response
         except Exception as exc:
             if self.error is None:
                 self.error = exc
@@ -329,7 +332,7 @@ class _Stream:
                 response.response_body.response.CopyFrom(common)
             else:
                 response.response_body.SetInParent()
-            if body.end_of_stream:
+            if body.end_of_stream or result.end_of_response:
                 self.response_complete = True
             return self._metadata(response, result)
 
@@ -356,6 +359,7 @@ class _Stream:
             await processor.on_stream_end(outcome)
         except Exception:
             log.exception("request %s: on_stream_end failed", self.request_id)
+        log.debug("request %s: stream ended (%s)", self.request_id, outcome)
 
 
 class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]

@@ -15,6 +15,8 @@ class EmbeddingsProcessor(RoutedProcessor):
 
     __slots__ = ()
 
+    operation = "embeddings"
+
     def validate(self, payload: dict[str, Any]) -> None:
         value = payload.get("input")
         if not isinstance(value, str | list) or not value:

@@ -28,7 +28,12 @@ class ModelCatalog:
 
 
 class ModelsProcessor(Processor):
+    """Answers the models list and single models from the config."""
+
     __slots__ = ("catalog",)
+
+    #: The gateway's own answer, not an LLM request: the metrics do not count it.
+    counted = False
 
     def __init__(self, catalog: ModelCatalog) -> None:
         self.catalog = catalog

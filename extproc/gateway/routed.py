@@ -11,13 +11,16 @@ which translator a route uses.
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
+import logging
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from aigateway.extproc.framework.processor import (
     CONTINUE,
+    LOCAL_REPLY_DETAILS_PREFIX,
     METADATA_NAMESPACE,
     Headers,
     ImmediateResponse,
@@ -34,6 +37,11 @@ from aigateway.translators.base import ChatTranslator, TokenUsage, TranslationEr
 from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
 from aigateway.translators.errors import openai_error_body
 from aigateway.translators.sse import encode_sse_event
+
+log = logging.getLogger("aigateway.gateway")
+
+#: Set on the upstream request when the processor rewrites ``:path``: the client's path.
+ORIGINAL_PATH_HEADER = "x-ai-gateway-original-path"
 
 # Removed from every upstream request: the client's credentials are for the gateway.
 _REMOVE_UPSTREAM = CLIENT_AUTH_HEADERS
@@ -125,7 +133,11 @@ class RoutedProcessor(Processor):
     and call ``super()`` to add policy (see ``examples/subclass_processor.py``).
     """
 
+    #: The GenAI operation name this endpoint performs, published as ``operation``.
+    operation: ClassVar[str] = "chat"
+
     __slots__ = (
+        "_completed",
         "_decoder",
         "_error",
         "_error_body",
@@ -155,11 +167,15 @@ class RoutedProcessor(Processor):
         self._fixed_reply = b""  # the reply that replaces the upstream's body (FIXED_REPLY)
         self._usage: TokenUsage | None = None
         self._error: str | None = None
+        self._completed = False  # the client has the end of its response
 
     # -- what endpoints define -----------------------------------------------------------
 
     def validate(self, payload: dict[str, Any]) -> None:
-        """Raise :class:`ImmediateResponse` (400) for a request this endpoint refuses."""
+        """Raise :class:`ImmediateResponse` (400) for a request this endpoint refuses.
+
+        Runs on the parsed body once its ``model`` is found in the config (so refusals
+        are counted as that model's), before the body is translated."""
 
     def new_translator(self, route: ModelRoute) -> ChatTranslator:
         """The translator for this request on ``route`` (400 if the backend cannot)."""
@@ -200,7 +216,6 @@ class RoutedProcessor(Processor):
             raise ImmediateResponse.error(
                 400, "You must provide a model parameter.", param="model", code="missing_model"
             )
-        self.validate(payload)
         route = self.table.lookup(model)
         if route is None:
             raise ImmediateResponse.error(
@@ -209,7 +224,31 @@ class RoutedProcessor(Processor):
                 param="model",
                 code="model_not_found",
             )
+        # From here on the request is this model's, whatever fails (docs/architecture.md,
+        # "Accounting rules"): every refusal carries the routing facts.
         self._route = route
+        try:
+            return await self._route_request(route, payload, body)
+        except ImmediateResponse as reply:
+            self._error = reply.details.removeprefix(LOCAL_REPLY_DETAILS_PREFIX)
+            reply.dynamic_metadata = self._metadata()
+            raise
+        except Exception:
+            request_id = self._request_id()
+            log.exception("request %s: failed to route to %s", request_id, route.backend.name)
+            self._error = "internal_error"
+            raise ImmediateResponse.error(
+                500,
+                f"The gateway failed to process the request (request id {request_id}).",
+                type="server_error",
+                code="internal_error",
+                dynamic_metadata=self._metadata(),
+            ) from None
+
+    async def _route_request(
+        self, route: ModelRoute, payload: dict[str, Any], body: bytes
+    ) -> Result:
+        self.validate(payload)
         translator = self._translator = self.new_translator(route)
         try:
             upstream = translator.request(payload, body)
@@ -224,8 +263,12 @@ class RoutedProcessor(Processor):
             ("accept-encoding", "identity"),
             *upstream.headers,
         ]
-        if self._request_headers is None or path != self._request_headers.path:
+        client_path = self._request_headers.path if self._request_headers is not None else ""
+        if path != client_path:
             set_headers.append((":path", path))
+            # For the access log, which shows the client's path (Envoy's own
+            # x-envoy-original-path is not ours to set: ext_proc may not touch x-envoy-*).
+            set_headers.append((ORIGINAL_PATH_HEADER, client_path))
         try:
             set_headers.extend(await route.auth.headers("POST", path, final_body))
         except BackendAuthError as exc:
@@ -243,7 +286,12 @@ class RoutedProcessor(Processor):
             ),
             body=upstream.body,
             clear_route_cache=True,
+            dynamic_metadata=self._metadata(),
         )
+
+    def _request_id(self) -> str:
+        headers = self._request_headers
+        return (headers.get("x-request-id") if headers is not None else None) or "-"
 
     # -- response --------------------------------------------------------------------
 
@@ -315,10 +363,18 @@ class RoutedProcessor(Processor):
         translator = self._translator
         assert translator is not None
         out = translator.response_body(decoded, end_of_stream)
-        if out.usage is not None:
-            self._usage = out.usage
+        # Facts are published as soon as they change, so that whatever ends the stream
+        # later (the client leaving, a reset) finds them in Envoy and in the metrics.
+        changed = False
+        if out.usage is not None and out.usage != self._usage:
+            self._usage = copy.copy(out.usage)
+            changed = True
         if out.error is not None and self._error is None:
             self._error = out.error
+            changed = True
+        ends_response = out.complete and not self._completed
+        if ends_response:
+            self._completed = True
         new_body = out.body
         if new_body is None and self._decoder is not None:
             new_body = decoded  # the client gets decoded bytes throughout
@@ -326,15 +382,22 @@ class RoutedProcessor(Processor):
             # An error the upstream put in the stream may quote what it was sent.
             new_body = self._redact(decoded if new_body is None else new_body)
         if not end_of_stream:
-            return CONTINUE if new_body is None else Result(body=new_body)
+            if new_body is None and not changed and not ends_response:
+                return CONTINUE
+            return Result(
+                body=new_body,
+                dynamic_metadata=self._metadata() if changed or ends_response else None,
+                end_of_response=ends_response,
+            )
         if out.error is not None and not self._streamed:
             # A 2xx the client cannot use (not JSON): make it the error it is.
             return Result(
                 set_headers=((":status", "502"), ("content-type", "application/json")),
                 body=new_body,
                 dynamic_metadata=self._metadata(),
+                end_of_response=True,
             )
-        return Result(body=new_body, dynamic_metadata=self._metadata())
+        return Result(body=new_body, dynamic_metadata=self._metadata(), end_of_response=True)
 
     def _broken_encoding(self, end_of_stream: bool) -> Result:
         """The upstream's compressed body does not decode: end with an error."""
@@ -348,7 +411,12 @@ class RoutedProcessor(Processor):
         if self._streamed:
             # The response is committed: end the stream with an error event.
             self._mode = ResponseMode.FINISHED
-            return Result(body=encode_sse_event(message), dynamic_metadata=self._metadata())
+            self._completed = True
+            return Result(
+                body=encode_sse_event(message),
+                dynamic_metadata=self._metadata(),
+                end_of_response=True,
+            )
         self._mode = ResponseMode.FIXED_REPLY
         self._fixed_reply = message
         return Result(
@@ -385,7 +453,11 @@ class RoutedProcessor(Processor):
     def _metadata(self) -> dict[str, dict[str, Any]]:
         route = self._route
         assert route is not None
-        fields: dict[str, Any] = {"backend": route.backend.name, "model": route.model.name}
+        fields: dict[str, Any] = {
+            "backend": route.backend.name,
+            "model": route.model.name,
+            "operation": self.operation,
+        }
         if self._usage is not None:
             fields.update(usage_metadata(self._usage))
         if self._error is not None:

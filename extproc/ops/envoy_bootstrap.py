@@ -37,21 +37,34 @@ _HTTP2_OPTIONS = {
 
 # Envoy's own local replies (no route, payload too large, upstream unreachable...) in
 # the OpenAI error shape, so clients parse every error the same way.
+# The JSON access log line of each request. `path` is what the client called (the
+# processor sets x-ai-gateway-original-path when it rewrites :path), `upstream_path` what the
+# backend got. The rest is what the processor published as metadata, from routing on,
+# so requests refused after routing, cut short or reset still show backend and model.
+_METADATA_FIELDS = (
+    "backend",
+    "model",
+    "operation",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+    "error",
+)
 _ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
     "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "path": "%REQ(X-AI-GATEWAY-ORIGINAL-PATH?:PATH)%",
+    "upstream_path": "%REQ(:PATH)%",
     "status": "%RESPONSE_CODE%",
     "details": "%RESPONSE_CODE_DETAILS%",
     "flags": "%RESPONSE_FLAGS%",
     "duration_ms": "%DURATION%",
     "upstream": "%UPSTREAM_HOST%",
-    "backend": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:backend)%",
-    "model": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:model)%",
-    "input_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:input_tokens)%",
-    "output_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:output_tokens)%",
-    "total_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:total_tokens)%",
+    **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in _METADATA_FIELDS},
 }
 
 

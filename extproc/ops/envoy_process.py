@@ -58,6 +58,9 @@ def envoy_command(
         log_level,
         # Several Envoys on one machine (tests, `up` beside another) must not share memory.
         "--disable-hot-restart",
+        # The access log appears as requests end, not in 10-second batches (the default).
+        "--file-flush-interval-msec",
+        "200",
     ]
 
 

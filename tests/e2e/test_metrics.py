@@ -37,9 +37,9 @@ def delta(
     only: tuple[str, str] | None = None,
 ) -> dict[tuple[str, ...], float]:
     """Per label set (le excluded), how much ``name`` grew. With ``only``, just the
-    series of that (backend, model): on a shared stack, earlier tests' requests may still
-    be being recorded (a request is recorded when its ext_proc stream ends, which can be
-    just after its client is done)."""
+    series of that (backend, model): on a shared stack, an earlier test's request that
+    never completed (a client gone mid-stream) is recorded only when its ext_proc stream
+    ends, which can be just after its client is done."""
     grown: dict[tuple[str, ...], float] = defaultdict(float)
     for (sample, labels), value in after.items():
         if sample != name:

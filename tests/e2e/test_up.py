@@ -127,7 +127,7 @@ def test_up_serves_every_demo_model_and_stops_cleanly(up: Up) -> None:
         status, body = http_get(f"http://127.0.0.1:{up.ports['metrics']}/metrics")
         return status == 200 and b"aigateway_requests_total" + series + b" 2.0" in body
 
-    # A request is recorded when its ext_proc stream ends, just after the client's.
+    # Recorded when each response completed, before the clients returned.
     wait_until("both claude-sonnet requests to be counted", counted)
 
     envoys = up.envoys()

@@ -76,7 +76,7 @@ def requests_counted(
     stack: Stack, before: dict[Key, float], count: int
 ) -> dict[tuple[str, ...], float]:
     """Wait until ``aigateway_requests_total`` has grown by ``count`` since ``before``
-    (requests are counted when their ext_proc stream ends, which may be just after the
+    (requests are counted when their response completes, which may be just after the
     client got its answer), then return the growth by (backend, model, status)."""
     grown: dict[tuple[str, ...], float] = {}
 

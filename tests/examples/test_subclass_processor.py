@@ -61,9 +61,9 @@ def test_over_budget_is_a_400_that_never_reaches_the_backend_and_counts_once(
     assert refused.value.type == "invalid_request_error"
     assert "at most 256" in refused.value.message
     assert stack.mock_requests() == []
-    # Refused before routing: the metrics decorator around the subclass counts it as an
-    # error with backend and model unknown, exactly once.
-    assert requests_counted(stack, before, 1) == {("unknown", "unknown", "error"): 1.0}
+    # Refused once its model is known: the metrics decorator around the subclass counts
+    # it as an error of that model, exactly once.
+    assert requests_counted(stack, before, 1) == {("mock-openai", "gpt-4o-mini", "error"): 1.0}
 
 
 def test_no_max_tokens_is_unbounded_and_refused_for_a_capped_tenant(

@@ -39,8 +39,11 @@ from tests.extproc.framework.fake_envoy import (
 
 CONFIG = parse_config(
     {
-        "backends": [{"name": "b1", "schema": "openai", "endpoint": "http://127.0.0.1:1"}],
-        "models": [{"name": "m1", "backend": "b1"}],
+        "backends": [
+            {"name": "b1", "schema": "openai", "endpoint": "http://127.0.0.1:1"},
+            {"name": "b2", "schema": "anthropic", "endpoint": "http://127.0.0.1:2"},
+        ],
+        "models": [{"name": "m1", "backend": "b1"}, {"name": "m2", "backend": "b2"}],
     }
 )
 
@@ -62,7 +65,7 @@ class Metrics:
         self.instruments = GatewayMetrics.create(self.provider.get_meter("test"))
         self.clock = FakeClock()
         self.instrumentation = Instrumentation.create(
-            self.instruments, models={"m1"}, backends={"b1"}, clock=self.clock
+            self.instruments, models={"m1", "m2"}, backends={"b1", "b2"}, clock=self.clock
         )
 
     def points(self, name: str) -> list[Any]:
@@ -197,16 +200,15 @@ async def test_before_routing_labels_are_unknown(
     assert metrics.requests() == {labels: 1}
 
 
-async def test_unconfigured_model_in_a_header_never_becomes_a_label(metrics: Metrics) -> None:
+async def test_routing_headers_a_client_sends_never_become_labels(metrics: Metrics) -> None:
+    # Even naming a configured backend and model: labels come from the processor only.
     conv = Conversation(servicer(metrics))
     await conv.send(
-        request_headers(
-            extra=[("x-ai-gateway-model", "attacker-chosen"), ("x-ai-gateway-backend", "b1")]
-        )
+        request_headers(extra=[("x-ai-gateway-model", "m1"), ("x-ai-gateway-backend", "b1")])
     )
     await conv.send(request_body(b"{bad"))
     await conv.close()
-    assert metrics.requests() == {("b1", "unknown", "error"): 1}
+    assert metrics.requests() == {("unknown", "unknown", "error"): 1}
 
 
 async def test_client_cancellation_is_one_error(metrics: Metrics) -> None:
@@ -338,4 +340,147 @@ async def test_reasoning_and_cached_tokens_by_type(metrics: Metrics) -> None:
         "total": 6,
         "cached_prompt": 1,
         "reasoning": 3,
+    }
+
+
+# -- when a request is recorded (docs/architecture.md, "Accounting rules") ------------
+
+
+def sse_events(*docs: Any) -> bytes:
+    return b"".join(b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs)
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def test_a_stream_is_recorded_at_its_terminal_event(metrics: Metrics) -> None:
+    conv = Conversation(servicer(metrics))
+    await conv.send(request_headers())
+    await conv.send(request_body(chat(stream=True)))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    metrics.clock.now += 1
+    await conv.send(
+        response_body(sse_events({"choices": [{"delta": {"content": "a"}}]}), end_of_stream=False)
+    )
+    metrics.clock.now += 2
+    await conv.send(
+        response_body(sse_events({"choices": [], "usage": USAGE}) + DONE, end_of_stream=False)
+    )
+    # Recorded now, before the upstream ends its body: a scrape already sees it.
+    assert metrics.requests() == {("b1", "m1", "success"): 1}
+    (total,) = metrics.histogram("aigateway_total_latency_seconds")
+    assert total.sum == pytest.approx(3.0)  # ends at the terminal event
+    metrics.clock.now += 10  # the upstream's end of body arrives late...
+    await conv.send(response_body(b"", end_of_stream=True))
+    await conv.close()
+    assert metrics.requests() == {("b1", "m1", "success"): 1}
+    (total,) = metrics.histogram("aigateway_total_latency_seconds")
+    assert (total.count, total.sum) == (1, pytest.approx(3.0))
+    assert metrics.tokens() == {"prompt": 2, "completion": 4, "total": 6}
+
+
+async def test_a_client_hanging_up_after_the_terminal_event_is_a_success(
+    metrics: Metrics,
+) -> None:
+    conv = Conversation(servicer(metrics))
+    await conv.send(request_headers())
+    await conv.send(request_body(chat(stream=True)))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    await conv.send(
+        response_body(
+            sse_events(
+                {"choices": [{"delta": {"content": "a b"}}]}, {"choices": [], "usage": USAGE}
+            )
+            + DONE,
+            end_of_stream=False,
+        )
+    )
+    await conv.cancel()  # the client left with [DONE]; Envoy cancels the stream
+    assert metrics.requests() == {("b1", "m1", "success"): 1}
+    assert metrics.tokens() == {"prompt": 2, "completion": 4, "total": 6}
+
+
+async def test_usage_reported_before_a_client_leaves_is_counted(metrics: Metrics) -> None:
+    conv = Conversation(servicer(metrics))
+    await conv.send(request_headers())
+    await conv.send(request_body(json.loads(chat(stream=True)) | {"model": "m2"}))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    start = {
+        "type": "message_start",
+        "message": {"id": "msg_1", "usage": {"input_tokens": 7, "output_tokens": 1}},
+    }
+    await conv.send(
+        response_body(
+            b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n",
+            end_of_stream=False,
+        )
+    )
+    await conv.cancel()
+    assert metrics.requests() == {("b2", "m2", "error"): 1}
+    assert metrics.tokens() == {"prompt": 7, "completion": 1, "total": 8}
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (json.loads(chat()) | {"messages": []}, 400),  # fails validation
+        (json.loads(chat()) | {"model": "m2", "n": 2}, 400),  # the backend cannot express it
+        (json.loads(chat()) | {"model": "m2", "tools": [{"type": "web_search"}]}, 400),
+    ],
+)
+async def test_a_refusal_after_routing_is_labelled_with_the_model(
+    metrics: Metrics, body: dict[str, Any], status: int
+) -> None:
+    conv = Conversation(servicer(metrics))
+    await conv.send(request_headers())
+    answer = await conv.send(request_body(body))
+    assert answer.immediate_response.status.code == status
+    await conv.close()
+    model = body["model"]
+    backend = {"m1": "b1", "m2": "b2"}[model]
+    assert metrics.requests() == {(backend, model, "error"): 1}
+
+
+async def test_the_models_list_is_not_counted(metrics: Metrics) -> None:
+    router = build_router(
+        RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path())), wrap=metrics.instrumentation.wrap
+    )
+    conv = Conversation(ExternalProcessorServicer(router))
+    answer = await conv.send(request_headers("/v1/models", method="GET", end_of_stream=True))
+    assert answer.immediate_response.status.code == 200
+    await conv.close()
+    assert metrics.requests() == {}
+    assert metrics.histogram("aigateway_total_latency_seconds") == []
+
+
+async def test_cache_writes_have_their_own_token_type(metrics: Metrics) -> None:
+    class Reports(Processor):
+        async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return Result(
+                dynamic_metadata={
+                    "aigateway": {
+                        "backend": "b2",
+                        "model": "m2",
+                        "input_tokens": 10,
+                        "output_tokens": 2,
+                        "total_tokens": 12,
+                        "cached_input_tokens": 3,
+                        "cache_write_input_tokens": 5,
+                    }
+                }
+            )
+
+    conv = Conversation(servicer(metrics, Reports))
+    await conv.send(request_headers())
+    await conv.send(request_body(chat()))
+    await conv.send(response_headers())
+    await conv.send(response_body(b"{}"))
+    await conv.close()
+    assert metrics.requests() == {("b2", "m2", "success"): 1}
+    assert metrics.tokens() == {
+        "prompt": 10,
+        "completion": 2,
+        "total": 12,
+        "cached_prompt": 3,
+        "cache_write_prompt": 5,
     }

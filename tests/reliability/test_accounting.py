@@ -114,12 +114,17 @@ def make_scenario(rng: random.Random) -> Scenario:
             status=status,
         )
     if roll < 0.80:  # the upstream resets the connection mid-stream
+        headers = {"x-mock-fault": "reset", "x-mock-output-tokens": "6"}
+        if model in REPORTS_USAGE_FIRST:
+            # The reset comes well after message_start, whose usage is then counted.
+            headers |= {"x-mock-itl-ms": "100", "x-mock-fault-after": "3"}
         return Scenario(
             "upstream-reset",
             _streamed(body),
-            {"x-mock-fault": "reset", "x-mock-output-tokens": "6"},
+            headers,
             stream=True,
             labels=(backend, model, "error"),
+            tokens=_reported_first(model, prompt),
             status=0,
         )
     if roll < 0.83:  # the client leaves after its first chunk
@@ -130,6 +135,7 @@ def make_scenario(rng: random.Random) -> Scenario:
             stream=True,
             leave_early=True,
             labels=(backend, model, "error"),
+            tokens=_reported_first(model, prompt),
             status=0,
         )
     phase = rng.choice(["request_headers", "request_body", "response_headers", "response_body"])
@@ -142,6 +148,17 @@ def make_scenario(rng: random.Random) -> Scenario:
         labels=(backend, model, "error") if routed else (*UNKNOWN, "error"),
         status=0 if (phase == "response_body" and stream) else 500,
     )
+
+
+# Anthropic reports input tokens (and one output token) in message_start, before any
+# content: tokens the backend reported are counted whatever becomes of the request.
+REPORTS_USAGE_FIRST = {"claude-sonnet"}
+
+
+def _reported_first(model: str, prompt: int) -> dict[str, int]:
+    if model not in REPORTS_USAGE_FIRST:
+        return {}  # the others report usage at the end of the stream
+    return {"prompt": prompt, "completion": 1, "total": prompt + 1}
 
 
 def _streamed(body: bytes) -> bytes:

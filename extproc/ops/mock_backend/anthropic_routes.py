@@ -114,6 +114,7 @@ async def _messages(call: MockCall) -> web.StreamResponse:
     faults = StreamFaults(
         bad_json=sse_event(b'{"type":"content_block_delta","index":0,', "content_block_delta"),
         error_event=_error_event,
+        keepalive=_event("ping", {}),
     )
     return await send_stream(call, events(), faults, {**_SSE_HEADERS, **headers})
 

@@ -67,6 +67,7 @@ def create_app(
     add_anthropic_routes(app)
     app.router.add_get("/_mock/requests", _list_requests)
     app.router.add_delete("/_mock/requests", _clear_requests)
+    app.router.add_post("/_mock/release/{key}", _release)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
 
@@ -83,6 +84,11 @@ async def _list_requests(request: web.Request) -> web.Response:
 
 async def _clear_requests(request: web.Request) -> web.Response:
     request.app[STATE].requests.clear()
+    return web.Response(status=204)
+
+
+async def _release(request: web.Request) -> web.Response:
+    request.app[STATE].release(request.match_info["key"])
     return web.Response(status=204)
 
 

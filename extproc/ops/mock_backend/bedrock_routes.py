@@ -128,6 +128,7 @@ async def _converse_stream(call: MockCall) -> web.StreamResponse:
         bad_json=event_frame("contentBlockDelta", b'{"contentBlockIndex":0,"delta":'),
         error_event=_exception_frame,
         bad_crc=corrupt_message_crc(event_frame("contentBlockDelta", bad_delta)),
+        sse=False,
     )
     headers = {"Content-Type": _STREAM_CONTENT_TYPE, "x-amzn-RequestId": answer.request_id}
     return await send_stream(call, _frames(call, answer), faults, headers)

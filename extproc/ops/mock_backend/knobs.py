@@ -21,6 +21,15 @@ header                          effect
 ``x-mock-reasoning-tokens: N``  OpenAI only: add N reasoning tokens to completion usage
 ``x-mock-fault: F[, F...]``     faults, see :class:`Fault`
 ``x-mock-fault-after: N``       token chunks sent before a stream fault fires (default 2)
+``x-mock-tail-ms: MS``          streams: wait MS after the last event before ending the
+                                body (real upstreams send the end of a body late)
+``x-mock-hold-end: KEY``        streams: after the last event, hold the end of the body
+                                until ``POST /_mock/release/KEY`` (or the client leaves)
+``x-mock-split: N``             streams: write every event in pieces of at most N bytes
+                                (splits anywhere: inside lines, CRLF pairs, characters)
+``x-mock-crlf: 1``              SSE streams: end lines with CRLF instead of LF
+``x-mock-keepalive: 1``         streams: a keep-alive before every event (OpenAI: an SSE
+                                comment line; Anthropic: a ``ping`` event)
 ==============================  =======================================================
 """
 
@@ -57,6 +66,11 @@ CACHED_TOKENS = "x-mock-cached-tokens"
 REASONING_TOKENS = "x-mock-reasoning-tokens"
 FAULT = "x-mock-fault"
 FAULT_AFTER = "x-mock-fault-after"
+TAIL_MS = "x-mock-tail-ms"
+HOLD_END = "x-mock-hold-end"
+SPLIT = "x-mock-split"
+CRLF = "x-mock-crlf"
+KEEPALIVE = "x-mock-keepalive"
 
 _ALL_HEADERS = (
     OUTPUT_TOKENS,
@@ -70,6 +84,11 @@ _ALL_HEADERS = (
     REASONING_TOKENS,
     FAULT,
     FAULT_AFTER,
+    TAIL_MS,
+    HOLD_END,
+    SPLIT,
+    CRLF,
+    KEEPALIVE,
 )
 
 
@@ -118,6 +137,11 @@ class Knobs:
     reasoning_tokens: int = 0
     faults: frozenset[Fault] = frozenset()
     fault_after: int | None = None
+    tail_s: float = 0.0
+    hold_end: str | None = None
+    split: int | None = None
+    crlf: bool = False
+    keepalive: bool = False
 
     @property
     def stream_fault_after(self) -> int:
@@ -159,7 +183,22 @@ def parse_knobs(headers: Mapping[str, str]) -> Knobs:
         reasoning_tokens=_int_or(headers, REASONING_TOKENS, 0, 0, MAX_OUTPUT_TOKENS),
         faults=frozenset(faults),
         fault_after=_int(headers, FAULT_AFTER, 0, MAX_OUTPUT_TOKENS),
+        tail_s=_int_or(headers, TAIL_MS, 0, 0, _MAX_DELAY_MS) / 1000,
+        hold_end=headers.get(HOLD_END, "").strip() or None,
+        split=_int(headers, SPLIT, 1, MAX_OUTPUT_TOKENS),
+        crlf=_flag(headers, CRLF),
+        keepalive=_flag(headers, KEEPALIVE),
     )
+
+
+def _flag(headers: Mapping[str, str], name: str) -> bool:
+    raw = headers.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value not in ("0", "1", "true", "false"):
+        raise MockError(400, f"{name}: expected 1 or 0, got {raw!r}")
+    return value in ("1", "true")
 
 
 def _int(headers: Mapping[str, str], name: str, low: int, high: int) -> int | None:

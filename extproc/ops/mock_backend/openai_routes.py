@@ -106,7 +106,9 @@ async def chat_completion(call: MockCall, model: str) -> web.StreamResponse:
     headers = {"x-request-id": f"req_mock{seq:020d}"}
     if not stream:
         return await send_json(call.request, knobs, dumps(reply.completion()), headers=headers)
-    faults = StreamFaults(bad_json=reply.bad_json_event(), error_event=_error_event)
+    faults = StreamFaults(
+        bad_json=reply.bad_json_event(), error_event=_error_event, keepalive=b": keep-alive\n\n"
+    )
     return await send_stream(call, reply.chunks(include_usage), faults, {**_SSE_HEADERS, **headers})
 
 

@@ -26,10 +26,21 @@ class MockState:
     #: how the knobs' delays are waited (tests inject a recorder)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _releases: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def next_id(self) -> int:
         """A fresh sequence number for response ids (deterministic per application)."""
         return next(self._ids)
+
+    def release_event(self, key: str) -> asyncio.Event:
+        """The event ``x-mock-hold-end: KEY`` waits for (``POST /_mock/release/KEY``)."""
+        event = self._releases.get(key)
+        if event is None:
+            event = self._releases[key] = asyncio.Event()
+        return event
+
+    def release(self, key: str) -> None:
+        self.release_event(key).set()
 
 
 STATE: web.AppKey[MockState] = web.AppKey("mock_backend_state", MockState)

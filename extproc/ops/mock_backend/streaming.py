@@ -8,6 +8,7 @@ tokens reach the client as separate chunks.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -44,12 +45,16 @@ class StreamFaults:
 
     ``error_event`` gets the ``x-mock-error-type`` knob (``None`` for the provider's
     default) and returns the in-stream error event. ``bad_crc`` is ``None`` where the
-    framing has no checksum (SSE).
+    framing has no checksum (SSE). ``keepalive`` is what ``x-mock-keepalive`` sends
+    before every event (``None``: the framing has none). ``sse``: the stream is
+    text/event-stream (``x-mock-crlf`` applies).
     """
 
     bad_json: bytes
     error_event: Callable[[str | None], bytes]
     bad_crc: bytes | None = None
+    keepalive: bytes | None = None
+    sse: bool = True
 
 
 Stream = Iterable[tuple[EventKind, bytes]]
@@ -88,10 +93,20 @@ async def send_stream(
     sleep = call.state.sleep
     tokens = 0
 
+    crlf = knobs.crlf and faults.sse
+    split = knobs.split
+    keepalive = faults.keepalive if knobs.keepalive else None
+
     async def write(data: bytes) -> None:
+        if crlf:
+            data = data.replace(b"\n", b"\r\n")
         if compressor is not None:
             data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        await response.write(data)
+        if split is None:
+            await response.write(data)
+            return
+        for start in range(0, len(data), split):
+            await response.write(data[start : start + split])
 
     async def fire() -> bool:
         """Inject the faults; True when the stream must stop here."""
@@ -122,12 +137,29 @@ async def send_stream(
                 if tokens and itl:
                     await sleep(itl)
                 tokens += 1
+            if keepalive is not None:
+                await write(keepalive)
             await write(data)
         if pending:
             await fire()
+        if knobs.tail_s:
+            await sleep(knobs.tail_s)
+        if knobs.hold_end is not None:
+            await _held(call, knobs.hold_end)
         return await _end(response, compressor, call)
     except ConnectionError:
         return response  # the client went away mid-stream
+
+
+async def _held(call: MockCall, key: str) -> None:
+    """Wait for ``POST /_mock/release/KEY``, or for the client to go away."""
+    released = asyncio.ensure_future(call.state.release_event(key).wait())
+    transport = call.request.transport
+    while not released.done():
+        if transport is None or transport.is_closing():
+            released.cancel()
+            return
+        await asyncio.wait({released}, timeout=0.05)
 
 
 async def _end(

@@ -140,6 +140,7 @@ async def test_non_streamed_response_passes_unchanged_and_publishes_usage() -> N
     assert metadata(answer) == {
         "backend": "local",
         "model": "phi4",
+        "operation": "chat",
         "input_tokens": 3,
         "output_tokens": 5,
         "total_tokens": 8,
@@ -243,7 +244,12 @@ async def test_upstream_errors_become_openai_errors_with_the_same_status(
         assert doc["error"]["code"] == 429
         assert doc["error"]["type"] == "rate_limit_error"
         assert headers_set(common)["content-type"] == "application/json"
-    assert metadata(last) == {"backend": "local", "model": "phi4", "error": "upstream_http_429"}
+    assert metadata(last) == {
+        "backend": "local",
+        "model": "phi4",
+        "operation": "chat",
+        "error": "upstream_http_429",
+    }
     await conv.close()
 
 

@@ -90,7 +90,7 @@ def test_streams_spread_over_workers_and_metrics_sum_exactly(stack: WorkersStack
         else:
             assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
 
-    # Each request is counted by its worker when its ext_proc stream ends, which may be
+    # Each request is counted by its worker when its response completes, which may be
     # a moment after the client has its answer: wait (with a deadline) for the total.
     wait_until(
         f"{sent} requests counted over the workers",

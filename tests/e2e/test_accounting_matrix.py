@@ -1,0 +1,353 @@
+"""The accounting matrix: every backend schema (rows) against every way a streamed request
+ends in the real world (columns), through the real Envoy. Each case asserts the exact
+deltas of requests by status, tokens by type and latency observation counts, and the
+access-log line (docs/architecture.md, "Accounting rules").
+
+Upstreams here behave as real ones do, not as our mock does by default: writes split at
+odd byte offsets, CRLF line ends, keep-alive comments and pings between events, and the
+end of the body arriving well after the last event. Each case waits for its own ext_proc
+stream to end (the processor's debug log says so) before it reads the metrics, so a
+late second record of the same request would be seen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.stack import BEDROCK_MODEL_ID, Stack, default_config, running, wait_until
+from tests.e2e.test_metrics import Key, delta, snapshot
+
+PROMPT = "one two three four"  # the mock counts 4 prompt tokens
+PROMPT_TOKENS = 4
+OUTPUT_TOKENS = 6
+# The shapes of real upstreams, on every case.
+REAL_WORLD = {"x-mock-split": "7", "x-mock-crlf": "1", "x-mock-keepalive": "1"}
+TIMEOUT_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class Row:
+    schema: str
+    model: str
+    backend: str
+    upstream_path: str
+    #: The backend reports usage before any content (Anthropic's message_start).
+    usage_first: bool = False
+    #: Usage comes in an event the stream still has when its terminal event is cut off.
+    usage_before_terminal: bool = True
+
+
+ROWS = [
+    Row("openai", "gpt-4o-mini", "mock-openai", "/v1/chat/completions"),
+    Row(
+        "azure-openai",
+        "azure-gpt-4o",
+        "mock-azure",
+        "/openai/deployments/gpt-4o-deployment/chat/completions?api-version=2024-10-21",
+    ),
+    Row(
+        "aws-bedrock",
+        "bedrock-claude",
+        "mock-bedrock",
+        f"/model/{BEDROCK_MODEL_ID.replace(':', '%3A')}/converse-stream",
+        usage_before_terminal=False,  # usage is in `metadata`, after messageStop
+    ),
+    Row("anthropic", "claude-sonnet", "mock-anthropic", "/v1/messages", usage_first=True),
+]
+
+
+def full_usage() -> dict[str, int]:
+    return {
+        "prompt": PROMPT_TOKENS,
+        "completion": OUTPUT_TOKENS,
+        "total": PROMPT_TOKENS + OUTPUT_TOKENS,
+    }
+
+
+def first_usage(row: Row) -> dict[str, int]:
+    """What the backend reported before the content: Anthropic's message_start."""
+    if not row.usage_first:
+        return {}
+    return {"prompt": PROMPT_TOKENS, "completion": 1, "total": PROMPT_TOKENS + 1}
+
+
+@dataclass(frozen=True)
+class Expect:
+    status: str
+    tokens: dict[str, int]
+    first_token: int = 1
+    inter_token: int = 0
+    #: What the client sees: "complete" (all words, [DONE]), "error-event", "broken".
+    client: str = "complete"
+    error: str | None = None  # the access log's `error`
+
+
+@dataclass(frozen=True)
+class Ending:
+    headers: dict[str, str]
+    client: str  # how the client reads: "all", "sdk", "until-terminal", "leave"
+    expect: Callable[[Row], Expect]
+    timeout_backend: bool = False
+
+
+ENDINGS: dict[str, Ending] = {
+    "clean end": Ending({}, "all", lambda row: Expect("success", full_usage(), inter_token=1)),
+    "end of body 300 ms after the last event": Ending(
+        {"x-mock-tail-ms": "300", "x-mock-hold-end": "KEY"},
+        "until-terminal",
+        lambda row: Expect("success", full_usage(), inter_token=1),
+    ),
+    "client hangs up right after the terminal event": Ending(
+        {"x-mock-hold-end": "KEY"},
+        "sdk",
+        lambda row: Expect("success", full_usage(), inter_token=1),
+    ),
+    "client hangs up mid-stream": Ending(
+        {"x-mock-output-tokens": "40", "x-mock-itl-ms": "50"},
+        "leave",
+        lambda row: Expect("error", first_usage(row), client="left"),
+    ),
+    "upstream error event": Ending(
+        {"x-mock-fault": "exception"},
+        "all",
+        lambda row: Expect(
+            "error", first_usage(row), client="error-event", error="upstream_stream_error"
+        ),
+    ),
+    "truncated stream": Ending(
+        {"x-mock-fault": "truncate"},
+        "all",
+        lambda row: Expect(
+            "error",
+            full_usage() if row.usage_before_terminal else {},
+            inter_token=1 if row.usage_before_terminal else 0,
+            client="error-event",
+            error="upstream_truncated",
+        ),
+    ),
+    "upstream reset": Ending(
+        {"x-mock-fault": "reset", "x-mock-itl-ms": "100", "x-mock-fault-after": "4"},
+        "all",
+        lambda row: Expect("error", first_usage(row), client="broken"),
+    ),
+    "upstream timeout": Ending(
+        {"x-mock-itl-ms": "700"},
+        "all",
+        lambda row: Expect("error", first_usage(row), client="broken"),
+        timeout_backend=True,
+    ),
+}
+
+
+def matrix_config(mock_port: int) -> dict[str, Any]:
+    """The e2e config, plus a copy of each row's backend with a short timeout."""
+    config = default_config(mock_port)
+    backends = {b["name"]: b for b in config["backends"]}
+    models = {m["name"]: m for m in config["models"]}
+    for row in ROWS:
+        slow = {**backends[row.backend], "name": row.backend + "-t"}
+        slow["timeout_seconds"] = TIMEOUT_SECONDS
+        config["backends"].append(slow)
+        config["models"].append(
+            {**models[row.model], "name": row.model + "-t", "backend": slow["name"]}
+        )
+    return config
+
+
+@pytest.fixture(scope="module")
+def mstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(
+        tmp_path_factory.mktemp("matrix"),
+        config_factory=matrix_config,
+        serve_args=["--log-level", "debug"],
+    )
+    with running(stack) as s:
+        yield s
+
+
+# -- the client's side ---------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    words: int = 0
+    done: bool = False
+    error_event: bool = False
+    broken: bool = False
+    chunks: list[bytes] = field(default_factory=list)
+
+
+def release(stack: Stack, key: str) -> None:
+    req = urllib.request.Request(f"{stack.mock_url}/_mock/release/{key}", method="POST")
+    urllib.request.urlopen(req, timeout=5).close()
+
+
+def read_events(lines: Iterator[str], seen: Seen, *, until_terminal: bool) -> None:
+    for line in lines:
+        if not line.startswith("data: "):
+            continue
+        data = line[6:]
+        if data == "[DONE]":
+            seen.done = True
+            if until_terminal:
+                return
+            continue
+        doc = json.loads(data)
+        if "error" in doc:
+            seen.error_event = True
+        for choice in doc.get("choices") or []:
+            seen.words += len((choice["delta"].get("content") or "").split())
+
+
+def send(
+    stack: Stack, row: Row, ending: Ending, request_id: str, counted: Callable[[], None]
+) -> Seen:
+    model = row.model + ("-t" if ending.timeout_backend else "")
+    key = request_id
+    headers = {
+        "x-request-id": request_id,
+        "x-mock-output-tokens": str(OUTPUT_TOKENS),
+        **REAL_WORLD,
+        **{k: (key if v == "KEY" else v) for k, v in ending.headers.items()},
+    }
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    seen = Seen()
+    if ending.client == "sdk":
+        # The official client: it closes its response as soon as it has [DONE].
+        client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="k", max_retries=0)
+        for chunk in client.chat.completions.create(
+            model=model, messages=body["messages"], stream=True, extra_headers=headers
+        ):
+            if chunk.choices:
+                seen.words += len((chunk.choices[0].delta.content or "").split())
+        seen.done = True
+        counted()  # while the upstream still holds the end of its body
+        release(stack, key)
+        return seen
+    url = f"{stack.base_url}/v1/chat/completions"
+    timeout = httpx.Timeout(30)
+    with httpx.Client(timeout=timeout) as http:
+        try:
+            with http.stream("POST", url, json=body, headers=headers) as response:
+                assert response.status_code == 200, response.read()
+                lines = response.iter_lines()
+                if ending.client == "leave":
+                    for line in lines:
+                        if '"content":"' in line and '"content":""' not in line:
+                            return seen  # the connection closes with the body unread
+                    raise AssertionError("the stream ended before its first word")
+                if ending.client == "until-terminal":
+                    read_events(lines, seen, until_terminal=True)
+                    assert seen.done
+                    counted()  # before the upstream has ended its body
+                    release(stack, key)
+                read_events(lines, seen, until_terminal=False)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            seen.broken = True
+    return seen
+
+
+# -- the gateway's side --------------------------------------------------------------
+
+
+def stream_ended(stack: Stack, request_id: str) -> bool:
+    log = stack.procs["serve"].stderr.read_text(errors="replace")
+    return f"request {request_id}: stream ended" in log
+
+
+def access_log(stack: Stack, request_id: str) -> dict[str, Any] | None:
+    for line in stack.procs["envoy"].stdout.read_text(errors="replace").splitlines():
+        if request_id in line and line.startswith("{"):
+            doc = json.loads(line)
+            if doc.get("request_id") == request_id:
+                return dict(doc)
+    return None
+
+
+def counts(before: dict[Key, float], after: dict[Key, float], row: Row, ending: Ending) -> Any:
+    backend = row.backend + ("-t" if ending.timeout_backend else "")
+    model = row.model + ("-t" if ending.timeout_backend else "")
+    only = (backend, model)
+
+    def grown(name: str) -> dict[tuple[str, ...], float]:
+        return delta(before, after, name, only)
+
+    return backend, model, grown
+
+
+@pytest.mark.parametrize("ending_name", list(ENDINGS))
+@pytest.mark.parametrize("row", ROWS, ids=[r.schema for r in ROWS])
+def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
+    ending = ENDINGS[ending_name]
+    expect = ending.expect(row)
+    backend = row.backend + ("-t" if ending.timeout_backend else "")
+    model = row.model + ("-t" if ending.timeout_backend else "")
+    only = (backend, model)
+    request_id = str(uuid.uuid4())
+    before = snapshot(mstack.metrics_text())
+
+    def counted() -> None:
+        def recorded() -> bool:
+            after = snapshot(mstack.metrics_text())
+            return bool(delta(before, after, "aigateway_requests_total", only))
+
+        wait_until("the request to be counted", recorded, timeout=20)
+
+    seen = send(mstack, row, ending, request_id, counted)
+    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
+    wait_until("its access log line", lambda: access_log(mstack, request_id) is not None, 30)
+    after = snapshot(mstack.metrics_text())
+
+    def grown(name: str) -> dict[tuple[str, ...], float]:
+        return delta(before, after, name, only)
+
+    # Requests by status, exactly once.
+    assert grown("aigateway_requests_total") == {(backend, model, expect.status): 1.0}
+    # Tokens by type: what the backend reported, whatever the status.
+    tokens = {k[2]: v for k, v in grown("aigateway_model_tokens_total").items()}
+    assert tokens == {k: float(v) for k, v in expect.tokens.items()}
+    # Latency observations.
+    assert grown("aigateway_total_latency_seconds_count") == {(backend, model, expect.status): 1.0}
+    assert sum(grown("aigateway_first_token_latency_seconds_count").values()) == expect.first_token
+    assert sum(grown("aigateway_inter_token_latency_seconds_count").values()) == expect.inter_token
+
+    # What the client saw.
+    if expect.client == "complete":
+        assert (seen.done, seen.words, seen.error_event) == (True, OUTPUT_TOKENS, False)
+    elif expect.client == "error-event":
+        assert seen.error_event and not seen.done
+    elif expect.client == "broken":
+        assert seen.broken and not seen.done
+
+    # The access log: backend, model, tokens whenever the metrics have them, both paths.
+    line = access_log(mstack, request_id)
+    assert line is not None
+    assert (line["backend"], line["model"]) == (backend, model)
+    assert line["path"] == "/v1/chat/completions"
+    assert line["upstream_path"] == row.upstream_path
+    logged_tokens = {
+        "prompt": line["input_tokens"],
+        "completion": line["output_tokens"],
+        "total": line["total_tokens"],
+    }
+    assert {k: v for k, v in logged_tokens.items() if v is not None} == expect.tokens
+    if expect.error is not None:
+        assert line["error"] == expect.error
+
+
+def test_the_matrix_covers_every_schema_and_ending() -> None:
+    config = matrix_config(1)
+    schemas = {b["schema"] for b in config["backends"]}
+    assert {row.schema for row in ROWS} == schemas
+    assert len(ENDINGS) == 8
+    assert re.search("hangs up right after the terminal", " ".join(ENDINGS))
