@@ -426,7 +426,7 @@ def output_tokens_with_thinking(payload: dict[str, Any], thinking: Thinking, def
     return requested
 
 
-# The forced tool that carries a structured answer (README, "response_format").
+# The forced tool that carries a structured answer (README, "Structured answers").
 RESPONSE_FORMAT_TOOL = "json_tool_call"
 
 
@@ -496,7 +496,7 @@ def response_format_choice(
     if choice is not None and choice.mode in ("required", "named"):
         return None
     if thinking is not None and thinking.config.get("type") != "disabled":
-        # The backend refuses forced tool use while thinking (README, "response_format").
+        # The backend refuses forced tool use while thinking (README, "Structured answers").
         raise TranslationError(
             "'response_format' cannot be combined with reasoning on this backend",
             param="response_format",
