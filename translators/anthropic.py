@@ -8,6 +8,7 @@ processor's job (backend auth), not this module's.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +29,17 @@ from aigateway.translators.errors import (
 )
 from aigateway.translators.jsoncodec import as_int, dumps, loads_or_none
 from aigateway.translators.openai_request import (
+    PDF_MEDIA_TYPE,
+    RESPONSE_FORMAT_TOOL,
+    CacheControl,
+    DataDocument,
+    FunctionTool,
+    Thinking,
+    ThinkingBlock,
     append_merged,
+    cache_control_of,
     content_parts,
+    file_document,
     function_tools,
     image_url_of,
     include_usage,
@@ -37,12 +47,19 @@ from aigateway.translators.openai_request import (
     max_output_tokens,
     messages_of,
     number_param,
+    output_tokens_with_thinking,
     parallel_tool_calls,
     parse_data_url,
+    part_refusal,
     part_text,
+    pdf_image_url,
     reject_unsupported,
+    response_format_choice,
+    response_format_of,
+    service_tier_of,
     stop_sequences,
-    text_parts,
+    thinking_blocks_of,
+    thinking_of,
     tool_call_fields,
     tool_choice,
 )
@@ -158,9 +175,39 @@ def usage_from_anthropic(usage: Any) -> TokenUsage:
 # --- request -----------------------------------------------------------------------
 
 
+def _cache(mark: CacheControl) -> dict[str, str]:
+    if mark.ttl is None:
+        return {"type": "ephemeral"}
+    return {"type": "ephemeral", "ttl": mark.ttl}
+
+
+def _mark_last(blocks: list[dict[str, Any]], mark: CacheControl | None, param: str) -> None:
+    """A message-level ``cache_control`` marks the message's last block."""
+    if mark is None:
+        return
+    if not blocks:
+        raise TranslationError("'cache_control' on a message without content", param=param)
+    blocks[-1]["cache_control"] = _cache(mark)
+
+
+def _text_block(text: str, part: dict[str, Any], param: str) -> dict[str, Any] | None:
+    mark = cache_control_of(part, param)
+    if not text:  # Anthropic rejects empty text blocks
+        if mark is not None:
+            raise TranslationError("'cache_control' on an empty text part", param=param)
+        return None
+    block: dict[str, Any] = {"type": "text", "text": text}
+    if mark is not None:
+        block["cache_control"] = _cache(mark)
+    return block
+
+
 def _image_block(url: str, param: str) -> dict[str, Any]:
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
+    if pdf_image_url(url):
+        image = parse_data_url(url, param)
+        return _document_block(DataDocument(image.media_type, image.data, None), param)
     image = parse_data_url(url, param)
     if image.media_type not in _IMAGE_MEDIA_TYPES:
         raise TranslationError(
@@ -172,37 +219,105 @@ def _image_block(url: str, param: str) -> dict[str, Any]:
     }
 
 
-def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+def _document_block(document: DataDocument, param: str) -> dict[str, Any]:
+    if document.media_type == PDF_MEDIA_TYPE:
+        source = {"type": "base64", "media_type": PDF_MEDIA_TYPE, "data": document.data}
+    elif document.media_type == "text/plain":
+        try:
+            text = base64.b64decode(document.data, validate=True).decode()
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise TranslationError(
+                "a text/plain file must be base64-encoded UTF-8", param=param
+            ) from None
+        source = {"type": "text", "media_type": "text/plain", "data": text}
+    else:
+        raise TranslationError(
+            f"unsupported file type '{document.media_type}' (application/pdf, text/plain)",
+            param=param,
+        )
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if document.filename:
+        block["title"] = document.filename
+    return block
+
+
+def _content_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+    """User content and tool results: text, images and documents, each part whole."""
     blocks: list[dict[str, Any]] = []
     for part in content_parts(content, param):
         kind = part["type"]
         if kind == "text":
-            text = part_text(part, param)
-            if text:  # Anthropic rejects empty text blocks
-                blocks.append({"type": "text", "text": text})
-        elif kind == "image_url":
-            blocks.append(_image_block(image_url_of(part, param), param))
+            block = _text_block(part_text(part, param), part, param)
+            if block is not None:
+                blocks.append(block)
+            continue
+        if kind == "image_url":
+            block = _image_block(image_url_of(part, param), param)
+        elif kind == "file":
+            block = _document_block(file_document(part, param), param)
         else:
             raise TranslationError(f"content part type '{kind}' is not supported", param=param)
+        mark = cache_control_of(part, param)
+        if mark is not None:
+            block["cache_control"] = _cache(mark)
+        blocks.append(block)
     return blocks
 
 
-def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+def _system_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
+    for part in content_parts(message.get("content"), param):
+        if part["type"] != "text":
+            raise TranslationError("only text content is supported here", param=param)
+        block = _text_block(part_text(part, param), part, param)
+        if block is not None:
+            blocks.append(block)
+    _mark_last(blocks, cache_control_of(message, param), param)
+    return blocks
+
+
+def _user_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+    blocks = _content_blocks(message.get("content"), param)
+    _mark_last(blocks, cache_control_of(message, param), param)
+    return blocks
+
+
+def _thinking_block(block: ThinkingBlock) -> dict[str, Any]:
+    if block.redacted:
+        return {"type": "redacted_thinking", "data": block.data}
+    return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+
+
+def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+    # Thinking first: Anthropic wants a tool-use turn to start with its signed thinking.
+    blocks = [_thinking_block(b) for b in thinking_blocks_of(message, param)]
+    refused = False
     for part in content_parts(message.get("content"), param):
         kind = part["type"]
         if kind == "text":
-            text = part_text(part, param)
-            if text:
-                blocks.append({"type": "text", "text": text})
-        elif kind != "refusal":  # a refusal carries no content worth replaying
+            block = _text_block(part_text(part, param), part, param)
+        elif kind == "refusal":  # the turn happened: the model reads it as what it said
+            refused = True
+            block = _text_block(part_refusal(part, param), part, param)
+        else:
             raise TranslationError(f"content part type '{kind}' is not supported", param=param)
+        if block is not None:
+            blocks.append(block)
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal and not refused:
+        blocks.append({"type": "text", "text": refusal})
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise TranslationError("'tool_calls' must be a list", param=param)
     for j, call in enumerate(calls):
-        call_id, name, args = tool_call_fields(call, f"{param}.tool_calls[{j}]")
-        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
+        where = f"{param}.tool_calls[{j}]"
+        call_id, name, args = tool_call_fields(call, where)
+        use: dict[str, Any] = {"type": "tool_use", "id": call_id, "name": name, "input": args}
+        mark = cache_control_of(call, where)
+        if mark is not None:
+            use["cache_control"] = _cache(mark)
+        blocks.append(use)
+    _mark_last(blocks, cache_control_of(message, param), param)
     return blocks
 
 
@@ -211,12 +326,18 @@ def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(call_id, str) or not call_id:
         raise TranslationError("a tool message needs 'tool_call_id'", param=param)
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
-    texts = [t for t in text_parts(message.get("content"), param) if t]
-    if len(texts) == 1:
-        block["content"] = texts[0]
-    elif texts:
-        block["content"] = [{"type": "text", "text": t} for t in texts]
+    blocks = _content_blocks(message.get("content"), param)
+    if len(blocks) == 1 and set(blocks[0]) == {"type", "text"}:
+        block["content"] = blocks[0]["text"]
+    elif blocks:
+        block["content"] = blocks
+    mark = cache_control_of(message, param)
+    if mark is not None:
+        block["cache_control"] = _cache(mark)
     return block
+
+
+_SERVICE_TIERS = {"auto": "auto", "default": "standard_only"}
 
 
 def messages_request(
@@ -230,11 +351,9 @@ def messages_request(
         role = message["role"]
         param = f"messages[{i}]"
         if role in ("system", "developer"):
-            system.extend(
-                {"type": "text", "text": t} for t in text_parts(message.get("content"), param) if t
-            )
+            system.extend(_system_blocks(message, param))
         elif role == "user":
-            append_merged(messages, "user", _user_blocks(message.get("content"), param), "content")
+            append_merged(messages, "user", _user_blocks(message, param), "content")
         elif role == "assistant":
             append_merged(messages, "assistant", _assistant_blocks(message, param), "content")
         elif role == "tool":
@@ -242,7 +361,11 @@ def messages_request(
         else:
             raise TranslationError(f"unsupported message role '{role}'", param=param)
 
-    max_tokens = max_output_tokens(payload)
+    thinking = thinking_of(payload)
+    if thinking is not None and thinking.budget is not None:
+        max_tokens: int | None = output_tokens_with_thinking(payload, thinking, default_max_tokens)
+    else:
+        max_tokens = max_output_tokens(payload)
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens if max_tokens is not None else default_max_tokens,
@@ -250,6 +373,8 @@ def messages_request(
     }
     if system:
         body["system"] = system
+    if thinking is not None:
+        body["thinking"] = thinking.config
     for key in ("temperature", "top_p"):
         value = number_param(payload, key)
         if value is not None:
@@ -262,26 +387,53 @@ def messages_request(
     user = payload.get("user")
     if isinstance(user, str) and user:
         body["metadata"] = {"user_id": user}
-    _add_tools(body, payload)
+    tier = service_tier_of(payload)
+    if tier is not None:
+        if tier not in _SERVICE_TIERS:
+            raise TranslationError(
+                f"service_tier '{tier}' is not supported by this model (auto, default)",
+                param="service_tier",
+            )
+        body["service_tier"] = _SERVICE_TIERS[tier]
+    _add_tools(body, payload, thinking)
     return body
 
 
-def _add_tools(body: dict[str, Any], payload: dict[str, Any]) -> None:
+def _tool_spec(tool: FunctionTool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": tool.name, "input_schema": tool.parameters}
+    if tool.description:
+        spec["description"] = tool.description
+    if tool.strict:
+        spec["strict"] = True
+    if tool.cache_control is not None:
+        spec["cache_control"] = _cache(tool.cache_control)
+    return spec
+
+
+def _add_tools(body: dict[str, Any], payload: dict[str, Any], thinking: Thinking | None) -> None:
     tools = function_tools(payload)
     choice = tool_choice(payload)
-    if not tools:
+    fmt = response_format_of(payload)
+    answer = response_format_choice(fmt, choice, tools, thinking)
+    if not tools and answer is None:
         if choice is not None and choice.mode in ("required", "named"):
             raise TranslationError("'tool_choice' needs 'tools'", param="tool_choice")
         return
-    specs: list[dict[str, Any]] = []
-    for tool in tools:
-        spec: dict[str, Any] = {"name": tool.name, "input_schema": tool.parameters}
-        if tool.description:
-            spec["description"] = tool.description
-        specs.append(spec)
+    specs = [_tool_spec(tool) for tool in tools]
+    if answer is not None:
+        assert fmt is not None
+        specs.append(
+            _tool_spec(
+                FunctionTool(RESPONSE_FORMAT_TOOL, fmt.description, fmt.schema, strict=fmt.strict)
+            )
+        )
     body["tools"] = specs
     out: dict[str, Any] | None = None
-    if choice is None:
+    if answer == "tool":
+        out = {"type": "tool", "name": RESPONSE_FORMAT_TOOL}
+    elif answer == "any":
+        out = {"type": "any"}
+    elif choice is None:
         pass  # Anthropic's default is auto
     elif choice.mode == "named":
         if choice.name not in {t.name for t in tools}:
@@ -311,6 +463,9 @@ class AnthropicMessagesTranslator:
     """
 
     __slots__ = (
+        "_answer_blocks",
+        "_answer_tool",
+        "_called_tools",
         "_client_model",
         "_completion_id",
         "_created",
@@ -348,6 +503,11 @@ class AnthropicMessagesTranslator:
         self._stream: ChunkStream | None = None
         self._usage = _UsageCounts()
         self._stop_reason: Any = None
+        self._answer_tool = (
+            False  # response_format asked for: the answer tool's input is the answer
+        )
+        self._answer_blocks: set[int] = set()  # stream blocks that carry the answer tool's input
+        self._called_tools = False  # the stream called one of the client's tools
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         model = payload.get("model")
@@ -355,6 +515,9 @@ class AnthropicMessagesTranslator:
             self._client_model = model
         body = messages_request(
             payload, model=self._model, default_max_tokens=self._default_max_tokens
+        )
+        self._answer_tool = response_format_of(payload) is not None and any(
+            spec["name"] == RESPONSE_FORMAT_TOOL for spec in body.get("tools", ())
         )
         self._streamed = is_streaming(payload)
         self._include_usage = self._streamed and include_usage(payload)
@@ -417,6 +580,8 @@ class AnthropicMessagesTranslator:
             )
         texts: list[str] = []
         calls: list[ToolCall] = []
+        reasoning: list[str] = []
+        thinking_blocks: list[dict[str, str]] = []
         for block in content:
             if not isinstance(block, dict):
                 continue
@@ -424,14 +589,25 @@ class AnthropicMessagesTranslator:
             if kind == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
             elif kind == "tool_use":
+                arguments = dumps(block.get("input", {})).decode()
+                if self._answer_tool and block.get("name") == RESPONSE_FORMAT_TOOL:
+                    texts.append(arguments)
+                    continue
                 calls.append(
-                    ToolCall(
-                        str(block.get("id", "")),
-                        str(block.get("name", "")),
-                        dumps(block.get("input", {})).decode(),
-                    )
+                    ToolCall(str(block.get("id", "")), str(block.get("name", "")), arguments)
                 )
-            # thinking / redacted_thinking / server tool blocks: no OpenAI message field
+            elif kind == "thinking" and isinstance(block.get("thinking"), str):
+                reasoning.append(block["thinking"])
+                thinking_blocks.append(
+                    {
+                        "type": "thinking",
+                        "thinking": block["thinking"],
+                        "signature": str(block.get("signature", "")),
+                    }
+                )
+            elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+                thinking_blocks.append({"type": "redacted_thinking", "data": block["data"]})
+            # server tool blocks and citations: no OpenAI message field
         usage = usage_from_anthropic(doc.get("usage"))
         out = chat_completion_body(
             completion_id=self._id(doc.get("id")),
@@ -439,10 +615,18 @@ class AnthropicMessagesTranslator:
             model=self._client_model,
             content="".join(texts) if texts or not calls else None,
             tool_calls=calls,
-            finish_reason=finish_reason_from_anthropic(doc.get("stop_reason")),
+            finish_reason=self._finish_reason(doc.get("stop_reason"), bool(calls)),
             usage=usage,
+            reasoning_content="".join(reasoning) if thinking_blocks else None,
+            thinking_blocks=thinking_blocks,
         )
         return ResponseBodyOutput(body=out, usage=usage, complete=True)
+
+    def _finish_reason(self, stop_reason: Any, called_tools: bool) -> FinishReason:
+        reason = finish_reason_from_anthropic(stop_reason)
+        if reason == "tool_calls" and self._answer_tool and not called_tools:
+            return "stop"  # the only tool called was the answer tool
+        return reason
 
     # --- SSE ---
 
@@ -496,23 +680,45 @@ class AnthropicMessagesTranslator:
             if not isinstance(delta, dict):
                 return stream
             delta_type = delta.get("type")
+            index = as_int(doc.get("index")) or 0
             if delta_type == "text_delta" and isinstance(delta.get("text"), str):
                 stream.text(delta["text"])
             elif delta_type == "input_json_delta" and isinstance(delta.get("partial_json"), str):
-                stream.tool_call_arguments(as_int(doc.get("index")) or 0, delta["partial_json"])
-            # thinking_delta, signature_delta, citations_delta: no OpenAI chunk field
+                if index in self._answer_blocks:
+                    stream.text(delta["partial_json"])
+                else:
+                    stream.tool_call_arguments(index, delta["partial_json"])
+            elif delta_type == "thinking_delta" and isinstance(delta.get("thinking"), str):
+                stream.reasoning(index, delta["thinking"])
+            elif delta_type == "signature_delta" and isinstance(delta.get("signature"), str):
+                stream.reasoning_signature(index, delta["signature"])
+            # citations_delta: no OpenAI chunk field
         elif kind == "content_block_start":
             block = doc.get("content_block")
             if not isinstance(block, dict):
                 return stream
-            if block.get("type") == "tool_use":
-                stream.tool_call_start(
-                    as_int(doc.get("index")) or 0,
-                    str(block.get("id", "")),
-                    str(block.get("name", "")),
-                )
-            elif block.get("type") == "text" and isinstance(block.get("text"), str):
+            index = as_int(doc.get("index")) or 0
+            block_type = block.get("type")
+            if block_type == "tool_use":
+                name = str(block.get("name", ""))
+                if self._answer_tool and name == RESPONSE_FORMAT_TOOL:
+                    self._answer_blocks.add(index)
+                else:
+                    self._called_tools = True
+                    stream.tool_call_start(index, str(block.get("id", "")), name)
+            elif block_type == "text" and isinstance(block.get("text"), str):
                 stream.text(block["text"])
+            elif block_type == "thinking":
+                thinking = block.get("thinking")
+                stream.reasoning(index, thinking if isinstance(thinking, str) else "")
+                if isinstance(block.get("signature"), str):
+                    stream.reasoning_signature(index, block["signature"])
+            elif block_type == "redacted_thinking" and isinstance(block.get("data"), str):
+                stream.redacted_reasoning(block["data"])
+        elif kind == "content_block_stop":
+            stream.reasoning_end(as_int(doc.get("index")) or 0)
+        elif kind == "ping":
+            stream.keepalive()
         elif kind == "message_delta":
             delta = doc.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason") is not None:
@@ -520,7 +726,7 @@ class AnthropicMessagesTranslator:
             self._usage.update(doc.get("usage"))
             stream.usage = self._usage.token_usage()
         elif kind == "message_stop":
-            stream.finish(finish_reason_from_anthropic(self._stop_reason))
+            stream.finish(self._finish_reason(self._stop_reason, self._called_tools))
             stream.complete()
         elif kind == "error":
             error = doc.get("error")
@@ -534,5 +740,5 @@ class AnthropicMessagesTranslator:
                 type=info.type,
                 code=error_type,
             )
-        # ping, content_block_stop and event types added later carry nothing for the client
+        # event types added later carry nothing for the client
         return stream

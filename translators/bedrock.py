@@ -10,6 +10,7 @@ Requests go to ``/model/{modelId}/converse`` (JSON) or ``/converse-stream`` (an
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from collections.abc import Mapping
@@ -32,8 +33,16 @@ from aigateway.translators.errors import (
 )
 from aigateway.translators.jsoncodec import as_int, dumps, loads_or_none
 from aigateway.translators.openai_request import (
+    RESPONSE_FORMAT_TOOL,
+    CacheControl,
+    DataDocument,
+    FunctionTool,
+    Thinking,
+    ThinkingBlock,
     append_merged,
+    cache_control_of,
     content_parts,
+    file_document,
     function_tools,
     image_url_of,
     include_usage,
@@ -41,11 +50,18 @@ from aigateway.translators.openai_request import (
     max_output_tokens,
     messages_of,
     number_param,
+    output_tokens_with_thinking,
     parse_data_url,
+    part_refusal,
     part_text,
+    pdf_image_url,
     reject_unsupported,
+    response_format_choice,
+    response_format_of,
+    service_tier_of,
     stop_sequences,
-    text_parts,
+    thinking_blocks_of,
+    thinking_of,
     tool_call_fields,
     tool_choice,
 )
@@ -237,69 +253,225 @@ def finish_reason_from_converse(stop_reason: Any) -> FinishReason:
 # --- request -----------------------------------------------------------------------
 
 
-def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+_DOCUMENT_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+}
+# Characters a Converse document name may not hold (letters, digits, single spaces,
+# hyphens, parentheses and square brackets are allowed).
+_NAME_FORBIDDEN = re.compile(r"[^A-Za-z0-9\-()\[\]\s]+")
+_SERVICE_TIERS = frozenset({"priority", "default", "flex", "reserved"})
+# maxTokens when thinking needs one and the client gave none (Anthropic's default too).
+DEFAULT_MAX_TOKENS = 4096
+
+
+def _cache_point(mark: CacheControl) -> dict[str, Any]:
+    point = {"type": "default"}
+    if mark.ttl is not None:
+        point["ttl"] = mark.ttl
+    return {"cachePoint": point}
+
+
+def _append(blocks: list[dict[str, Any]], block: dict[str, Any], mark: CacheControl | None) -> None:
+    """A block, and the cache point right after it when the client marked it."""
+    blocks.append(block)
+    if mark is not None:
+        blocks.append(_cache_point(mark))
+
+
+def _mark_end(blocks: list[dict[str, Any]], mark: CacheControl | None, param: str) -> None:
+    """A message-level ``cache_control``: a cache point after the message's blocks."""
+    if mark is None:
+        return
+    if not blocks:
+        raise TranslationError("'cache_control' on a message without content", param=param)
+    if "cachePoint" not in blocks[-1]:
+        blocks.append(_cache_point(mark))
+
+
+class _DocumentNames:
+    """Converse document names: restricted characters, unique in a request."""
+
+    __slots__ = ("_used",)
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def name(self, filename: str | None) -> str:
+        stem = filename.rsplit(".", 1)[0] if filename and "." in filename else filename or ""
+        base = " ".join(_NAME_FORBIDDEN.sub(" ", stem).split())[:180] or "document"
+        name, n = base, 1
+        while name in self._used:
+            n += 1
+            name = f"{base} ({n})"
+        self._used.add(name)
+        return name
+
+
+def _document_block(document: DataDocument, names: _DocumentNames, param: str) -> dict[str, Any]:
+    fmt = _DOCUMENT_FORMATS.get(document.media_type)
+    if fmt is None:
+        kinds = ", ".join(sorted(_DOCUMENT_FORMATS.values()))
+        raise TranslationError(
+            f"unsupported file type '{document.media_type}' ({kinds})", param=param
+        )
+    return {
+        "document": {
+            "format": fmt,
+            "name": names.name(document.filename),
+            "source": {"bytes": document.data},
+        }
+    }
+
+
+def _content_blocks(
+    content: Any, names: _DocumentNames, param: str
+) -> tuple[list[dict[str, Any]], list[CacheControl | None]]:
+    """User content and tool results: text, images and documents, each part whole, and
+    the cache mark of each block."""
     blocks: list[dict[str, Any]] = []
+    marks: list[CacheControl | None] = []
     for part in content_parts(content, param):
         kind = part["type"]
+        mark = cache_control_of(part, param)
         if kind == "text":
             text = part_text(part, param)
-            if text:  # Bedrock rejects blank text blocks
-                blocks.append({"text": text})
+            if not text:  # Bedrock rejects blank text blocks
+                if mark is not None:
+                    raise TranslationError("'cache_control' on an empty text part", param=param)
+                continue
+            block: dict[str, Any] = {"text": text}
         elif kind == "image_url":
-            image = parse_data_url(image_url_of(part, param), param)
-            fmt = _IMAGE_FORMATS.get(image.media_type)
-            if fmt is None:
-                raise TranslationError(
-                    f"unsupported image type '{image.media_type}' (png, jpeg, gif, webp)",
-                    param=param,
+            url = image_url_of(part, param)
+            image = parse_data_url(url, param)
+            if pdf_image_url(url):
+                block = _document_block(
+                    DataDocument(image.media_type, image.data, None), names, param
                 )
-            blocks.append({"image": {"format": fmt, "source": {"bytes": image.data}}})
+            else:
+                fmt = _IMAGE_FORMATS.get(image.media_type)
+                if fmt is None:
+                    raise TranslationError(
+                        f"unsupported image type '{image.media_type}' (png, jpeg, gif, webp)",
+                        param=param,
+                    )
+                block = {"image": {"format": fmt, "source": {"bytes": image.data}}}
+        elif kind == "file":
+            block = _document_block(file_document(part, param), names, param)
         else:
             raise TranslationError(f"content part type '{kind}' is not supported", param=param)
+        blocks.append(block)
+        marks.append(mark)
+    return blocks, marks
+
+
+def _user_blocks(
+    message: dict[str, Any], names: _DocumentNames, param: str
+) -> list[dict[str, Any]]:
+    found, marks = _content_blocks(message.get("content"), names, param)
+    blocks: list[dict[str, Any]] = []
+    for block, mark in zip(found, marks, strict=True):
+        _append(blocks, block, mark)
+    _mark_end(blocks, cache_control_of(message, param), param)
     return blocks
 
 
-def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+def _system_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
+    for part in content_parts(message.get("content"), param):
+        if part["type"] != "text":
+            raise TranslationError("only text content is supported here", param=param)
+        text = part_text(part, param)
+        mark = cache_control_of(part, param)
+        if text:
+            _append(blocks, {"text": text}, mark)
+        elif mark is not None:
+            raise TranslationError("'cache_control' on an empty text part", param=param)
+    _mark_end(blocks, cache_control_of(message, param), param)
+    return blocks
+
+
+def _reasoning_block(block: ThinkingBlock) -> dict[str, Any]:
+    if block.redacted:
+        return {"reasoningContent": {"redactedContent": block.data}}
+    text = {"text": block.thinking, "signature": block.signature}
+    return {"reasoningContent": {"reasoningText": text}}
+
+
+def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+    # Reasoning first, as the model produced it; Claude wants it before a tool use.
+    blocks = [_reasoning_block(b) for b in thinking_blocks_of(message, param)]
+    refused = False
     for part in content_parts(message.get("content"), param):
         kind = part["type"]
         if kind == "text":
             text = part_text(part, param)
-            if text:
-                blocks.append({"text": text})
-        elif kind != "refusal":  # a refusal carries no content worth replaying
+        elif kind == "refusal":  # the turn happened: the model reads it as what it said
+            refused = True
+            text = part_refusal(part, param)
+        else:
             raise TranslationError(f"content part type '{kind}' is not supported", param=param)
+        mark = cache_control_of(part, param)
+        if text:
+            _append(blocks, {"text": text}, mark)
+        elif mark is not None:
+            raise TranslationError("'cache_control' on an empty text part", param=param)
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal and not refused:
+        blocks.append({"text": refusal})
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise TranslationError("'tool_calls' must be a list", param=param)
     for j, call in enumerate(calls):
-        call_id, name, args = tool_call_fields(call, f"{param}.tool_calls[{j}]")
-        blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": args}})
+        where = f"{param}.tool_calls[{j}]"
+        call_id, name, args = tool_call_fields(call, where)
+        use = {"toolUse": {"toolUseId": call_id, "name": name, "input": args}}
+        _append(blocks, use, cache_control_of(call, where))
+    _mark_end(blocks, cache_control_of(message, param), param)
     return blocks
 
 
-def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
+def _tool_result_blocks(
+    message: dict[str, Any], names: _DocumentNames, param: str
+) -> list[dict[str, Any]]:
+    """The toolResult block, then a cache point when it or any of its parts is marked
+    (a tool result's content cannot hold one)."""
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
         raise TranslationError("a tool message needs 'tool_call_id'", param=param)
-    texts = [t for t in text_parts(message.get("content"), param) if t]
-    content = [{"text": t} for t in texts] or [{"text": ""}]
-    return {"toolResult": {"toolUseId": call_id, "content": content}}
+    content, marks = _content_blocks(message.get("content"), names, param)
+    result = {"toolResult": {"toolUseId": call_id, "content": content or [{"text": ""}]}}
+    mark = cache_control_of(message, param) or next((m for m in marks if m is not None), None)
+    blocks: list[dict[str, Any]] = []
+    _append(blocks, result, mark)
+    return blocks
 
 
-def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
-    """The Converse request body for an OpenAI chat completion request."""
+def _is_claude(model_id: str) -> bool:
+    return "claude" in model_id.lower()
+
+
+def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str, Any]:
+    """The Converse request body for an OpenAI chat completion request to ``model_id``."""
     reject_unsupported(payload)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
+    names = _DocumentNames()
     history_tools: dict[str, None] = {}  # tool names used in the history, in order
     for i, message in enumerate(messages_of(payload)):
         role = message["role"]
         param = f"messages[{i}]"
         if role in ("system", "developer"):
-            system.extend({"text": t} for t in text_parts(message.get("content"), param) if t)
+            system.extend(_system_blocks(message, param))
         elif role == "user":
-            append_merged(messages, "user", _user_blocks(message.get("content"), param), "content")
+            append_merged(messages, "user", _user_blocks(message, names, param), "content")
         elif role == "assistant":
             blocks = _assistant_blocks(message, param)
             for block in blocks:
@@ -307,7 +479,7 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
                     history_tools[block["toolUse"]["name"]] = None
             append_merged(messages, "assistant", blocks, "content")
         elif role == "tool":
-            append_merged(messages, "user", [_tool_result_block(message, param)], "content")
+            append_merged(messages, "user", _tool_result_blocks(message, names, param), "content")
         else:
             raise TranslationError(f"unsupported message role '{role}'", param=param)
 
@@ -315,8 +487,17 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
     if system:
         body["system"] = system
 
+    thinking = thinking_of(payload)
+    if thinking is not None and thinking.from_effort and not _is_claude(model_id):
+        raise TranslationError(
+            "'reasoning_effort' is supported for Claude models on this backend",
+            param="reasoning_effort",
+        )
     inference: dict[str, Any] = {}
-    max_tokens = max_output_tokens(payload)
+    if thinking is not None and thinking.budget is not None:
+        max_tokens: int | None = output_tokens_with_thinking(payload, thinking, DEFAULT_MAX_TOKENS)
+    else:
+        max_tokens = max_output_tokens(payload)
     if max_tokens is not None:
         inference["maxTokens"] = max_tokens
     for key, name in (("temperature", "temperature"), ("top_p", "topP")):
@@ -328,9 +509,12 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
         inference["stopSequences"] = stops
     if inference:
         body["inferenceConfig"] = inference
+    if thinking is not None:
+        # Claude's own request field, which Converse passes through to the model.
+        body["additionalModelRequestFields"] = {"thinking": thinking.config}
 
     has_tool_history = bool(history_tools) or _has_results(messages)
-    tool_config = _tool_config(payload, has_tool_history=has_tool_history)
+    tool_config = _tool_config(payload, has_tool_history=has_tool_history, thinking=thinking)
     if tool_config is None and history_tools:
         tool_config = {
             "tools": [
@@ -340,6 +524,15 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
         }
     if tool_config is not None:
         body["toolConfig"] = tool_config
+    tier = service_tier_of(payload)
+    if tier is not None and tier != "auto":  # "auto": the backend's own default
+        if tier not in _SERVICE_TIERS:
+            raise TranslationError(
+                f"service_tier '{tier}' is not supported by this backend "
+                "(auto, default, flex, priority, reserved)",
+                param="service_tier",
+            )
+        body["serviceTier"] = {"type": tier}
     return body
 
 
@@ -352,15 +545,34 @@ def _has_results(messages: list[dict[str, Any]]) -> bool:
     )
 
 
-def _tool_config(payload: dict[str, Any], *, has_tool_history: bool) -> dict[str, Any] | None:
+def _tool_specs(tool: FunctionTool) -> list[dict[str, Any]]:
+    spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.parameters}}
+    if tool.description:  # Bedrock wants a non-empty description or none
+        spec["description"] = tool.description
+    if tool.strict:
+        spec["strict"] = True
+    specs: list[dict[str, Any]] = []
+    _append(specs, {"toolSpec": spec}, tool.cache_control)
+    return specs
+
+
+def _tool_config(
+    payload: dict[str, Any], *, has_tool_history: bool, thinking: Thinking | None
+) -> dict[str, Any] | None:
     tools = function_tools(payload)
     choice = tool_choice(payload)
-    specs: list[dict[str, Any]] = []
-    for tool in tools:
-        spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.parameters}}
-        if tool.description:  # Bedrock wants a non-empty description or none
-            spec["description"] = tool.description
-        specs.append({"toolSpec": spec})
+    fmt = response_format_of(payload)
+    answer = response_format_choice(fmt, choice, tools, thinking)
+    specs = [spec for tool in tools for spec in _tool_specs(tool)]
+    if answer is not None:
+        assert fmt is not None
+        if choice is not None and choice.mode == "none" and not has_tool_history:
+            specs = []  # the client's tools may not be called: leave them out
+        answer_tool = FunctionTool(RESPONSE_FORMAT_TOOL, fmt.description, fmt.schema, fmt.strict)
+        specs.extend(_tool_specs(answer_tool))
+        if answer == "tool":
+            return {"tools": specs, "toolChoice": {"tool": {"name": RESPONSE_FORMAT_TOOL}}}
+        return {"tools": specs, "toolChoice": {"any": {}}}
     if choice is not None and choice.mode == "none":
         # Converse has no "none": leave tools out, unless the history needs them.
         return {"tools": specs} if specs and has_tool_history else None
@@ -394,6 +606,9 @@ class BedrockConverseTranslator:
     """
 
     __slots__ = (
+        "_answer_blocks",
+        "_answer_tool",
+        "_called_tools",
         "_client_model",
         "_completion_id",
         "_created",
@@ -402,6 +617,7 @@ class BedrockConverseTranslator:
         "_json_parts",
         "_metadata_seen",
         "_model_id",
+        "_stop_reason",
         "_stopped",
         "_stream",
         "_streamed",
@@ -420,13 +636,24 @@ class BedrockConverseTranslator:
         self._frames: EventStreamFrames | None = None
         self._stream: ChunkStream | None = None
         self._stopped = False  # messageStop seen
+        self._stop_reason: Any = None
         self._metadata_seen = False  # metadata (usage) seen
+        self._answer_tool = (
+            False  # response_format asked for: the answer tool's input is the answer
+        )
+        self._answer_blocks: set[int] = set()  # stream blocks that carry the answer tool's input
+        self._called_tools = False  # the stream called one of the client's tools
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         model = payload.get("model")
         if isinstance(model, str) and model:
             self._client_model = model
-        body = dumps(converse_request(payload))
+        converse = converse_request(payload, model_id=self._model_id)
+        body = dumps(converse)
+        self._answer_tool = response_format_of(payload) is not None and any(
+            tool.get("toolSpec", {}).get("name") == RESPONSE_FORMAT_TOOL
+            for tool in converse.get("toolConfig", {}).get("tools", ())
+        )
         self._streamed = is_streaming(payload)
         self._include_usage = self._streamed and include_usage(payload)
         model_path = "/model/" + quote(self._model_id, safe="")
@@ -495,6 +722,8 @@ class BedrockConverseTranslator:
             )
         texts: list[str] = []
         calls: list[ToolCall] = []
+        reasoning: list[str] = []
+        thinking_blocks: list[dict[str, str]] = []
         for block in content:
             if not isinstance(block, dict):
                 continue
@@ -502,14 +731,30 @@ class BedrockConverseTranslator:
                 texts.append(block["text"])
             elif isinstance(block.get("toolUse"), dict):
                 use = block["toolUse"]
+                arguments = dumps(use.get("input", {})).decode()
+                if self._answer_tool and use.get("name") == RESPONSE_FORMAT_TOOL:
+                    texts.append(arguments)
+                    continue
                 calls.append(
-                    ToolCall(
-                        str(use.get("toolUseId", "")),
-                        str(use.get("name", "")),
-                        dumps(use.get("input", {})).decode(),
-                    )
+                    ToolCall(str(use.get("toolUseId", "")), str(use.get("name", "")), arguments)
                 )
-            # reasoningContent, citations, guardContent: no OpenAI message field
+            elif isinstance(block.get("reasoningContent"), dict):
+                found = block["reasoningContent"]
+                text = found.get("reasoningText")
+                if isinstance(text, dict) and isinstance(text.get("text"), str):
+                    reasoning.append(text["text"])
+                    thinking_blocks.append(
+                        {
+                            "type": "thinking",
+                            "thinking": text["text"],
+                            "signature": str(text.get("signature", "")),
+                        }
+                    )
+                elif isinstance(found.get("redactedContent"), str):
+                    thinking_blocks.append(
+                        {"type": "redacted_thinking", "data": found["redactedContent"]}
+                    )
+            # citations, guardContent: no OpenAI message field
         usage = usage_from_converse(doc.get("usage"))
         out = chat_completion_body(
             completion_id=self._completion_id,
@@ -517,10 +762,19 @@ class BedrockConverseTranslator:
             model=self._client_model,
             content="".join(texts) if texts or not calls else None,
             tool_calls=calls,
-            finish_reason=finish_reason_from_converse(doc.get("stopReason")),
+            finish_reason=self._finish_reason(doc.get("stopReason"), bool(calls)),
             usage=usage,
+            reasoning_content="".join(reasoning) if thinking_blocks else None,
+            thinking_blocks=thinking_blocks,
+            service_tier=_service_tier(doc),
         )
         return ResponseBodyOutput(body=out, usage=usage, complete=True)
+
+    def _finish_reason(self, stop_reason: Any, called_tools: bool) -> FinishReason:
+        reason = finish_reason_from_converse(stop_reason)
+        if reason == "tool_calls" and self._answer_tool and not called_tools:
+            return "stop"  # the only tool called was the answer tool
+        return reason
 
     # --- event stream ---
 
@@ -581,32 +835,62 @@ class BedrockConverseTranslator:
             if isinstance(text, str):
                 stream.text(text)
                 return
+            index = _block_index(doc)
             tool_use = delta.get("toolUse")
             if isinstance(tool_use, dict) and isinstance(tool_use.get("input"), str):
-                stream.tool_call_arguments(_block_index(doc), tool_use["input"])
-            # reasoningContent and citation deltas have no OpenAI chunk field
+                if index in self._answer_blocks:
+                    stream.text(tool_use["input"])
+                else:
+                    stream.tool_call_arguments(index, tool_use["input"])
+                return
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict):
+                if isinstance(reasoning.get("text"), str):
+                    stream.reasoning(index, reasoning["text"])
+                if isinstance(reasoning.get("signature"), str):
+                    stream.reasoning_signature(index, reasoning["signature"])
+                if isinstance(reasoning.get("redactedContent"), str):
+                    stream.redacted_reasoning(reasoning["redactedContent"])
+            # citation deltas have no OpenAI chunk field
         elif event_type == "contentBlockStart":
             start = doc.get("start")
             tool_use = start.get("toolUse") if isinstance(start, dict) else None
             if isinstance(tool_use, dict):
-                stream.tool_call_start(
-                    _block_index(doc),
-                    str(tool_use.get("toolUseId", "")),
-                    str(tool_use.get("name", "")),
-                )
+                name = str(tool_use.get("name", ""))
+                if self._answer_tool and name == RESPONSE_FORMAT_TOOL:
+                    self._answer_blocks.add(_block_index(doc))
+                else:
+                    self._called_tools = True
+                    stream.tool_call_start(
+                        _block_index(doc), str(tool_use.get("toolUseId", "")), name
+                    )
+        elif event_type == "contentBlockStop":
+            stream.reasoning_end(_block_index(doc))
         elif event_type == "messageStart":
             stream.role()
         elif event_type == "messageStop":
-            stream.finish(finish_reason_from_converse(doc.get("stopReason")))
+            self._stop_reason = doc.get("stopReason")
             self._stopped = True
-            if self._metadata_seen:
-                stream.complete()
+            self._end(stream)
         elif event_type == "metadata":
             stream.usage = usage_from_converse(doc.get("usage"))
+            stream.service_tier = _service_tier(doc)
             self._metadata_seen = True
-            if self._stopped:
-                stream.complete()
-        # contentBlockStop and event types added later carry nothing for the client
+            self._end(stream)
+        # event types added later carry nothing for the client
+
+    def _end(self, stream: ChunkStream) -> None:
+        """Finish once both messageStop and metadata are in: the finish chunk then
+        carries the service tier, which only metadata reports."""
+        if self._stopped and self._metadata_seen:
+            stream.finish(self._finish_reason(self._stop_reason, self._called_tools))
+            stream.complete()
+
+
+def _service_tier(doc: dict[str, Any]) -> str | None:
+    tier = doc.get("serviceTier")
+    kind = tier.get("type") if isinstance(tier, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _frame_message(payload: bytes) -> str:

@@ -16,10 +16,19 @@ ToolChoiceMode = Literal["auto", "required", "none", "named"]
 
 
 @dataclass(slots=True, frozen=True)
+class CacheControl:
+    """A prompt-cache breakpoint (``cache_control: {"type": "ephemeral", "ttl": ...}``)."""
+
+    ttl: str | None = None  # "5m" or "1h"; None: the backend's default (5 minutes)
+
+
+@dataclass(slots=True, frozen=True)
 class FunctionTool:
     name: str
     description: str | None
     parameters: dict[str, Any]
+    strict: bool = False
+    cache_control: CacheControl | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,9 +116,17 @@ def function_tools(payload: dict[str, Any]) -> list[FunctionTool]:
             parameters = {"type": "object", "properties": {}}
         if not isinstance(parameters, dict):
             raise TranslationError("'parameters' must be a JSON schema object", param=param)
+        strict = fn.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise TranslationError("'function.strict' must be a boolean", param=param)
         out.append(
             FunctionTool(
-                fn["name"], description if isinstance(description, str) else None, parameters
+                fn["name"],
+                description if isinstance(description, str) else None,
+                parameters,
+                strict=strict is True,
+                cache_control=cache_control_of(tool, param)
+                or cache_control_of(fn, f"{param}.function"),
             )
         )
     return out
@@ -233,3 +250,266 @@ def append_merged(
         messages[-1][key].extend(blocks)
     else:
         messages.append({"role": role, key: blocks})
+
+
+# --- prompt caching, documents, reasoning, structured answers ------------------------
+# What the README's "mapped / not mapped" table promises for Anthropic and Bedrock.
+
+_CACHE_TTLS = frozenset({"5m", "1h"})
+
+
+def cache_control_of(holder: dict[str, Any], param: str) -> CacheControl | None:
+    """The ``cache_control`` a content part, message, tool or tool call carries."""
+    value = holder.get("cache_control")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("type") != "ephemeral":
+        raise TranslationError(
+            '\'cache_control\' must be {"type": "ephemeral"}', param=f"{param}.cache_control"
+        )
+    ttl = value.get("ttl")
+    if ttl is not None and ttl not in _CACHE_TTLS:
+        raise TranslationError(
+            "'cache_control.ttl' must be '5m' or '1h'", param=f"{param}.cache_control"
+        )
+    return CacheControl(ttl)
+
+
+def part_refusal(part: dict[str, Any], param: str) -> str:
+    refusal = part.get("refusal")
+    if not isinstance(refusal, str):
+        raise TranslationError("a refusal part needs 'refusal'", param=param)
+    return refusal
+
+
+@dataclass(slots=True, frozen=True)
+class DataDocument:
+    media_type: str  # e.g. "application/pdf"
+    data: str  # base64, as the client sent it
+    filename: str | None
+
+
+PDF_MEDIA_TYPE = "application/pdf"
+
+
+def file_document(part: dict[str, Any], param: str) -> DataDocument:
+    """An OpenAI ``file`` part (``file.file_data`` a base64 data URL) as a document."""
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise TranslationError("a file part needs 'file'", param=param)
+    filename = file.get("filename")
+    filename = filename if isinstance(filename, str) and filename else None
+    data = file.get("file_data")
+    if not isinstance(data, str) or not data:
+        if file.get("file_id") is not None:
+            raise TranslationError(
+                "uploaded files ('file.file_id') are not supported; send 'file.file_data'",
+                param=param,
+            )
+        raise TranslationError("a file part needs 'file.file_data'", param=param)
+    if not data.startswith("data:"):
+        raise TranslationError("'file.file_data' must be a base64 data: URL", param=param)
+    parsed = parse_data_url(data, param)
+    return DataDocument(parsed.media_type, parsed.data, filename)
+
+
+def pdf_image_url(url: str) -> bool:
+    """An ``image_url`` that is really a PDF (clients send documents this way too)."""
+    return url[:5].lower() == "data:" and url[5:].lower().startswith(PDF_MEDIA_TYPE)
+
+
+@dataclass(slots=True, frozen=True)
+class ThinkingBlock:
+    """A reasoning block of an earlier assistant turn, replayed with its signature.
+
+    ``redacted``: the block was encrypted by the provider and ``data`` holds it.
+    """
+
+    thinking: str
+    signature: str
+    redacted: bool = False
+    data: str = ""
+
+
+def thinking_blocks_of(message: dict[str, Any], param: str) -> list[ThinkingBlock]:
+    """The ``thinking_blocks`` of an assistant history message (the field our answers
+    carry; ``reasoning_content`` alone has no signature and cannot be replayed)."""
+    blocks = message.get("thinking_blocks")
+    if blocks is None:
+        return []
+    if not isinstance(blocks, list):
+        raise TranslationError("'thinking_blocks' must be a list", param=f"{param}.thinking_blocks")
+    out: list[ThinkingBlock] = []
+    for j, block in enumerate(blocks):
+        where = f"{param}.thinking_blocks[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            assert isinstance(block, dict)
+            text, signature = block.get("thinking"), block.get("signature")
+            if not isinstance(text, str) or not isinstance(signature, str) or not signature:
+                raise TranslationError(
+                    "a thinking block needs 'thinking' and its 'signature'", param=where
+                )
+            out.append(ThinkingBlock(text, signature))
+        elif kind == "redacted_thinking":
+            assert isinstance(block, dict)
+            data = block.get("data")
+            if not isinstance(data, str) or not data:
+                raise TranslationError("a redacted_thinking block needs 'data'", param=where)
+            out.append(ThinkingBlock("", "", redacted=True, data=data))
+        else:
+            raise TranslationError(
+                "thinking blocks are of type 'thinking' or 'redacted_thinking'", param=where
+            )
+    return out
+
+
+# Thinking budget per reasoning_effort (README, "Reasoning"); 1024 is Anthropic's minimum.
+REASONING_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+
+
+@dataclass(slots=True, frozen=True)
+class Thinking:
+    """Anthropic's ``thinking`` object for the request, and where it came from."""
+
+    config: dict[str, Any]
+    budget: int | None  # budget_tokens when enabled
+    from_effort: bool  # mapped from reasoning_effort (else the client's own `thinking`)
+
+
+def thinking_of(payload: dict[str, Any]) -> Thinking | None:
+    """``reasoning_effort`` mapped to a thinking budget, or a client's own ``thinking``."""
+    effort = payload.get("reasoning_effort")
+    own = payload.get("thinking")
+    if effort is not None and own is not None:
+        raise TranslationError(
+            "send either 'reasoning_effort' or 'thinking', not both", param="reasoning_effort"
+        )
+    if effort is not None:
+        if effort == "none":
+            return None
+        budget = REASONING_BUDGETS.get(effort) if isinstance(effort, str) else None
+        if budget is None:
+            raise TranslationError(
+                "'reasoning_effort' must be one of none, minimal, low, medium, high",
+                param="reasoning_effort",
+            )
+        return Thinking({"type": "enabled", "budget_tokens": budget}, budget, from_effort=True)
+    if own is None:
+        return None
+    if not isinstance(own, dict) or not isinstance(own.get("type"), str):
+        raise TranslationError("'thinking' must be an object with a 'type'", param="thinking")
+    if own["type"] != "enabled":
+        return Thinking(own, None, from_effort=False)
+    budget = own.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise TranslationError(
+            "'thinking.budget_tokens' must be a positive integer", param="thinking.budget_tokens"
+        )
+    return Thinking(own, budget, from_effort=False)
+
+
+def output_tokens_with_thinking(payload: dict[str, Any], thinking: Thinking, default: int) -> int:
+    """``max_tokens`` for a request that thinks with a budget: always above the budget.
+
+    A budget the gateway chose (``reasoning_effort``) is added to the client's limit (or
+    ``default``), so the answer keeps the room the client asked for; a client's own
+    ``thinking`` keeps its limit, which must then exceed its budget.
+    """
+    assert thinking.budget is not None
+    requested = max_output_tokens(payload)
+    if thinking.from_effort or requested is None:
+        return thinking.budget + (requested if requested is not None else default)
+    if requested <= thinking.budget:
+        key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+        raise TranslationError(f"'{key}' must be greater than 'thinking.budget_tokens'", param=key)
+    return requested
+
+
+# The forced tool that carries a structured answer (README, "Structured answers").
+RESPONSE_FORMAT_TOOL = "json_tool_call"
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    """A JSON answer asked for with ``response_format``, as a tool's input schema."""
+
+    schema: dict[str, Any]
+    description: str
+    strict: bool
+
+
+def response_format_of(payload: dict[str, Any]) -> ResponseFormat | None:
+    value = payload.get("response_format")
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat({"type": "object"}, "Answer with a JSON object.", strict=False)
+    if kind != "json_schema":
+        raise TranslationError(
+            "'response_format.type' must be text, json_object or json_schema",
+            param="response_format",
+        )
+    assert isinstance(value, dict)
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict):
+        raise TranslationError(
+            "'response_format.json_schema' must be an object", param="response_format.json_schema"
+        )
+    schema = spec.get("schema")
+    if schema is None:
+        schema = {"type": "object"}
+    # A tool's input is an object; OpenAI also requires the root schema to be one.
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise TranslationError(
+            "the root of 'response_format.json_schema.schema' must be of type object",
+            param="response_format.json_schema.schema",
+        )
+    description = spec.get("description")
+    if not isinstance(description, str) or not description:
+        name = spec.get("name")
+        description = f"Answer with a JSON object: {name}." if isinstance(name, str) else ""
+        description = description or "Answer with a JSON object."
+    return ResponseFormat(schema, description, strict=spec.get("strict") is True)
+
+
+def response_format_choice(
+    fmt: ResponseFormat | None,
+    choice: ToolChoice | None,
+    tools: list[FunctionTool],
+    thinking: Thinking | None,
+) -> Literal["tool", "any"] | None:
+    """How the answer tool is chosen: ``"tool"`` (forced), ``"any"`` (the client's tools
+    stay callable, and a plain answer goes through the answer tool), or ``None`` when
+    ``response_format`` has nothing to shape (no format, or the client forces its own
+    tool call)."""
+    if fmt is None:
+        return None
+    if any(tool.name == RESPONSE_FORMAT_TOOL for tool in tools):
+        raise TranslationError(
+            f"the tool name '{RESPONSE_FORMAT_TOOL}' is reserved with 'response_format'",
+            param="tools",
+        )
+    if choice is not None and choice.mode in ("required", "named"):
+        return None
+    if thinking is not None and thinking.config.get("type") != "disabled":
+        # The backend refuses forced tool use while thinking (README, "Structured answers").
+        raise TranslationError(
+            "'response_format' cannot be combined with reasoning on this backend",
+            param="response_format",
+        )
+    if tools and (choice is None or choice.mode == "auto"):
+        return "any"
+    return "tool"
+
+
+def service_tier_of(payload: dict[str, Any]) -> str | None:
+    tier = payload.get("service_tier")
+    if tier is None:
+        return None
+    if not isinstance(tier, str):
+        raise TranslationError("'service_tier' must be a string", param="service_tier")
+    return tier

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aigateway.translators.base import ResponseBodyOutput, TokenUsage
@@ -40,8 +40,14 @@ def usage_dict(usage: TokenUsage) -> dict[str, Any]:
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
     }
+    details: dict[str, int] = {}
     if usage.cached_input_tokens is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_input_tokens}
+        details["cached_tokens"] = usage.cached_input_tokens
+    if usage.cache_write_input_tokens is not None:
+        # The field the openai SDK declares (OpenRouter sends it too).
+        details["cache_write_tokens"] = usage.cache_write_input_tokens
+    if details:
+        out["prompt_tokens_details"] = details
     if usage.reasoning_tokens is not None:
         out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return out
@@ -56,9 +62,20 @@ def chat_completion_body(
     tool_calls: list[ToolCall],
     finish_reason: FinishReason,
     usage: TokenUsage | None,
+    reasoning_content: str | None = None,
+    thinking_blocks: list[dict[str, str]] | None = None,
+    service_tier: str | None = None,
 ) -> bytes:
-    """A whole ``chat.completion`` response body."""
+    """A whole ``chat.completion`` response body.
+
+    ``reasoning_content`` and ``thinking_blocks`` (with their signatures, for the client
+    to send back) carry a model's reasoning, as OpenAI-compatible servers return it.
+    """
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if reasoning_content is not None:
+        message["reasoning_content"] = reasoning_content
+    if thinking_blocks:
+        message["thinking_blocks"] = thinking_blocks
     if tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -75,6 +92,8 @@ def chat_completion_body(
     }
     if usage is not None:
         body["usage"] = usage_dict(usage)
+    if service_tier is not None:
+        body["service_tier"] = service_tier
     return dumps(body)
 
 
@@ -129,14 +148,16 @@ class ChunkEncoder:
             + b","
         )
 
-    def _choice(self, delta: bytes, finish_reason: bytes = b"null") -> bytes:
+    def _choice(self, delta: bytes, finish_reason: bytes = b"null", tail: bytes = b"") -> bytes:
         return (
             self._head
             + b'"choices":[{"index":0,"delta":'
             + delta
             + b',"logprobs":null,"finish_reason":'
             + finish_reason
-            + b"}]}\n\n"
+            + b"}]"
+            + tail
+            + b"}\n\n"
         )
 
     def role(self) -> bytes:
@@ -144,6 +165,12 @@ class ChunkEncoder:
 
     def content(self, text: str) -> bytes:
         return self._choice(b'{"content":' + dumps(text) + b"}")
+
+    def reasoning(self, text: str) -> bytes:
+        return self._choice(b'{"reasoning_content":' + dumps(text) + b"}")
+
+    def thinking_block(self, block: dict[str, str]) -> bytes:
+        return self._choice(b'{"thinking_blocks":[' + dumps(block) + b"]}")
 
     def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
         call = {
@@ -163,12 +190,32 @@ class ChunkEncoder:
             + b"}}]}"
         )
 
-    def finish(self, reason: FinishReason) -> bytes:
-        return self._choice(b"{}", b'"' + reason.encode() + b'"')
+    def finish(self, reason: FinishReason, service_tier: str | None = None) -> bytes:
+        return self._choice(b"{}", b'"' + reason.encode() + b'"', _tier(service_tier))
 
-    def usage(self, usage: TokenUsage) -> bytes:
+    def usage(self, usage: TokenUsage, service_tier: str | None = None) -> bytes:
         """The usage-only chunk (``choices: []``) of ``stream_options.include_usage``."""
-        return self._head + b'"choices":[],"usage":' + dumps(usage_dict(usage)) + b"}\n\n"
+        return (
+            self._head
+            + b'"choices":[],"usage":'
+            + dumps(usage_dict(usage))
+            + _tier(service_tier)
+            + b"}\n\n"
+        )
+
+
+def _tier(service_tier: str | None) -> bytes:
+    return b"" if service_tier is None else b',"service_tier":' + dumps(service_tier)
+
+
+# An SSE comment: clients and proxies see traffic, parsers ignore it (sse.py).
+KEEPALIVE = b": ping\n\n"
+
+
+@dataclass(slots=True)
+class _ThinkingBlock:
+    texts: list[str] = field(default_factory=list)
+    signature: str = ""
 
 
 class ChunkStream:
@@ -179,14 +226,26 @@ class ChunkStream:
     (``finished``), nothing more is emitted.
     """
 
-    __slots__ = ("_encoder", "_include_usage", "_out", "_tool_index", "error", "finished", "usage")
+    __slots__ = (
+        "_encoder",
+        "_include_usage",
+        "_out",
+        "_thinking",
+        "_tool_index",
+        "error",
+        "finished",
+        "service_tier",
+        "usage",
+    )
 
     def __init__(self, encoder: ChunkEncoder, *, include_usage: bool) -> None:
         self._encoder = encoder
         self._include_usage = include_usage
         self._out: list[bytes] = []
         self._tool_index: dict[int, int] = {}  # upstream content block index -> tool call index
+        self._thinking: dict[int, _ThinkingBlock] = {}  # reasoning blocks still being read
         self.usage: TokenUsage | None = None
+        self.service_tier: str | None = None  # set before finish() to report it
         self.error: str | None = None
         self.finished = False
 
@@ -197,6 +256,42 @@ class ChunkStream:
     def text(self, text: str) -> None:
         if text and not self.finished:
             self._out.append(self._encoder.content(text))
+
+    def reasoning(self, block_index: int, text: str) -> None:
+        """Reasoning text: a ``reasoning_content`` delta now, and part of its block."""
+        if self.finished:
+            return
+        block = self._thinking.get(block_index)
+        if block is None:
+            block = self._thinking[block_index] = _ThinkingBlock()
+        if text:
+            block.texts.append(text)
+            self._out.append(self._encoder.reasoning(text))
+
+    def reasoning_signature(self, block_index: int, signature: str) -> None:
+        block = self._thinking.get(block_index)
+        if block is None:
+            block = self._thinking[block_index] = _ThinkingBlock()
+        block.signature += signature
+
+    def reasoning_end(self, block_index: int) -> None:
+        """The end of a content block: a reasoning block goes out whole with its
+        signature (``thinking_blocks``), for the client to send back next turn."""
+        block = self._thinking.pop(block_index, None)
+        if block is not None and not self.finished:
+            whole = {"type": "thinking", "thinking": "".join(block.texts)}
+            whole["signature"] = block.signature
+            self._out.append(self._encoder.thinking_block(whole))
+
+    def redacted_reasoning(self, data: str) -> None:
+        """An encrypted reasoning block, passed on whole to be sent back."""
+        if not self.finished:
+            block = {"type": "redacted_thinking", "data": data}
+            self._out.append(self._encoder.thinking_block(block))
+
+    def keepalive(self) -> None:
+        if not self.finished:
+            self._out.append(KEEPALIVE)
 
     def tool_call_start(self, block_index: int, call_id: str, name: str) -> None:
         if self.finished:
@@ -213,14 +308,14 @@ class ChunkStream:
 
     def finish(self, reason: FinishReason) -> None:
         if not self.finished:
-            self._out.append(self._encoder.finish(reason))
+            self._out.append(self._encoder.finish(reason, self.service_tier))
 
     def complete(self) -> None:
         """The usage chunk (if the client asked for it), then ``[DONE]``."""
         if self.finished:
             return
         if self._include_usage and self.usage is not None:
-            self._out.append(self._encoder.usage(self.usage))
+            self._out.append(self._encoder.usage(self.usage, self.service_tier))
         self._out.append(SSE_DONE)
         self.finished = True
 

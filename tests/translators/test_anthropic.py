@@ -5,6 +5,7 @@ Wire data is handwritten from Anthropic's Messages API and streaming reference.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -47,8 +48,9 @@ def sse(*events: Event) -> bytes:
 
 
 def sse_data(body: bytes) -> list[bytes]:
+    """The data of each event; keep-alive comments (``: ping``) are left out."""
     assert body.endswith(b"\n\n")
-    events = body[:-2].split(b"\n\n")
+    events = [e for e in body[:-2].split(b"\n\n") if e != b": ping"]
     assert all(e.startswith(b"data: ") for e in events), events
     return [e[len(b"data: ") :] for e in events]
 
@@ -797,3 +799,585 @@ def test_crlf_stream_matches_lf_stream() -> None:
 def test_error_body(status: int, body: bytes, expected: dict[str, Any]) -> None:
     out = translator().error_body(status, body, {"content-type": "application/json"})
     assert json.loads(out) == {"error": expected}
+
+
+# --- translation parity (issue 11) ---------------------------------------------------
+
+PDF_B64 = "JVBERi0xLjQK"
+EPHEMERAL = {"type": "ephemeral"}
+HOUR = {"type": "ephemeral", "ttl": "1h"}
+
+
+def test_cache_control_marks_every_kind_of_block() -> None:
+    body = req(
+        messages=[
+            {
+                "role": "system",
+                "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}],
+            },
+            {"role": "developer", "content": "More rules.", "cache_control": HOUR},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Read", "cache_control": EPHEMERAL},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"data:image/png;base64,{PNG_B64}"},
+                        "cache_control": EPHEMERAL,
+                    },
+                    {
+                        "type": "file",
+                        "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}"},
+                        "cache_control": HOUR,
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "toolu_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                        "cache_control": EPHEMERAL,
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "ok", "cache_control": HOUR},
+        ],
+        tools=[
+            {**TOOL, "cache_control": EPHEMERAL},
+            {"type": "function", "function": {"name": "g", "cache_control": HOUR}},
+        ],
+    )
+    assert body["system"] == [
+        {"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL},
+        {"type": "text", "text": "More rules.", "cache_control": HOUR},
+    ]
+    user, assistant, result = body["messages"]
+    assert [b.get("cache_control") for b in user["content"]] == [EPHEMERAL, EPHEMERAL, HOUR]
+    assert assistant["content"][0]["cache_control"] == EPHEMERAL
+    assert result["content"][0] == {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": "ok",
+        "cache_control": HOUR,
+    }
+    assert [t.get("cache_control") for t in body["tools"]] == [EPHEMERAL, HOUR]
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "param"),
+    [
+        ({"type": "persistent"}, "messages[0].cache_control"),
+        ({"type": "ephemeral", "ttl": "2h"}, "messages[0].cache_control"),
+        ("yes", "messages[0].cache_control"),
+    ],
+)
+def test_bad_cache_control_is_refused(cache_control: Any, param: str) -> None:
+    with pytest.raises(TranslationError) as info:
+        req(messages=[{"role": "user", "content": "x", "cache_control": cache_control}])
+    assert info.value.param == param
+
+
+def test_cache_writes_show_in_the_response_usage() -> None:
+    out = translator().response_body(
+        message(
+            [{"type": "text", "text": "x"}],
+            "end_turn",
+            {"input_tokens": 3, "output_tokens": 1, "cache_creation_input_tokens": 500},
+        ),
+        True,
+    )
+    assert out.usage == TokenUsage(503, 1, 504, cache_write_input_tokens=500)
+    assert out.body is not None
+    usage = json.loads(out.body)["usage"]
+    assert usage["prompt_tokens_details"] == {"cache_write_tokens": 500}
+    t, data = streamed(TOOL_STREAM)
+    streamed_out = t.response_body(data, True)
+    assert streamed_out.body is not None
+    last = chunks_of(streamed_out.body)[-1]
+    assert last.usage is not None and last.usage.prompt_tokens_details is not None
+    assert last.usage.prompt_tokens_details.cache_write_tokens == 28
+
+
+@pytest.mark.parametrize(
+    ("effort", "limit", "budget", "max_tokens"),
+    [
+        ("low", None, 1024, 1024 + 4096),
+        ("minimal", None, 1024, 1024 + 4096),
+        ("medium", 500, 4096, 4096 + 500),
+        ("high", 20000, 16384, 16384 + 20000),
+    ],
+)
+def test_reasoning_effort_becomes_a_thinking_budget_below_max_tokens(
+    effort: str, limit: int | None, budget: int, max_tokens: int
+) -> None:
+    extra = {"max_completion_tokens": limit} if limit is not None else {}
+    body = req(reasoning_effort=effort, **extra)
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert body["max_tokens"] == max_tokens > budget
+
+
+def test_client_thinking_passes_through() -> None:
+    thinking = {"type": "enabled", "budget_tokens": 2000}
+    assert req(thinking=thinking, max_tokens=3000)["thinking"] == thinking
+    assert req(thinking=thinking)["max_tokens"] == 2000 + 4096
+    assert req(thinking={"type": "disabled"})["thinking"] == {"type": "disabled"}
+    body = req(reasoning_effort="none")
+    assert "thinking" not in body and body["max_tokens"] == 4096
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"reasoning_effort": 3}, "reasoning_effort"),
+        ({"reasoning_effort": "low", "thinking": {"type": "disabled"}}, "reasoning_effort"),
+        ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
+        ({"thinking": "on"}, "thinking"),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 2000}, "max_tokens": 2000},
+            "max_tokens",
+        ),
+    ],
+)
+def test_bad_reasoning_requests(payload: dict[str, Any], param: str) -> None:
+    with pytest.raises(TranslationError) as info:
+        req(**payload)
+    assert info.value.param == param
+
+
+SIGNED = {"type": "thinking", "thinking": "Check the tool.", "signature": "sig-1"}
+REDACTED = {"type": "redacted_thinking", "data": "EmwKAhgB"}
+
+
+def test_thinking_blocks_are_replayed_first_with_their_signature() -> None:
+    body = req(
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "reasoning_content": "Check the tool.",
+                "thinking_blocks": [SIGNED, REDACTED],
+                "tool_calls": [
+                    {
+                        "id": "toolu_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": ""},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+        ],
+        tools=[TOOL],
+        reasoning_effort="low",
+    )
+    assert body["messages"][1]["content"] == [
+        SIGNED,
+        REDACTED,
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+    ]
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [{"type": "thinking", "thinking": "x"}],
+        [{"type": "redacted_thinking"}],
+        [{"type": "summary", "text": "x"}],
+        "x",
+    ],
+)
+def test_unsigned_thinking_blocks_are_refused(blocks: Any) -> None:
+    with pytest.raises(TranslationError) as info:
+        req(messages=[{"role": "assistant", "content": "a", "thinking_blocks": blocks}])
+    assert info.value.param is not None
+    assert info.value.param.startswith("messages[0].thinking_blocks")
+
+
+def test_json_reasoning_becomes_reasoning_content_and_thinking_blocks() -> None:
+    out = translator().response_body(
+        message(
+            [SIGNED, REDACTED, {"type": "text", "text": "Sunny."}],
+            "end_turn",
+            {"input_tokens": 1, "output_tokens": 9},
+        ),
+        True,
+    )
+    assert out.body is not None
+    msg = ChatCompletion.model_validate_json(out.body).choices[0].message
+    assert msg.content == "Sunny."
+    assert msg.model_extra == {
+        "reasoning_content": "Check the tool.",
+        "thinking_blocks": [SIGNED, REDACTED],
+    }
+
+
+THINKING_STREAM: list[Event] = [
+    MESSAGE_START,
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Let me "},
+        },
+    ),
+    ("ping", {"type": "ping"}),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "think."},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "EqQBCg=="},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "redacted_thinking", "data": "EmwK"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    *TEXT_STREAM[1:],
+]
+
+
+def test_streamed_reasoning_and_its_signed_block() -> None:
+    t, data = streamed(THINKING_STREAM)
+    out = t.response_body(data, True)
+    assert out.body is not None
+    deltas = [c.choices[0].delta for c in chunks_of(out.body) if c.choices]
+    extras = [d.model_extra for d in deltas if d.model_extra]
+    assert extras == [
+        {"reasoning_content": "Let me "},
+        {"reasoning_content": "think."},
+        {
+            "thinking_blocks": [
+                {"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCg=="}
+            ]
+        },
+        {"thinking_blocks": [{"type": "redacted_thinking", "data": "EmwK"}]},
+    ]
+    assert "".join(d.content or "" for d in deltas) == "Hello!"
+
+
+def test_ping_passes_on_as_an_sse_comment() -> None:
+    t, data = streamed(THINKING_STREAM)
+    out = t.response_body(data, True)
+    assert out.body is not None
+    events = out.body.split(b"\n\n")
+    # In order: after the first reasoning delta, before the second.
+    assert events.count(b": ping") == 2
+    first = events.index(b": ping")
+    assert b"Let me " in events[first - 1] and b"think." in events[first + 1]
+
+
+def test_refusals_in_history_are_sent_as_text() -> None:
+    body = req(
+        messages=[
+            {"role": "user", "content": "Do it"},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+            {"role": "user", "content": "Why?"},
+            {"role": "assistant", "content": None, "refusal": "No."},
+            {"role": "user", "content": "Ok"},
+        ]
+    )
+    assert [m["role"] for m in body["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert body["messages"][1]["content"] == [{"type": "text", "text": "I can't."}]
+    assert body["messages"][3]["content"] == [{"type": "text", "text": "No."}]
+
+
+def test_files_and_pdf_image_urls_become_documents() -> None:
+    text_b64 = base64.b64encode(b"plain words").decode()
+    body = req(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "file",
+                        "file": {
+                            "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                            "filename": "report.pdf",
+                        },
+                    },
+                    {"type": "file", "file": {"file_data": f"data:text/plain;base64,{text_b64}"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"data:application/pdf;base64,{PDF_B64}"},
+                    },
+                ],
+            }
+        ]
+    )
+    pdf = {"type": "base64", "media_type": "application/pdf", "data": PDF_B64}
+    assert body["messages"][0]["content"] == [
+        {"type": "document", "source": pdf, "title": "report.pdf"},
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "plain words"},
+        },
+        {"type": "document", "source": pdf},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("file", "match"),
+    [
+        ({"file_id": "file-abc"}, "file_id"),
+        ({"file_data": "data:application/zip;base64,UEsD"}, "application/zip"),
+        ({"file_data": "JVBERi0="}, "data: URL"),
+        ({"file_data": "data:text/plain;base64,//8="}, "UTF-8"),
+    ],
+)
+def test_files_anthropic_cannot_take(file: dict[str, Any], match: str) -> None:
+    with pytest.raises(TranslationError, match=match) as info:
+        req(messages=[{"role": "user", "content": [{"type": "file", "file": file}]}])
+    assert info.value.param == "messages[0]"
+
+
+@pytest.mark.parametrize(("tier", "sent"), [("auto", "auto"), ("default", "standard_only")])
+def test_service_tier(tier: str, sent: str) -> None:
+    assert req(service_tier=tier)["service_tier"] == sent
+
+
+def test_unknown_service_tier_is_refused() -> None:
+    with pytest.raises(TranslationError, match="flex") as info:
+        req(service_tier="flex")
+    assert info.value.param == "service_tier"
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+JSON_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "place", "schema": SCHEMA, "strict": True},
+}
+
+
+def test_response_format_becomes_a_forced_answer_tool() -> None:
+    body = req(response_format=JSON_SCHEMA)
+    assert body["tools"] == [
+        {
+            "name": "json_tool_call",
+            "input_schema": SCHEMA,
+            "description": "Answer with a JSON object: place.",
+            "strict": True,
+        }
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": "json_tool_call"}
+    body = req(response_format={"type": "json_object"})
+    assert body["tools"][0]["input_schema"] == {"type": "object"}
+    assert "tools" not in req(response_format={"type": "text"})
+
+
+def test_response_format_with_client_tools() -> None:
+    body = req(response_format=JSON_SCHEMA, tools=[TOOL])
+    assert [t["name"] for t in body["tools"]] == ["f", "json_tool_call"]
+    assert body["tool_choice"] == {"type": "any"}  # a tool call, or the answer
+    forced = req(response_format=JSON_SCHEMA, tools=[TOOL], tool_choice="required")
+    assert [t["name"] for t in forced["tools"]] == ["f"]  # the answer is a tool call
+    none = req(response_format=JSON_SCHEMA, tools=[TOOL], tool_choice="none")
+    assert none["tool_choice"] == {"type": "tool", "name": "json_tool_call"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"schema": {"type": "array"}},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
+        ({"response_format": JSON_SCHEMA, "reasoning_effort": "low"}, "response_format"),
+        (
+            {
+                "response_format": JSON_SCHEMA,
+                "tools": [{"type": "function", "function": {"name": "json_tool_call"}}],
+            },
+            "tools",
+        ),
+    ],
+)
+def test_response_formats_refused(payload: dict[str, Any], param: str) -> None:
+    with pytest.raises(TranslationError) as info:
+        req(**payload)
+    assert info.value.param == param
+
+
+def test_json_answer_tool_input_is_the_message_content() -> None:
+    t = translator(response_format=JSON_SCHEMA)
+    out = t.response_body(
+        message(
+            [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_9",
+                    "name": "json_tool_call",
+                    "input": {"city": "Oslo"},
+                }
+            ],
+            "tool_use",
+            {"input_tokens": 1, "output_tokens": 5},
+        ),
+        True,
+    )
+    assert out.body is not None
+    choice = ChatCompletion.model_validate_json(out.body).choices[0]
+    assert json.loads(choice.message.content or "") == {"city": "Oslo"}
+    assert choice.message.tool_calls is None
+    assert choice.finish_reason == "stop"
+
+
+ANSWER_STREAM: list[Event] = [
+    MESSAGE_START,
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {
+                "type": "tool_use",
+                "id": "toolu_9",
+                "name": "json_tool_call",
+                "input": {},
+            },
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"city": "O'},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": 'slo"}'},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 5},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_streamed_json_answer_is_content() -> None:
+    t = translator(stream=True, response_format=JSON_SCHEMA)
+    t.response_headers(200, "text/event-stream")
+    out = t.response_body(sse(*ANSWER_STREAM), True)
+    assert out.body is not None
+    chunks = [c for c in chunks_of(out.body) if c.choices]
+    assert json.loads("".join(c.choices[0].delta.content or "" for c in chunks)) == {"city": "Oslo"}
+    assert all(c.choices[0].delta.tool_calls is None for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_tool_strict_and_tool_results_of_many_parts() -> None:
+    strict = {"type": "function", "function": {"name": "f", "parameters": SCHEMA, "strict": True}}
+    assert req(tools=[strict])["tools"] == [{"name": "f", "input_schema": SCHEMA, "strict": True}]
+    body = req(
+        messages=[
+            {"role": "user", "content": "x"},
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f"}}],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "t1",
+                "content": [
+                    {"type": "text", "text": "chart:", "cache_control": EPHEMERAL},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {
+                        "type": "file",
+                        "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}"},
+                    },
+                ],
+            },
+        ]
+    )
+    assert body["messages"][2]["content"][0]["content"] == [
+        {"type": "text", "text": "chart:", "cache_control": EPHEMERAL},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+        },
+    ]
+    with pytest.raises(TranslationError) as info:
+        req(tools=[{"type": "function", "function": {"name": "f", "strict": "yes"}}])
+    assert info.value.param == "tools[0]"
+
+
+PARITY_STREAMS = {"thinking": sse(*THINKING_STREAM), "answer": sse(*ANSWER_STREAM)}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.sampled_from(sorted(PARITY_STREAMS)),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=30),
+)
+def test_any_split_of_reasoning_and_answer_streams_gives_the_same_output(
+    name: str, cuts: list[int]
+) -> None:
+    def run(points: list[int]) -> tuple[bytes, Any]:
+        t = translator(stream=True, response_format=JSON_SCHEMA)
+        t.response_headers(200, "text/event-stream")
+        data = PARITY_STREAMS[name]
+        edges = sorted({min(c, len(data)) for c in points})
+        pieces = [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)], strict=True)]
+        outs = [t.response_body(p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
+        return b"".join(o.body or b"" for o in outs), (outs[-1].usage, outs[-1].error)
+
+    assert run(cuts) == run([])

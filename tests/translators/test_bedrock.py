@@ -884,3 +884,416 @@ def test_non_ascii_and_lone_surrogates_serialise() -> None:
     )
     assert plain.body is not None
     assert "h\u00e9".encode() in plain.body  # UTF-8, not a \\u escape
+
+
+# --- translation parity (issue 11) ---------------------------------------------------
+
+PDF_B64 = "JVBERi0xLjQK"
+EPHEMERAL = {"type": "ephemeral"}
+HOUR = {"type": "ephemeral", "ttl": "1h"}
+POINT = {"cachePoint": {"type": "default"}}
+HOUR_POINT = {"cachePoint": {"type": "default", "ttl": "1h"}}
+
+
+def claude(**payload: Any) -> dict[str, Any]:
+    full = {"model": "m", "messages": [{"role": "user", "content": "x"}], **payload}
+    return converse_request(full, model_id=MODEL_ID)
+
+
+def test_cache_points_follow_the_marked_blocks() -> None:
+    body = req(
+        messages=[
+            {
+                "role": "system",
+                "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}],
+            },
+            {"role": "developer", "content": "More.", "cache_control": HOUR},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Read", "cache_control": EPHEMERAL},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"data:image/png;base64,{PNG_B64}"},
+                        "cache_control": HOUR,
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{}"},
+                        "cache_control": EPHEMERAL,
+                    }
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "c1",
+                "content": [{"type": "text", "text": "sunny", "cache_control": EPHEMERAL}],
+            },
+        ],
+        tools=[{**WEATHER_TOOL, "cache_control": EPHEMERAL}],
+    )
+    assert body["system"] == [{"text": "Long rules."}, POINT, {"text": "More."}, HOUR_POINT]
+    user, assistant, result = body["messages"]
+    assert user["content"] == [
+        {"text": "Read"},
+        POINT,
+        {"image": {"format": "png", "source": {"bytes": PNG_B64}}},
+        HOUR_POINT,
+    ]
+    assert assistant["content"] == [
+        {"toolUse": {"toolUseId": "c1", "name": "get_weather", "input": {}}},
+        POINT,
+    ]
+    # A tool result cannot hold a cache point: it follows the result.
+    assert result["content"] == [
+        {"toolResult": {"toolUseId": "c1", "content": [{"text": "sunny"}]}},
+        POINT,
+    ]
+    assert body["toolConfig"]["tools"] == [WEATHER_SPEC, POINT]
+
+
+def test_cache_writes_show_in_the_response_usage() -> None:
+    out = translator().response_body(
+        converse_response(
+            [{"text": "x"}],
+            "end_turn",
+            {"inputTokens": 3, "outputTokens": 1, "totalTokens": 504, "cacheWriteInputTokens": 500},
+        ),
+        True,
+    )
+    assert out.usage == TokenUsage(503, 1, 504, cache_write_input_tokens=500)
+    assert out.body is not None
+    usage = ChatCompletion.model_validate_json(out.body).usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cache_write_tokens == 500
+    assert usage.prompt_tokens_details.cached_tokens is None
+
+
+@pytest.mark.parametrize(
+    ("effort", "limit", "budget", "max_tokens"),
+    [("low", None, 1024, 1024 + 4096), ("medium", 300, 4096, 4396), ("high", None, 16384, 20480)],
+)
+def test_reasoning_effort_on_claude(
+    effort: str, limit: int | None, budget: int, max_tokens: int
+) -> None:
+    extra = {"max_tokens": limit} if limit is not None else {}
+    body = claude(reasoning_effort=effort, **extra)
+    assert body["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": budget}
+    }
+    assert body["inferenceConfig"]["maxTokens"] == max_tokens > budget
+
+
+def test_reasoning_effort_on_other_models_is_refused_but_thinking_passes() -> None:
+    with pytest.raises(TranslationError) as info:
+        req(reasoning_effort="low")  # no model id: not Claude
+    assert info.value.param == "reasoning_effort"
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    body = req(thinking=thinking, max_tokens=4000)
+    assert body["additionalModelRequestFields"] == {"thinking": thinking}
+    assert body["inferenceConfig"]["maxTokens"] == 4000
+    assert "additionalModelRequestFields" not in claude(reasoning_effort="none")
+
+
+def test_reasoning_blocks_are_replayed_with_their_signature() -> None:
+    body = claude(
+        messages=[
+            {"role": "user", "content": "x"},
+            {
+                "role": "assistant",
+                "thinking_blocks": [
+                    {"type": "thinking", "thinking": "Use the tool.", "signature": "sig-1"},
+                    {"type": "redacted_thinking", "data": "EmwK"},
+                ],
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_weather"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ],
+        tools=[WEATHER_TOOL],
+        reasoning_effort="low",
+    )
+    assert body["messages"][1]["content"] == [
+        {"reasoningContent": {"reasoningText": {"text": "Use the tool.", "signature": "sig-1"}}},
+        {"reasoningContent": {"redactedContent": "EmwK"}},
+        {"toolUse": {"toolUseId": "c1", "name": "get_weather", "input": {}}},
+    ]
+
+
+def test_json_reasoning_and_service_tier() -> None:
+    doc = json.loads(
+        converse_response(
+            [
+                {"reasoningContent": {"reasoningText": {"text": "Hmm.", "signature": "sig-2"}}},
+                {"reasoningContent": {"redactedContent": "EmwK"}},
+                {"text": "Sunny."},
+            ],
+            "end_turn",
+            {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3},
+        )
+    )
+    doc["serviceTier"] = {"type": "priority"}
+    out = translator().response_body(json.dumps(doc).encode(), True)
+    assert out.body is not None
+    completion = ChatCompletion.model_validate_json(out.body)
+    assert completion.service_tier == "priority"
+    message = completion.choices[0].message
+    assert message.content == "Sunny."
+    assert message.model_extra == {
+        "reasoning_content": "Hmm.",
+        "thinking_blocks": [
+            {"type": "thinking", "thinking": "Hmm.", "signature": "sig-2"},
+            {"type": "redacted_thinking", "data": "EmwK"},
+        ],
+    }
+
+
+REASONING_STREAM = [
+    event("messageStart", {"role": "assistant"}),
+    event(
+        "contentBlockDelta",
+        {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Let me "}}},
+    ),
+    event(
+        "contentBlockDelta",
+        {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "see."}}},
+    ),
+    event(
+        "contentBlockDelta",
+        {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "EqQBCg=="}}},
+    ),
+    event("contentBlockStop", {"contentBlockIndex": 0}),
+    event(
+        "contentBlockDelta",
+        {"contentBlockIndex": 1, "delta": {"reasoningContent": {"redactedContent": "EmwK"}}},
+    ),
+    event("contentBlockStop", {"contentBlockIndex": 1}),
+    event("contentBlockDelta", {"contentBlockIndex": 2, "delta": {"text": "Sunny."}}),
+    event("contentBlockStop", {"contentBlockIndex": 2}),
+    event("messageStop", {"stopReason": "end_turn"}),
+    event(
+        "metadata",
+        {
+            "usage": {"inputTokens": 5, "outputTokens": 9, "totalTokens": 14},
+            "metrics": {"latencyMs": 10},
+            "serviceTier": {"type": "flex"},
+        },
+    ),
+]
+
+
+def test_streamed_reasoning_signed_blocks_and_service_tier() -> None:
+    t, data = streamed(*REASONING_STREAM)
+    out = t.response_body(data, True)
+    assert out.body is not None
+    chunks = chunks_of(out.body)
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert [d.model_extra for d in deltas if d.model_extra] == [
+        {"reasoning_content": "Let me "},
+        {"reasoning_content": "see."},
+        {
+            "thinking_blocks": [
+                {"type": "thinking", "thinking": "Let me see.", "signature": "EqQBCg=="}
+            ]
+        },
+        {"thinking_blocks": [{"type": "redacted_thinking", "data": "EmwK"}]},
+    ]
+    assert "".join(d.content or "" for d in deltas) == "Sunny."
+    finish, usage = chunks[-2], chunks[-1]
+    assert finish.choices[0].finish_reason == "stop"
+    assert (finish.service_tier, usage.service_tier) == ("flex", "flex")
+
+
+@pytest.mark.parametrize("tier", ["priority", "default", "flex", "reserved"])
+def test_service_tiers_bedrock_accepts(tier: str) -> None:
+    assert req(service_tier=tier)["serviceTier"] == {"type": tier}
+
+
+def test_service_tier_auto_is_the_default_and_others_are_refused() -> None:
+    assert "serviceTier" not in req(service_tier="auto")
+    with pytest.raises(TranslationError, match="scale") as info:
+        req(service_tier="scale")
+    assert info.value.param == "service_tier"
+
+
+def test_refusals_in_history_are_sent_as_text() -> None:
+    body = req(
+        messages=[
+            {"role": "user", "content": "Do it"},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+            {"role": "user", "content": "Why?"},
+        ]
+    )
+    assert body["messages"] == [
+        {"role": "user", "content": [{"text": "Do it"}]},
+        {"role": "assistant", "content": [{"text": "I can't."}]},
+        {"role": "user", "content": [{"text": "Why?"}]},
+    ]
+
+
+def test_files_become_documents_with_valid_unique_names() -> None:
+    def file(media: str, name: str | None = None) -> dict[str, Any]:
+        spec = {"file_data": f"data:{media};base64,{PDF_B64}"}
+        if name is not None:
+            spec["filename"] = name
+        return {"type": "file", "file": spec}
+
+    body = req(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    file("application/pdf", "Q3 report (final)_v2.pdf"),
+                    file("text/csv", "Q3 report (final)_v2.csv"),
+                    file("text/markdown"),
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"data:application/pdf;base64,{PDF_B64}"},
+                    },
+                    {"type": "text", "text": "Summarise"},
+                ],
+            }
+        ]
+    )
+    docs = [b["document"] for b in body["messages"][0]["content"] if "document" in b]
+    assert [(d["format"], d["name"]) for d in docs] == [
+        ("pdf", "Q3 report (final) v2"),
+        ("csv", "Q3 report (final) v2 (2)"),
+        ("md", "document"),
+        ("pdf", "document (2)"),
+    ]
+    assert {d["source"]["bytes"] for d in docs} == {PDF_B64}
+    with pytest.raises(TranslationError, match="image/svg"):
+        req(messages=[{"role": "user", "content": [file("image/svg+xml")]}])
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "place", "schema": SCHEMA}}
+ANSWER_SPEC = {
+    "toolSpec": {
+        "name": "json_tool_call",
+        "inputSchema": {"json": SCHEMA},
+        "description": "Answer with a JSON object: place.",
+    }
+}
+
+
+def test_response_format_becomes_a_forced_answer_tool() -> None:
+    assert req(response_format=JSON_SCHEMA)["toolConfig"] == {
+        "tools": [ANSWER_SPEC],
+        "toolChoice": {"tool": {"name": "json_tool_call"}},
+    }
+    assert req(response_format=JSON_SCHEMA, tools=[WEATHER_TOOL])["toolConfig"] == {
+        "tools": [WEATHER_SPEC, ANSWER_SPEC],
+        "toolChoice": {"any": {}},
+    }
+    with pytest.raises(TranslationError) as info:
+        claude(response_format=JSON_SCHEMA, reasoning_effort="high")
+    assert info.value.param == "response_format"
+
+
+def test_json_answer_is_content_streamed_and_not() -> None:
+    t = translator(response_format=JSON_SCHEMA)
+    use = {"toolUse": {"toolUseId": "t9", "name": "json_tool_call", "input": {"city": "Oslo"}}}
+    out = t.response_body(converse_response([use], "tool_use", {"inputTokens": 1}), True)
+    assert out.body is not None
+    choice = ChatCompletion.model_validate_json(out.body).choices[0]
+    assert json.loads(choice.message.content or "") == {"city": "Oslo"}
+    assert (choice.message.tool_calls, choice.finish_reason) == (None, "stop")
+    t = translator(stream=True, response_format=JSON_SCHEMA)
+    t.response_headers(200, "application/vnd.amazon.eventstream")
+    streamed_out = t.response_body(b"".join(ANSWER_STREAM), True)
+    assert streamed_out.body is not None
+    chunks = [c for c in chunks_of(streamed_out.body) if c.choices]
+    assert json.loads("".join(c.choices[0].delta.content or "" for c in chunks)) == {"city": "Oslo"}
+    assert all(c.choices[0].delta.tool_calls is None for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+ANSWER_STREAM = [
+    event("messageStart", {"role": "assistant"}),
+    event(
+        "contentBlockStart",
+        {
+            "contentBlockIndex": 0,
+            "start": {"toolUse": {"toolUseId": "t9", "name": "json_tool_call"}},
+        },
+    ),
+    event(
+        "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '{"city":'}}}
+    ),
+    event(
+        "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '"Oslo"}'}}}
+    ),
+    event("contentBlockStop", {"contentBlockIndex": 0}),
+    event("messageStop", {"stopReason": "tool_use"}),
+    event("metadata", {"usage": {"inputTokens": 1, "outputTokens": 4, "totalTokens": 5}}),
+]
+
+
+def test_tool_strict_and_tool_results_of_many_parts() -> None:
+    strict = {"type": "function", "function": {"name": "f", "parameters": SCHEMA, "strict": True}}
+    assert req(tools=[strict])["toolConfig"]["tools"] == [
+        {"toolSpec": {"name": "f", "inputSchema": {"json": SCHEMA}, "strict": True}}
+    ]
+    body = req(
+        messages=[
+            {"role": "user", "content": "x"},
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f"}}],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "t1",
+                "content": [
+                    {"type": "text", "text": "chart:"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {
+                        "type": "file",
+                        "file": {
+                            "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                            "filename": "a.pdf",
+                        },
+                    },
+                ],
+            },
+        ]
+    )
+    assert body["messages"][2]["content"][0]["toolResult"]["content"] == [
+        {"text": "chart:"},
+        {"image": {"format": "png", "source": {"bytes": PNG_B64}}},
+        {"document": {"format": "pdf", "name": "a", "source": {"bytes": PDF_B64}}},
+    ]
+
+
+PARITY_STREAMS = {"reasoning": REASONING_STREAM, "answer": ANSWER_STREAM}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.sampled_from(sorted(PARITY_STREAMS)),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
+    include_usage=st.booleans(),
+)
+def test_any_split_of_reasoning_and_answer_streams_gives_the_same_output(
+    name: str, cuts: list[int], include_usage: bool
+) -> None:
+    def run(points: list[int]) -> tuple[bytes, Any]:
+        options = {"stream_options": {"include_usage": include_usage}}
+        t = translator(stream=True, response_format=JSON_SCHEMA, **options)
+        t.response_headers(200, "application/vnd.amazon.eventstream")
+        data = b"".join(PARITY_STREAMS[name])
+        edges = sorted({min(c, len(data)) for c in points})
+        pieces = [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)], strict=True)]
+        outs = [t.response_body(p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
+        return b"".join(o.body or b"" for o in outs), (outs[-1].usage, outs[-1].error)
+
+    assert run(cuts) == run([])

@@ -185,3 +185,61 @@ def test_a_whole_completion_body() -> None:
     }
     assert body["choices"][0]["finish_reason"] == "tool_calls"
     assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 2}
+
+
+def test_reasoning_blocks_are_assembled_per_content_block() -> None:
+    s = stream(include_usage=True)
+    s.reasoning(0, "a")
+    s.reasoning(3, "x")  # another block, interleaved
+    s.reasoning(0, "b")
+    s.reasoning_signature(0, "si")
+    s.reasoning_signature(0, "g")
+    s.reasoning_end(0)
+    s.reasoning_end(1)  # not a reasoning block: nothing
+    s.redacted_reasoning("ENC")
+    s.reasoning(5, "")  # an empty block still ends as a (signed) block
+    s.reasoning_signature(5, "s5")
+    s.reasoning_end(5)
+    s.keepalive()
+    s.service_tier = "flex"
+    s.finish("stop")
+    s.usage = USAGE
+    s.complete()
+    s.reasoning(3, "late")  # nothing after the end
+    s.reasoning_end(3)
+    body = s.output().body
+    assert body is not None
+    assert b"\n\n: ping\n\n" in body
+    got = events(body)
+    assert [e["choices"][0]["delta"] for e in got[:6]] == [
+        {"reasoning_content": "a"},
+        {"reasoning_content": "x"},
+        {"reasoning_content": "b"},
+        {"thinking_blocks": [{"type": "thinking", "thinking": "ab", "signature": "sig"}]},
+        {"thinking_blocks": [{"type": "redacted_thinking", "data": "ENC"}]},
+        {"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": "s5"}]},
+    ]
+    finish, usage, done = got[6:]
+    assert (finish["service_tier"], usage["service_tier"], done) == ("flex", "flex", "[DONE]")
+
+
+def test_a_body_with_reasoning_cache_writes_and_service_tier() -> None:
+    usage = TokenUsage(10, 2, 12, cached_input_tokens=3, cache_write_input_tokens=4)
+    body = json.loads(
+        chat_completion_body(
+            completion_id="c",
+            created=1,
+            model="m",
+            content="hi",
+            tool_calls=[],
+            finish_reason="stop",
+            usage=usage,
+            reasoning_content="hm",
+            thinking_blocks=[{"type": "thinking", "thinking": "hm", "signature": "s"}],
+            service_tier="priority",
+        )
+    )
+    assert body["choices"][0]["message"]["reasoning_content"] == "hm"
+    assert body["choices"][0]["message"]["thinking_blocks"][0]["signature"] == "s"
+    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 3, "cache_write_tokens": 4}
+    assert body["service_tier"] == "priority"

@@ -8,6 +8,14 @@ Anthropic sends them: ``message_start`` (``usage.output_tokens`` 1),
 ``message_delta`` (``stop_reason``, ``usage.output_tokens``), ``message_stop``.
 Errors are ``{"type": "error", "error": {"type", "message"}}``; in a stream they are an
 ``event: error``. ``model``, ``max_tokens`` and ``messages`` are required.
+
+With thinking enabled (see :mod:`.reasoning`) the answer starts with a ``thinking``
+block (streamed as ``thinking_delta`` words, a ``ping``, then ``signature_delta``).
+``cache_control`` on system blocks, content blocks and tools must be
+``{"type": "ephemeral"}`` (``ttl`` 5m or 1h); ``x-mock-cache-write-tokens`` reports
+cache writes as ``cache_creation_input_tokens``. ``service_tier`` must be ``auto`` or
+``standard_only``; ``usage.service_tier`` is then ``standard``. Documents must be
+base64 PDFs or plain text.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from aiohttp import web
 
 from .errors import ANTHROPIC_ERRORS, MockError
 from .prompt_words import anthropic_prompt_words
+from .reasoning import Thinking, check_cache_control, check_history, requested_thinking
 from .routing import MockCall, dumps, provider_route, send_json
 from .streaming import EventKind, StreamFaults, send_stream, sse_event
 from .tools import ToolDefinition, argument_fragments, arguments_json, mock_arguments, select_tool
@@ -47,6 +56,8 @@ async def _messages(call: MockCall) -> web.StreamResponse:
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise MockError(400, "messages: Field required (a non-empty list)")
+    thinking = requested_thinking(payload.get("thinking"), max_tokens, knobs)
+    _check_request(payload, thinking is not None)
     tool = select_tool(_tools(payload), header=knobs.tool_call, forced=_forced_tool(payload))
     if tool is None:
         tokens, truncated = limit_tokens(knobs.output_tokens, max_tokens)
@@ -56,17 +67,22 @@ async def _messages(call: MockCall) -> web.StreamResponse:
     seq = call.state.next_id()
     prompt = anthropic_prompt_words(payload)
     cached = min(knobs.cached_tokens, prompt)
+    written = min(knobs.cache_write_tokens, prompt - cached)
+    thought = len(thinking.pieces) if thinking is not None else 0
     message_id = f"msg_mock{seq:020d}"
     tool_use_id = f"toolu_mock{seq:016d}"
     headers = {"request-id": f"req_mock{seq:020d}"}
 
-    def usage(output_tokens: int) -> dict[str, int]:
-        return {
-            "input_tokens": prompt - cached,
-            "cache_creation_input_tokens": 0,
+    def usage(output_tokens: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "input_tokens": prompt - cached - written,
+            "cache_creation_input_tokens": written,
             "cache_read_input_tokens": cached,
             "output_tokens": output_tokens,
         }
+        if "service_tier" in payload:
+            out["service_tier"] = "standard"
+        return out
 
     def message(content: list[dict[str, Any]], stop: str | None, out: int) -> dict[str, Any]:
         return {
@@ -81,17 +97,26 @@ async def _messages(call: MockCall) -> web.StreamResponse:
         }
 
     if payload.get("stream") is not True:
+        content: list[dict[str, Any]] = []
+        if thinking is not None:
+            content.append(
+                {"type": "thinking", "thinking": thinking.text, "signature": thinking.signature}
+            )
         if tool is None:
-            content: list[dict[str, Any]] = [{"type": "text", "text": reply_text(tokens)}]
+            content.append({"type": "text", "text": reply_text(tokens)})
         else:
             arguments = mock_arguments(tool.schema)
             block = {"type": "tool_use", "id": tool_use_id, "name": tool.name, "input": arguments}
-            content = [block]
-        body = dumps(message(content, stop_reason, tokens))
+            content.append(block)
+        body = dumps(message(content, stop_reason, tokens + thought))
         return await send_json(call.request, knobs, body, headers=headers)
 
     def events() -> Iterator[tuple[EventKind, bytes]]:
         yield EventKind.OPEN, _event("message_start", {"message": message([], None, 1)})
+        index = 0
+        if thinking is not None:
+            yield from _thinking_events(thinking)
+            index = 1
         if tool is None:
             start: dict[str, Any] = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": piece} for piece in reply_pieces(tokens)]
@@ -99,16 +124,15 @@ async def _messages(call: MockCall) -> web.StreamResponse:
             start = {"type": "tool_use", "id": tool_use_id, "name": tool.name, "input": {}}
             fragments = argument_fragments(arguments_json(tool.schema), tokens)
             deltas = [{"type": "input_json_delta", "partial_json": f} for f in fragments]
-        yield EventKind.OPEN, _event("content_block_start", {"index": 0, "content_block": start})
+        start_event = {"index": index, "content_block": start}
+        yield EventKind.OPEN, _event("content_block_start", start_event)
         yield EventKind.OPEN, _event("ping", {})
         for delta in deltas:
-            yield EventKind.TOKEN, _event("content_block_delta", {"index": 0, "delta": delta})
-        yield EventKind.CLOSE, _event("content_block_stop", {"index": 0})
+            yield EventKind.TOKEN, _event("content_block_delta", {"index": index, "delta": delta})
+        yield EventKind.CLOSE, _event("content_block_stop", {"index": index})
         stop = {"stop_reason": stop_reason, "stop_sequence": None}
-        yield (
-            EventKind.CLOSE,
-            _event("message_delta", {"delta": stop, "usage": {"output_tokens": tokens}}),
-        )
+        end_usage = {"output_tokens": tokens + thought}
+        yield EventKind.CLOSE, _event("message_delta", {"delta": stop, "usage": end_usage})
         yield EventKind.FINAL, _event("message_stop", {})
 
     faults = StreamFaults(
@@ -117,6 +141,64 @@ async def _messages(call: MockCall) -> web.StreamResponse:
         keepalive=_event("ping", {}),
     )
     return await send_stream(call, events(), faults, {**_SSE_HEADERS, **headers})
+
+
+def _thinking_events(thinking: Thinking) -> Iterator[tuple[EventKind, bytes]]:
+    """The thinking block at index 0, as Claude streams it (a ``ping`` inside)."""
+    start = {"type": "thinking", "thinking": "", "signature": ""}
+    yield EventKind.OPEN, _event("content_block_start", {"index": 0, "content_block": start})
+    for i, piece in enumerate(thinking.pieces):
+        delta = {"type": "thinking_delta", "thinking": piece}
+        yield EventKind.OPEN, _event("content_block_delta", {"index": 0, "delta": delta})
+        if i == 0:
+            yield EventKind.OPEN, _event("ping", {})
+    delta = {"type": "signature_delta", "signature": thinking.signature}
+    yield EventKind.OPEN, _event("content_block_delta", {"index": 0, "delta": delta})
+    yield EventKind.OPEN, _event("content_block_stop", {"index": 0})
+
+
+def _check_request(payload: dict[str, Any], thinking_on: bool) -> None:
+    """What Anthropic refuses and the gateway must get right: cache marks, documents,
+    service tiers, replayed thinking."""
+    tier = payload.get("service_tier")
+    if tier is not None and tier not in ("auto", "standard_only"):
+        raise MockError(400, "service_tier: Input should be 'auto' or 'standard_only'")
+    system = payload.get("system")
+    blocks: list[Any] = list(system) if isinstance(system, list) else []
+    for message in payload["messages"]:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            blocks.extend(content)
+            for block in content:
+                inner = block.get("content") if isinstance(block, dict) else None
+                if block.get("type") == "tool_result" and isinstance(inner, list):
+                    blocks.extend(inner)
+    tools = payload.get("tools")
+    blocks.extend(tools if isinstance(tools, list) else ())
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        if "cache_control" in block:
+            check_cache_control(block["cache_control"], "cache_control", "ephemeral")
+        if block.get("type") == "document":
+            source = block.get("source")
+            if (
+                not isinstance(source, dict)
+                or source.get("type") not in ("base64", "text")
+                or not isinstance(source.get("data"), str)
+            ):
+                raise MockError(400, "document.source: expected a base64 PDF or plain text")
+    check_history(
+        payload["messages"],
+        thinking_on,
+        is_thinking=lambda b: b.get("type") in ("thinking", "redacted_thinking"),
+        is_tool_use=lambda b: b.get("type") == "tool_use",
+        signed=lambda b: (
+            (str(b.get("thinking")), str(b.get("signature")))
+            if b.get("type") == "thinking"
+            else None
+        ),
+    )
 
 
 def _event(name: str, body: dict[str, Any]) -> bytes:

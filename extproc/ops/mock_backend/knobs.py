@@ -2,35 +2,41 @@
 
 They are plain request headers so they pass through Envoy and the gateway untouched.
 
-==============================  =======================================================
-header                          effect
-==============================  =======================================================
-``x-mock-output-tokens: N``     reply with N words / report N output tokens (default 8)
-``x-mock-status: S``            answer status S with the provider's error body (S < 400:
-                                no effect)
-``x-mock-error-type: T``        provider error type for ``x-mock-status`` and for the
-                                ``exception`` fault (OpenAI ``error.type``, Bedrock
-                                exception name, Anthropic ``error.type``)
-``x-mock-error-echo: NAME``     the ``x-mock-status`` error message repeats the value of
-                                request header NAME (a provider echoing a credential)
-``x-mock-ttft-ms: MS``          wait MS before the first byte of the response
-``x-mock-itl-ms: MS``           wait MS before every streamed token chunk but the first
-``x-mock-tool-call: NAME``      answer with a call to tool NAME; ignored when the request
-                                has no tools, 400 when its tools lack NAME
-``x-mock-cached-tokens: N``     report N of the prompt tokens as cache reads
-``x-mock-reasoning-tokens: N``  OpenAI only: add N reasoning tokens to completion usage
-``x-mock-fault: F[, F...]``     faults, see :class:`Fault`
-``x-mock-fault-after: N``       token chunks sent before a stream fault fires (default 2)
-``x-mock-tail-ms: MS``          streams: wait MS after the last event before ending the
-                                body (real upstreams send the end of a body late)
-``x-mock-hold-end: KEY``        streams: after the last event, hold the end of the body
-                                until ``POST /_mock/release/KEY`` (or the client leaves)
-``x-mock-split: N``             streams: write every event in pieces of at most N bytes
-                                (splits anywhere: inside lines, CRLF pairs, characters)
-``x-mock-crlf: 1``              SSE streams: end lines with CRLF instead of LF
-``x-mock-keepalive: 1``         streams: a keep-alive before every event (OpenAI: an SSE
-                                comment line; Anthropic: a ``ping`` event)
-==============================  =======================================================
+================================  =======================================================
+header                            effect
+================================  =======================================================
+``x-mock-output-tokens: N``       reply with N words / report N output tokens (default 8)
+``x-mock-status: S``              answer status S with the provider's error body (S < 400:
+                                  no effect)
+``x-mock-error-type: T``          provider error type for ``x-mock-status`` and for the
+                                  ``exception`` fault (OpenAI ``error.type``, Bedrock
+                                  exception name, Anthropic ``error.type``)
+``x-mock-error-echo: NAME``       the ``x-mock-status`` error message repeats the value of
+                                  request header NAME (a provider echoing a credential)
+``x-mock-ttft-ms: MS``            wait MS before the first byte of the response
+``x-mock-itl-ms: MS``             wait MS before every streamed token chunk but the first
+``x-mock-tool-call: NAME``        answer with a call to tool NAME; ignored when the request
+                                  has no tools, 400 when its tools lack NAME
+``x-mock-cached-tokens: N``       report N of the prompt tokens as cache reads
+``x-mock-cache-write-tokens: N``  Anthropic and Bedrock: report N of the prompt tokens
+                                  as cache writes (``cache_creation_input_tokens``,
+                                  ``cacheWriteInputTokens``)
+``x-mock-reasoning-tokens: N``    OpenAI: add N reasoning tokens to completion usage;
+                                  Anthropic and Bedrock, when the request enables
+                                  thinking: think N words (default 4, see
+                                  :mod:`.reasoning`), counted as output tokens
+``x-mock-fault: F[, F...]``       faults, see :class:`Fault`
+``x-mock-fault-after: N``         token chunks sent before a stream fault fires (default 2)
+``x-mock-tail-ms: MS``            streams: wait MS after the last event before ending the
+                                  body (real upstreams send the end of a body late)
+``x-mock-hold-end: KEY``          streams: after the last event, hold the end of the body
+                                  until ``POST /_mock/release/KEY`` (or the client leaves)
+``x-mock-split: N``               streams: write every event in pieces of at most N bytes
+                                  (splits anywhere: inside lines, CRLF pairs, characters)
+``x-mock-crlf: 1``                SSE streams: end lines with CRLF instead of LF
+``x-mock-keepalive: 1``           streams: a keep-alive before every event (OpenAI: an SSE
+                                  comment line; Anthropic: a ``ping`` event)
+================================  =======================================================
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ TTFT_MS = "x-mock-ttft-ms"
 ITL_MS = "x-mock-itl-ms"
 TOOL_CALL = "x-mock-tool-call"
 CACHED_TOKENS = "x-mock-cached-tokens"
+CACHE_WRITE_TOKENS = "x-mock-cache-write-tokens"
 REASONING_TOKENS = "x-mock-reasoning-tokens"
 FAULT = "x-mock-fault"
 FAULT_AFTER = "x-mock-fault-after"
@@ -81,6 +88,7 @@ _ALL_HEADERS = (
     ITL_MS,
     TOOL_CALL,
     CACHED_TOKENS,
+    CACHE_WRITE_TOKENS,
     REASONING_TOKENS,
     FAULT,
     FAULT_AFTER,
@@ -134,6 +142,7 @@ class Knobs:
     itl_s: float = 0.0
     tool_call: str | None = None
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     faults: frozenset[Fault] = frozenset()
     fault_after: int | None = None
@@ -180,6 +189,7 @@ def parse_knobs(headers: Mapping[str, str]) -> Knobs:
         itl_s=_int_or(headers, ITL_MS, 0, 0, _MAX_DELAY_MS) / 1000,
         tool_call=headers.get(TOOL_CALL, "").strip() or None,
         cached_tokens=_int_or(headers, CACHED_TOKENS, 0, 0, MAX_OUTPUT_TOKENS),
+        cache_write_tokens=_int_or(headers, CACHE_WRITE_TOKENS, 0, 0, MAX_OUTPUT_TOKENS),
         reasoning_tokens=_int_or(headers, REASONING_TOKENS, 0, 0, MAX_OUTPUT_TOKENS),
         faults=frozenset(faults),
         fault_after=_int(headers, FAULT_AFTER, 0, MAX_OUTPUT_TOKENS),

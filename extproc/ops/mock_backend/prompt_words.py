@@ -4,8 +4,9 @@ A prompt token is a whitespace-separated word (:func:`~.words.count_words`) of t
 the model would read as conversation. Counted, per schema:
 
 - OpenAI / Azure chat: every message's ``content`` when it is a string, and the
-  ``text`` of its ``{"type": "text"}`` parts when it is a list. That covers system,
-  developer, user, assistant and tool messages alike.
+  ``text`` of its ``{"type": "text"}`` parts (and the ``refusal`` of its
+  ``{"type": "refusal"}`` parts, which translations send as text) when it is a list.
+  That covers system, developer, user, assistant and tool messages alike.
 - Bedrock Converse: ``system[].text``; ``messages[].content[].text``; and the text of
   tool results, ``messages[].content[].toolResult.content[].text``.
 - Anthropic Messages: ``system`` (a string, or the ``text`` of its blocks);
@@ -38,7 +39,14 @@ def openai_prompt_words(messages: list[Any]) -> int:
     total = 0
     for message in messages:
         if isinstance(message, dict):
-            total += _text_words(message.get("content"), "text")
+            content = message.get("content")
+            total += _text_words(content, "text")
+            if isinstance(content, list):
+                total += sum(
+                    _str_words(part.get("refusal"))
+                    for part in content
+                    if isinstance(part, dict) and part.get("type") == "refusal"
+                )
     return total
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from aigateway.extproc.ops.mock_backend import MockBackendServer, reply_pieces, reply_text
+from aigateway.extproc.ops.mock_backend.reasoning import signature
 
 from .helpers import parse_sse, raw_post
 
@@ -224,3 +225,84 @@ async def test_bad_requests_get_anthropic_error_bodies(
     assert error["type"] == "error"
     assert error["error"]["type"] == "invalid_request_error"
     assert message in error["error"]["message"]
+
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_thinking_answers_a_signed_thinking_block(mock_server: MockBackendServer) -> None:
+    body = {**REQUEST, "max_tokens": 2048, "thinking": THINKING, "service_tier": "auto"}
+    body["messages"] = [{"role": "user", "content": "Hi"}]
+    knobs = {"x-mock-output-tokens": "2", "x-mock-reasoning-tokens": "3"}
+    message = json.loads((await post(mock_server, body, **knobs)).body)
+    assert message["content"] == [
+        {"type": "thinking", "thinking": reply_text(3), "signature": signature(reply_text(3))},
+        {"type": "text", "text": reply_text(2)},
+    ]
+    assert message["usage"]["output_tokens"] == 5
+    assert message["usage"]["service_tier"] == "standard"
+    events = parse_sse((await post(mock_server, {**body, "stream": True}, **knobs)).body.decode())
+    names = [e.event for e in events]
+    assert names[:4] == ["message_start", "content_block_start", "content_block_delta", "ping"]
+    deltas = [e.json()["delta"] for e in events if e.event == "content_block_delta"]
+    assert [d.get("thinking") for d in deltas[:3]] == list(reply_pieces(3))
+    assert deltas[3] == {"type": "signature_delta", "signature": signature(reply_text(3))}
+    assert events[-2].json()["usage"]["output_tokens"] == 5
+
+
+async def test_replayed_thinking_is_checked(mock_server: MockBackendServer) -> None:
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}
+    signed = {"type": "thinking", "thinking": "hm", "signature": signature("hm")}
+
+    def history(assistant: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            **REQUEST,
+            "max_tokens": 2048,
+            "thinking": THINKING,
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": assistant},
+                {"role": "user", "content": [result]},
+            ],
+        }
+
+    assert (await post(mock_server, history([signed, use]))).status == 200
+    missing = await post(mock_server, history([use]))
+    assert missing.status == 400 and b"thinking block" in missing.body
+    forged = await post(mock_server, history([{**signed, "signature": "x"}, use]))
+    assert forged.status == 400 and b"signature" in forged.body
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_tokens": 1024, "thinking": THINKING}, "greater than"),
+        ({"service_tier": "priority"}, "service_tier"),
+        (
+            {"system": [{"type": "text", "text": "x", "cache_control": {"type": "x"}}]},
+            "cache_control",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "document", "source": {"type": "url"}}]}
+                ]
+            },
+            "document",
+        ),
+    ],
+)
+async def test_what_anthropic_refuses(
+    mock_server: MockBackendServer, change: dict[str, Any], message: str
+) -> None:
+    response = await post(mock_server, {**REQUEST, **change})
+    assert response.status == 400
+    assert message in json.loads(response.body)["error"]["message"]
+
+
+async def test_cache_write_tokens_knob(mock_server: MockBackendServer) -> None:
+    knobs = {"x-mock-cached-tokens": "2", "x-mock-cache-write-tokens": "3"}
+    usage = json.loads((await post(mock_server, REQUEST, **knobs)).body)["usage"]
+    assert usage["input_tokens"] == REQUEST_WORDS - 5
+    assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (2, 3)

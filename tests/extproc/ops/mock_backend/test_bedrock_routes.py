@@ -23,6 +23,7 @@ from aigateway.extproc.ops.mock_backend import (
     reply_text,
     run_mock_backend,
 )
+from aigateway.extproc.ops.mock_backend.reasoning import signature
 
 from .helpers import decode_frames, frame_events, raw_post
 
@@ -423,3 +424,113 @@ async def test_bad_requests_are_validation_exceptions(
     assert response.status == 400
     assert response.headers["x-amzn-errortype"].startswith("ValidationException:")
     assert "message" in json.loads(response.body)
+
+
+THINKING = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+
+
+async def test_thinking_answers_signed_reasoning_first(mock_server: MockBackendServer) -> None:
+    body = {
+        "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+        "inferenceConfig": {"maxTokens": 2048},
+        "additionalModelRequestFields": THINKING,
+        "serviceTier": {"type": "flex"},
+    }
+    knobs = {"x-mock-output-tokens": "2", "x-mock-reasoning-tokens": "3"}
+    path = f"/model/{ESCAPED_MODEL_ID}/converse"
+    answer = json.loads((await raw_post(mock_server.port, path, body, knobs)).body)
+    reasoning, text = answer["output"]["message"]["content"]
+    assert reasoning == {
+        "reasoningContent": {
+            "reasoningText": {"text": reply_text(3), "signature": signature(reply_text(3))}
+        }
+    }
+    assert text == {"text": reply_text(2)}
+    assert answer["usage"]["outputTokens"] == 5
+    assert answer["serviceTier"] == {"type": "flex"}
+    stream = await raw_post(mock_server.port, path + "-stream", body, knobs)
+    events = frame_events(decode_frames(stream.chunks))
+    deltas = [p["delta"] for name, p in events if name == "contentBlockDelta"]
+    assert deltas[:4] == [{"reasoningContent": {"text": piece}} for piece in reply_pieces(3)] + [
+        {"reasoningContent": {"signature": signature(reply_text(3))}}
+    ]
+    assert events[-1][1]["serviceTier"] == {"type": "flex"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"inferenceConfig": {"maxTokens": 1024}}, "greater than"),
+        ({"serviceTier": {"type": "scale"}}, "serviceTier"),
+        ({"system": [{"text": "x"}, {"cachePoint": {"type": "ephemeral"}}]}, "cachePoint"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "document": {
+                                    "format": "pdf",
+                                    "name": "a_b",
+                                    "source": {"bytes": "AA=="},
+                                }
+                            }
+                        ],
+                    }
+                ]
+            },
+            "document.name",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"text": "x"}]},
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {
+                                "reasoningContent": {
+                                    "reasoningText": {"text": "a", "signature": "forged"}
+                                }
+                            }
+                        ],
+                    },
+                ]
+            },
+            "signature",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"text": "x"}]},
+                    {
+                        "role": "assistant",
+                        "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": {}}}],
+                    },
+                ]
+            },
+            "thinking block",
+        ),
+    ],
+)
+async def test_what_bedrock_refuses(
+    mock_server: MockBackendServer, change: dict[str, Any], message: str
+) -> None:
+    body = {
+        **CONVERSATION,
+        "inferenceConfig": {"maxTokens": 2048},
+        "additionalModelRequestFields": THINKING,
+        **change,
+    }
+    response = await raw_post(mock_server.port, f"/model/{ESCAPED_MODEL_ID}/converse", body)
+    assert response.status == 400
+    assert message in json.loads(response.body)["message"]
+
+
+async def test_cache_write_tokens_knob(mock_server: MockBackendServer) -> None:
+    path = f"/model/{ESCAPED_MODEL_ID}/converse"
+    knobs = {"x-mock-cached-tokens": "2", "x-mock-cache-write-tokens": "3"}
+    usage = json.loads((await raw_post(mock_server.port, path, CONVERSATION, knobs)).body)["usage"]
+    assert usage["inputTokens"] == CONVERSATION_WORDS - 5
+    assert (usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]) == (2, 3)
