@@ -10,7 +10,8 @@ header                          effect
                                 no effect)
 ``x-mock-error-type: T``        provider error type for ``x-mock-status`` and for the
                                 ``exception`` fault (OpenAI ``error.type``, Bedrock
-                                exception name, Anthropic ``error.type``)
+                                exception name, Anthropic ``error.type``, Google
+                                ``error.status``)
 ``x-mock-error-echo: NAME``     the ``x-mock-status`` error message repeats the value of
                                 request header NAME (a provider echoing a credential)
 ``x-mock-ttft-ms: MS``          wait MS before the first byte of the response
@@ -18,10 +19,15 @@ header                          effect
 ``x-mock-tool-call: NAME``      answer with a call to tool NAME; ignored when the request
                                 has no tools, 400 when its tools lack NAME
 ``x-mock-cached-tokens: N``     report N of the prompt tokens as cache reads
-``x-mock-reasoning-tokens: N``  OpenAI only: add N reasoning tokens to completion usage
+``x-mock-reasoning-tokens: N``  OpenAI: add N reasoning tokens to completion usage;
+                                Gemini: report N ``thoughtsTokenCount``
 ``x-mock-fault: F[, F...]``     faults, see :class:`Fault`
 ``x-mock-fault-after: N``       token chunks sent before a stream fault fires (default 2)
 ==============================  =======================================================
+
+The Google token endpoint is called by google-auth, not by the client: its knobs are
+query parameters of the service-account key file's ``token_uri`` (see
+:mod:`.gcp_tokens`).
 """
 
 from __future__ import annotations
@@ -83,7 +89,8 @@ class Fault(enum.StrEnum):
     #: abort the TCP connection (RST) mid-body; non-streamed: after half the body.
     RESET = "reset"
     #: end the body cleanly without the final event(s) (``[DONE]``, ``message_stop``,
-    #: ``messageStop`` + ``metadata``); with ``x-mock-fault-after``, right at that point.
+    #: ``messageStop`` + ``metadata``, Gemini's last chunk with ``finishReason``); with
+    #: ``x-mock-fault-after``, right at that point.
     #: Non-streamed: a body cut in half with a matching content-length.
     TRUNCATE = "truncate"
     #: insert one event whose data is not JSON (Bedrock: a frame with a non-JSON
@@ -92,7 +99,7 @@ class Fault(enum.StrEnum):
     #: Bedrock streams only: insert one frame whose message CRC is wrong, then carry on.
     BAD_CRC = "bad-crc"
     #: streams only: end with the provider's in-stream error event (Bedrock exception
-    #: frame, Anthropic ``event: error``, OpenAI ``data: {"error": ...}``).
+    #: frame, Anthropic ``event: error``, OpenAI and Gemini ``data: {"error": ...}``).
     EXCEPTION = "exception"
     #: gzip the body (``content-encoding: gzip``); streams are flushed per event.
     #: ``x-mock-status`` errors come with no body at all (an upstream or proxy that
