@@ -48,7 +48,6 @@ from aigateway.translators.openai_request import (
     parse_data_url,
     part_text,
     reject_unsupported,
-    response_format,
     stop_sequences,
     text_parts,
     tool_call_fields,
@@ -319,11 +318,7 @@ def _generation_config(payload: dict[str, Any]) -> dict[str, Any]:
     stops = stop_sequences(payload)
     if stops:
         config["stopSequences"] = stops
-    fmt = response_format(payload)
-    if fmt is not None and fmt.kind != "text":
-        config["responseMimeType"] = "application/json"
-        if fmt.schema is not None:
-            config["responseSchema"] = fmt.schema
+    config.update(_response_format(payload))
     effort = payload.get("reasoning_effort")
     if effort is not None:
         if effort not in _THINKING_BUDGETS:
@@ -333,6 +328,31 @@ def _generation_config(payload: dict[str, Any]) -> dict[str, Any]:
             )
         config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGETS[effort]}
     return config
+
+
+def _response_format(payload: dict[str, Any]) -> dict[str, Any]:
+    """``response_format``: JSON answers, shaped by ``json_schema.schema`` if given."""
+    value = payload.get("response_format")
+    if value is None:
+        return {}
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"responseMimeType": "application/json"}
+    if kind != "json_schema":
+        raise TranslationError(
+            "'response_format.type' must be text, json_object or json_schema",
+            param="response_format",
+        )
+    spec = value.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise TranslationError(
+            "'response_format.json_schema.schema' must be a JSON schema object",
+            param="response_format.json_schema.schema",
+        )
+    return {"responseMimeType": "application/json", "responseSchema": schema}
 
 
 def _add_tools(body: dict[str, Any], payload: dict[str, Any]) -> None:

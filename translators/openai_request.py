@@ -233,35 +233,3 @@ def append_merged(
         messages[-1][key].extend(blocks)
     else:
         messages.append({"role": role, key: blocks})
-
-
-ResponseFormatKind = Literal["text", "json_object", "json_schema"]
-
-
-@dataclass(slots=True, frozen=True)
-class ResponseFormat:
-    kind: ResponseFormatKind
-    schema: dict[str, Any] | None = None  # set for json_schema
-
-
-def response_format(payload: dict[str, Any]) -> ResponseFormat | None:
-    """``response_format``: text, a JSON object, or JSON following ``json_schema.schema``."""
-    value = payload.get("response_format")
-    if value is None:
-        return None
-    kind = value.get("type") if isinstance(value, dict) else None
-    if kind in ("text", "json_object"):
-        return ResponseFormat(kind)
-    if kind != "json_schema":
-        raise TranslationError(
-            "'response_format.type' must be text, json_object or json_schema",
-            param="response_format",
-        )
-    spec = value.get("json_schema")
-    schema = spec.get("schema") if isinstance(spec, dict) else None
-    if not isinstance(schema, dict):
-        raise TranslationError(
-            "'response_format.json_schema.schema' must be a JSON schema object",
-            param="response_format.json_schema.schema",
-        )
-    return ResponseFormat("json_schema", schema)
