@@ -189,7 +189,10 @@ class GcpTokenSource:
             credentials.refresh(self._transport)
         except Exception as exc:
             error = _classify(exc)
-            log.warning("Google token refresh failed (%s): %s", self.source, exc)
+            # Transport errors say what failed to connect; anything else may quote a body.
+            exceptions = _google("google.auth.exceptions")
+            detail = str(exc)[:300] if isinstance(exc, exceptions.TransportError) else error.message
+            log.warning("Google token refresh failed (%s): %s", self.source, detail)
             raise error from None
         token = credentials.token
         if not isinstance(token, str) or not token:

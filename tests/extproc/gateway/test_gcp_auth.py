@@ -205,6 +205,19 @@ async def test_failures_are_classified(error: BaseException, status: int, messag
     assert (err.value.status, err.value.message) == (status, message)
 
 
+async def test_a_failure_is_logged_without_what_the_endpoint_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    credentials = FakeCredentials()
+    credentials.error = google_exceptions.RefreshError("proxy page quoting eyJhbGciOiJSUzI1NiJ9")
+    with pytest.raises(GcpTokenError):
+        await source(credentials, Clock()).token()
+    assert "Google token refresh failed (test): the token endpoint did not issue a token" in (
+        caplog.text
+    )
+    assert "eyJhbGciOi" not in caplog.text
+
+
 async def test_the_authenticator_sends_a_bearer_token_and_maps_failures() -> None:
     credentials = FakeCredentials()
     auth = GcpOAuth(source(credentials, Clock()))
