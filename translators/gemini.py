@@ -71,7 +71,7 @@ GENERATE = ":generateContent"
 STREAM_GENERATE = ":streamGenerateContent?alt=sse"
 BATCH_EMBED = ":batchEmbedContents"
 
-# Gemini's image input types (https://ai.google.dev/gemini-api/docs/image-understanding).
+# The image types Gemini takes inline.
 _IMAGE_MEDIA_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
 )
@@ -639,7 +639,7 @@ class GeminiChatTranslator:
         usage = doc.get("usageMetadata")
         if usage is not None:
             stream.usage = usage_from_gemini(usage)
-        # The terminal event: the finish reason and the final usage (docs/architecture.md).
+        # The terminal event: the finish reason and the final usage (README, "gcp-gemini").
         if self._finish is not None and usage is not None:
             stream.finish(self._finish)
             stream.complete()
