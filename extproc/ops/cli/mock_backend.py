@@ -62,11 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--path-prefix",
-        default="",
         metavar="PREFIX",
-        help="serve the provider routes under PREFIX (e.g. /api; default: at the root)",
+        help="serve the provider routes under PREFIX, e.g. /api (default: at the root)",
     )
-    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    parser.add_argument(
+        "--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (default: HTTP)"
+    )
     parser.add_argument("--tls-key", metavar="FILE", help="the private key for --tls-cert")
     add_logging_flags(parser)
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             gemini_api_key=gemini_key,
             gcp_service_accounts=accounts,
             gcp_token_lifetime=args.gcp_token_lifetime,
-            path_prefix=args.path_prefix,
+            path_prefix=args.path_prefix or "",
         )
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
