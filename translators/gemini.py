@@ -214,9 +214,12 @@ def finish_reason_from_gemini(reason: Any, *, tool_calls: bool) -> FinishReason:
 
 def _reject_unexpressible(payload: dict[str, Any]) -> None:
     reject_unsupported(payload)
-    for key in payload:
-        if key not in _READ and key not in _IGNORED:
-            raise TranslationError(f"'{key}' is not supported for Gemini models", param=key)
+    for key, value in payload.items():
+        if key in _READ or key in _IGNORED or value is None:
+            continue  # (clients that send every field send the unused ones as null)
+        if key == "modalities" and value == ["text"]:
+            continue  # what Gemini answers anyway
+        raise TranslationError(f"'{key}' is not supported for Gemini models", param=key)
     if payload.get("logprobs") not in (None, False):
         raise TranslationError("'logprobs' is not supported for Gemini models", param="logprobs")
     if parallel_tool_calls(payload) is False:

@@ -155,6 +155,8 @@ def test_basic_request() -> None:
         presence_penalty=0.5,
         frequency_penalty=-0.5,
         user="someone",
+        logit_bias=None,
+        modalities=["text"],
     )
     assert body == {
         "systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Metric units."}]},
