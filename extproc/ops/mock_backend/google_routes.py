@@ -25,7 +25,10 @@ out of ``candidatesTokenCount``), with ``x-mock-cached-tokens`` cache reads
 answers ``{"embeddings": [{"values": [...]}]}`` and, like Google's, no token counts.
 
 Errors are ``{"error": {"code", "message", "status"}}`` (in a list for Vertex AI's
-``streamGenerateContent``); in a stream, a ``data:`` event holding one.
+``streamGenerateContent``); in a stream, a ``data:`` event holding one. The knobs of
+:mod:`.knobs` apply; ``x-mock-error-type`` sets Google's ``error.status``. The token
+endpoint's own knobs are query parameters of the key file's ``token_uri`` (see
+:mod:`.gcp_tokens`).
 """
 
 from __future__ import annotations

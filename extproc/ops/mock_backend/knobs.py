@@ -10,8 +10,7 @@ header                          effect
                                 no effect)
 ``x-mock-error-type: T``        provider error type for ``x-mock-status`` and for the
                                 ``exception`` fault (OpenAI ``error.type``, Bedrock
-                                exception name, Anthropic ``error.type``, Google
-                                ``error.status``)
+                                exception name, Anthropic ``error.type``)
 ``x-mock-error-echo: NAME``     the ``x-mock-status`` error message repeats the value of
                                 request header NAME (a provider echoing a credential)
 ``x-mock-ttft-ms: MS``          wait MS before the first byte of the response
@@ -19,15 +18,10 @@ header                          effect
 ``x-mock-tool-call: NAME``      answer with a call to tool NAME; ignored when the request
                                 has no tools, 400 when its tools lack NAME
 ``x-mock-cached-tokens: N``     report N of the prompt tokens as cache reads
-``x-mock-reasoning-tokens: N``  OpenAI: add N reasoning tokens to completion usage;
-                                Gemini: report N ``thoughtsTokenCount``
+``x-mock-reasoning-tokens: N``  OpenAI only: add N reasoning tokens to completion usage
 ``x-mock-fault: F[, F...]``     faults, see :class:`Fault`
 ``x-mock-fault-after: N``       token chunks sent before a stream fault fires (default 2)
 ==============================  =======================================================
-
-The Google token endpoint is called by google-auth, not by the client: its knobs are
-query parameters of the service-account key file's ``token_uri`` (see
-:mod:`.gcp_tokens`).
 """
 
 from __future__ import annotations
