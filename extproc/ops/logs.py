@@ -35,3 +35,6 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     # Library chatter stays at warning unless we debug.
     for noisy in ("aiohttp.access", "asyncio", "grpc"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # google-auth's debug lines carry token requests, and its warnings repeat failures
+    # the gateway reports itself in one line.
+    logging.getLogger("google").setLevel(logging.ERROR)

@@ -16,10 +16,11 @@ import socket
 import sys
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -40,6 +41,9 @@ from aigateway.extproc.ops.envoy_process import (
     envoy_command,
     stop_process,
 )
+
+if TYPE_CHECKING:
+    from aigateway.extproc.ops.mock_backend import GcpServiceAccount
 
 ENVOY_START_TIMEOUT = 30.0
 
@@ -81,14 +85,37 @@ def _mock_address(config: GatewayConfig, mock: Address) -> bool:
 
 
 @asynccontextmanager
-async def _mock_backend(address: Address) -> AsyncIterator[None]:
-    from aigateway.extproc.ops.mock_backend import run_mock_backend
+async def _mock_backend(
+    address: Address, accounts: Sequence[GcpServiceAccount]
+) -> AsyncIterator[None]:
+    from aigateway.extproc.ops.mock_backend import create_app, run_mock_backend
 
+    app = create_app(gcp_service_accounts=accounts)
     try:
-        async with run_mock_backend(address.bind_host, address.port):
+        async with run_mock_backend(address.bind_host, address.port, app=app):
             yield
     except OSError as exc:
         raise StartupError(f"--mock-addr {address}: {exc.strerror or exc}") from None
+
+
+def _demo_vertex_key(mock_url: str, workdir: Path) -> tuple[str | None, list[GcpServiceAccount]]:
+    """A throwaway service-account key in ``workdir`` whose tokens the demo's mock issues,
+    so Vertex AI runs offline and keyless; none without the gcp extra."""
+    if importlib.util.find_spec("google.auth") is None:
+        return None, []
+    try:
+        from aigateway.extproc.ops.mock_backend import new_service_account_key
+
+        text, account = new_service_account_key(
+            f"{mock_url}/token",
+            client_email="aigateway-demo@aigateway-demo.iam.gserviceaccount.com",
+        )
+    except ImportError:  # cryptography missing
+        return None, []
+    path = workdir / "demo-vertex-key.json"
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path), [account]
 
 
 def _tail(log: Path, lines: int = 5) -> str:
@@ -167,32 +194,34 @@ async def run_up(options: UpOptions) -> None:
     listen, extproc, metrics = options.listen, options.extproc, options.metrics
     admin, mock = options.admin, options.mock
 
-    if options.config:
-        config = load_config(options.config)
-        secrets = load_secrets(config, options.config)
-        with_mock = _mock_address(config, mock)
-    else:
-        doc = demo_config(f"http://{mock.url_host()}:{mock.port}")
-        config = parse_config(doc, "<built-in demo config>")
-        secrets = ResolvedSecrets(config, Path.cwd())
-        with_mock = True
-
-    for address, flag in (
-        (listen, "--listen"),
-        (admin, "--admin-addr"),
-        (extproc, "--extproc-addr"),
-        (metrics, "--metrics-addr"),
-    ):
-        _port_free(address, flag)
-    if with_mock:
-        _port_free(mock, "--mock-addr")
-
-    stop = asyncio.Event()
-    install_stop_signals(stop)
     async with AsyncExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aigateway-up-")))
+        accounts: list[GcpServiceAccount] = []
+        if options.config:
+            config = load_config(options.config)
+            secrets = load_secrets(config, options.config)
+            with_mock = _mock_address(config, mock)
+        else:
+            mock_url = f"http://{mock.url_host()}:{mock.port}"
+            key_file, accounts = _demo_vertex_key(mock_url, workdir)
+            config = parse_config(demo_config(mock_url, key_file), "<built-in demo config>")
+            secrets = ResolvedSecrets(config, workdir)
+            with_mock = True
+
+        for address, flag in (
+            (listen, "--listen"),
+            (admin, "--admin-addr"),
+            (extproc, "--extproc-addr"),
+            (metrics, "--metrics-addr"),
+        ):
+            _port_free(address, flag)
         if with_mock:
-            await stack.enter_async_context(_mock_backend(mock))
+            _port_free(mock, "--mock-addr")
+
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        if with_mock:
+            await stack.enter_async_context(_mock_backend(mock, accounts))
 
         bootstrap = build_bootstrap(
             config, EnvoyOptions(listen=listen, extproc=[extproc], admin=admin)

@@ -4,6 +4,7 @@ process on free loopback ports. Readiness is waited for with deadlines, never sl
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -154,6 +155,37 @@ UPSTREAM_KEY = "sk-upstream-e2e-secret"
 AWS_KEY_ID = "AKIDE2EEXAMPLE"
 AWS_SECRET = "e2e/secret/key/EXAMPLEKEY"
 BEDROCK_MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+GEMINI_KEY = "gk-upstream-e2e-secret"
+VERTEX_PROJECT = "e2e-project"
+VERTEX_REGION = "us-central1"
+VERTEX_GEMINI_MODEL = "gemini-2.0-flash-001"
+VERTEX_CLAUDE_MODEL = "claude-3-5-sonnet-v2@20241022"
+#: Service-account key files next to the config: one the mock trusts, one of the same
+#: account signed with another key, and one whose token endpoint resets the connection
+#: (a query knob, see extproc/ops/mock_backend/gcp_tokens.py).
+SA_FILE, SA_REFUSED_FILE, SA_DOWN_FILE = "sa.json", "sa-refused.json", "sa-down.json"
+
+
+@functools.cache
+def _service_account_keys() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two throwaway keys, made once per test process (RSA key generation is slow)."""
+    from aigateway.extproc.ops.mock_backend import new_service_account_key
+
+    trusted, _ = new_service_account_key("http://unset/token")
+    stranger, _ = new_service_account_key("http://unset/token")
+    return json.loads(trusted), json.loads(stranger)
+
+
+def write_service_account_keys(workdir: Path, mock_url: str) -> None:
+    """The three key files (see SA_FILE), their grants going to the mock at ``mock_url``."""
+    trusted, stranger = _service_account_keys()
+    token_uri = f"{mock_url}/token"
+    for name, key, uri in (
+        (SA_FILE, trusted, token_uri),
+        (SA_REFUSED_FILE, stranger, token_uri),
+        (SA_DOWN_FILE, trusted, token_uri + "?fault=reset"),
+    ):
+        (workdir / name).write_text(json.dumps({**key, "token_uri": uri}))
 
 
 def default_config(mock_port: int) -> dict[str, Any]:
@@ -184,6 +216,27 @@ def default_config(mock_port: int) -> dict[str, Any]:
                 },
             },
             {"name": "mock-anthropic", "schema": "anthropic", "endpoint": endpoint, "auth": key},
+            {
+                "name": "mock-gemini",
+                "schema": "gcp-gemini",
+                "endpoint": endpoint,
+                "auth": {"api_key": {"env": "E2E_GEMINI_KEY"}},
+            },
+            *(
+                {
+                    "name": name,
+                    "schema": "gcp-vertex-ai",
+                    "endpoint": endpoint,
+                    "project": VERTEX_PROJECT,
+                    "region": VERTEX_REGION,
+                    "auth": {"gcp": {"service_account_file": sa_file}},
+                }
+                for name, sa_file in (
+                    ("mock-vertex", SA_FILE),
+                    ("mock-vertex-refused", SA_REFUSED_FILE),
+                    ("mock-vertex-down", SA_DOWN_FILE),
+                )
+            ),
         ],
         "models": [
             {"name": "gpt-4o-mini", "backend": "mock-openai"},
@@ -201,6 +254,32 @@ def default_config(mock_port: int) -> dict[str, Any]:
             },
             {"name": "text-embedding-3-small", "backend": "mock-openai"},
             {"name": "azure-embedding", "backend": "mock-azure", "backend_model": "embed-deploy"},
+            {"name": "gemini-flash", "backend": "mock-gemini", "backend_model": "gemini-2.0-flash"},
+            {
+                "name": "gemini-embedding",
+                "backend": "mock-gemini",
+                "backend_model": "text-embedding-004",
+            },
+            {
+                "name": "vertex-gemini",
+                "backend": "mock-vertex",
+                "backend_model": VERTEX_GEMINI_MODEL,
+            },
+            {
+                "name": "vertex-claude",
+                "backend": "mock-vertex",
+                "backend_model": VERTEX_CLAUDE_MODEL,
+            },
+            {
+                "name": "vertex-refused",
+                "backend": "mock-vertex-refused",
+                "backend_model": VERTEX_GEMINI_MODEL,
+            },
+            {
+                "name": "vertex-down",
+                "backend": "mock-vertex-down",
+                "backend_model": VERTEX_GEMINI_MODEL,
+            },
         ],
     }
 
@@ -211,10 +290,15 @@ class Stack:
     config: dict[str, Any] | None = None
     config_factory: Callable[[int], dict[str, Any]] = default_config
     env: dict[str, str] = field(
-        default_factory=lambda: {"E2E_UPSTREAM_KEY": UPSTREAM_KEY, "E2E_AWS_SECRET": AWS_SECRET}
+        default_factory=lambda: {
+            "E2E_UPSTREAM_KEY": UPSTREAM_KEY,
+            "E2E_AWS_SECRET": AWS_SECRET,
+            "E2E_GEMINI_KEY": GEMINI_KEY,
+        }
     )
     serve_args: list[str] = field(default_factory=list)
     envoy_args: list[str] = field(default_factory=list)
+    mock_args: list[str] = field(default_factory=list)
     #: The host `serve` binds (0.0.0.0 to test non-loopback rules).
     extproc_host: str = "127.0.0.1"
     procs: dict[str, Proc] = field(default_factory=dict)
@@ -248,6 +332,7 @@ class Stack:
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.allocate_ports()
+        write_service_account_keys(self.workdir, self.mock_url)
         mock = spawn(
             "mock",
             [
@@ -257,9 +342,18 @@ class Stack:
                 f"127.0.0.1:{self.mock_port}",
                 "--aws-region",
                 "us-east-1",
+                "--gemini-api-key-env",
+                "E2E_GEMINI_KEY",
+                "--gcp-service-account",
+                str(self.workdir / SA_FILE),
+                *self.mock_args,
             ],
             self.workdir,
-            {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET},
+            {
+                "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+                "E2E_GEMINI_KEY": GEMINI_KEY,
+            },
         )
         self.procs["mock"] = mock
         config = self.config if self.config is not None else self.config_factory(self.mock_port)

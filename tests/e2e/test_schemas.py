@@ -1,6 +1,7 @@
 """An unchanged ``openai`` client gets equivalent answers from every backend schema
-(openai, azure-openai, aws-bedrock, anthropic) through real Envoy: content, finish
-reasons, tool calls and usage, streamed and not; and the metrics count each backend."""
+(openai, azure-openai, aws-bedrock, anthropic, gcp-gemini, gcp-vertex-ai with Gemini and
+with Claude) through real Envoy: content, finish reasons, tool calls and usage, streamed
+and not; and the metrics count each backend."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ from urllib.parse import unquote
 import openai
 import pytest
 
-from tests.e2e.stack import AWS_KEY_ID, BEDROCK_MODEL_ID, UPSTREAM_KEY, Stack, wait_until
+from tests.e2e.stack import (
+    AWS_KEY_ID,
+    BEDROCK_MODEL_ID,
+    GEMINI_KEY,
+    UPSTREAM_KEY,
+    VERTEX_CLAUDE_MODEL,
+    VERTEX_GEMINI_MODEL,
+    VERTEX_PROJECT,
+    VERTEX_REGION,
+    Stack,
+    wait_until,
+)
 from tests.e2e.test_chat_openai import MESSAGES, PROMPT_WORDS
 from tests.e2e.test_metrics import delta, snapshot
 
@@ -21,7 +33,11 @@ MODELS = {
     "azure-gpt-4o": "mock-azure",
     "bedrock-claude": "mock-bedrock",
     "claude-sonnet": "mock-anthropic",
+    "gemini-flash": "mock-gemini",
+    "vertex-gemini": "mock-vertex",
+    "vertex-claude": "mock-vertex",
 }
+VERTEX_PATH = f"/v1/projects/{VERTEX_PROJECT}/locations/{VERTEX_REGION}/publishers"
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -175,7 +191,8 @@ def test_upstream_sees_the_backend_wire_format_and_credentials(
     client.chat.completions.create(
         model=model, messages=MESSAGES, extra_headers={"x-api-key": "mine"}
     )
-    (seen,) = [r for r in stack.mock_requests() if r["method"] == "POST"]
+    # (Vertex AI's first request also fetches an OAuth2 token from the mock's /token.)
+    (seen,) = [r for r in stack.mock_requests() if r["method"] == "POST" and r["path"] != "/token"]
     headers = {k.lower(): v for k, v in seen["headers"].items()}
     body = json.loads(seen["body"])
     dump = json.dumps(seen)
@@ -197,6 +214,26 @@ def test_upstream_sees_the_backend_wire_format_and_credentials(
         assert headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/")
         assert body["messages"][0]["content"] == [{"text": MESSAGES[1]["content"]}]
         assert body["system"] == [{"text": MESSAGES[0]["content"]}]
+    elif backend == "mock-gemini":
+        assert seen["path"] == "/v1beta/models/gemini-2.0-flash:generateContent"
+        assert headers["x-goog-api-key"] == GEMINI_KEY
+        assert "authorization" not in headers
+        assert body["systemInstruction"] == {"parts": [{"text": MESSAGES[0]["content"]}]}
+        assert body["contents"] == [{"role": "user", "parts": [{"text": MESSAGES[1]["content"]}]}]
+    elif model == "vertex-gemini":
+        assert seen["path"] == (
+            f"{VERTEX_PATH}/google/models/{VERTEX_GEMINI_MODEL}:generateContent"
+        )
+        assert headers["authorization"].startswith("Bearer ya29.mock-")
+        assert "x-goog-api-key" not in headers
+        assert body["contents"] == [{"role": "user", "parts": [{"text": MESSAGES[1]["content"]}]}]
+    elif model == "vertex-claude":
+        assert seen["path"] == f"{VERTEX_PATH}/anthropic/models/{VERTEX_CLAUDE_MODEL}:rawPredict"
+        assert headers["authorization"].startswith("Bearer ya29.mock-")
+        assert "x-api-key" not in headers and "anthropic-version" not in headers
+        assert "model" not in body
+        assert body["anthropic_version"] == "vertex-2023-10-16"
+        assert body["system"] == [{"type": "text", "text": MESSAGES[0]["content"]}]
     else:
         assert seen["path"] == "/v1/messages"
         assert headers["x-api-key"] == UPSTREAM_KEY

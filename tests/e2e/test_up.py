@@ -106,7 +106,15 @@ def test_up_serves_every_demo_model_and_stops_cleanly(up: Up) -> None:
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
     models = [m.id for m in client.models.list()]
     chat_models = [m for m in models if "embedding" not in m]
-    assert {"gpt-4o-mini", "azure-gpt-4o", "bedrock-claude", "claude-sonnet"} <= set(chat_models)
+    assert {
+        "gpt-4o-mini",
+        "azure-gpt-4o",
+        "bedrock-claude",
+        "claude-sonnet",
+        "gemini-flash",
+        "vertex-gemini",  # on a throwaway service-account key the demo's mock trusts
+        "vertex-claude",
+    } <= set(chat_models)
     for model in chat_models:
         reply = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "Hello there"}]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aigateway.extproc.gateway.config import SCHEMAS, load_config
 from aigateway.extproc.ops.envoy_process import find_envoy
+from aigateway.extproc.ops.mock_backend import new_service_account_key
 from tests.e2e.stack import AIGATEWAY
 from tests.examples.conftest import EXAMPLES
 
@@ -27,6 +28,8 @@ def test_every_schema_and_auth_kind_is_shown() -> None:
     assert openai_auth.api_key.env == "OPENAI_API_KEY"
     bedrock_auth = by_name["bedrock"].auth
     assert bedrock_auth is not None and bedrock_auth.aws is not None
+    vertex_auth = by_name["vertex"].auth
+    assert vertex_auth is not None and vertex_auth.gcp is not None
     # Every backend serves at least one model.
     assert {m.backend for m in config.models} == set(by_name)
 
@@ -35,10 +38,13 @@ def test_check_config_passes_once_the_secrets_exist(tmp_path: Path) -> None:
     shutil.copy(CONFIG, tmp_path / "config.yaml")
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "anthropic-api-key").write_text("sk-ant-example\n")
+    key_file, account = new_service_account_key("https://oauth2.googleapis.com/token")
+    (tmp_path / "secrets" / "vertex-service-account.json").write_text(key_file)
     env = {
         **os.environ,
         "OPENAI_API_KEY": "sk-example",
         "AZURE_OPENAI_API_KEY": "az-example",
+        "GEMINI_API_KEY": "gk-example",
         # The bedrock backend signs with botocore's default chain: give it something.
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
         "AWS_SECRET_ACCESS_KEY": "aws-secret-example",
@@ -53,12 +59,17 @@ def test_check_config_passes_once_the_secrets_exist(tmp_path: Path) -> None:
         timeout=30,
     )
     assert checked.returncode == 0, checked.stderr
-    assert "6 model(s)" in checked.stdout
+    assert "10 model(s)" in checked.stdout
     # Each backend says which credentials its requests carry.
     assert "backend bedrock: AWS SigV4 with botocore's default credential chain (found: env)" in (
         checked.stdout
     )
     assert "backend openai: an API key in authorization" in checked.stdout
+    assert "backend gemini: an API key in x-goog-api-key" in checked.stdout
+    assert (
+        f"backend vertex: OAuth2 access tokens from service account {account.client_email}"
+        in checked.stdout
+    )
     # Without them, the same file is refused naming each missing secret.
     env.pop("OPENAI_API_KEY")
     missing = subprocess.run(
@@ -71,6 +82,7 @@ def test_check_config_passes_once_the_secrets_exist(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "OPENAI_API_KEY is not set" in missing.stderr
     assert "anthropic-api-key" in missing.stderr
+    assert "vertex-service-account.json" in missing.stderr
 
 
 def test_its_envoy_bootstrap_validates(tmp_path: Path) -> None:

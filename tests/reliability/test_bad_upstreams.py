@@ -19,6 +19,9 @@ MODELS = {
     "azure-gpt-4o": "mock-azure",
     "bedrock-claude": "mock-bedrock",
     "claude-sonnet": "mock-anthropic",
+    "gemini-flash": "mock-gemini",
+    "vertex-gemini": "mock-vertex",
+    "vertex-claude": "mock-vertex",
 }
 CASES = [
     # (fault headers, streamed, what the client sees)

@@ -15,10 +15,19 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.stack import AIGATEWAY, AWS_SECRET, UPSTREAM_KEY, Stack, free_port, spawn, wait_until
+from tests.e2e.stack import (
+    AIGATEWAY,
+    AWS_SECRET,
+    GEMINI_KEY,
+    UPSTREAM_KEY,
+    Stack,
+    free_port,
+    spawn,
+    wait_until,
+)
 
 CHAT = {"messages": [{"role": "user", "content": "hello there"}]}
-SECRETS = (UPSTREAM_KEY, AWS_SECRET)
+SECRETS = (UPSTREAM_KEY, AWS_SECRET, GEMINI_KEY)
 
 
 def leaks(text: str | bytes) -> list[str]:
@@ -33,6 +42,7 @@ def leaks(text: str | bytes) -> list[str]:
         ("azure-gpt-4o", "api-key"),
         ("claude-sonnet", "x-api-key"),
         ("bedrock-claude", "authorization"),
+        ("gemini-flash", "x-goog-api-key"),
     ],
 )
 @pytest.mark.parametrize("status", [401, 403, 500])
@@ -49,10 +59,39 @@ def test_credentials_echoed_by_an_upstream_are_redacted(
     assert leaks(repr(response.headers.raw)) == []
 
 
+@pytest.mark.parametrize("model", ["vertex-gemini", "vertex-claude"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_vertex_access_tokens_echoed_by_an_upstream_are_redacted(
+    rstack: Stack, model: str, stream: bool
+) -> None:
+    headers = {"x-mock-status": "401", "x-mock-error-echo": "authorization"}
+    rstack.clear_mock_requests()
+    response = httpx.post(
+        f"{rstack.base_url}/v1/chat/completions",
+        json={"model": model, "stream": stream, **CHAT},
+        headers=headers,
+    )
+    (sent,) = [r for r in rstack.mock_requests() if "/publishers/" in r["path"]]
+    token = sent["headers"]["authorization"].removeprefix("Bearer ")
+    assert token.startswith("ya29.mock-")
+    assert response.status_code == 401
+    assert "you sent authorization: Bearer [redacted]" in response.json()["error"]["message"]
+    assert token.encode() not in response.content
+    assert token not in rstack.procs["serve"].output() + rstack.procs["envoy"].output()
+
+
 def test_credentials_never_reach_logs_metrics_or_headers(rstack: Stack) -> None:
     # Traffic of every kind, including failures in every phase, with debug logging on.
     with httpx.Client(base_url=rstack.base_url, timeout=30) as client:
-        for model in ("gpt-4o-mini", "azure-gpt-4o", "claude-sonnet", "bedrock-claude"):
+        for model in (
+            "gpt-4o-mini",
+            "azure-gpt-4o",
+            "claude-sonnet",
+            "bedrock-claude",
+            "gemini-flash",
+            "vertex-gemini",
+            "vertex-claude",
+        ):
             for extra in ({}, {"x-fault-phase": "response_headers"}, {"x-mock-status": "429"}):
                 r = client.post(
                     "/v1/chat/completions", json={"model": model, **CHAT}, headers=extra

@@ -85,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--extproc-tls-key", metavar="FILE", help="the private key for --extproc-tls-cert"
     )
+    parser.add_argument(
+        "--backend-ca",
+        metavar="FILE",
+        help="CA bundle that signs the https backends' certificates (default: the system's)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         admin=args.admin_addr,
         access_log=not args.no_access_log,
         extproc_tls=tls,
+        ca_bundle=os.path.abspath(args.backend_ca) if args.backend_ca else None,
     )
     sys.stdout.write(yaml.safe_dump(build_bootstrap(config, options), sort_keys=False))
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""A deterministic mock of four LLM provider APIs, speaking their real wire formats.
+"""A deterministic mock of the LLM provider APIs, speaking their real wire formats.
 
 Used as the upstream by the end-to-end tests (through a real Envoy), by ``aigateway up``
 (offline demo) and by the benchmarks. See docs/architecture.md, "Mock backend".
@@ -16,6 +16,7 @@ per stream chunk. Request headers steer each response (:mod:`.knobs`).
 from __future__ import annotations
 
 from .app import DEFAULT_EMBEDDING_DIMENSIONS, DEFAULT_MODELS, create_app, request_log
+from .gcp_tokens import GcpServiceAccount, new_service_account_key
 from .knobs import DEFAULT_OUTPUT_TOKENS, Fault
 from .request_log import RecordedRequest, RequestLog
 from .server import MockBackendServer, run_mock_backend, serve_mock_backend
@@ -29,10 +30,12 @@ __all__ = [
     "VOCABULARY",
     "AwsCredentials",
     "Fault",
+    "GcpServiceAccount",
     "MockBackendServer",
     "RecordedRequest",
     "RequestLog",
     "create_app",
+    "new_service_account_key",
     "reply_pieces",
     "reply_text",
     "request_log",

@@ -33,7 +33,7 @@ from .streaming import EventKind, StreamFaults, send_stream, sse_event
 from .tools import ToolDefinition, argument_fragments, arguments_json, mock_arguments, select_tool
 from .words import limit_tokens, reply_pieces, reply_text
 
-__all__ = ["add_anthropic_routes"]
+__all__ = ["add_anthropic_routes", "messages_reply"]
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 _STREAM_ERROR_TYPE = "overloaded_error"
@@ -45,11 +45,16 @@ def add_anthropic_routes(app: web.Application) -> None:
 
 
 async def _messages(call: MockCall) -> web.StreamResponse:
-    payload = call.payload
-    knobs = call.knobs
-    model = payload.get("model")
+    model = call.payload.get("model")
     if not isinstance(model, str) or not model:
         raise MockError(400, "model: Field required")
+    return await messages_reply(call, model)
+
+
+async def messages_reply(call: MockCall, model: str) -> web.StreamResponse:
+    """Answer a Messages request body for ``model`` (shared with Claude on Vertex AI)."""
+    payload = call.payload
+    knobs = call.knobs
     max_tokens = payload.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise MockError(400, "max_tokens: Field required (an integer >= 1)")

@@ -11,6 +11,8 @@ from .anthropic_routes import add_anthropic_routes
 from .azure_routes import add_azure_routes
 from .bedrock_routes import add_bedrock_routes
 from .errors import OPENAI_ERRORS, MockError
+from .gcp_tokens import DEFAULT_TOKEN_LIFETIME, GcpServiceAccount, IssuedTokens
+from .google_routes import add_google_routes
 from .openai_routes import add_openai_routes
 from .request_log import DEFAULT_HISTORY_SIZE, RequestLog
 from .routing import dumps
@@ -32,6 +34,10 @@ _MAX_REQUEST_BODY = 64 * 1024 * 1024
 def create_app(
     *,
     aws_credentials: AwsCredentials | None = None,
+    gemini_api_key: str | None = None,
+    gcp_service_accounts: Sequence[GcpServiceAccount] = (),
+    gcp_token_lifetime: float = DEFAULT_TOKEN_LIFETIME,
+    path_prefix: str = "",
     models: Sequence[str] = DEFAULT_MODELS,
     embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
     history_size: int = DEFAULT_HISTORY_SIZE,
@@ -43,28 +49,47 @@ def create_app(
     ``GET /v1/models`` (lists ``models``); Azure OpenAI
     ``POST /openai/deployments/{d}/chat/completions`` and ``.../embeddings``; Bedrock
     ``POST /model/{id}/converse`` and ``.../converse-stream``; Anthropic
-    ``POST /v1/messages``; ``GET``/``DELETE /_mock/requests`` (the last
-    ``history_size`` requests). Anything else is a 404.
+    ``POST /v1/messages``; the Gemini API and Vertex AI (see :mod:`.google_routes`) and
+    a Google OAuth2 token endpoint ``POST /token`` (see :mod:`.gcp_tokens`);
+    ``GET``/``DELETE /_mock/requests`` (the last ``history_size`` requests). Anything
+    else is a 404.
 
     With ``aws_credentials`` the Bedrock routes require a valid SigV4 signature made
-    with them. ``embedding_dimensions`` is the vector size when a request does not ask
-    for ``dimensions``. ``sleep`` waits the ``x-mock-ttft-ms``/``x-mock-itl-ms`` delays
-    (tests pass a recorder instead of :func:`asyncio.sleep`).
+    with them. With ``gemini_api_key`` the Gemini API routes require that key (else any
+    key). The token endpoint grants tokens living ``gcp_token_lifetime`` seconds to the
+    ``gcp_service_accounts`` (JWTs signed with their keys); the Vertex AI routes require
+    one of those tokens. ``path_prefix`` (``/api``) serves the provider routes under a
+    prefix, as a backend behind a path-routing proxy. ``embedding_dimensions`` is the
+    vector size when a request does not ask for ``dimensions``. ``sleep`` waits the
+    ``x-mock-ttft-ms``/``x-mock-itl-ms`` delays (tests pass a recorder instead of
+    :func:`asyncio.sleep`).
     """
     if embedding_dimensions < 1:
         raise ValueError("embedding_dimensions must be >= 1")
+    if path_prefix and (not path_prefix.startswith("/") or path_prefix.endswith("/")):
+        raise ValueError("path_prefix must start with / and not end with one")
     app = web.Application(client_max_size=_MAX_REQUEST_BODY)
     app[STATE] = MockState(
         requests=RequestLog(history_size),
         models=tuple(models),
         embedding_dimensions=embedding_dimensions,
         aws_credentials=aws_credentials,
+        gemini_api_key=gemini_api_key,
+        gcp_accounts={account.client_email: account for account in gcp_service_accounts},
+        gcp_tokens=IssuedTokens(gcp_token_lifetime),
         sleep=sleep,
     )
-    add_openai_routes(app)
-    add_azure_routes(app)
-    add_bedrock_routes(app)
-    add_anthropic_routes(app)
+    providers = app
+    if path_prefix:
+        providers = web.Application(client_max_size=_MAX_REQUEST_BODY)
+        providers[STATE] = app[STATE]
+    add_openai_routes(providers)
+    add_azure_routes(providers)
+    add_bedrock_routes(providers)
+    add_anthropic_routes(providers)
+    add_google_routes(providers)
+    if path_prefix:
+        app.add_subapp(path_prefix, providers)
     app.router.add_get("/_mock/requests", _list_requests)
     app.router.add_delete("/_mock/requests", _clear_requests)
     app.router.add_post("/_mock/release/{key}", _release)

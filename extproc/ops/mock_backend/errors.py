@@ -4,6 +4,8 @@
 - AWS Bedrock: ``{"message": ...}`` plus the ``x-amzn-errortype`` header
   (``ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/``).
 - Anthropic: ``{"type": "error", "error": {"type", "message"}}``.
+- Google (Gemini API, Vertex AI): ``{"error": {"code", "message", "status"}}``; Vertex AI
+  wraps the errors of ``streamGenerateContent`` in a list.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from typing import Protocol
 __all__ = [
     "ANTHROPIC_ERRORS",
     "BEDROCK_ERRORS",
+    "GOOGLE_ERRORS",
     "OPENAI_ERRORS",
+    "VERTEX_STREAM_ERRORS",
     "ErrorDialect",
     "MockError",
     "RenderedError",
     "anthropic_error_type",
     "bedrock_exception_name",
+    "google_status_name",
     "openai_error_type",
 ]
 
@@ -32,7 +37,9 @@ class MockError(Exception):
     """A request the mock refuses; the route renders it in its provider's error shape.
 
     ``error_type`` overrides the provider-specific error type chosen from ``status``
-    (OpenAI ``error.type``, Bedrock exception name, Anthropic ``error.type``).
+    (OpenAI ``error.type``, Bedrock exception name, Anthropic ``error.type``, Google
+    ``error.status``). ``dialect`` overrides the route's error shape (Vertex AI answers
+    a bad token in Google's shape whatever the model's API).
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class MockError(Exception):
         error_type: str | None = None,
         param: str | None = None,
         code: str | None = None,
+        dialect: ErrorDialect | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -50,6 +58,7 @@ class MockError(Exception):
         self.error_type = error_type
         self.param = param
         self.code = code
+        self.dialect = dialect
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +166,51 @@ class _AnthropicErrors:
         return RenderedError(error.status, _dumps(body), {"Content-Type": _JSON})
 
 
+_GOOGLE_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def google_status_name(status: int) -> str:
+    """The canonical Google error status (``google.rpc.Code`` name) for an HTTP status."""
+    name = _GOOGLE_STATUS_NAMES.get(status)
+    if name is not None:
+        return name
+    return "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+
+
+def _google_error(error: MockError) -> dict[str, object]:
+    return {
+        "error": {
+            "code": error.status,
+            "message": error.message,
+            "status": error.error_type or google_status_name(error.status),
+        }
+    }
+
+
+class _GoogleErrors:
+    def render(self, error: MockError) -> RenderedError:
+        body = _dumps(_google_error(error))
+        return RenderedError(error.status, body, {"Content-Type": _JSON})
+
+
+class _VertexStreamErrors:
+    def render(self, error: MockError) -> RenderedError:
+        body = _dumps([_google_error(error)])
+        return RenderedError(error.status, body, {"Content-Type": _JSON})
+
+
 def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -164,3 +218,5 @@ def _dumps(value: object) -> bytes:
 OPENAI_ERRORS: ErrorDialect = _OpenAIErrors()
 BEDROCK_ERRORS: ErrorDialect = _BedrockErrors()
 ANTHROPIC_ERRORS: ErrorDialect = _AnthropicErrors()
+GOOGLE_ERRORS: ErrorDialect = _GoogleErrors()
+VERTEX_STREAM_ERRORS: ErrorDialect = _VertexStreamErrors()

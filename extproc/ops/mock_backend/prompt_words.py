@@ -12,6 +12,9 @@ the model would read as conversation. Counted, per schema:
 - Anthropic Messages: ``system`` (a string, or the ``text`` of its blocks);
   ``messages[].content`` when a string, else its ``text`` blocks; and tool results,
   ``tool_result.content`` as a string or as ``text`` blocks.
+- Gemini ``generateContent`` (Gemini API and Vertex AI): ``systemInstruction.parts[].text``;
+  ``contents[].parts[].text``; and tool results, every string in
+  ``contents[].parts[].functionResponse.response``.
 - Embeddings: words of each input string; for token arrays, the number of tokens.
 
 Not counted anywhere: tool definitions, tool-call arguments, images and documents,
@@ -30,6 +33,7 @@ __all__ = [
     "anthropic_prompt_words",
     "bedrock_prompt_words",
     "embedding_input_tokens",
+    "gemini_prompt_words",
     "openai_prompt_words",
 ]
 
@@ -94,6 +98,43 @@ def anthropic_prompt_words(payload: dict[str, Any]) -> int:
                     elif kind == "tool_result":
                         total += _text_words(block.get("content"), "text")
     return total
+
+
+def gemini_prompt_words(payload: dict[str, Any]) -> int:
+    """Prompt words of a Gemini ``generateContent`` request body."""
+    system = payload.get("systemInstruction")
+    total = _parts_words(system.get("parts")) if isinstance(system, dict) else 0
+    contents = payload.get("contents")
+    if isinstance(contents, list):
+        for content in contents:
+            if isinstance(content, dict):
+                total += _parts_words(content.get("parts"))
+    return total
+
+
+def _parts_words(parts: Any) -> int:
+    if not isinstance(parts, list):
+        return 0
+    total = 0
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        total += _str_words(part.get("text"))
+        result = part.get("functionResponse")
+        if isinstance(result, dict):
+            total += _strings_words(result.get("response"))
+    return total
+
+
+def _strings_words(value: Any) -> int:
+    """Words of every string inside a JSON value."""
+    if isinstance(value, str):
+        return count_words(value)
+    if isinstance(value, dict):
+        return sum(_strings_words(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_strings_words(v) for v in value)
+    return 0
 
 
 def embedding_input_tokens(value: Any) -> list[int]:

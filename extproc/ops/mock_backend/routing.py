@@ -107,7 +107,7 @@ def provider_route(
         except MockError as error:
             if Fault.EMPTY in knobs.faults and knobs.status is not None:
                 return web.Response(status=error.status)
-            rendered = dialect.render(error)
+            rendered = (error.dialect or dialect).render(error)
             return await send_json(
                 request, knobs, rendered.body, status=rendered.status, headers=rendered.headers
             )

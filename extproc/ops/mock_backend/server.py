@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class MockBackendServer:
     host: str
     port: int
     app: web.Application
+    tls: bool = False
 
     @property
     def url(self) -> str:
@@ -34,7 +36,7 @@ class MockBackendServer:
         wildcard listen address is reached through loopback)."""
         host = _WILDCARDS.get(self.host, self.host)
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def requests(self) -> RequestLog:
@@ -49,11 +51,13 @@ async def run_mock_backend(
     *,
     app: web.Application | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[MockBackendServer]:
     """Serve ``app`` (default: :func:`create_app()`) on ``host:port`` while the block runs.
 
     ``port=0`` picks a free port; the yielded server has the bound one. Listening has
-    started when the block is entered. ``host=""`` listens on all interfaces.
+    started when the block is entered. ``host=""`` listens on all interfaces. With
+    ``ssl_context`` it serves HTTPS.
     """
     app = create_app() if app is None else app
     runner = web.AppRunner(
@@ -61,10 +65,10 @@ async def run_mock_backend(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host or None, port, backlog=1024)
+        site = web.TCPSite(runner, host or None, port, backlog=1024, ssl_context=ssl_context)
         await site.start()
         bound = runner.addresses[0]
-        yield MockBackendServer(host=host, port=int(bound[1]), app=app)
+        yield MockBackendServer(host=host, port=int(bound[1]), app=app, tls=ssl_context is not None)
     finally:
         await runner.cleanup()
 
@@ -77,13 +81,16 @@ async def serve_mock_backend(
     ready: Callable[[str, int], None] | None = None,
     stop: asyncio.Event | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve the mock backend until ``stop`` is set (or the task is cancelled).
 
     ``ready(host, port)`` is called once the socket accepts connections, with the
     bound port (useful with ``port=0``).
     """
-    async with run_mock_backend(host, port, app=app, shutdown_timeout=shutdown_timeout) as server:
+    async with run_mock_backend(
+        host, port, app=app, shutdown_timeout=shutdown_timeout, ssl_context=ssl_context
+    ) as server:
         if ready is not None:
             ready(server.host, server.port)
         if stop is None:

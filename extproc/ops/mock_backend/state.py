@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .gcp_tokens import GcpServiceAccount, IssuedTokens
 from .request_log import RequestLog
 from .sigv4 import AwsCredentials
 
@@ -23,6 +24,12 @@ class MockState:
     models: tuple[str, ...]
     embedding_dimensions: int
     aws_credentials: AwsCredentials | None = None
+    #: the key the Gemini routes require in ``x-goog-api-key`` (``None``: any key)
+    gemini_api_key: str | None = None
+    #: service accounts whose signed JWTs the token endpoint accepts, by client email
+    gcp_accounts: dict[str, GcpServiceAccount] = field(default_factory=dict)
+    #: the access tokens it issued (the Vertex AI routes require one)
+    gcp_tokens: IssuedTokens = field(default_factory=IssuedTokens)
     #: how the knobs' delays are waited (tests inject a recorder)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))

@@ -66,7 +66,7 @@ async def test_routes_rewrites_model_and_injects_the_api_key() -> None:
     }
     assert answer.clear_route_cache
     assert json.loads(answer.body_mutation.body)["model"] == "phi4:latest"
-    assert set(answer.header_mutation.remove_headers) == {"x-api-key", "api-key"}
+    assert set(answer.header_mutation.remove_headers) == {"x-api-key", "api-key", "x-goog-api-key"}
     await conv.close()
 
 

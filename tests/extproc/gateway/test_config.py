@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +151,180 @@ def test_cli_reports_bad_config_in_one_line_without_traceback(tmp_path: Path) ->
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("aigateway: invalid config: ")
     assert "backends[0].schema" in proc.stderr
+
+
+# --- Google backends ---------------------------------------------------------------
+
+GOOGLE = """
+backends:
+  - name: gemini
+    schema: gcp-gemini
+    endpoint: https://generativelanguage.googleapis.com
+    auth: {api_key: {value: gk-test}}
+  - name: vertex
+    schema: gcp-vertex-ai
+    endpoint: https://us-central1-aiplatform.googleapis.com
+    project: my-project
+    region: us-central1
+    auth: {gcp: {service_account_file: sa.json}}
+models:
+  - {name: flash, backend: gemini, backend_model: gemini-2.5-flash}
+  - {name: vertex-flash, backend: vertex, backend_model: gemini-2.0-flash-001}
+  - {name: vertex-claude, backend: vertex, backend_model: claude-3-5-sonnet-v2@20241022}
+  - {name: embed, backend: gemini, backend_model: text-embedding-004}
+"""
+
+
+@pytest.fixture(scope="module")
+def sa_key() -> str:
+    from aigateway.extproc.ops.mock_backend import new_service_account_key
+
+    return new_service_account_key("https://oauth2.example/token")[0]
+
+
+def test_google_backends_load_and_route(tmp_path: Path, sa_key: str) -> None:
+    from aigateway.extproc.gateway.backends import RoutingTable
+    from aigateway.translators import AnthropicMessagesTranslator, GeminiChatTranslator
+
+    (tmp_path / "sa.json").write_text(sa_key)
+    path = write(tmp_path, GOOGLE)
+    config = load_config(path)
+    vertex = config.backend("vertex")
+    assert (vertex.project, vertex.region) == ("my-project", "us-central1")
+    secrets = load_secrets(config, path)
+    assert json.loads(secrets.gcp["vertex"].reveal())["type"] == "service_account"
+    assert "PRIVATE KEY" not in repr(secrets.gcp)
+    table = RoutingTable(config, secrets)
+    assert table.credential_notes() == [
+        "backend gemini: an API key in x-goog-api-key",
+        "backend vertex: OAuth2 access tokens from service account"
+        " aigateway-mock@aigateway-mock.iam.gserviceaccount.com (auth.gcp)",
+    ]
+    payload = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    routes = {name: table.routes[name] for name in ("flash", "vertex-flash", "vertex-claude")}
+    paths = {
+        name: route.new_translator().request(payload, b"").path for name, route in routes.items()
+    }
+    assert paths == {
+        "flash": "/v1beta/models/gemini-2.5-flash:generateContent",
+        "vertex-flash": "/v1/projects/my-project/locations/us-central1/publishers/google/models/"
+        "gemini-2.0-flash-001:generateContent",
+        "vertex-claude": "/v1/projects/my-project/locations/us-central1/publishers/anthropic/"
+        "models/claude-3-5-sonnet-v2@20241022:rawPredict",
+    }
+    assert isinstance(routes["vertex-flash"].new_translator(), GeminiChatTranslator)
+    assert isinstance(routes["vertex-claude"].new_translator(), AnthropicMessagesTranslator)
+    assert table.routes["embed"].new_embeddings_translator is not None
+    assert routes["vertex-flash"].new_embeddings_translator is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("    project: my-project\n", ""),
+            "backends[1]: gcp-vertex-ai backends need project and region",
+        ),
+        (
+            ("    region: us-central1\n", "    region: US Central\n"),
+            "backends[1].region: String should match pattern",
+        ),
+        (
+            ("    project: my-project\n", "    project: my/project\n"),
+            "backends[1].project: String should match pattern",
+        ),
+        (
+            (
+                "    auth: {api_key: {value: gk-test}}",
+                "    auth: {api_key: {value: gk-test}}\n    region: us-east1",
+            ),
+            "backends[0]: project and region are only for gcp-vertex-ai backends",
+        ),
+        (
+            (
+                "    auth: {api_key: {value: gk-test}}",
+                "    auth: {gcp: {service_account_file: sa.json}}",
+            ),
+            "backends[0]: auth.gcp is only for gcp-vertex-ai backends",
+        ),
+        (
+            ("    auth: {gcp: {service_account_file: sa.json}}", "    auth: {api_key: {value: k}}"),
+            "backends[1]: gcp-vertex-ai backends use OAuth2 tokens",
+        ),
+        (
+            (
+                "{gcp: {service_account_file: sa.json}}",
+                "{gcp: {service_account_file: sa.json}, api_key: {value: k}}",
+            ),
+            "backends[1].auth: give exactly one of api_key, aws or gcp",
+        ),
+        (
+            ("{gcp: {service_account_file: sa.json}}", "{gcp: {}}"),
+            "backends[1].auth.gcp.service_account_file: Field required",
+        ),
+    ],
+)
+def test_bad_google_config_names_the_key_path(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    old, new = change
+    assert old in GOOGLE
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOGLE.replace(old, new, 1)))
+    assert message in str(err.value)
+
+
+def test_an_unreadable_or_unusable_key_file_names_its_key(tmp_path: Path) -> None:
+    from aigateway.extproc.gateway.backends import RoutingTable
+
+    path = write(tmp_path, GOOGLE)
+    config = load_config(path)
+    with pytest.raises(ConfigError) as err:
+        load_secrets(config, path)
+    assert "backends[1].auth.gcp.service_account_file: cannot read secret file" in str(err.value)
+    (tmp_path / "sa.json").write_text('{"type": "authorized_user"}')
+    with pytest.raises(ConfigError) as err:
+        RoutingTable(config, load_secrets(config, path))
+    assert str(err.value) == (
+        "backends[1].auth.gcp.service_account_file: not a service-account key file"
+        ' ("type": "service_account")'
+    )
+
+
+def isolated_adc_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    env.update(CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="true")
+    return env
+
+
+def check_config(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aigateway", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_vertex_without_auth_uses_adc_and_says_so(tmp_path: Path, sa_key: str) -> None:
+    no_auth = GOOGLE.replace("    auth: {gcp: {service_account_file: sa.json}}\n", "")
+    path = write(tmp_path, no_auth)
+    env = isolated_adc_env(tmp_path)
+    refused = check_config(path, env)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith(
+        "aigateway: invalid config: backends[1].auth (not set): no Google Application"
+        " Default Credentials found"
+    )
+    (tmp_path / "adc.json").write_text(sa_key)
+    found = check_config(
+        path, {**env, "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "adc.json")}
+    )
+    assert found.returncode == 0, found.stderr
+    assert (
+        "backend vertex: OAuth2 access tokens from Google Application Default Credentials"
+        " (found: service account aigateway-mock@aigateway-mock.iam.gserviceaccount.com)"
+    ) in found.stdout
+    assert found.stderr == ""

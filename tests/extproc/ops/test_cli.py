@@ -150,6 +150,33 @@ def test_a_backend_without_auth_says_which_credentials_it_uses(tmp_path: Path) -
     assert "secret-example" not in checked.stdout
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--gemini-api-key-env", "AIGW_TEST_UNSET"],
+            "--gemini-api-key-env: AIGW_TEST_UNSET is not set",
+        ),
+        (
+            ["--gcp-service-account", "/nonexistent/sa.json"],
+            "--gcp-service-account /nonexistent/sa.json:",
+        ),
+        (["--tls-cert", "/nonexistent/cert.pem"], "--tls-cert and --tls-key go together"),
+        (["--path-prefix", "api/"], "path_prefix must start with / and not end with one"),
+    ],
+)
+def test_mock_backend_refuses_bad_flags_in_one_line(flags: list[str], message: str) -> None:
+    ran = subprocess.run(
+        [*AIGATEWAY, "mock-backend", "--listen", f"127.0.0.1:{free_port()}", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 2
+    assert ran.stderr.startswith("aigateway: " + message)
+    assert len(ran.stderr.splitlines()) == 1
+
+
 def test_the_wheel_has_one_top_level_package(tmp_path: Path) -> None:
     import zipfile
 

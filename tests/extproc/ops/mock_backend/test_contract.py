@@ -12,10 +12,12 @@ from aigateway.extproc.ops.mock_backend.prompt_words import (
     anthropic_prompt_words,
     bedrock_prompt_words,
     embedding_input_tokens,
+    gemini_prompt_words,
     openai_prompt_words,
 )
 from aigateway.extproc.ops.mock_backend.tools import argument_fragments, mock_arguments
 from aigateway.extproc.ops.mock_backend.words import count_words, limit_tokens
+from aigateway.translators.gemini import generate_content_request
 
 
 def test_reply_pieces_concatenate_to_the_reply_text() -> None:
@@ -72,12 +74,18 @@ def test_the_same_conversation_counts_the_same_in_every_schema() -> None:
     }
     assert openai_prompt_words(openai) == bedrock_prompt_words(bedrock) == 6
     assert anthropic_prompt_words(anthropic) == 6
+    # Gemini's request, as the gateway translates the OpenAI one, counts the same too.
+    calls = [{"id": "c", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]
+    openai[2]["tool_calls"] = calls
+    gemini = generate_content_request({"model": "m", "messages": openai})
+    assert gemini_prompt_words(gemini) == 6
 
 
 def test_prompt_counting_ignores_what_is_not_text() -> None:
     assert openai_prompt_words(["junk", {"content": 5}, {"content": [{"type": "text"}]}]) == 0
     assert bedrock_prompt_words({"system": "x", "messages": [1, {"content": {"text": "x"}}]}) == 0
     assert anthropic_prompt_words({"messages": [{"content": [{"type": "image"}, 3]}]}) == 0
+    assert gemini_prompt_words({"contents": [{"parts": [{"inlineData": {}}, 3]}, "x"]}) == 0
 
 
 @pytest.mark.parametrize(
