@@ -24,7 +24,15 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.stack import BEDROCK_MODEL_ID, Stack, default_config, running, wait_until
+from tests.e2e.stack import (
+    BEDROCK_MODEL_ID,
+    VERTEX_CLAUDE_MODEL,
+    VERTEX_GEMINI_MODEL,
+    Stack,
+    default_config,
+    running,
+    wait_until,
+)
 from tests.e2e.test_metrics import Key, delta, snapshot
 
 PROMPT = "one two three four"  # the mock counts 4 prompt tokens
@@ -35,50 +43,83 @@ REAL_WORLD = {"x-mock-split": "7", "x-mock-crlf": "1", "x-mock-keepalive": "1"}
 TIMEOUT_SECONDS = 1
 
 
+FULL = {
+    "prompt": PROMPT_TOKENS,
+    "completion": OUTPUT_TOKENS,
+    "total": PROMPT_TOKENS + OUTPUT_TOKENS,
+}
+NONE: dict[str, int] = {}
+#: Anthropic's message_start reports the input and one output token before any content.
+MESSAGE_START = {"prompt": PROMPT_TOKENS, "completion": 1, "total": PROMPT_TOKENS + 1}
+#: Gemini sends the prompt's usageMetadata with every chunk, the output's with the last.
+GEMINI_CHUNK = {"prompt": PROMPT_TOKENS, "total": PROMPT_TOKENS}
+
+
 @dataclass(frozen=True)
 class Row:
     schema: str
     model: str
     backend: str
     upstream_path: str
-    #: The backend reports usage before any content (Anthropic's message_start).
-    usage_first: bool = False
-    #: Usage comes in an event the stream still has when its terminal event is cut off.
-    usage_before_terminal: bool = True
+    #: What the backend reported by the first content chunk (then for any cut-short end).
+    first_usage: dict[str, int]
+    #: What it reported when the stream is cut just before its terminal event.
+    truncated_usage: dict[str, int]
 
 
+VERTEX = "/v1/projects/e2e-project/locations/us-central1/publishers"
 ROWS = [
-    Row("openai", "gpt-4o-mini", "mock-openai", "/v1/chat/completions"),
+    Row("openai", "gpt-4o-mini", "mock-openai", "/v1/chat/completions", NONE, FULL),
     Row(
         "azure-openai",
         "azure-gpt-4o",
         "mock-azure",
         "/openai/deployments/gpt-4o-deployment/chat/completions?api-version=2024-10-21",
+        NONE,
+        FULL,
     ),
     Row(
         "aws-bedrock",
         "bedrock-claude",
         "mock-bedrock",
         f"/model/{BEDROCK_MODEL_ID.replace(':', '%3A')}/converse-stream",
-        usage_before_terminal=False,  # usage is in `metadata`, after messageStop
+        NONE,
+        NONE,  # usage is in `metadata`, after messageStop: both cut off
     ),
-    Row("anthropic", "claude-sonnet", "mock-anthropic", "/v1/messages", usage_first=True),
+    Row("anthropic", "claude-sonnet", "mock-anthropic", "/v1/messages", MESSAGE_START, FULL),
+    Row(
+        "gcp-gemini",
+        "gemini-flash",
+        "mock-gemini",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        GEMINI_CHUNK,
+        GEMINI_CHUNK,
+    ),
+    Row(
+        "gcp-vertex-ai",
+        "vertex-gemini",
+        "mock-vertex",
+        f"{VERTEX}/google/models/{VERTEX_GEMINI_MODEL}:streamGenerateContent?alt=sse",
+        GEMINI_CHUNK,
+        GEMINI_CHUNK,
+    ),
+    Row(
+        "gcp-vertex-ai",
+        "vertex-claude",
+        "mock-vertex",
+        f"{VERTEX}/anthropic/models/{VERTEX_CLAUDE_MODEL}:streamRawPredict",
+        MESSAGE_START,
+        FULL,
+    ),
 ]
 
 
 def full_usage() -> dict[str, int]:
-    return {
-        "prompt": PROMPT_TOKENS,
-        "completion": OUTPUT_TOKENS,
-        "total": PROMPT_TOKENS + OUTPUT_TOKENS,
-    }
+    return dict(FULL)
 
 
 def first_usage(row: Row) -> dict[str, int]:
-    """What the backend reported before the content: Anthropic's message_start."""
-    if not row.usage_first:
-        return {}
-    return {"prompt": PROMPT_TOKENS, "completion": 1, "total": PROMPT_TOKENS + 1}
+    return dict(row.first_usage)
 
 
 @dataclass(frozen=True)
@@ -129,8 +170,8 @@ ENDINGS: dict[str, Ending] = {
         "all",
         lambda row: Expect(
             "error",
-            full_usage() if row.usage_before_terminal else {},
-            inter_token=1 if row.usage_before_terminal else 0,
+            dict(row.truncated_usage),
+            inter_token=1 if row.truncated_usage.get("completion", 0) > 1 else 0,
             client="error-event",
             error="upstream_truncated",
         ),
@@ -155,12 +196,13 @@ def matrix_config(mock_port: int) -> dict[str, Any]:
     backends = {b["name"]: b for b in config["backends"]}
     models = {m["name"]: m for m in config["models"]}
     for row in ROWS:
-        slow = {**backends[row.backend], "name": row.backend + "-t"}
-        slow["timeout_seconds"] = TIMEOUT_SECONDS
-        config["backends"].append(slow)
-        config["models"].append(
-            {**models[row.model], "name": row.model + "-t", "backend": slow["name"]}
-        )
+        slow_name = row.backend + "-t"
+        if slow_name not in backends:
+            slow = {**backends[row.backend], "name": slow_name, "timeout_seconds": TIMEOUT_SECONDS}
+            backends[slow_name] = slow
+            config["backends"].append(slow)
+        model = {**models[row.model], "name": row.model + "-t", "backend": slow_name}
+        config["models"].append(model)
     return config
 
 
@@ -286,7 +328,7 @@ def counts(before: dict[Key, float], after: dict[Key, float], row: Row, ending: 
 
 
 @pytest.mark.parametrize("ending_name", list(ENDINGS))
-@pytest.mark.parametrize("row", ROWS, ids=[r.schema for r in ROWS])
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r.schema}:{r.model}" for r in ROWS])
 def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
     ending = ENDINGS[ending_name]
     expect = ending.expect(row)
@@ -340,7 +382,7 @@ def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
         "completion": line["output_tokens"],
         "total": line["total_tokens"],
     }
-    assert {k: v for k, v in logged_tokens.items() if v is not None} == expect.tokens
+    assert {k: v for k, v in logged_tokens.items() if v} == expect.tokens
     if expect.error is not None:
         assert line["error"] == expect.error
 
