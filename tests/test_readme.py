@@ -226,3 +226,50 @@ async def test_the_wrapper_snippet_runs_as_written(tmp_path: Path) -> None:
 
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_the_workers_snippet_runs_as_written(tmp_path: Path) -> None:
+    (block,) = blocks("sh", section("Performance").split("### More than one core", 1)[1])
+    (tmp_path / "block.sh").write_text(block)
+    (tmp_path / "examples").symlink_to(REPO / "examples")  # the paths it names, read-only
+    result = run_isolated(
+        tmp_path,
+        WAIT_FOR
+        + r"""
+bash -euo pipefail block.sh > block.out 2> block.err < /dev/null
+wait_for "the 4 workers" grep -q "aigateway ready: 4 workers" block.err
+for port in 9190 9191 9192 9193; do curl -sf "http://127.0.0.1:$port/metrics" > /dev/null; done
+""",
+    )
+    logs = _read(tmp_path / "block.out") + _read(tmp_path / "block.err")
+    assert result.returncode == 0, result.stdout + result.stderr + logs
+    bootstrap = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
+    (cluster,) = [
+        c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "aigateway-extproc"
+    ]
+    ports = [
+        e["endpoint"]["address"]["socket_address"]["port_value"]
+        for group in cluster["load_assignment"]["endpoints"]
+        for e in group["lb_endpoints"]
+    ]
+    assert ports == [1063, 1064, 1065, 1066]
+
+
+# Shell blocks no test runs, and why; every other one is run above.
+NOT_RUN = {
+    "make up      # creates .venv": "make up's command is what the tour test starts",
+    "make bench": "minutes of load; `make bench` is its own check",
+    "make test                   # everything": "this is the test suite itself",
+}
+
+
+def test_every_shell_block_is_run_or_says_why() -> None:
+    run_by_tests = {
+        blocks("sh", section("A five-minute tour"))[0],
+        blocks("sh", section("Running behind your own Envoy"))[0],
+        blocks("sh", section("Performance").split("### More than one core", 1)[1])[0],
+    }
+    for block in blocks("sh"):
+        if block in run_by_tests:
+            continue
+        assert any(block.startswith(start) for start in NOT_RUN), block
