@@ -393,3 +393,90 @@ def test_the_matrix_covers_every_schema_and_ending() -> None:
     assert {row.schema for row in ROWS} == schemas
     assert len(ENDINGS) == 8
     assert re.search("hangs up right after the terminal", " ".join(ENDINGS))
+
+
+# -- labels and what is not counted ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "backend", "path", "status"),
+    [
+        # A parameter the backend cannot express, for a configured model.
+        ({"model": "claude-sonnet", "n": 2}, "mock-anthropic", "/v1/chat/completions", 400),
+        # Messages that fail validation, for a configured model.
+        ({"model": "bedrock-claude", "messages": []}, "mock-bedrock", "/v1/chat/completions", 400),
+        # An endpoint the backend's schema lacks.
+        ({"model": "claude-sonnet", "input": "hi"}, "mock-anthropic", "/v1/embeddings", 400),
+        # A remote image URL, which Bedrock cannot fetch.
+        (
+            {
+                "model": "bedrock-claude",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}
+                        ],
+                    }
+                ],
+            },
+            "mock-bedrock",
+            "/v1/chat/completions",
+            400,
+        ),
+    ],
+)
+def test_a_refusal_after_routing_is_the_models_in_metrics_and_access_log(
+    mstack: Stack, body: dict[str, Any], backend: str, path: str, status: int
+) -> None:
+    body = {"messages": [{"role": "user", "content": PROMPT}], **body}
+    model = body["model"]
+    request_id = str(uuid.uuid4())
+    before = snapshot(mstack.metrics_text())
+    response = httpx.post(
+        f"{mstack.base_url}{path}", json=body, headers={"x-request-id": request_id}, timeout=30
+    )
+    assert response.status_code == status
+    assert response.json()["error"]["message"]
+    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
+    wait_until("its access log line", lambda: access_log(mstack, request_id) is not None, 30)
+    grown = delta(before, snapshot(mstack.metrics_text()), "aigateway_requests_total")
+    assert grown == {(backend, model, "error"): 1.0}
+    line = access_log(mstack, request_id)
+    assert line is not None
+    assert (line["backend"], line["model"], line["status"]) == (backend, model, status)
+    assert line["error"]
+
+
+def test_client_sent_routing_headers_never_become_labels(mstack: Stack) -> None:
+    request_id = str(uuid.uuid4())
+    before = snapshot(mstack.metrics_text())
+    response = httpx.post(
+        f"{mstack.base_url}/v1/chat/completions",
+        content=b"{not json",
+        headers={
+            "content-type": "application/json",
+            "x-request-id": request_id,
+            "x-ai-gateway-model": "gpt-4o-mini",
+            "x-ai-gateway-backend": "mock-openai",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 400
+    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
+    grown = delta(before, snapshot(mstack.metrics_text()), "aigateway_requests_total")
+    assert grown == {("unknown", "unknown", "error"): 1.0}
+
+
+def test_the_models_list_is_not_counted(mstack: Stack) -> None:
+    request_id = str(uuid.uuid4())
+    before = snapshot(mstack.metrics_text())
+    response = httpx.get(
+        f"{mstack.base_url}/v1/models", headers={"x-request-id": request_id}, timeout=30
+    )
+    assert response.status_code == 200
+    assert "gpt-4o-mini" in {m["id"] for m in response.json()["data"]}
+    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
+    after = snapshot(mstack.metrics_text())
+    assert delta(before, after, "aigateway_requests_total") == {}
+    assert delta(before, after, "aigateway_total_latency_seconds_count") == {}
