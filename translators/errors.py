@@ -57,6 +57,7 @@ def openai_error_body(
     code: str | int | None = None,
     param: str | None = None,
 ) -> bytes:
+    """:func:`openai_error` as a JSON body."""
     return json.dumps(
         openai_error(message, status=status, type=type, code=code, param=param),
         separators=(",", ":"),

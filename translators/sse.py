@@ -42,6 +42,8 @@ class SseDecoder:
         return bool(self._buf or self._data or self._event)
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
+        """The events ``chunk`` completes (an event split across chunks comes whole,
+        from the call that brings its end)."""
         if self._last_cr:
             self._last_cr = False
             if chunk[:1] == b"\n":

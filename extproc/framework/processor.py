@@ -50,6 +50,7 @@ class Headers:
         return self._first.get(name, default)
 
     def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` (lower-case), in order."""
         return [v for n, v in self.pairs if n == name]
 
     def __contains__(self, name: object) -> bool:
@@ -224,15 +225,24 @@ class Processor:
     counted: ClassVar[bool] = True
 
     async def on_request_headers(self, headers: Headers) -> Result:
+        """The client's request headers (``:method``, ``:path``...). The first phase;
+        raise :class:`ImmediateResponse` to answer without reading the body."""
         return CONTINUE
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+        """The request body: the whole of it in one call when Envoy buffers it (as the
+        gateway's bootstrap does), with ``end_of_stream`` true. A ``Result`` setting
+        ``clear_route_cache`` makes Envoy route again on the headers it sets."""
         return CONTINUE
 
     async def on_response_headers(self, headers: Headers) -> Result:
+        """The upstream's response headers (``headers.status``). Set
+        ``stream_response_body`` to get the body chunk by chunk as it arrives."""
         return CONTINUE
 
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+        """The response body: whole when buffered, else one chunk per call. Set
+        ``end_of_response`` on the result that gives the client its stream's end."""
         return CONTINUE
 
     async def on_stream_end(self, outcome: Outcome) -> None:

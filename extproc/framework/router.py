@@ -31,6 +31,7 @@ class NotFoundProcessor(Processor):
     __slots__ = ()
 
     async def on_request_headers(self, headers: Headers) -> Result:
+        """Answers 404 for any request."""
         path = headers.path.partition("?")[0]
         raise ImmediateResponse.error(404, f"Invalid URL ({headers.method} {path})")
 
@@ -59,6 +60,7 @@ class Router:
         return sorted(self._routes)
 
     def create(self, path: str) -> Processor:
+        """The processor for one request to ``path`` (query string ignored), wrapped."""
         query = path.find("?")
         if query != -1:
             path = path[:query]

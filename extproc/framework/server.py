@@ -429,6 +429,7 @@ class ExtProcServer:
                 raise BindError(address, reason) from None
 
     async def start(self) -> None:
+        """Start accepting; health reports SERVING for ext_proc."""
         await self.server.start()
         for service in ("", SERVICE_NAME):
             await self.health.set(service, SERVING)
@@ -439,6 +440,7 @@ class ExtProcServer:
         await self.server.stop(grace=drain_timeout)
 
     async def wait(self) -> None:
+        """Until the server has stopped."""
         await self.server.wait_for_termination()
 
 

@@ -170,6 +170,7 @@ class Gateway:
         self._metrics_server: Any = None
 
     async def start(self) -> None:
+        """Listen for ext_proc (and serve metrics); raises :class:`StartupError`."""
         options = self.options
         credentials = _credentials(options)
         try:
@@ -191,6 +192,7 @@ class Gateway:
         await self.server.start()
 
     async def stop(self) -> None:
+        """NOT_SERVING, drain streams in flight, then stop serving metrics."""
         await self.server.stop(self.options.drain_timeout)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -198,6 +200,7 @@ class Gateway:
         self.telemetry.shutdown()
 
     def ready_line(self) -> str:
+        """The ``aigateway ready: ...`` line, with the ports actually bound."""
         ext = self.options.extproc
         where = str(ext) if ext.is_unix else f"{ext.url_host()}:{self.extproc_port}"
         line = f"aigateway ready: ext_proc on {where}"

@@ -250,6 +250,7 @@ class RoutingTable:
             )
 
     def lookup(self, model: str) -> ModelRoute | None:
+        """The route of a model name clients send, ``None`` for one not configured."""
         return self.routes.get(model)
 
     @property
