@@ -106,17 +106,27 @@ def test_rules_name_only_what_the_gateway_exports() -> None:
     assert {m.rsplit("_", 1)[0] for m in used_exported} >= {
         "aigateway_requests",
         "aigateway_model_tokens",
+        "aigateway_model_cost_usd",
         "aigateway_first_token_latency_seconds",
         "aigateway_inter_token_latency_seconds",
         "aigateway_total_latency_seconds",
+        "gen_ai_client_token_usage",
+        "gen_ai_server_request_duration_seconds",
+        "gen_ai_server_time_to_first_token_seconds",
+        "gen_ai_server_time_per_output_token_seconds",
     }
+    # Cost per model and per tenant.
+    assert {"model:aigateway_model_cost_usd:rate5m", "tenant:aigateway_model_cost_usd:rate5m"} <= (
+        recorded
+    )
 
 
 def test_recorded_series_names_follow_level_metric_operation() -> None:
     for rule in rules():
         if "record" in rule:
             level, metric, operation = rule["record"].split(":")
-            assert level and operation and metric.startswith("aigateway_"), rule["record"]
+            assert level and operation, rule["record"]
+            assert metric.startswith(("aigateway_", "gen_ai_")), rule["record"]
 
 
 # -- the checker itself ---------------------------------------------------------------
