@@ -16,7 +16,12 @@ from aigateway.extproc.framework.server import ExternalProcessorServicer
 from aigateway.extproc.gateway.app import build_router, build_telemetry
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
-from aigateway.extproc.gateway.config import MetricsOptions, Price, ResolvedSecrets, parse_config
+from aigateway.extproc.gateway.config import (
+    MetricsOptions,
+    ModelPrice,
+    ResolvedSecrets,
+    parse_config,
+)
 from aigateway.instrumentation.instrumented import Instrumentation
 from benchmarks.micro.conftest import run_now
 from benchmarks.micro.streams import CHAT_COMPLETION, chat_request, openai_stream_events
@@ -56,7 +61,7 @@ CONFIG_BOTH = CONFIG.model_copy(
         ),
         "models": [
             CONFIG.models[0].model_copy(
-                update={"price": Price(input=0.15, output=0.6, cached_input=0.075)}
+                update={"price": ModelPrice(input=0.15, output=0.6, cached_input=0.075)}
             )
         ],
     }

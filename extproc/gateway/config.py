@@ -255,7 +255,7 @@ class Backend(_Strict):
 _Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-class Price(_Strict):
+class ModelPrice(_Strict):
     """USD per million tokens (README, "Costs"). Cached prompt tokens (cache reads)
     cost ``cached_input`` and cache writes ``cache_write``; either left out costs
     ``input``."""
@@ -270,7 +270,7 @@ class Model(_Strict):
     name: str = Field(min_length=1, max_length=256)
     backend: str
     backend_model: str | None = Field(default=None, min_length=1)
-    price: Price | None = None
+    price: ModelPrice | None = None
 
     @property
     def upstream_name(self) -> str:
@@ -305,7 +305,7 @@ _RESERVED_LABEL_PREFIXES = ("gen_ai", "error", "otel", "__")
 MAX_HEADER_LABEL_COMBINATIONS = 10_000
 
 
-class HeaderLabel(_Strict):
+class LabelFromHeader(_Strict):
     """A metric label from a request header: the header's value when ``values`` lists
     it, ``other`` when not, ``none`` when the request has no such header."""
 
@@ -349,7 +349,7 @@ class MetricsOptions(_Strict):
     """Which metric families to export and the labels taken from request headers."""
 
     schema_: Literal["aigateway", "genai", "both"] = Field(default="aigateway", alias="schema")
-    labels_from_headers: list[HeaderLabel] = Field(default_factory=list, max_length=4)
+    labels_from_headers: list[LabelFromHeader] = Field(default_factory=list, max_length=4)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

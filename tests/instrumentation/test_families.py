@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from prometheus_client import generate_latest
 
 from aigateway.extproc.framework.processor import (
     METADATA_NAMESPACE,
@@ -30,7 +31,7 @@ from aigateway.instrumentation.aggregation import (
 )
 from aigateway.instrumentation.instrumented import HeaderLabel, Instrumentation
 from aigateway.instrumentation.metrics import Price, create_meter_provider
-from aigateway.instrumentation.telemetry import create_instrumentation
+from aigateway.instrumentation.telemetry import create_instrumentation, setup_telemetry
 from tests.extproc.framework.fake_envoy import (
     Conversation,
     metadata,
@@ -419,3 +420,28 @@ def test_header_values_without_headers_are_none() -> None:
     inst = Recorded().instrumentation
     assert inst.header_values(None) == ("none",)
     assert inst.header_values(Headers([("x-tenant-id", "acme")])) == ("acme",)
+
+
+def test_the_cardinality_limit_grows_with_the_header_labels() -> None:
+    # 1 model, 1 backend: without header labels the limit is 768 series per family; two
+    # labels of 20 values allow 22 x 22 combinations of each of the 4 others.
+    labels = [
+        HeaderLabel(f"x-{name}", name, frozenset(f"{name}{i}" for i in range(20)))
+        for name in ("tenant", "team")
+    ]
+    telemetry = setup_telemetry(models={"m"}, backends={"b"}, header_labels=labels)
+    metrics = telemetry.instrumentation.metrics
+    assert metrics is not None
+    tenants, teams = ([*label.values, "other", "none"] for label in labels)
+    for backend, model in (("b", "m"), ("unknown", "unknown")):
+        for status in ("success", "error"):
+            for tenant in tenants:
+                for team in teams:
+                    values = (backend, model, status, tenant, team)
+                    metrics.requests.add(1, values)
+                    metrics.total_latency.record(0.1, values)
+    text = generate_latest(telemetry.registry).decode()
+    telemetry.shutdown()
+    assert "overflow" not in text
+    assert text.count("aigateway_requests_total{") == 2 * 2 * 22 * 22 > 768
+    assert text.count("aigateway_total_latency_seconds_count{") == 2 * 2 * 22 * 22
