@@ -35,11 +35,12 @@ _HTTP2_OPTIONS = {
     }
 }
 
+# The per-request timings the metrics wrapper publishes when a request completes
+# (README, "Per-request timings": a request that never completed has none).
+_TIMING_FIELDS = ("first_token_latency_ms", "inter_token_latency_ms", "total_latency_ms")
+
 # Envoy's own local replies (no route, payload too large, upstream unreachable...) in
 # the OpenAI error shape, so clients parse every error the same way.
-# The per-request timings the metrics wrapper publishes when a request completes
-# (README, "Metrics": a request that never completed has none).
-_TIMING_FIELDS = ("first_token_latency_ms", "inter_token_latency_ms", "total_latency_ms")
 # The JSON access log line of each request. `path` is what the client called (the
 # processor sets x-ai-gateway-original-path when it rewrites :path), `upstream_path` what the
 # backend got. The rest is what the processor published as metadata, from routing on,
