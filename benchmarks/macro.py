@@ -12,8 +12,10 @@ Variants: ``envoy`` (the gateway bootstrap without the ext_proc filter; wrk sets
 backend header the processor would), ``null`` (a grpc.aio servicer that answers every
 message with a prebuilt CONTINUE: the floor of gRPC plus Envoy's ext_proc),
 ``bare`` (``benchmarks.bare_serve``: the same servicer and chat processor, not wrapped in
-``InstrumentedProcessor``), ``instrumented`` (``aigateway serve`` as shipped) and
-``instrumented-wN`` (``aigateway serve --workers N``); with ``--baseline DIR`` also
+``InstrumentedProcessor``), ``instrumented`` (``aigateway serve`` as shipped),
+``instrumented-both`` (``aigateway serve`` with ``metrics.schema: both``, a tenant header
+label and prices: every family at once) and ``instrumented-wN`` (``aigateway serve
+--workers N``); with ``--baseline DIR`` also
 ``bare@baseline`` and ``instrumented@baseline``, the processor from another checkout.
 The gateway Envoy runs with ``--concurrency 1``.
 
@@ -313,6 +315,21 @@ def gateway_config(upstream_port: int, mock_port: int) -> dict[str, Any]:
     }
 
 
+def gateway_config_both(upstream_port: int, mock_port: int) -> dict[str, Any]:
+    """The same gateway with every telemetry option on: both sets of families, a header
+    label (wrk sends a listed value) and a price for each model."""
+    config = gateway_config(upstream_port, mock_port)
+    for model in config["models"]:
+        model["price"] = {"input": 0.15, "output": 0.6, "cached_input": 0.075}
+    config["metrics"] = {
+        "schema": "both",
+        "labels_from_headers": [
+            {"header": "x-tenant-id", "label": "tenant", "values": ["acme", "globex"]}
+        ],
+    }
+    return config
+
+
 @dataclass
 class Bench:
     workdir: Path
@@ -329,6 +346,10 @@ class Bench:
     @property
     def config_path(self) -> Path:
         return self.workdir / "config.yaml"
+
+    @property
+    def config_both_path(self) -> Path:
+        return self.workdir / "config-both.yaml"
 
     def start_upstreams(self) -> None:
         self.upstream_port, admin = free_port(), free_port()
@@ -352,6 +373,9 @@ class Bench:
         self.procs.append(mock)
         self.config_path.write_text(
             yaml.safe_dump(gateway_config(self.upstream_port, self.mock_port))
+        )
+        self.config_both_path.write_text(
+            yaml.safe_dump(gateway_config_both(self.upstream_port, self.mock_port))
         )
         _wait_envoy(upstream, admin)
         mock.wait_for_stderr("ready")
@@ -399,11 +423,12 @@ class Bench:
                 argv.append("--null")
             processor = spawn(variant, argv, self.workdir, env)
         elif kind.startswith("instrumented"):
+            config = self.config_both_path if kind == "instrumented-both" else self.config_path
             argv = [
                 *serve_module,
                 "serve",
                 "--config",
-                str(self.config_path),
+                str(config),
                 "--extproc-addr",
                 str(addrs[0]),
                 "--metrics-addr",
@@ -438,7 +463,7 @@ class Bench:
                     print(f"warning: {processor.name} exited {code}", file=sys.stderr)
 
     def headers(self, scenario: Scenario, *, envoy_alone: bool) -> list[str]:
-        headers = []
+        headers = ["x-tenant-id: acme"]  # a header label's value for instrumented-both
         if envoy_alone:  # what the processor would set for Envoy to route on
             headers.append("x-ai-gateway-backend: " + ("mock" if scenario.streamed else "static"))
         if scenario.streamed:
@@ -663,6 +688,14 @@ def targets(results: list[Measurement]) -> list[dict[str, Any]]:
         "<= 0.05",
         None if cost is None else cost <= 0.05,
     )
+    m = by.get(("instrumented-both", "chat-c16"))
+    cost = round(1 - m.rps / b.rps, 3) if m and b and b.rps else None
+    add(
+        "instrumentation cost with schema both, a header label and prices, 16 connections",
+        cost,
+        "<= 0.05",
+        None if cost is None else cost <= 0.05,
+    )
     m = by.get(("instrumented", "stream"))
     chunk = m.processor_cpu_us_per_chunk() if m else None
     add(
@@ -695,7 +728,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "Variants: `envoy` = Envoy alone; `null` = a grpc.aio servicer answering every "
         "message with a prebuilt CONTINUE (the floor: gRPC + Envoy's ext_proc, no "
         "processing); `bare` = the router and chat processor, not instrumented; "
-        "`instrumented` = `aigateway serve`; `-wN` = `--workers N`. us/chunk = processor "
+        "`instrumented` = `aigateway serve`; `instrumented-both` = the same with "
+        "`metrics.schema: both`, a tenant header label and prices; "
+        "`-wN` = `--workers N`. us/chunk = processor "
         "CPU / streamed body messages (per-request work included). Other load = cores "
         "busy outside the benchmark during the measurement (other users, steal): the run's "
         "noise.",
@@ -771,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default=env("BENCH_VARIANTS", ""),
-        help="comma-separated subset of envoy,bare,instrumented,instrumented-wN",
+        help="comma-separated subset of envoy,null,bare,instrumented,instrumented-both,"
+        "instrumented-wN",
     )
     parser.add_argument(
         "--scenarios",
@@ -788,7 +824,13 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk not found: ./.ci/install-system-tools wrk (make bench does it)", file=sys.stderr)
         return 2
 
-    variants: list[tuple[str, int]] = [("envoy", 1), ("null", 1), ("bare", 1), ("instrumented", 1)]
+    variants: list[tuple[str, int]] = [
+        ("envoy", 1),
+        ("null", 1),
+        ("bare", 1),
+        ("instrumented", 1),
+        ("instrumented-both", 1),
+    ]
     if args.workers > 1:
         variants.append((f"instrumented-w{args.workers}", args.workers))
     if args.baseline:

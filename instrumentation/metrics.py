@@ -1,20 +1,38 @@
-"""The gateway's metric instruments (README, "Metrics") and the OpenTelemetry setup that
-exports them to Prometheus (and, on request, over OTLP)."""
+"""The gateway's metric families (README, "Metrics") and the
+OpenTelemetry setup that exports them to Prometheus (and, on request, over OTLP).
+
+Two sets of families, chosen by ``metrics.schema``: the gateway's own ``aigateway_*``
+(:class:`GatewayMetrics`) and the OpenTelemetry GenAI semantic conventions' ``gen_ai.*``
+(:class:`GenAIMetrics`); ``aigateway_model_cost_usd_total`` (:class:`CostTotals`) comes
+with either whenever a model has a price. Every family takes the extra labels of
+``metrics.labels_from_headers``. Counters and histograms are aggregated in process
+(``aggregation.py`` says why) and exported through the SDK's readers.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
 from prometheus_client import CollectorRegistry
+
+from aigateway.instrumentation.aggregation import (
+    CounterTotals,
+    HistogramTotals,
+    InProcessHistograms,
+    ProducingPeriodicReader,
+    ProducingReader,
+)
 
 log = logging.getLogger("aigateway.metrics")
 
@@ -22,6 +40,7 @@ METER_NAME = "aigateway"
 
 REQUESTS = "aigateway_requests_total"
 TOKENS = "aigateway_model_tokens"  # the Prometheus exporter adds "_total" to counters
+COST = "aigateway_model_cost_usd"  # exported as aigateway_model_cost_usd_total
 FIRST_TOKEN_LATENCY = "aigateway_first_token_latency_seconds"
 INTER_TOKEN_LATENCY = "aigateway_inter_token_latency_seconds"
 TOTAL_LATENCY = "aigateway_total_latency_seconds"
@@ -30,7 +49,8 @@ FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30,
 INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
 TOTAL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
-#: The Prometheus families exported, with their HELP texts (a contract: dashboards use them).
+#: The ``aigateway_*`` Prometheus families with their HELP texts (a contract: dashboards
+#: use them). The cost family exists only when a model has a price.
 FAMILIES = {
     "aigateway_requests": "Total number of requests processed",
     "aigateway_model_tokens": "Total number of tokens processed by model and type",
@@ -38,120 +58,324 @@ FAMILIES = {
     INTER_TOKEN_LATENCY: "Time between consecutive tokens in streaming responses",
     TOTAL_LATENCY: "Time spent processing request",
 }
+COST_HELP = "Estimated cost in US dollars of the tokens processed, from configured prices"
 
+# -- the GenAI semantic conventions (README, "GenAI semantic conventions") ---------------
 
-class CounterTotals:
-    """Running totals of one counter by label values, reported to OpenTelemetry by an
-    observable counter when metrics are collected.
+GENAI_TOKEN_USAGE = "gen_ai.client.token.usage"
+GENAI_DURATION = "gen_ai.server.request.duration"
+GENAI_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
+GENAI_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
 
-    Why not a plain ``Counter``: each SDK measurement costs ~16-19 us (it copies, sorts
-    and hashes the attributes), and a request adds to up to six counter series; here
-    each is one dict update under a lock. The exported data is the same cumulative sum
-    per series. The lock is there because collection runs on the exporter's thread.
-    """
+GENAI_DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+GENAI_TIME_TO_FIRST_TOKEN_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+GENAI_TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
 
-    __slots__ = ("_lock", "_totals", "labels")
+#: Names, units and descriptions as the conventions give them (the Prometheus exporter
+#: turns them into gen_ai_client_token_usage, gen_ai_server_request_duration_seconds...).
+GENAI_FAMILIES = {
+    GENAI_TOKEN_USAGE: ("{token}", "Number of input and output tokens used."),
+    GENAI_DURATION: (
+        "s",
+        "Generative AI server request duration such as time-to-last byte or last output token.",
+    ),
+    GENAI_TIME_TO_FIRST_TOKEN: ("s", "Time to generate first token for successful responses."),
+    GENAI_TIME_PER_OUTPUT_TOKEN: (
+        "s",
+        "Time per output token generated after the first token for successful responses.",
+    ),
+}
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
-        self.labels = labels
-        self._lock = threading.Lock()
-        self._totals: dict[tuple[str, ...], int] = {}
+OPERATION = "gen_ai.operation.name"
+PROVIDER = "gen_ai.provider.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+TOKEN_TYPE = "gen_ai.token.type"
+ERROR_TYPE = "error.type"
+#: The attributes every GenAI family has, in this order (response model when reported).
+GENAI_LABELS = (OPERATION, PROVIDER, REQUEST_MODEL, RESPONSE_MODEL)
 
-    def add(self, amount: int, values: tuple[str, ...]) -> None:
-        """Add ``amount`` to the series with these label values (in ``labels`` order)."""
-        with self._lock:
-            self._totals[values] = self._totals.get(values, 0) + amount
-
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        with self._lock:
-            items = list(self._totals.items())
-        labels = self.labels
-        return [
-            Observation(total, dict(zip(labels, values, strict=True))) for values, total in items
-        ]
+SCHEMAS = ("aigateway", "genai", "both")
 
 
 @dataclass(slots=True, frozen=True)
 class GatewayMetrics:
-    """The five instruments, created once from an injected meter."""
+    """The ``aigateway_*`` families. ``extra_labels`` (from ``labels_from_headers``)
+    follow the family's own labels in every series' label values."""
 
     requests: CounterTotals
     tokens: CounterTotals
-    first_token_latency: Histogram
-    inter_token_latency: Histogram
-    total_latency: Histogram
+    first_token_latency: HistogramTotals
+    inter_token_latency: HistogramTotals
+    total_latency: HistogramTotals
 
     @classmethod
-    def create(cls, meter: Meter) -> GatewayMetrics:
-        requests = CounterTotals(("backend", "model", "status"))
-        tokens = CounterTotals(("backend", "model", "type"))
+    def create(
+        cls,
+        meter: Meter,
+        histograms: InProcessHistograms,
+        *,
+        extra_labels: tuple[str, ...] = (),
+        cardinality: int = 2000,
+    ) -> GatewayMetrics:
+        requests = CounterTotals(("backend", "model", "status", *extra_labels))
+        tokens = CounterTotals(("backend", "model", "type", *extra_labels))
         meter.create_observable_counter(
             REQUESTS, callbacks=[requests.observe], description=FAMILIES["aigateway_requests"]
         )
         meter.create_observable_counter(
             TOKENS, callbacks=[tokens.observe], description=FAMILIES["aigateway_model_tokens"]
         )
+
+        def histogram(name: str, labels: tuple[str, ...], bounds: Sequence[float]) -> Any:
+            # No unit: with unit "s" the exporter would append "_seconds" to a name that has it.
+            return histograms.add(
+                HistogramTotals(
+                    name,
+                    labels=(*labels, *extra_labels),
+                    bounds=bounds,
+                    description=FAMILIES[name],
+                    limit=cardinality,
+                )
+            )
+
         return cls(
             requests=requests,
             tokens=tokens,
-            first_token_latency=_histogram(meter, FIRST_TOKEN_LATENCY, FIRST_TOKEN_BUCKETS),
-            inter_token_latency=_histogram(meter, INTER_TOKEN_LATENCY, INTER_TOKEN_BUCKETS),
-            total_latency=_histogram(meter, TOTAL_LATENCY, TOTAL_BUCKETS),
+            first_token_latency=histogram(
+                FIRST_TOKEN_LATENCY, ("backend", "model"), FIRST_TOKEN_BUCKETS
+            ),
+            inter_token_latency=histogram(
+                INTER_TOKEN_LATENCY, ("backend", "model"), INTER_TOKEN_BUCKETS
+            ),
+            total_latency=histogram(TOTAL_LATENCY, ("backend", "model", "status"), TOTAL_BUCKETS),
         )
 
 
-def _histogram(meter: Meter, name: str, buckets: Sequence[float]) -> Histogram:
-    # No unit: with unit "s" the exporter would append "_seconds" to a name that has it.
-    return meter.create_histogram(
-        name, description=FAMILIES[name], explicit_bucket_boundaries_advisory=buckets
-    )
+@dataclass(slots=True, frozen=True)
+class GenAIMetrics:
+    """The GenAI semantic-convention families: label values start with
+    :data:`GENAI_LABELS`' (operation, provider, request model, response model or
+    ``None``), then the family's own (``gen_ai.token.type``; ``error.type`` or ``None``
+    on the duration), then the extra labels."""
+
+    token_usage: HistogramTotals
+    duration: HistogramTotals
+    time_to_first_token: HistogramTotals
+    time_per_output_token: HistogramTotals
+
+    @classmethod
+    def create(
+        cls,
+        histograms: InProcessHistograms,
+        *,
+        extra_labels: tuple[str, ...] = (),
+        cardinality: int = 2000,
+    ) -> GenAIMetrics:
+        def histogram(name: str, own: tuple[str, ...], bounds: Sequence[float]) -> Any:
+            unit, description = GENAI_FAMILIES[name]
+            return histograms.add(
+                HistogramTotals(
+                    name,
+                    labels=(*GENAI_LABELS, *own, *extra_labels),
+                    bounds=bounds,
+                    description=description,
+                    unit=unit,
+                    limit=cardinality,
+                )
+            )
+
+        return cls(
+            token_usage=histogram(GENAI_TOKEN_USAGE, (TOKEN_TYPE,), GENAI_TOKEN_BUCKETS),
+            duration=histogram(GENAI_DURATION, (ERROR_TYPE,), GENAI_DURATION_BUCKETS),
+            time_to_first_token=histogram(
+                GENAI_TIME_TO_FIRST_TOKEN, (), GENAI_TIME_TO_FIRST_TOKEN_BUCKETS
+            ),
+            time_per_output_token=histogram(
+                GENAI_TIME_PER_OUTPUT_TOKEN, (), GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS
+            ),
+        )
 
 
-def cardinality_limit(models: int, backends: int) -> int:
-    """Series per instrument the config allows (labels are bounded by the config), with
-    room to spare; the SDK folds anything past it into an overflow series."""
-    label_pairs = (models + 1) * (backends + 1)
-    return max(100, label_pairs * 6)
+# -- costs --------------------------------------------------------------------------------
 
 
-def create_meter_provider(readers: Sequence[MetricReader], *, cardinality: int) -> MeterProvider:
+@dataclass(slots=True, frozen=True)
+class Price:
+    """A model's price in USD per million tokens (``models[].price``). Cached prompt
+    tokens (cache reads) cost ``cached_input``, cache writes ``cache_write``; either
+    missing costs ``input`` (README, "Costs")."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+_MILLION = Decimal(1_000_000)
+
+
+def _decimal(value: float) -> Decimal:
+    # The shortest repr of a float is the decimal the config file wrote (0.15, not
+    # 0.1499999...), so sums of tokens times prices are exact until the final rounding.
+    return Decimal(repr(value))
+
+
+class CostTotals:
+    """Tokens by rate (uncached prompt, cached prompt, cache writes, completion) per
+    series, priced when metrics are collected: each exported value is the exact decimal
+    sum rounded once to a float, so it never drifts however many requests add to it."""
+
+    __slots__ = ("_lock", "_rates", "_tokens", "labels")
+
+    def __init__(self, prices: Mapping[str, Price], labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self._rates = {
+            model: tuple(
+                _decimal(rate)
+                for rate in (
+                    p.input,
+                    p.input if p.cached_input is None else p.cached_input,
+                    p.input if p.cache_write is None else p.cache_write,
+                    p.output,
+                )
+            )
+            for model, p in prices.items()
+        }
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, ...], list[int]] = {}
+
+    def priced(self, model: str) -> bool:
+        return model in self._rates
+
+    def add(
+        self,
+        values: tuple[str, ...],
+        *,
+        prompt: int,
+        cached: int,
+        cache_write: int,
+        completion: int,
+    ) -> None:
+        """Add one request's tokens to the series ``values`` (model second, as labelled).
+        Prompt tokens include cache reads and writes, as the processors report them."""
+        uncached = max(prompt - cached - cache_write, 0)
+        with self._lock:
+            tokens = self._tokens.get(values)
+            if tokens is None:
+                tokens = self._tokens[values] = [0, 0, 0, 0]
+            tokens[0] += uncached
+            tokens[1] += cached
+            tokens[2] += cache_write
+            tokens[3] += completion
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = [(values, tuple(tokens)) for values, tokens in self._tokens.items()]
+        out = []
+        for values, tokens in items:
+            rates = self._rates[values[1]]
+            cost = sum((Decimal(n) * r for n, r in zip(tokens, rates, strict=True)), Decimal())
+            out.append(
+                Observation(float(cost / _MILLION), dict(zip(self.labels, values, strict=True)))
+            )
+        return out
+
+    @classmethod
+    def create(
+        cls, meter: Meter, prices: Mapping[str, Price], *, extra_labels: tuple[str, ...] = ()
+    ) -> CostTotals | None:
+        """The cost counter, or ``None`` when no model has a price (no family then)."""
+        if not prices:
+            return None
+        costs = cls(prices, ("backend", "model", *extra_labels))
+        meter.create_observable_counter(COST, callbacks=[costs.observe], description=COST_HELP)
+        return costs
+
+
+# -- the pipeline -------------------------------------------------------------------------
+
+#: How many distinct ``gen_ai.response.model`` values each configured model may report
+#: before further ones are recorded as ``_OTHER`` (backends are not clients, but a
+#: label value must still be bounded).
+RESPONSE_MODELS_PER_MODEL = 4
+
+
+def cardinality_limit(models: int, backends: int, header_values: Sequence[int] = ()) -> int:
+    """Series per family the config allows, with room to spare; past it new series fold
+    into one overflow series. Per ``aigateway_*`` family: (backend or ``unknown``) x
+    (model or ``unknown``) x at most 6 values of its own label, times each header label's
+    values plus ``other`` and ``none``. GenAI families: (model or ``unknown``) x up to 4
+    operations x (response models + ``_OTHER`` + none) x 16 error or token types, times
+    the header labels. The larger of the two serves every family."""
+    headers = math.prod(n + 2 for n in header_values)
+    gateway = (models + 1) * (backends + 1) * 6
+    genai = (models + 1) * 4 * (RESPONSE_MODELS_PER_MODEL + 2) * 16
+    return max(100, max(gateway, genai) * headers)
+
+
+def create_meter_provider(
+    readers: Sequence[MetricReader], histograms: InProcessHistograms, *, cardinality: int
+) -> MeterProvider:
     views = [View(instrument_name="aigateway_*", aggregation_cardinality_limit=cardinality)]
-    return MeterProvider(metric_readers=list(readers), views=views, shutdown_on_exit=False)
+    provider = MeterProvider(metric_readers=list(readers), views=views, shutdown_on_exit=False)
+    histograms.bind(provider.get_meter(METER_NAME))
+    return provider
 
 
-def prometheus_reader(registry: CollectorRegistry) -> MetricReader:
+def prometheus_reader(registry: CollectorRegistry, histograms: InProcessHistograms) -> MetricReader:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-    return PrometheusMetricReader(
-        disable_target_info=True, scope_info_enabled=False, registry=registry
+    class Reader(ProducingReader, PrometheusMetricReader):
+        """The Prometheus exporter, with the in-process histograms."""
+
+    reader: MetricReader = Reader(
+        histograms, disable_target_info=True, scope_info_enabled=False, registry=registry
     )
+    return reader
 
 
 class MetricsSetupError(Exception):
-    """Metrics cannot be exported as asked (a missing extra, a bad setting)."""
+    """Telemetry cannot be exported as asked (a missing extra, a bad setting)."""
 
 
-def otlp_readers_from_env() -> list[MetricReader]:
+def otlp_import_error(exc: ImportError, variable: str) -> MetricsSetupError:
+    """What to tell the operator when an OTLP exporter cannot be imported."""
+    if "opentelemetry.proto" in str(exc):
+        # xds-protos (the Envoy protos) ships an older copy of these modules; the
+        # one installed last wins.
+        return MetricsSetupError(
+            "OTLP export needs opentelemetry-proto's own modules, which xds-protos"
+            " overwrote: pip install --force-reinstall --no-deps opentelemetry-proto"
+        )
+    return MetricsSetupError(f"{variable}=otlp needs the otlp extra: pip install 'aigateway[otlp]'")
+
+
+def exporters_named(variable: str) -> set[str]:
+    """The exporters an ``OTEL_*_EXPORTER`` variable names (comma-separated)."""
+    return {e.strip() for e in os.environ.get(variable, "").split(",")}
+
+
+def otlp_readers_from_env(histograms: InProcessHistograms) -> list[MetricReader]:
     """An OTLP push reader when ``OTEL_METRICS_EXPORTER`` names ``otlp`` (the standard
-    ``OTEL_EXPORTER_OTLP_*`` variables configure it)."""
-    exporters = {e.strip() for e in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",")}
-    if "otlp" not in exporters:
+    ``OTEL_EXPORTER_OTLP_*`` variables configure it). Its histograms are cumulative
+    whatever the temporality preference says; counters follow it."""
+    if "otlp" not in exporters_named("OTEL_METRICS_EXPORTER"):
         return []
     try:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     except ImportError as exc:
-        if "opentelemetry.proto" in str(exc):
-            # xds-protos (the Envoy protos) ships an older copy of these modules; the
-            # one installed last wins.
-            raise MetricsSetupError(
-                "OTLP export needs opentelemetry-proto's own modules, which xds-protos"
-                " overwrote: pip install --force-reinstall --no-deps opentelemetry-proto"
-            ) from None
-        raise MetricsSetupError(
-            "OTEL_METRICS_EXPORTER=otlp needs the otlp extra: pip install 'aigateway[otlp]'"
-        ) from None
-    return [PeriodicExportingMetricReader(OTLPMetricExporter())]
+        raise otlp_import_error(exc, "OTEL_METRICS_EXPORTER") from None
+    return [ProducingPeriodicReader(histograms, OTLPMetricExporter())]
 
 
 def start_metrics_http_server(host: str, port: int, registry: CollectorRegistry) -> Any:

@@ -18,7 +18,7 @@ import yaml
 
 from aigateway.extproc.gateway.config import parse_config
 from aigateway.extproc.ops.cli import build_parser
-from aigateway.instrumentation.metrics import FAMILIES
+from aigateway.instrumentation.metrics import COST, FAMILIES
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -85,7 +85,7 @@ def test_metric_table_is_the_exported_set() -> None:
         n if n != "aigateway_requests" and n != "aigateway_model_tokens" else n + "_total"
         for n in FAMILIES
     }
-    assert named == exported
+    assert named == exported | {COST + "_total"}
 
 
 def test_promql_examples_are_valid(tmp_path: Path) -> None:
@@ -205,6 +205,29 @@ curl -sf http://127.0.0.1:10000/v1/chat/completions -H 'content-type: applicatio
     )
     assert '"object":"chat.completion"' in result.stdout
     assert (tmp_path / "gateway.yaml").is_file() and (tmp_path / "envoy.yaml").is_file()
+
+
+def test_the_scrape_example_runs_as_written(tmp_path: Path) -> None:
+    part = section("A scrape example")
+    (config,) = blocks("yaml", part)
+    (script,) = blocks("sh", part)
+    (printed,) = blocks("", part)
+    assert "schema: both" in config and "labels_from_headers" in config and "price" in config
+    (tmp_path / "telemetry.yaml").write_text(config)
+    (tmp_path / "scrape.sh").write_text(script)
+    result = run_isolated(
+        tmp_path,
+        WAIT_FOR
+        + f"""
+setsid {VENV_BIN}/aigateway up --config telemetry.yaml > up.out 2> up.err < /dev/null &
+UP=$!
+trap 'kill -TERM -- -$UP 2>/dev/null || true; wait $UP || true' EXIT
+wait_for "aigateway up" grep -q "aigateway ready" up.err
+bash -euo pipefail scrape.sh
+""",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr + _read(tmp_path / "up.err")
+    assert result.stdout == printed
 
 
 async def test_the_wrapper_snippet_runs_as_written(tmp_path: Path) -> None:

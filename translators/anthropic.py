@@ -632,18 +632,26 @@ class AnthropicMessagesTranslator:
                 thinking_blocks.append({"type": "redacted_thinking", "data": block["data"]})
             # server tool blocks and citations: no OpenAI message field
         usage = usage_from_anthropic(doc.get("usage"))
+        finish = self._finish_reason(doc.get("stop_reason"), bool(calls))
         out = chat_completion_body(
             completion_id=self._id(doc.get("id")),
             created=self._created,
             model=self._client_model,
             content="".join(texts) if texts or not calls else None,
             tool_calls=calls,
-            finish_reason=self._finish_reason(doc.get("stop_reason"), bool(calls)),
+            finish_reason=finish,
             usage=usage,
             reasoning_content="".join(reasoning) if thinking_blocks else None,
             thinking_blocks=thinking_blocks,
         )
-        return ResponseBodyOutput(body=out, usage=usage, complete=True)
+        model = doc.get("model")
+        return ResponseBodyOutput(
+            body=out,
+            usage=usage,
+            complete=True,
+            model=model if isinstance(model, str) and model else None,
+            finish_reasons=(finish,),
+        )
 
     def _finish_reason(self, stop_reason: Any, called_tools: bool) -> FinishReason:
         reason = finish_reason_from_anthropic(stop_reason)
@@ -693,6 +701,8 @@ class AnthropicMessagesTranslator:
             message = doc.get("message")
             message = message if isinstance(message, dict) else {}
             stream = self._chunk_stream(message.get("id"))
+            if isinstance(message.get("model"), str) and message["model"]:
+                stream.model = message["model"]
             self._usage.update(message.get("usage"))
             stream.usage = self._usage.token_usage()
             stream.role()

@@ -69,12 +69,17 @@ class ResponseBodyOutput:
     stream's terminal event (``data: [DONE]``, or an error event), or it is the whole
     non-streamed body. The upstream may still send bytes (the end of its body arrives
     later); nothing the client needs follows. Once set, it stays set on later outputs.
+    ``model``: the model the backend says answered, once it said so (like usage, later
+    outputs may repeat it). ``finish_reasons``: the OpenAI finish reasons the client has
+    been given so far, one per finished choice.
     """
 
     body: bytes | None
     usage: TokenUsage | None = None
     error: str | None = None
     complete: bool = False
+    model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
 
 
 class ChatTranslator(Protocol):

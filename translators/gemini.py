@@ -435,6 +435,12 @@ def _parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in parts if isinstance(p, dict)]
 
 
+def _model_version(doc: dict[str, Any]) -> str | None:
+    """The model that answered, as Gemini reports it."""
+    version = doc.get("modelVersion")
+    return version if isinstance(version, str) and version else None
+
+
 def _blocked(doc: dict[str, Any]) -> bool:
     """The prompt itself was blocked: no candidates, ``promptFeedback.blockReason``."""
     feedback = doc.get("promptFeedback")
@@ -571,7 +577,13 @@ class GeminiChatTranslator:
             finish_reason=finish,
             usage=usage,
         )
-        return ResponseBodyOutput(body=out, usage=usage, complete=True)
+        return ResponseBodyOutput(
+            body=out,
+            usage=usage,
+            complete=True,
+            model=_model_version(doc),
+            finish_reasons=(finish,),
+        )
 
     # --- SSE ---
 
@@ -612,6 +624,8 @@ class GeminiChatTranslator:
             )
             return stream
         stream = self._chunk_stream(doc.get("responseId"))
+        if stream.model is None:
+            stream.model = _model_version(doc)
         error = google_error(doc, 500)
         if error is not None:
             stream.fail(

@@ -51,7 +51,9 @@ class OpenAIChatTranslator:
         "_decoder",
         "_done",
         "_ended",
+        "_finish_reasons",
         "_hide_usage",
+        "_model",
         "_usage",
         "backend_model",
         "path",
@@ -66,6 +68,8 @@ class OpenAIChatTranslator:
         self._usage: TokenUsage | None = None
         self._done = False
         self._ended = False
+        self._model: str | None = None  # what the backend says answered
+        self._finish_reasons: tuple[str, ...] = ()
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         """Mutates ``payload`` when the upstream needs a different body."""
@@ -112,8 +116,30 @@ class OpenAIChatTranslator:
                 error="upstream_invalid_json",
                 complete=True,
             )
-        usage = usage_from_openai(doc.get("usage")) if isinstance(doc, dict) else None
-        return ResponseBodyOutput(None, usage, complete=True)
+        usage = None
+        if isinstance(doc, dict):
+            usage = usage_from_openai(doc.get("usage"))
+            self._note_answer(doc)
+        return ResponseBodyOutput(
+            None,
+            usage,
+            complete=True,
+            model=self._model,
+            finish_reasons=self._finish_reasons,
+        )
+
+    def _note_answer(self, doc: dict[str, Any]) -> None:
+        """The answering model and the finish reasons, from a response or chunk."""
+        if self._model is None:
+            model = doc.get("model")
+            if isinstance(model, str) and model:
+                self._model = model
+        choices = doc.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+                if isinstance(reason, str):
+                    self._finish_reasons = (*self._finish_reasons, reason)
 
     def _stream_chunk(
         self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool
@@ -156,6 +182,7 @@ class OpenAIChatTranslator:
                 error = "upstream_stream_error"  # passed on: the client reads it as an error
                 keep.append(event)
                 break
+            self._note_answer(doc)
             keep.append(event)
         if error is None and end_of_stream and not self._done:
             error = "upstream_truncated"
@@ -167,7 +194,14 @@ class OpenAIChatTranslator:
         else:
             # Only complete events go out; a partial one waits for the rest of its bytes.
             body = b"".join(encode_sse_event(e.data, e.event or None) for e in keep) + tail
-        return ResponseBodyOutput(body, self._usage, error, complete=self._ended)
+        return ResponseBodyOutput(
+            body,
+            self._usage,
+            error,
+            complete=self._ended,
+            model=self._model,
+            finish_reasons=self._finish_reasons,
+        )
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes | None:
         return passthrough_error_body(status, body)

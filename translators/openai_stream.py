@@ -233,7 +233,9 @@ class ChunkStream:
         "_thinking",
         "_tool_index",
         "error",
+        "finish_reasons",
         "finished",
+        "model",
         "service_tier",
         "usage",
     )
@@ -248,6 +250,8 @@ class ChunkStream:
         self.service_tier: str | None = None  # set before finish() to report it
         self.error: str | None = None
         self.finished = False
+        self.model: str | None = None  # the model the backend says answered, once known
+        self.finish_reasons: tuple[str, ...] = ()
 
     def role(self) -> None:
         if not self.finished:
@@ -309,6 +313,7 @@ class ChunkStream:
     def finish(self, reason: FinishReason) -> None:
         if not self.finished:
             self._out.append(self._encoder.finish(reason, self.service_tier))
+            self.finish_reasons = (reason,)
 
     def complete(self) -> None:
         """The usage chunk (if the client asked for it), then ``[DONE]``."""
@@ -349,5 +354,10 @@ class ChunkStream:
         body = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         return ResponseBodyOutput(
-            body=body, usage=self.usage, error=self.error, complete=self.finished
+            body=body,
+            usage=self.usage,
+            error=self.error,
+            complete=self.finished,
+            model=self.model,
+            finish_reasons=self.finish_reasons,
         )

@@ -16,7 +16,12 @@ from aigateway.extproc.framework.server import ExternalProcessorServicer
 from aigateway.extproc.gateway.app import build_router, build_telemetry
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
-from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
+from aigateway.extproc.gateway.config import (
+    MetricsOptions,
+    ModelPrice,
+    ResolvedSecrets,
+    parse_config,
+)
 from aigateway.instrumentation.instrumented import Instrumentation
 from benchmarks.micro.conftest import run_now
 from benchmarks.micro.streams import CHAT_COMPLETION, chat_request, openai_stream_events
@@ -43,6 +48,25 @@ CONFIG = parse_config(
     }
 )
 TABLE = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
+#: Every telemetry option on: both sets of families, a header label, a price.
+CONFIG_BOTH = CONFIG.model_copy(
+    update={
+        "metrics": MetricsOptions.model_validate(
+            {
+                "schema": "both",
+                "labels_from_headers": [
+                    {"header": "x-tenant-id", "label": "tenant", "values": ["acme", "globex"]}
+                ],
+            }
+        ),
+        "models": [
+            CONFIG.models[0].model_copy(
+                update={"price": ModelPrice(input=0.15, output=0.6, cached_input=0.075)}
+            )
+        ],
+    }
+)
+TABLE_BOTH = RoutingTable(CONFIG_BOTH, ResolvedSecrets(CONFIG_BOTH, Path()))
 CLIENT_HEADERS = [("authorization", "Bearer client"), ("user-agent", "OpenAI/Python 1.54.0")]
 REQUEST = [
     request_headers(extra=CLIENT_HEADERS),
@@ -55,8 +79,8 @@ EVENTS = openai_stream_events(include_usage=True)
 CHUNK = response_body(EVENTS[5], end_of_stream=False)
 
 
-def instrumentation() -> Instrumentation:
-    return build_telemetry(TABLE).instrumentation
+def instrumentation(both: bool = False) -> Instrumentation:
+    return build_telemetry(TABLE_BOTH if both else TABLE).instrumentation
 
 
 def servicer(instrumented: bool) -> ExternalProcessorServicer:
@@ -65,6 +89,11 @@ def servicer(instrumented: bool) -> ExternalProcessorServicer:
 
 
 VARIANTS = pytest.mark.parametrize("instrumented", [False, True], ids=["bare", "instrumented"])
+#: The wrapper alone, also with every telemetry option on (schema both, a header label,
+#: a price): the difference to ``bare`` is the wrapper's whole cost per request.
+WRAPPER_VARIANTS = pytest.mark.parametrize(
+    "variant", ["bare", "instrumented", "both"], ids=["bare", "instrumented", "both"]
+)
 
 
 def _messages(*messages: Any) -> FakeContext:
@@ -144,31 +173,37 @@ def _lifecycle(processor: Any) -> None:
 
 
 HEADERS = Headers(
-    [(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "application/json")]
+    [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("content-type", "application/json"),
+        ("x-tenant-id", "acme"),
+    ]
 )
 BODY = chat_request()
 RESPONSE_HEADERS = Headers([(":status", "200"), ("content-type", "application/json")])
 
 
-@VARIANTS
-def test_processor_lifecycle(benchmark: Any, instrumented: bool) -> None:
+@WRAPPER_VARIANTS
+def test_processor_lifecycle(benchmark: Any, variant: str) -> None:
     """A non-streamed request through the chat processor's phases, without the server:
-    the difference between the two is InstrumentedProcessor's whole cost per request."""
-    inst = instrumentation()
+    the difference to ``bare`` is InstrumentedProcessor's whole cost per request."""
+    inst = instrumentation(both=variant == "both")
+    table = TABLE_BOTH if variant == "both" else TABLE
 
     def one() -> None:
-        processor = ChatCompletionProcessor(TABLE)
-        _lifecycle(inst.wrap(processor) if instrumented else processor)
+        processor = ChatCompletionProcessor(table)
+        _lifecycle(processor if variant == "bare" else inst.wrap(processor))
 
     benchmark(one)
 
 
-@VARIANTS
-def test_processor_streamed_chunk(benchmark: Any, instrumented: bool) -> None:
+@WRAPPER_VARIANTS
+def test_processor_streamed_chunk(benchmark: Any, variant: str) -> None:
     """One streamed chunk through the processor's ``on_response_body``."""
-    processor: Any = ChatCompletionProcessor(TABLE)
-    if instrumented:
-        processor = instrumentation().wrap(processor)
+    processor: Any = ChatCompletionProcessor(TABLE_BOTH if variant == "both" else TABLE)
+    if variant != "bare":
+        processor = instrumentation(both=variant == "both").wrap(processor)
     run_now(processor.on_request_headers(HEADERS))
     run_now(processor.on_request_body(chat_request(stream=True), True))
     sse = Headers([(":status", "200"), ("content-type", "text/event-stream")])

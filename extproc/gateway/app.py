@@ -31,7 +31,9 @@ from aigateway.extproc.gateway.config import (
 from aigateway.extproc.gateway.embeddings import EmbeddingsProcessor
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
 from aigateway.instrumentation import (
+    HeaderLabel,
     MetricsSetupError,
+    Price,
     Telemetry,
     setup_telemetry,
     start_metrics_http_server,
@@ -81,12 +83,26 @@ def build_router(
 
 
 def build_telemetry(table: RoutingTable) -> Telemetry:
-    """The telemetry for a routing table: its models and backends are the label values."""
+    """The telemetry for a routing table: its models and backends are the label values;
+    its config's ``metrics`` options choose the families and header labels, and its
+    models' prices feed the cost counter."""
+    config = table.config
     return setup_telemetry(
         models=table.model_names,
         backends=table.backend_names,
         model_header=table.model_header,
         backend_header=table.backend_header,
+        schema=config.metrics.schema_,
+        header_labels=[
+            HeaderLabel(h.header, h.label, frozenset(h.values))
+            for h in config.metrics.labels_from_headers
+        ],
+        prices={
+            m.name: Price(m.price.input, m.price.output, m.price.cached_input, m.price.cache_write)
+            for m in config.models
+            if m.price is not None
+        },
+        providers={b.name: b.genai_provider for b in config.backends},
     )
 
 

@@ -8,6 +8,7 @@ it as one line and exits non-zero. Secrets are read once, at load, into
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -35,6 +36,15 @@ SCHEMAS: tuple[str, ...] = (
     "gcp-gemini",
     "gcp-vertex-ai",
 )
+#: Each schema's ``gen_ai.provider.name`` (the OpenTelemetry GenAI conventions' values).
+GENAI_PROVIDERS = {
+    "openai": "openai",
+    "azure-openai": "azure.ai.openai",
+    "aws-bedrock": "aws.bedrock",
+    "anthropic": "anthropic",
+    "gcp-gemini": "gcp.gemini",
+    "gcp-vertex-ai": "gcp.vertex_ai",
+}
 
 
 class ConfigError(Exception):
@@ -236,11 +246,31 @@ class Backend(_Strict):
     def path_prefix(self) -> str:
         return urlsplit(self.endpoint).path.rstrip("/")
 
+    @property
+    def genai_provider(self) -> str:
+        """The ``gen_ai.provider.name`` of this backend's schema."""
+        return GENAI_PROVIDERS[self.schema_]
+
+
+_Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class ModelPrice(_Strict):
+    """USD per million tokens (README, "Costs"). Cached prompt tokens (cache reads)
+    cost ``cached_input`` and cache writes ``cache_write``; either left out costs
+    ``input``."""
+
+    input: _Rate
+    output: _Rate
+    cached_input: _Rate | None = None
+    cache_write: _Rate | None = None
+
 
 class Model(_Strict):
     name: str = Field(min_length=1, max_length=256)
     backend: str
     backend_model: str | None = Field(default=None, min_length=1)
+    price: ModelPrice | None = None
 
     @property
     def upstream_name(self) -> str:
@@ -254,10 +284,97 @@ class HeaderNames(_Strict):
     backend: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "x-ai-gateway-backend"
 
 
+#: Request headers whose values are secrets: never a label's source.
+_CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "set-cookie",
+    }
+)
+#: Labels the families already have, or that Prometheus gives a meaning of its own.
+_RESERVED_LABELS = frozenset(
+    {"backend", "model", "status", "type", "le", "quantile", "job", "instance"}
+)
+_RESERVED_LABEL_PREFIXES = ("gen_ai", "error", "otel", "__")
+#: Most combinations of header label values (each label's values, other and none).
+MAX_HEADER_LABEL_COMBINATIONS = 10_000
+
+
+class LabelFromHeader(_Strict):
+    """A metric label from a request header: the header's value when ``values`` lists
+    it, ``other`` when not, ``none`` when the request has no such header."""
+
+    header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$", max_length=100)]
+    label: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=60)]
+    values: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=100
+    )
+
+    @field_validator("header", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("header")
+    @classmethod
+    def _not_a_secret(cls, value: str) -> str:
+        if value in _CREDENTIAL_HEADERS:
+            raise ValueError(f"{value} carries credentials; it cannot be a label")
+        return value
+
+    @field_validator("label")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in _RESERVED_LABELS or value.startswith(_RESERVED_LABEL_PREFIXES):
+            raise ValueError(f"{value!r} is a label the metrics already have or reserve")
+        return value
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[str]) -> list[str]:
+        for value in ("other", "none"):
+            if value in values:
+                raise ValueError(f"{value!r} is what the label says for unlisted or no values")
+        if len(set(values)) != len(values):
+            raise ValueError("values must be distinct")
+        return values
+
+
+class MetricsOptions(_Strict):
+    """Which metric families to export and the labels taken from request headers."""
+
+    schema_: Literal["aigateway", "genai", "both"] = Field(default="aigateway", alias="schema")
+    labels_from_headers: list[LabelFromHeader] = Field(default_factory=list, max_length=4)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MetricsOptions:
+        labels = [h.label for h in self.labels_from_headers]
+        headers = [h.header for h in self.labels_from_headers]
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels_from_headers: each label must have its own name")
+        if len(set(headers)) != len(headers):
+            raise ValueError("labels_from_headers: each header may give one label")
+        combinations = math.prod(len(h.values) + 2 for h in self.labels_from_headers)
+        if combinations > MAX_HEADER_LABEL_COMBINATIONS:
+            raise ValueError(
+                f"labels_from_headers: {combinations} combinations of values (with other"
+                f" and none) is more than {MAX_HEADER_LABEL_COMBINATIONS}; list fewer values"
+            )
+        return self
+
+
 class GatewayConfig(_Strict):
     backends: list[Backend] = Field(min_length=1)
     models: list[Model] = Field(min_length=1)
     headers: HeaderNames = HeaderNames()
+    metrics: MetricsOptions = MetricsOptions()
     #: Largest request body Envoy buffers; bigger ones get 413.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
 
@@ -279,6 +396,12 @@ class GatewayConfig(_Strict):
                 )
         if self.headers.model == self.headers.backend:
             raise ValueError("headers: model and backend header names must differ")
+        for i, label in enumerate(self.metrics.labels_from_headers):
+            if label.header in (self.headers.model, self.headers.backend):
+                raise ValueError(
+                    f"metrics.labels_from_headers[{i}].header: {label.header} is a routing"
+                    " header the processor sets"
+                )
         return self
 
     def backend(self, name: str) -> Backend:

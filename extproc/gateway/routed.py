@@ -141,10 +141,12 @@ class RoutedProcessor(Processor):
         "_decoder",
         "_error",
         "_error_body",
+        "_finish_reasons",
         "_fixed_reply",
         "_mode",
         "_request_headers",
         "_response_headers",
+        "_response_model",
         "_route",
         "_status",
         "_streamed",
@@ -168,6 +170,8 @@ class RoutedProcessor(Processor):
         self._usage: TokenUsage | None = None
         self._error: str | None = None
         self._completed = False  # the client has the end of its response
+        self._response_model: str | None = None  # the model the backend says answered
+        self._finish_reasons: tuple[str, ...] = ()
 
     # -- what endpoints define -----------------------------------------------------------
 
@@ -372,6 +376,8 @@ class RoutedProcessor(Processor):
         if out.error is not None and self._error is None:
             self._error = out.error
             changed = True
+        self._response_model = out.model
+        self._finish_reasons = out.finish_reasons
         ends_response = out.complete and not self._completed
         if ends_response:
             self._completed = True
@@ -462,4 +468,8 @@ class RoutedProcessor(Processor):
             fields.update(usage_metadata(self._usage))
         if self._error is not None:
             fields["error"] = self._error
+        if self._response_model is not None:
+            fields["response_model"] = self._response_model
+        if self._finish_reasons:
+            fields["finish_reasons"] = list(self._finish_reasons)
         return {METADATA_NAMESPACE: fields}

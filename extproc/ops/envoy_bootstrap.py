@@ -35,6 +35,10 @@ _HTTP2_OPTIONS = {
     }
 }
 
+# The per-request timings the metrics wrapper publishes when a request completes
+# (README, "Per-request timings": a request that never completed has none).
+_TIMING_FIELDS = ("first_token_latency_ms", "inter_token_latency_ms", "total_latency_ms")
+
 # Envoy's own local replies (no route, payload too large, upstream unreachable...) in
 # the OpenAI error shape, so clients parse every error the same way.
 # The JSON access log line of each request. `path` is what the client called (the
@@ -65,6 +69,7 @@ _ACCESS_LOG_FORMAT = {
     "duration_ms": "%DURATION%",
     "upstream": "%UPSTREAM_HOST%",
     **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in _METADATA_FIELDS},
+    **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in _TIMING_FIELDS},
 }
 
 

@@ -16,6 +16,7 @@ import json
 import re
 import urllib.request
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,6 +204,7 @@ def matrix_config(mock_port: int) -> dict[str, Any]:
             config["backends"].append(slow)
         model = {**models[row.model], "name": row.model + "-t", "backend": slow_name}
         config["models"].append(model)
+    config["metrics"] = {"schema": "both"}  # the GenAI families follow the same rules
     return config
 
 
@@ -327,6 +329,27 @@ def counts(before: dict[Key, float], after: dict[Key, float], row: Row, ending: 
     return backend, model, grown
 
 
+def genai_grown(
+    before: dict[Key, float], after: dict[Key, float], model: str
+) -> Callable[[str], dict[tuple[tuple[str, str], ...], float]]:
+    """Per label set, how much a GenAI family's ``name`` grew for this request model.
+    An empty label is no label (the exporter gives every series of a family the labels
+    any of them has, e.g. ``error_type=""`` on successes once a failure is recorded)."""
+
+    def series(snapshot: dict[Key, float], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        out: dict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        for (sample, labels), value in snapshot.items():
+            if sample == name and dict(labels)["gen_ai_request_model"] == model:
+                out[tuple((k, v) for k, v in labels if v)] += value
+        return out
+
+    def grown(name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        old, new = series(before, name), series(after, name)
+        return {k: v - old.get(k, 0.0) for k, v in new.items() if v != old.get(k, 0.0)}
+
+    return grown
+
+
 @pytest.mark.parametrize("ending_name", list(ENDINGS))
 @pytest.mark.parametrize("row", ROWS, ids=[f"{r.schema}:{r.model}" for r in ROWS])
 def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
@@ -362,6 +385,22 @@ def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
     assert grown("aigateway_total_latency_seconds_count") == {(backend, model, expect.status): 1.0}
     assert sum(grown("aigateway_first_token_latency_seconds_count").values()) == expect.first_token
     assert sum(grown("aigateway_inter_token_latency_seconds_count").values()) == expect.inter_token
+    # The GenAI families, from the same request under the same rules.
+    genai = genai_grown(before, after, model)
+    duration = genai("gen_ai_server_request_duration_seconds_count")
+    assert list(duration.values()) == [1.0]
+    assert ("error_type" in dict(next(iter(duration)))) is (expect.status == "error")
+    usage = genai("gen_ai_client_token_usage_sum")
+    by_type = {dict(k)["gen_ai_token_type"]: v for k, v in usage.items()}
+    expected_usage = {
+        "input": expect.tokens.get("prompt"),
+        "output": expect.tokens.get("completion"),
+    }
+    assert by_type == {k: float(v) for k, v in expected_usage.items() if v}
+    ttft = genai("gen_ai_server_time_to_first_token_seconds_count")
+    assert sum(ttft.values()) == expect.first_token
+    tpot = genai("gen_ai_server_time_per_output_token_seconds_count")
+    assert sum(tpot.values()) == expect.inter_token
 
     # What the client saw.
     if expect.client == "complete":
@@ -385,6 +424,14 @@ def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
     assert {k: v for k, v in logged_tokens.items() if v} == expect.tokens
     if expect.error is not None:
         assert line["error"] == expect.error
+    # Timings, when the response completed (a request recorded at the end of its ext_proc
+    # stream has no answer left to carry them).
+    completed = expect.client in ("complete", "error-event")
+    assert isinstance(line["total_latency_ms"], int | float) is completed
+    assert isinstance(line["first_token_latency_ms"], int | float) is completed
+    assert isinstance(line["inter_token_latency_ms"], int | float) is (
+        completed and expect.inter_token == 1
+    )
 
 
 def test_the_matrix_covers_every_schema_and_ending() -> None:

@@ -3,7 +3,8 @@ names: so rules and dashboards can be checked against each other.
 
 The exported set is not copied from the docs: it is read from ``/metrics`` text produced
 by the real ``InstrumentedProcessor`` and OpenTelemetry Prometheus exporter, driven
-in-process through a streamed success and an upstream error, with every token type.
+in-process through a streamed success and an upstream error, with every token type,
+``metrics.schema: both``, a ``tenant`` header label and a price (so every family).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from aigateway.extproc.framework.processor import (
     Processor,
     Result,
 )
-from aigateway.instrumentation.instrumented import Instrumentation
+from aigateway.instrumentation.aggregation import InProcessHistograms
+from aigateway.instrumentation.instrumented import HeaderLabel, Instrumentation
 from aigateway.instrumentation.metrics import (
     METER_NAME,
-    GatewayMetrics,
+    Price,
     create_meter_provider,
     prometheus_reader,
 )
+from aigateway.instrumentation.telemetry import create_instrumentation
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,10 @@ class _Routed(Processor):
         self.status = status
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
-        return Result(set_headers=(("x-ai-gateway-model", "m"), ("x-ai-gateway-backend", "b")))
+        return Result(
+            set_headers=(("x-ai-gateway-model", "m"), ("x-ai-gateway-backend", "b")),
+            dynamic_metadata={METADATA_NAMESPACE: {"operation": "chat"}},
+        )
 
     async def on_response_headers(self, headers: Headers) -> Result:
         return Result(stream_response_body=self.status == 200)
@@ -72,7 +78,9 @@ class _Routed(Processor):
             "output_tokens": 4,
             "total_tokens": 7,
             "cached_input_tokens": 1,
+            "cache_write_input_tokens": 1,
             "reasoning_tokens": 2,
+            "response_model": "m-2025",
         }
         return Result(
             dynamic_metadata={METADATA_NAMESPACE: {"backend": "b", "model": "m", **usage}}
@@ -82,7 +90,7 @@ class _Routed(Processor):
 async def _drive(instrumentation: Instrumentation, status: int) -> None:
     processor = instrumentation.wrap(_Routed(status))
     await processor.on_request_headers(
-        Headers([(":method", "POST"), (":path", "/v1/chat/completions")])
+        Headers([(":method", "POST"), (":path", "/v1/chat/completions"), ("x-tenant-id", "acme")])
     )
     await processor.on_request_body(b"{}", True)
     await processor.on_response_headers(Headers([(":status", str(status))]))
@@ -94,9 +102,19 @@ async def _drive(instrumentation: Instrumentation, status: int) -> None:
 @cache
 def exported() -> Exported:
     registry = CollectorRegistry(auto_describe=True)
-    provider = create_meter_provider([prometheus_reader(registry)], cardinality=100)
-    instrumentation = Instrumentation.create(
-        GatewayMetrics.create(provider.get_meter(METER_NAME)), models={"m"}, backends={"b"}
+    histograms = InProcessHistograms()
+    provider = create_meter_provider(
+        [prometheus_reader(registry, histograms)], histograms, cardinality=100
+    )
+    instrumentation = create_instrumentation(
+        provider.get_meter(METER_NAME),
+        histograms,
+        models={"m"},
+        backends={"b"},
+        schema="both",
+        header_labels=[HeaderLabel("x-tenant-id", "tenant", frozenset({"acme", "globex"}))],
+        prices={"m": Price(1, 2)},
+        providers={"b": "openai"},
     )
 
     async def run() -> None:
@@ -107,10 +125,16 @@ def exported() -> Exported:
     text = generate_latest(registry).decode()
     provider.shutdown()
     labels: dict[str, set[str]] = {}
-    values: dict[str, set[str]] = {"status": set(), "type": set()}
+    values: dict[str, set[str]] = {
+        "status": set(),
+        "type": set(),
+        "gen_ai_token_type": set(),
+        # Every value a header label can take, not just the ones this run sent.
+        "tenant": {"acme", "globex", "other", "none"},
+    }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if not sample.name.startswith("aigateway_") or sample.name.endswith("_created"):
+            if not sample.name.startswith(("aigateway_", "gen_ai_")):
                 continue
             labels.setdefault(sample.name, set()).update(sample.labels)
             for name in values:

@@ -88,6 +88,12 @@ def test_schema_and_the_panels_asked_for() -> None:
         "Time between tokens (p50, p95)",
         "Total latency p95 by status",
         "Requests and tokens by backend and model",
+        "Cost per hour by model (USD)",
+        "Cost per hour by tenant (USD)",
+        "GenAI request duration p95 by provider",
+        "GenAI token usage per second by type",
+        "GenAI failed requests per second by error.type",
+        "GenAI time to first token and per output token (p95)",
     }
     ids = [p["id"] for p in panels(doc)]
     assert len(ids) == len(set(ids))
@@ -105,8 +111,25 @@ def test_every_query_names_only_exported_metrics_labels_and_values() -> None:
     for title, target in found:
         expr = target["expr"]
         assert problems(expr, known_metrics=known, allowed_labels=allowed) == [], title
-        # Filtered by the dashboard's variables, so the selectors at the top apply.
-        assert 'backend=~"$backend"' in expr and 'model=~"$model"' in expr, title
+        # Filtered by the dashboard's variables, so the selectors at the top apply (the
+        # GenAI families have no backend label: the model variable filters them).
+        if "gen_ai_" in expr:
+            assert 'gen_ai_request_model=~"$model"' in expr, title
+        else:
+            assert 'backend=~"$backend"' in expr and 'model=~"$model"' in expr, title
+
+
+def test_the_new_families_have_panels() -> None:
+    exprs = " ".join(target["expr"] for _, target in targets(dashboard()))
+    for family in (
+        "aigateway_model_cost_usd_total",
+        "gen_ai_server_request_duration_seconds",
+        "gen_ai_client_token_usage",
+        "gen_ai_server_time_to_first_token_seconds",
+        "gen_ai_server_time_per_output_token_seconds",
+    ):
+        assert family in exprs, family
+    assert "sum by (tenant)" in exprs
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:

@@ -64,16 +64,30 @@ def test_promtool_accepts_the_scrape_config_and_its_commented_variant(tmp_path: 
 def test_the_exported_set_is_the_metrics_contract() -> None:
     # The README's Metrics section; if this fails, the helper that derives the exported set
     # is broken.
+    # The helper drives a `tenant` header label, a price and both schemas.
+    genai = {
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+        "tenant",
+    }
     families = {
-        "aigateway_requests_total": {"backend", "model", "status"},
-        "aigateway_model_tokens_total": {"backend", "model", "type"},
-        "aigateway_first_token_latency_seconds_bucket": {"backend", "model", "le"},
-        "aigateway_inter_token_latency_seconds_bucket": {"backend", "model", "le"},
-        "aigateway_total_latency_seconds_bucket": {"backend", "model", "status", "le"},
+        "aigateway_requests_total": {"backend", "model", "status", "tenant"},
+        "aigateway_model_tokens_total": {"backend", "model", "type", "tenant"},
+        "aigateway_model_cost_usd_total": {"backend", "model", "tenant"},
+        "aigateway_first_token_latency_seconds_bucket": {"backend", "model", "tenant", "le"},
+        "aigateway_inter_token_latency_seconds_bucket": {"backend", "model", "tenant", "le"},
+        "aigateway_total_latency_seconds_bucket": {"backend", "model", "status", "tenant", "le"},
+        "gen_ai_client_token_usage_bucket": genai | {"gen_ai_token_type", "le"},
+        "gen_ai_server_request_duration_seconds_bucket": genai | {"error_type", "le"},
+        "gen_ai_server_time_to_first_token_seconds_bucket": genai | {"le"},
+        "gen_ai_server_time_per_output_token_seconds_bucket": genai | {"le"},
     }
     found = exported().labels_by_metric
     assert {name: set(found.get(name, ())) for name in families} == families
     assert exported().values["status"] == {"success", "error"}
+    assert exported().values["gen_ai_token_type"] == {"input", "output"}
 
 
 def test_rules_name_only_what_the_gateway_exports() -> None:
@@ -92,17 +106,27 @@ def test_rules_name_only_what_the_gateway_exports() -> None:
     assert {m.rsplit("_", 1)[0] for m in used_exported} >= {
         "aigateway_requests",
         "aigateway_model_tokens",
+        "aigateway_model_cost_usd",
         "aigateway_first_token_latency_seconds",
         "aigateway_inter_token_latency_seconds",
         "aigateway_total_latency_seconds",
+        "gen_ai_client_token_usage",
+        "gen_ai_server_request_duration_seconds",
+        "gen_ai_server_time_to_first_token_seconds",
+        "gen_ai_server_time_per_output_token_seconds",
     }
+    # Cost per model and per tenant.
+    assert {"model:aigateway_model_cost_usd:rate5m", "tenant:aigateway_model_cost_usd:rate5m"} <= (
+        recorded
+    )
 
 
 def test_recorded_series_names_follow_level_metric_operation() -> None:
     for rule in rules():
         if "record" in rule:
             level, metric, operation = rule["record"].split(":")
-            assert level and operation and metric.startswith("aigateway_"), rule["record"]
+            assert level and operation, rule["record"]
+            assert metric.startswith(("aigateway_", "gen_ai_")), rule["record"]
 
 
 # -- the checker itself ---------------------------------------------------------------
@@ -127,7 +151,8 @@ def test_the_checker_finds_metrics_labels_and_values() -> None:
     ("expr", "issue"),
     [
         ("rate(aigateway_request_total[5m])", "unknown metric 'aigateway_request_total'"),
-        ("sum by (tenant) (rate(aigateway_requests_total[5m]))", "unknown label 'tenant'"),
+        ("sum by (team) (rate(aigateway_requests_total[5m]))", "unknown label 'team'"),
+        ('aigateway_requests_total{tenant="initech"}', "tenant='initech' never exported"),
         ('aigateway_requests_total{code="500"}', "unknown label 'code'"),
         ('aigateway_requests_total{status="failed"}', "status='failed' never exported"),
         ('aigateway_model_tokens_total{type=~"input|output"}', "type='input' never exported"),

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
 
 from aigateway.extproc.framework.processor import (
     CONTINUE,
@@ -25,8 +24,12 @@ from aigateway.extproc.framework.server import ExternalProcessorServicer
 from aigateway.extproc.gateway.app import build_router
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
+from aigateway.instrumentation.aggregation import (
+    InProcessHistograms,
+    ProducingInMemoryMetricReader,
+)
 from aigateway.instrumentation.instrumented import Instrumentation, InstrumentedProcessor
-from aigateway.instrumentation.metrics import GatewayMetrics
+from aigateway.instrumentation.metrics import GatewayMetrics, create_meter_provider
 from tests.contract import BUCKETS
 from tests.extproc.framework.fake_envoy import (
     Aborted,
@@ -60,9 +63,10 @@ class Metrics:
     """Reads data points back from an in-memory reader."""
 
     def __init__(self) -> None:
-        self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
-        self.instruments = GatewayMetrics.create(self.provider.get_meter("test"))
+        histograms = InProcessHistograms()
+        self.reader = ProducingInMemoryMetricReader(histograms)
+        self.provider = create_meter_provider([self.reader], histograms, cardinality=100)
+        self.instruments = GatewayMetrics.create(self.provider.get_meter("test"), histograms)
         self.clock = FakeClock()
         self.instrumentation = Instrumentation.create(
             self.instruments, models={"m1", "m2"}, backends={"b1", "b2"}, clock=self.clock

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
+from aigateway.instrumentation.aggregation import InProcessHistograms
 from aigateway.instrumentation.metrics import (
     GatewayMetrics,
     MetricsSetupError,
@@ -51,12 +52,16 @@ def test_otlp_push_alongside_prometheus(
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-    readers = otlp_readers_from_env()
+    histograms = InProcessHistograms()
+    readers = otlp_readers_from_env(histograms)
     assert len(readers) == 1
     registry = CollectorRegistry()
-    provider = create_meter_provider([prometheus_reader(registry), *readers], cardinality=100)
-    metrics = GatewayMetrics.create(provider.get_meter("aigateway"))
+    provider = create_meter_provider(
+        [prometheus_reader(registry, histograms), *readers], histograms, cardinality=100
+    )
+    metrics = GatewayMetrics.create(provider.get_meter("aigateway"), histograms)
     metrics.requests.add(1, ("b", "m", "success"))
+    metrics.total_latency.record(0.3, ("b", "m", "success"))
     assert provider.force_flush(10_000)
     names = {
         metric.name
@@ -65,7 +70,8 @@ def test_otlp_push_alongside_prometheus(
         for sm in rm.scope_metrics
         for metric in sm.metrics
     }
-    assert "aigateway_requests_total" in names
+    # The counters, and the histograms aggregated in process, without the slot.
+    assert names == {"aigateway_requests_total", "aigateway_total_latency_seconds"}
     assert (
         b'aigateway_requests_total{backend="b",model="m",status="success"} 1.0'
         in generate_latest(registry)
@@ -75,9 +81,9 @@ def test_otlp_push_alongside_prometheus(
 
 def test_no_otlp_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_METRICS_EXPORTER", raising=False)
-    assert otlp_readers_from_env() == []
+    assert otlp_readers_from_env(InProcessHistograms()) == []
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
-    assert otlp_readers_from_env() == []
+    assert otlp_readers_from_env(InProcessHistograms()) == []
 
 
 def test_missing_otlp_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +99,7 @@ def test_missing_otlp_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setattr(builtins, "__import__", no_otlp)
     with pytest.raises(MetricsSetupError, match=r"aigateway\[otlp\]"):
-        otlp_readers_from_env()
+        otlp_readers_from_env(InProcessHistograms())
 
 
 def test_proto_clash_with_xds_protos_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,4 +118,4 @@ def test_proto_clash_with_xds_protos_names_the_fix(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setattr(builtins, "__import__", clashing)
     with pytest.raises(MetricsSetupError, match="force-reinstall --no-deps opentelemetry-proto"):
-        otlp_readers_from_env()
+        otlp_readers_from_env(InProcessHistograms())

@@ -1381,3 +1381,13 @@ def test_any_split_of_reasoning_and_answer_streams_gives_the_same_output(
         return b"".join(o.body or b"" for o in outs), (outs[-1].usage, outs[-1].error)
 
     assert run(cuts) == run([])
+
+
+def test_the_answering_model_and_finish_reason_are_reported() -> None:
+    t, data = streamed(TEXT_STREAM)
+    out = t.response_body(data, True)
+    assert (out.model, out.finish_reasons) == ("claude-3-5-sonnet-20241022", ("stop",))
+    whole = translator().response_body(
+        message([{"type": "text", "text": "x"}], "max_tokens", {"input_tokens": 1}), True
+    )
+    assert (whole.model, whole.finish_reasons) == ("claude-3-5-sonnet-20241022", ("length",))

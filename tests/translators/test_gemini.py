@@ -772,3 +772,15 @@ def test_anthropic_on_vertex(stream: bool, action: str) -> None:
     assert body["anthropic_version"] == "vertex-2023-10-16"
     assert body["max_tokens"] == 512
     assert body.get("stream", False) is stream
+
+
+def test_the_answering_model_and_finish_reason_are_reported() -> None:
+    t, _ = streamed(TEXT_STREAM)
+    first = t.response_body(sse(TEXT_STREAM[0]), False)
+    assert (first.model, first.finish_reasons) == ("gemini-2.5-flash", ())
+    last = t.response_body(sse(*TEXT_STREAM[1:]), True)
+    assert (last.model, last.finish_reasons) == ("gemini-2.5-flash", ("stop",))
+    whole = translator().response_body(
+        json.dumps(response([{"text": "x"}], "MAX_TOKENS", USAGE)).encode(), True
+    )
+    assert (whole.model, whole.finish_reasons) == ("gemini-2.5-flash", ("length",))

@@ -194,3 +194,32 @@ def test_embeddings_translator_path_and_usage() -> None:
         json.dumps({"usage": {"prompt_tokens": 2, "total_tokens": 2}}).encode(), True
     )
     assert out.usage is not None and (out.usage.input_tokens, out.usage.total_tokens) == (2, 2)
+
+
+# --- what the backend says answered (facts for telemetry) -------------------------------
+
+
+def test_the_answering_model_and_finish_reasons_are_reported() -> None:
+    t = streaming(True)
+    first = t.response_body(sse({**chunk("Hel"), "model": "gpt-4o-mini-2024-07-18"}), False)
+    assert (first.model, first.finish_reasons) == ("gpt-4o-mini-2024-07-18", ())
+    finish = {**chunk(), "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+    last = t.response_body(sse(finish, USAGE_CHUNK, b"[DONE]"), True)
+    assert (last.model, last.finish_reasons) == ("gpt-4o-mini-2024-07-18", ("length",))
+
+    whole = OpenAIChatTranslator(None)
+    whole.response_headers(200, "application/json")
+    doc = {
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": i, "finish_reason": r} for i, r in enumerate(("stop", "tool_calls"))],
+        "usage": USAGE,
+    }
+    out = whole.response_body(json.dumps(doc).encode(), True)
+    assert (out.model, out.finish_reasons) == ("gpt-4o-2024-08-06", ("stop", "tool_calls"))
+
+
+def test_nothing_reported_is_none() -> None:
+    t = OpenAIChatTranslator(None)
+    t.response_headers(200, "application/json")
+    out = t.response_body(json.dumps({"model": 3, "choices": [{"x": 1}, "y"]}).encode(), True)
+    assert (out.model, out.finish_reasons) == (None, ())

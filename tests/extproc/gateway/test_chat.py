@@ -126,7 +126,8 @@ async def test_non_streamed_response_passes_unchanged_and_publishes_usage() -> N
     reply = {
         "id": "x",
         "object": "chat.completion",
-        "choices": [],
+        "model": "phi4-2025-01",
+        "choices": [{"index": 0, "message": {}, "finish_reason": "stop"}],
         "usage": {
             "prompt_tokens": 3,
             "completion_tokens": 5,
@@ -146,6 +147,8 @@ async def test_non_streamed_response_passes_unchanged_and_publishes_usage() -> N
         "total_tokens": 8,
         "cached_input_tokens": 1,
         "reasoning_tokens": 2,
+        "response_model": "phi4-2025-01",
+        "finish_reasons": ["stop"],
     }
     await conv.close()
 

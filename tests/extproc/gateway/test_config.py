@@ -328,3 +328,139 @@ def test_vertex_without_auth_uses_adc_and_says_so(tmp_path: Path, sa_key: str) -
         " (found: service account aigateway-mock@aigateway-mock.iam.gserviceaccount.com)"
     ) in found.stdout
     assert found.stderr == ""
+
+
+# -- metrics options and prices (README, "Metrics") ---------------------------------------
+
+METRICS = {
+    "backends": [{"name": "b", "schema": "anthropic", "endpoint": "http://127.0.0.1:1"}],
+    "models": [
+        {
+            "name": "m",
+            "backend": "b",
+            "price": {"input": 3, "output": 15, "cached_input": 0.3, "cache_write": 3.75},
+        }
+    ],
+    "metrics": {
+        "schema": "both",
+        "labels_from_headers": [
+            {"header": "X-Tenant-Id", "label": "tenant", "values": ["acme", "globex"]}
+        ],
+    },
+}
+
+
+def test_metrics_options_and_prices_load() -> None:
+    config = parse_config(METRICS)
+    assert config.metrics.schema_ == "both"
+    (label,) = config.metrics.labels_from_headers
+    assert (label.header, label.label, label.values) == (
+        "x-tenant-id",
+        "tenant",
+        ["acme", "globex"],
+    )
+    price = config.models[0].price
+    assert price is not None
+    assert (price.input, price.output, price.cached_input, price.cache_write) == (3, 15, 0.3, 3.75)
+    assert config.backends[0].genai_provider == "anthropic"
+
+
+def test_metrics_defaults() -> None:
+    config = parse_config({k: v for k, v in METRICS.items() if k != "metrics"})
+    assert (config.metrics.schema_, config.metrics.labels_from_headers) == ("aigateway", [])
+
+
+def _with(path: str, value: object) -> dict[str, object]:
+    doc = json.loads(json.dumps(METRICS))
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[last] = value
+    return doc
+
+
+TENANT = {"header": "x-tenant-id", "label": "tenant", "values": ["acme"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            "metrics.schema",
+            "otel",
+            "metrics.schema: Input should be 'aigateway', 'genai' or 'both'",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "header": "authorization"}],
+            "metrics.labels_from_headers[0].header: authorization carries credentials",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "label": "model"}],
+            "metrics.labels_from_headers[0].label: 'model' is a label the metrics already have",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "label": "gen_ai_tenant"}],
+            "metrics.labels_from_headers[0].label: 'gen_ai_tenant' is a label",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "label": "Tenant"}],
+            "metrics.labels_from_headers[0].label: String should match pattern",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "values": ["acme", "other"]}],
+            "metrics.labels_from_headers[0].values: 'other' is what the label says",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "values": ["acme", "acme"]}],
+            "metrics.labels_from_headers[0].values: values must be distinct",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "values": []}],
+            "metrics.labels_from_headers[0].values: List should have at least 1 item",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [TENANT, {**TENANT, "header": "x-team"}],
+            "metrics: labels_from_headers: each label must have its own name",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [TENANT, {**TENANT, "label": "team"}],
+            "metrics: labels_from_headers: each header may give one label",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [
+                {"header": f"x-{n}", "label": n, "values": [str(i) for i in range(98)]}
+                for n in ("a", "b", "c")
+            ],
+            "metrics: labels_from_headers: 1000000 combinations of values",
+        ),
+        (
+            "metrics.labels_from_headers",
+            [{**TENANT, "header": "x-ai-gateway-model"}],
+            "metrics.labels_from_headers[0].header: x-ai-gateway-model is a routing header",
+        ),
+        (
+            "models.0.price.input",
+            -1,
+            "models[0].price.input: Input should be greater than or equal to 0",
+        ),
+        ("models.0.price", {"input": 1}, "models[0].price.output: Field required"),
+        ("models.0.price.output", "nan", "models[0].price.output: Input should be a finite number"),
+        ("metrics.colour", "blue", "metrics.colour: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_metrics_options_name_the_key_path(path: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with(path, value), "c.yaml")
+    assert str(err.value).startswith("c.yaml: ")
+    assert message in str(err.value), str(err.value)
