@@ -291,6 +291,7 @@ def test_every_shell_block_is_run_or_says_why() -> None:
         blocks("sh", section("A five-minute tour"))[0],
         blocks("sh", section("Running behind your own Envoy"))[0],
         blocks("sh", section("Performance").split("### More than one core", 1)[1])[0],
+        blocks("sh", section("A scrape example"))[0],
     }
     for block in blocks("sh"):
         if block in run_by_tests:
