@@ -229,3 +229,27 @@ async def test_count_tokens_elsewhere_is_a_clear_400() -> None:
     assert status == 400 and doc["type"] == "error"
     assert "cannot count tokens" in doc["error"]["message"]
     await conv.close()
+
+
+async def test_a_stream_the_gateway_must_end_gets_an_anthropic_error_event() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, message("gpt", stream=True))
+    await conv.send(
+        response_headers(content_type="text/event-stream", extra=[("content-encoding", "gzip")])
+    )
+    answer = await conv.send(response_body(b"this is not gzip", end_of_stream=False))
+    body = answer.response_body.response.body_mutation.body
+    assert body.startswith(b"event: error\ndata: ")
+    assert json.loads(body.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+    assert metadata(answer)["error"] == "upstream_bad_encoding"
+    await conv.close()
+
+
+async def test_an_undecodable_answer_is_a_502_in_anthropic_s_shape() -> None:
+    conv = Conversation(servicer())
+    await routed(conv, message("gpt"))
+    await conv.send(response_headers(extra=[("content-encoding", "br-unknown")]))
+    answer = await conv.send(response_body(b"x"))
+    doc = json.loads(answer.response_body.response.body_mutation.body)
+    assert doc["type"] == "error" and doc["error"]["type"] == "api_error"
+    await conv.close()
