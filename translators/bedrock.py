@@ -454,7 +454,8 @@ def _tool_result_blocks(
     return blocks
 
 
-def _is_claude(model_id: str) -> bool:
+def is_claude(model_id: str) -> bool:
+    """A Bedrock model counts as Claude when its id names it (README, "Reasoning")."""
     return "claude" in model_id.lower()
 
 
@@ -488,7 +489,7 @@ def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str
         body["system"] = system
 
     thinking = thinking_of(payload)
-    if thinking is not None and thinking.from_effort and not _is_claude(model_id):
+    if thinking is not None and thinking.from_effort and not is_claude(model_id):
         raise TranslationError(
             "'reasoning_effort' is supported for Claude models on this backend",
             param="reasoning_effort",

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aigateway.extproc.gateway.config import Backend
 from aigateway.translators.anthropic import VertexRawPredict
 from aigateway.translators.base import ChatTranslator
+from aigateway.translators.bedrock import is_claude
 from aigateway.translators.gemini import vertex_model_path
 from aigateway.translators.messages import (
     CountTokensTranslator,
@@ -26,11 +27,6 @@ from aigateway.translators.responses import (
 TranslatorFactory = Callable[[], ChatTranslator]
 #: Makes a Messages translator, given the ``anthropic-version`` the client sent (if any).
 MessagesTranslatorFactory = Callable[[str | None], ChatTranslator]
-
-
-def is_claude(model: str) -> bool:
-    """A Bedrock model counts as Claude when its id names it (README, "Reasoning")."""
-    return "claude" in model.lower()
 
 
 def vertex_claude(backend: Backend, upstream_model: str) -> VertexRawPredict | None:
