@@ -71,6 +71,10 @@ def _str(value: Any) -> str | None:
 class AnswerEvents(Protocol):
     """What a streamed chat answer says, in order; a client API's stream writer."""
 
+    def start(self) -> None:
+        """The answer has begun (its first chunk, with the assistant's role)."""
+        ...
+
     def text(self, text: str) -> None:
         """Answer text (refusals included)."""
         ...
@@ -137,6 +141,8 @@ class ChunkReader:
 def _choice(choice: dict[str, Any], events: AnswerEvents) -> None:
     delta = choice.get("delta")
     if isinstance(delta, dict):
+        if "role" in delta:
+            events.start()
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
             events.reasoning(reasoning)

@@ -208,6 +208,10 @@ class MessagesEventStream:
             self._out.append(_event("content_block_stop", {"index": self._index}))
             self._open = None
 
+    def start(self) -> None:
+        if not self._done:
+            self._begin()
+
     def text(self, text: str) -> None:
         if self._done:
             return

@@ -270,6 +270,10 @@ class ResponsesEventStream:
         self._output[item.index] = done
         self._event("response.output_item.done", {"output_index": item.index, "item": done})
 
+    def start(self) -> None:
+        if not self._done:
+            self._begin()
+
     def text(self, text: str) -> None:
         if self._done:
             return

@@ -695,3 +695,11 @@ def test_the_claude_chat_translator_is_no_pivot_for_messages() -> None:
         .path
         == "/v1/messages"
     )
+
+
+def test_message_start_goes_out_with_the_first_chunk_before_any_content() -> None:
+    t = openai_pivot(stream=True)
+    t.response_headers(200, "text/event-stream")
+    first = t.response_body(b"data: " + json.dumps(ANSWER[0]).encode() + b"\n\n", False)
+    assert first.body is not None
+    assert [e["type"] for e in events_of(first.body)] == ["message_start"]

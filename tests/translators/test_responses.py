@@ -642,3 +642,11 @@ def test_usage_reads_cache_writes_and_ignores_non_objects() -> None:
         {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 3}}
     )
     assert usage == TokenUsage(5, 0, 5, cached_input_tokens=0, cache_write_input_tokens=3)
+
+
+def test_response_created_goes_out_with_the_upstream_s_first_event() -> None:
+    t = anthropic_pivot(stream=True)
+    t.response_headers(200, "text/event-stream")
+    out = t.response_body(anthropic_sse(ANSWER_WITH_TOOL[0]), False)
+    assert out.body is not None
+    assert [e["type"] for e in events_of(out.body)] == ["response.created", "response.in_progress"]
