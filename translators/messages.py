@@ -58,7 +58,11 @@ from aigateway.translators.sse import SseDecoder, SseEvent, encode_sse_event
 
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 #: The client headers of the Messages API; backends that are not Anthropic's never get them.
-ANTHROPIC_HEADERS: tuple[str, ...] = ("anthropic-version", "anthropic-beta")
+ANTHROPIC_HEADERS: tuple[str, ...] = (
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+)
 
 
 def anthropic_error_body_for(status: int, body: bytes) -> bytes | None:

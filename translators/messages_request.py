@@ -17,9 +17,18 @@ from typing import Any
 from aigateway.translators.base import TranslationError
 from aigateway.translators.jsoncodec import as_int, dumps
 
-_ROLES = frozenset({"user", "assistant"})
+_ROLES = frozenset({"user", "assistant", "system"})
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 _SERVICE_TIERS = {"auto": None, "standard_only": "default"}
+# Anthropic's efforts above high are the highest effort every chat backend knows.
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+# Editing context edits that only clear thinking: nothing to do where thinking is not sent.
+_CLEAR_THINKING = "clear_thinking_"
+# Client tool fields: ``defer_loading`` (tool search loads the tool when needed) is met by
+# sending the tool with the others.
+_TOOL_FIELDS = frozenset(
+    {"type", "name", "description", "input_schema", "strict", "cache_control", "defer_loading"}
+)
 
 
 def _error(message: str, param: str) -> TranslationError:
@@ -63,9 +72,10 @@ def read_messages_request(payload: dict[str, Any], options: MessagesOptions) -> 
         "stop": "stop_sequences",
         "user": "metadata.user_id",
         "reasoning_effort": "thinking",
+        "response_format": "output_config.format",
     }
     for key, value in payload.items():
-        if value is None or key in ("model", "messages", "system"):
+        if value is None or key in ("model", "messages", "system", "cache_control"):
             continue
         if key == "max_tokens":
             if as_int(value) is None or value < 1:
@@ -94,6 +104,13 @@ def read_messages_request(payload: dict[str, Any], options: MessagesOptions) -> 
             _tool_choice(value, chat)
         elif key == "thinking":
             _thinking(value, options, chat)
+        elif key == "output_config":
+            _output_config(value, options, chat, params)
+        elif key == "context_management":
+            _context_management(value, options)
+        elif key == "speed":
+            if value != "standard":
+                raise _error("only 'speed': 'standard' is supported for this model", key)
         elif key == "service_tier":
             if not isinstance(value, str) or value not in _SERVICE_TIERS:
                 raise _error("'service_tier' must be auto or standard_only", key)
@@ -111,20 +128,78 @@ def read_messages_request(payload: dict[str, Any], options: MessagesOptions) -> 
             params["messages[0]"] = "system"
             messages.append({"role": "system", "content": parts})
     _read_messages(payload.get("messages"), options, messages, params)
+    mark = payload.get("cache_control")
+    if mark is not None and options.cache_marks:
+        # A request-wide mark caches the whole prompt: the end of its last message.
+        messages[-1]["cache_control"] = mark
     chat["messages"] = messages
     return MessagesRequest(chat, params)
 
 
-def _system_parts(system: Any, options: MessagesOptions) -> list[dict[str, Any]]:
+def _output_config(
+    value: Any, options: MessagesOptions, chat: dict[str, Any], params: dict[str, str]
+) -> None:
+    if not isinstance(value, dict):
+        raise _error("'output_config' must be an object", "output_config")
+    if options.thinking:
+        chat["output_config"] = value  # Claude's own, passed on as thinking is
+        return
+    for key, item in value.items():
+        if item is None:
+            continue
+        if key == "effort":
+            if not isinstance(item, str) or item not in _EFFORTS:
+                raise _error(
+                    "'output_config.effort' must be low, medium, high, xhigh or max",
+                    "output_config.effort",
+                )
+            chat["reasoning_effort"] = _EFFORTS[item]
+            params["reasoning_effort"] = "output_config.effort"
+        elif key == "format":
+            schema = item.get("schema") if isinstance(item, dict) else None
+            if not isinstance(item, dict) or item.get("type") != "json_schema":
+                raise _error(
+                    "'output_config.format.type' must be json_schema", "output_config.format"
+                )
+            spec: dict[str, Any] = {"name": "output", "strict": True}
+            if schema is not None:
+                spec["schema"] = schema
+            chat["response_format"] = {"type": "json_schema", "json_schema": spec}
+        else:
+            raise _error(
+                f"'output_config.{key}' is not supported for this model", f"output_config.{key}"
+            )
+
+
+def _context_management(value: Any, options: MessagesOptions) -> None:
+    edits = value.get("edits") if isinstance(value, dict) else None
+    if not isinstance(edits, list):
+        raise _error("'context_management.edits' must be a list", "context_management")
+    for i, edit in enumerate(edits):
+        kind = edit.get("type") if isinstance(edit, dict) else None
+        thinking_only = isinstance(kind, str) and kind.startswith(_CLEAR_THINKING)
+        # Where thinking is never sent there is none to clear; Claude keeping all is a no-op.
+        if thinking_only and (not options.thinking or edit.get("keep") == "all"):
+            continue
+        raise _error(
+            "context editing is only supported by Anthropic models"
+            " (here: clearing thinking where none is kept)",
+            f"context_management.edits[{i}]",
+        )
+
+
+def _system_parts(
+    system: Any, options: MessagesOptions, where: str = "system"
+) -> list[dict[str, Any]]:
     if isinstance(system, str):
         return [{"type": "text", "text": system}] if system else []
     if not isinstance(system, list):
-        raise _error("'system' must be a string or a list of text blocks", "system")
+        raise _error("system content must be a string or a list of text blocks", where)
     parts: list[dict[str, Any]] = []
     for i, block in enumerate(system):
-        param = f"system[{i}]"
+        param = f"{where}[{i}]"
         if not isinstance(block, dict) or block.get("type") != "text":
-            raise _error("'system' blocks must be text blocks", param)
+            raise _error("system content blocks must be text blocks", param)
         parts.append(_text_part(block, param, options))
     return parts
 
@@ -161,6 +236,9 @@ def _tools(value: Any, options: MessagesOptions) -> list[dict[str, Any]]:
                 " use client tools",
                 f"{param}.type",
             )
+        for key, field_value in tool.items():
+            if key not in _TOOL_FIELDS and field_value is not None:
+                raise _error(f"'{key}' is not supported for tools of this model", f"{param}.{key}")
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise _error("a tool needs 'name'", f"{param}.name")
@@ -199,10 +277,12 @@ def _thinking(value: Any, options: MessagesOptions, chat: dict[str, Any]) -> Non
         chat["thinking"] = value  # the backend's chat translator checks it
         return
     kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "disabled":
-        return
+    if kind in ("disabled", "adaptive"):
+        return  # adaptive: the model decides, as every other backend does by default
     if kind != "enabled":
-        raise _error("'thinking.type' must be enabled or disabled for this model", "thinking")
+        raise _error(
+            "'thinking.type' must be enabled, adaptive or disabled for this model", "thinking"
+        )
     assert isinstance(value, dict)
     budget = as_int(value.get("budget_tokens"))
     if budget is None or budget < 1:
@@ -227,14 +307,18 @@ def _read_messages(
         param = f"messages[{i}]"
         role = message.get("role") if isinstance(message, dict) else None
         if not isinstance(role, str) or role not in _ROLES:
-            raise _error("each message needs a 'role' of user or assistant", param)
+            raise _error("each message needs a 'role' of user, assistant or system", param)
         content = message.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
         if not isinstance(content, list):
             raise _error("'content' must be a string or a list of blocks", f"{param}.content")
         first = len(messages)
-        if message["role"] == "user":
+        if role == "system":
+            parts = _system_parts(content, options, f"{param}.content")
+            if parts:
+                messages.append({"role": "system", "content": parts})
+        elif role == "user":
             _user_messages(content, param, options, messages)
         else:
             messages.append(_assistant_message(content, param, options))

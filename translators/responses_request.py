@@ -174,10 +174,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         for extra in ("allowed_callers", "output_schema"):
             if tool.get(extra) is not None:
                 raise _error(f"'{extra}' is not supported for this model", f"{param}.{extra}")
-        if tool.get("defer_loading"):
-            raise _error(
-                "'defer_loading' is not supported for this model", f"{param}.defer_loading"
-            )
+        # `defer_loading` (tool search loads the tool when needed): sent with the others.
         function: dict[str, Any] = {"name": name}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:

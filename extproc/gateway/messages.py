@@ -12,7 +12,7 @@ from aigateway.translators.base import ChatTranslator
 from aigateway.translators.errors import anthropic_error_from_openai
 
 MAX_MESSAGES = 100_000
-ROLES = frozenset({"user", "assistant"})
+ROLES = frozenset({"user", "assistant", "system"})
 
 
 def _invalid(message: str, param: str) -> ImmediateResponse:
@@ -33,7 +33,7 @@ def validate_messages(payload: dict[str, Any]) -> None:
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise _invalid(
-                f"messages.{i}.role: must be one of user, assistant.", f"messages[{i}].role"
+                f"messages.{i}.role: must be one of user, assistant, system.", f"messages[{i}].role"
             )
         content = message.get("content")
         if not isinstance(content, str | list):

@@ -275,8 +275,15 @@ def test_thinking_budgets_map_to_the_nearest_reasoning_effort(budget: int, effor
         ({"mcp_servers": [{"type": "url"}]}, "mcp_servers"),
         ({"container": "c"}, "container"),
         ({"service_tier": "priority"}, "service_tier"),
-        ({"thinking": {"type": "adaptive"}}, "thinking"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0]"),
+        ({"thinking": {"type": "sometimes"}}, "thinking"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0]"),
+        ({"speed": "fast"}, "speed"),
+        ({"output_config": {"effort": "extreme"}}, "output_config.effort"),
+        ({"output_config": {"verbosity": "low"}}, "output_config.verbosity"),
+        (
+            {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+            "context_management.edits[0]",
+        ),
         ({"messages": [{"role": ["user"], "content": "x"}]}, "messages[0]"),
         (
             {
@@ -703,3 +710,52 @@ def test_message_start_goes_out_with_the_first_chunk_before_any_content() -> Non
     first = t.response_body(b"data: " + json.dumps(ANSWER[0]).encode() + b"\n\n", False)
     assert first.body is not None
     assert [e["type"] for e in events_of(first.body)] == ["message_start"]
+
+
+def test_what_claude_code_sends_maps_for_every_backend() -> None:
+    """Claude Code's own request fields (captured from claude-cli 2.1): system messages
+    inside ``messages``, adaptive thinking with an effort, context editing that clears
+    thinking, a request-wide cache mark."""
+    payload: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "<reminder>"}]},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+            {"role": "user", "content": "Say hello"},
+        ],
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "cache_control": MARK,
+        "speed": "standard",
+    }
+    other = chat(**payload)
+    assert [m["role"] for m in other["messages"]] == ["user", "system", "user"]
+    assert other["messages"][1]["content"] == [{"type": "text", "text": "# Environment"}]
+    assert other["reasoning_effort"] == "high"
+    assert "cache_control" not in json.dumps(other)
+    claude = chat(CLAUDE, **payload)
+    assert claude["thinking"] == {"type": "adaptive", "display": "omitted"}
+    assert claude["output_config"] == {"effort": "high"}  # Claude's own, for Converse
+    assert claude["messages"][-1]["cache_control"] == MARK
+    bedrock = PivotTranslator(BedrockConverseTranslator("anthropic.claude-x"), MessagesApi(CLAUDE))
+    body = {"model": "c", "max_tokens": 100, **payload}
+    sent = json.loads(bedrock.request(body, b"").body or b"")
+    assert sent["additionalModelRequestFields"] == {
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "output_config": {"effort": "high"},
+    }
+    llama = PivotTranslator(
+        BedrockConverseTranslator("meta.llama3"), MessagesApi(MessagesOptions(cache_marks=True))
+    )
+    with pytest.raises(TranslationError) as caught:  # effort means reasoning: Claude only there
+        llama.request(body, b"")
+    assert caught.value.param == "output_config.effort"
+
+
+def test_output_config_format_is_a_structured_answer() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    out = chat(output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert out["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "strict": True, "schema": schema},
+    }

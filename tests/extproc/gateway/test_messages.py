@@ -141,7 +141,7 @@ async def test_a_streamed_answer_from_openai_is_anthropic_events_ending_the_resp
         (json.dumps({"max_tokens": 1, "messages": []}).encode(), 400, "invalid_request_error"),
         (json.dumps(message(max_tokens=None)).encode(), 400, "invalid_request_error"),
         (
-            json.dumps(message(messages=[{"role": "system", "content": "x"}])).encode(),
+            json.dumps(message(messages=[{"role": "tool", "content": "x"}])).encode(),
             400,
             "invalid_request_error",
         ),
