@@ -283,6 +283,8 @@ NOT_RUN = {
     "make up      # creates .venv": "make up's command is what the tour test starts",
     "make bench": "minutes of load; `make bench` is its own check",
     "make test                   # everything": "this is the test suite itself",
+    "ANTHROPIC_BASE_URL=": "starts Claude Code's interactive CLI (from npm);"
+    " tests/e2e/test_claude_code.py replays the requests it sends",
 }
 
 

@@ -141,7 +141,7 @@ def finish_reason_from_anthropic(stop_reason: Any) -> FinishReason:
 
 
 @dataclass(slots=True)
-class _UsageCounts:
+class MessagesUsage:
     """Anthropic usage as it accumulates over a stream (later events overwrite)."""
 
     input_tokens: int = 0
@@ -178,7 +178,7 @@ class _UsageCounts:
 
 
 def usage_from_anthropic(usage: Any) -> TokenUsage:
-    counts = _UsageCounts()
+    counts = MessagesUsage()
     counts.update(usage)
     return counts.token_usage()
 
@@ -515,7 +515,7 @@ class AnthropicMessagesTranslator:
         self._json_parts: list[bytes] = []
         self._decoder: SseDecoder | None = None
         self._stream: ChunkStream | None = None
-        self._usage = _UsageCounts()
+        self._usage = MessagesUsage()
         self._stop_reason: Any = None
         self._answer_tool = (
             False  # response_format asked for: the answer tool's input is the answer

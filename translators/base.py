@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(slots=True)
@@ -34,12 +34,15 @@ class UpstreamRequest:
 
     ``body`` is ``None`` when the client's bytes can go upstream unchanged (no
     re-serialising). ``path`` is relative to the backend endpoint's prefix and may carry a
-    query string. ``headers`` are set on the upstream request (overwriting).
+    query string. ``headers`` are set on the upstream request (overwriting);
+    ``remove_headers`` are client headers the backend must not get (another API's
+    version or beta flags).
     """
 
     body: bytes | None
     path: str
     headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -104,6 +107,16 @@ class ChatTranslator(Protocol):
         """Turn a non-2xx upstream body (whole) into an OpenAI error JSON body;
         ``None`` when ``body`` already is one and can pass unchanged. ``headers`` are the
         upstream response headers (lower-case names, first values)."""
+        ...
+
+
+@runtime_checkable
+class StreamEnding(Protocol):
+    """A translator whose client API has its own error event (not OpenAI's ``data:
+    {"error": ...}``), for a stream the gateway must end itself."""
+
+    def end_stream(self, message: str, code: str) -> bytes:
+        """The client API's error event ending the stream; nothing is written after it."""
         ...
 
 

@@ -454,7 +454,8 @@ def _tool_result_blocks(
     return blocks
 
 
-def _is_claude(model_id: str) -> bool:
+def is_claude(model_id: str) -> bool:
+    """A Bedrock model counts as Claude when its id names it (README, "Reasoning")."""
     return "claude" in model_id.lower()
 
 
@@ -488,7 +489,7 @@ def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str
         body["system"] = system
 
     thinking = thinking_of(payload)
-    if thinking is not None and thinking.from_effort and not _is_claude(model_id):
+    if thinking is not None and thinking.from_effort and not is_claude(model_id):
         raise TranslationError(
             "'reasoning_effort' is supported for Claude models on this backend",
             param="reasoning_effort",
@@ -509,9 +510,21 @@ def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str
         inference["stopSequences"] = stops
     if inference:
         body["inferenceConfig"] = inference
+    native: dict[str, Any] = {}
     if thinking is not None:
         # Claude's own request field, which Converse passes through to the model.
-        body["additionalModelRequestFields"] = {"thinking": thinking.config}
+        native["thinking"] = thinking.config
+    output_config = payload.get("output_config")
+    if output_config is not None:
+        # Claude's effort and output format, passed through the same way.
+        if not is_claude(model_id) or not isinstance(output_config, dict):
+            raise TranslationError(
+                "'output_config' (an object) is supported for Claude models on this backend",
+                param="output_config",
+            )
+        native["output_config"] = output_config
+    if native:
+        body["additionalModelRequestFields"] = native
 
     has_tool_history = bool(history_tools) or _has_results(messages)
     tool_config = _tool_config(payload, has_tool_history=has_tool_history, thinking=thinking)

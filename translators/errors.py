@@ -1,4 +1,5 @@
-"""OpenAI-style error bodies: the one shape every error reaching a client takes."""
+"""Error bodies in the client's API: OpenAI's shape (chat completions, embeddings,
+Responses) and Anthropic's (Messages)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,65 @@ def passthrough_error_body(status: int, body: bytes) -> bytes | None:
             if isinstance(value, str) and value:
                 return wrap_upstream_error(status, value[:MAX_UPSTREAM_MESSAGE])
     return wrap_upstream_error(status, upstream_text(body))
+
+
+# Anthropic's error types by status (README, "Anthropic Messages API").
+_ANTHROPIC_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type_for_status(status: int) -> str:
+    known = _ANTHROPIC_TYPE_BY_STATUS.get(status)
+    if known is not None:
+        return known
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def anthropic_error(message: str, *, status: int, type: str | None = None) -> dict[str, Any]:
+    """The Anthropic error object: ``{"type": "error", "error": {"type", "message"}}``."""
+    return {
+        "type": "error",
+        "error": {"type": type or anthropic_error_type_for_status(status), "message": message},
+    }
+
+
+def anthropic_error_body(message: str, *, status: int, type: str | None = None) -> bytes:
+    return json.dumps(
+        anthropic_error(message, status=status, type=type), separators=(",", ":")
+    ).encode()
+
+
+def is_anthropic_error(doc: Any) -> bool:
+    """True for a JSON document already shaped like an Anthropic error."""
+    return (
+        isinstance(doc, dict)
+        and doc.get("type") == "error"
+        and isinstance(doc.get("error"), dict)
+        and isinstance(doc["error"].get("type"), str)
+        and isinstance(doc["error"].get("message"), str)
+    )
+
+
+def anthropic_error_from_openai(status: int, body: bytes) -> bytes:
+    """An OpenAI error body (or any text) as an Anthropic error with ``status``; the
+    message is kept, the type follows the status."""
+    doc: Any = None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        pass
+    if is_openai_error(doc):
+        message = doc["error"]["message"][:MAX_UPSTREAM_MESSAGE]
+    else:
+        message = upstream_text(body) or f"upstream returned HTTP {status}"
+    return anthropic_error_body(message, status=status)

@@ -1,5 +1,6 @@
 """The LLM gateway built on the ext_proc framework: one processor per client API
-(:class:`ChatCompletionProcessor`, :class:`EmbeddingsProcessor`, the models list), the
+(:class:`ChatCompletionProcessor`, :class:`EmbeddingsProcessor`, :class:`ResponsesProcessor`,
+:class:`MessagesProcessor` and :class:`CountTokensProcessor`, the models list), the
 config file and its secrets, backend credentials, and :func:`serve`.
 
 Serve it with your own wrappers around every processor::
@@ -13,9 +14,12 @@ or with a processor class of your own for one path (``routes=``); see
 
 from aigateway.extproc.gateway.app import (
     CHAT_COMPLETIONS,
+    COUNT_TOKENS,
     DEFAULT_EXTPROC_ADDR,
     DEFAULT_METRICS_ADDR,
     EMBEDDINGS,
+    MESSAGES,
+    RESPONSES,
     Gateway,
     RouteOverrides,
     ServeOptions,
@@ -36,23 +40,31 @@ from aigateway.extproc.gateway.config import (
     parse_config,
 )
 from aigateway.extproc.gateway.embeddings import EmbeddingsProcessor
+from aigateway.extproc.gateway.messages import CountTokensProcessor, MessagesProcessor
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelsProcessor
+from aigateway.extproc.gateway.responses import ResponsesProcessor
 from aigateway.extproc.gateway.routed import RoutedProcessor, parse_json_body
 
 __all__ = [
     "CHAT_COMPLETIONS",
+    "COUNT_TOKENS",
     "DEFAULT_EXTPROC_ADDR",
     "DEFAULT_METRICS_ADDR",
     "EMBEDDINGS",
+    "MESSAGES",
     "MODELS_PATH",
+    "RESPONSES",
     "ChatCompletionProcessor",
     "ConfigError",
+    "CountTokensProcessor",
     "EmbeddingsProcessor",
     "Gateway",
     "GatewayConfig",
+    "MessagesProcessor",
     "ModelRoute",
     "ModelsProcessor",
     "ResolvedSecrets",
+    "ResponsesProcessor",
     "RouteOverrides",
     "RoutedProcessor",
     "RoutingTable",

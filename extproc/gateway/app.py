@@ -29,7 +29,9 @@ from aigateway.extproc.gateway.config import (
     load_secrets,
 )
 from aigateway.extproc.gateway.embeddings import EmbeddingsProcessor
+from aigateway.extproc.gateway.messages import CountTokensProcessor, MessagesProcessor
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
+from aigateway.extproc.gateway.responses import ResponsesProcessor
 from aigateway.instrumentation import (
     HeaderLabel,
     MetricsSetupError,
@@ -43,6 +45,9 @@ log = logging.getLogger("aigateway")
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+COUNT_TOKENS = "/v1/messages/count_tokens"
 
 #: Where ``serve`` listens unless told otherwise: ext_proc on loopback only (its answers
 #: carry backend credentials), metrics on every interface.
@@ -61,6 +66,9 @@ def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
     return {
         CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table),
         EMBEDDINGS: partial(EmbeddingsProcessor, table),
+        RESPONSES: partial(ResponsesProcessor, table),
+        MESSAGES: partial(MessagesProcessor, table),
+        COUNT_TOKENS: partial(CountTokensProcessor, table),
         MODELS_PATH: models,
     }
 

@@ -4,11 +4,17 @@ credentials and translator. Built once at start and shared by every processor.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from aigateway.extproc.gateway.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
+from aigateway.extproc.gateway.client_apis import (
+    MessagesTranslatorFactory,
+    TranslatorFactory,
+    count_tokens_factory,
+    messages_factory,
+    responses_factory,
+)
 from aigateway.extproc.gateway.config import (
     Backend,
     ConfigError,
@@ -26,7 +32,6 @@ from aigateway.extproc.gateway.gcp_auth import (
 )
 from aigateway.translators.anthropic import AnthropicMessagesTranslator, VertexRawPredict
 from aigateway.translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
-from aigateway.translators.base import ChatTranslator
 from aigateway.translators.bedrock import BedrockConverseTranslator
 from aigateway.translators.gemini import (
     GeminiChatTranslator,
@@ -141,9 +146,6 @@ class GcpOAuth:
         return f"GcpOAuth({self._tokens!r})"
 
 
-TranslatorFactory = Callable[[], ChatTranslator]
-
-
 def _embeddings_factory(backend: Backend, upstream_model: str) -> TranslatorFactory | None:
     if backend.schema_ == "openai":
         return lambda: OpenAIEmbeddingsTranslator(upstream_model)
@@ -198,6 +200,12 @@ class ModelRoute:
     new_translator: TranslatorFactory
     #: ``None`` when the backend's schema has no embeddings endpoint.
     new_embeddings_translator: TranslatorFactory | None = None
+    #: The OpenAI Responses API on this route (README, "Client APIs").
+    new_responses_translator: TranslatorFactory | None = None
+    #: The Anthropic Messages API on this route, given the client's ``anthropic-version``.
+    new_messages_translator: MessagesTranslatorFactory | None = None
+    #: Messages token counting; ``None`` when the backend cannot count tokens.
+    new_count_tokens_translator: MessagesTranslatorFactory | None = None
 
     @property
     def upstream_path_prefix(self) -> str:
@@ -241,12 +249,16 @@ class RoutingTable:
         self.routes: dict[str, ModelRoute] = {}
         for model in config.models:
             backend = config.backend(model.backend)
+            chat = _translator_factory(backend, model.upstream_name)
             self.routes[model.name] = ModelRoute(
                 model=model,
                 backend=backend,
                 auth=auth[backend.name],
-                new_translator=_translator_factory(backend, model.upstream_name),
+                new_translator=chat,
                 new_embeddings_translator=_embeddings_factory(backend, model.upstream_name),
+                new_responses_translator=responses_factory(backend, model.upstream_name, chat),
+                new_messages_translator=messages_factory(backend, model.upstream_name, chat),
+                new_count_tokens_translator=count_tokens_factory(backend, model.upstream_name),
             )
 
     def lookup(self, model: str) -> ModelRoute | None:

@@ -34,7 +34,7 @@ def validate_chat_request(payload: dict[str, Any]) -> None:
         if not isinstance(message, dict):
             raise _invalid(f"messages[{i}] must be an object.", f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise _invalid(
                 f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}.",
                 f"messages[{i}].role",

@@ -16,6 +16,7 @@ class EmbeddingsProcessor(RoutedProcessor):
     __slots__ = ()
 
     operation = "embeddings"
+    api = "embeddings"
 
     def validate(self, payload: dict[str, Any]) -> None:
         value = payload.get("input")

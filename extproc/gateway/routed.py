@@ -33,7 +33,12 @@ from aigateway.extproc.gateway.backends import (
     ModelRoute,
     RoutingTable,
 )
-from aigateway.translators.base import ChatTranslator, TokenUsage, TranslationError
+from aigateway.translators.base import (
+    ChatTranslator,
+    StreamEnding,
+    TokenUsage,
+    TranslationError,
+)
 from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
 from aigateway.translators.errors import openai_error_body
 from aigateway.translators.sse import encode_sse_event
@@ -135,6 +140,8 @@ class RoutedProcessor(Processor):
 
     #: The GenAI operation name this endpoint performs, published as ``operation``.
     operation: ClassVar[str] = "chat"
+    #: The client API this endpoint speaks, published as ``api`` (for the access log).
+    api: ClassVar[str] = "chat_completions"
 
     __slots__ = (
         "_completed",
@@ -185,9 +192,26 @@ class RoutedProcessor(Processor):
         """The translator for this request on ``route`` (400 if the backend cannot)."""
         raise NotImplementedError
 
+    def local_error_body(self, status: int, body: bytes) -> bytes:
+        """An error the gateway answers itself (``body``, OpenAI's error JSON) in this
+        endpoint's client API; endpoints of other client APIs override it."""
+        return body
+
+    def _local_reply(self, reply: ImmediateResponse) -> ImmediateResponse:
+        reply.body = self.local_error_body(reply.status, reply.body)
+        if reply.dynamic_metadata is None:  # refused before routing: no backend yet
+            reply.dynamic_metadata = {METADATA_NAMESPACE: {"api": self.api}}
+        return reply
+
     # -- request ---------------------------------------------------------------------
 
     async def on_request_headers(self, headers: Headers) -> Result:
+        try:
+            return self._check_request_headers(headers)
+        except ImmediateResponse as reply:
+            raise self._local_reply(reply) from None
+
+    def _check_request_headers(self, headers: Headers) -> Result:
         self._request_headers = headers
         if headers.method != "POST":
             raise ImmediateResponse.error(
@@ -206,6 +230,12 @@ class RoutedProcessor(Processor):
         return CONTINUE
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+        try:
+            return await self._route_body(body, end_of_stream)
+        except ImmediateResponse as reply:
+            raise self._local_reply(reply) from None
+
+    async def _route_body(self, body: bytes, end_of_stream: bool) -> Result:
         if not end_of_stream:
             # Routing needs the whole body before any of it goes upstream.
             raise ImmediateResponse.error(
@@ -286,7 +316,9 @@ class RoutedProcessor(Processor):
         return Result(
             set_headers=tuple(set_headers),
             remove_headers=tuple(
-                h for h in _REMOVE_UPSTREAM if not any(h == s for s, _ in set_headers)
+                h
+                for h in (*_REMOVE_UPSTREAM, *upstream.remove_headers)
+                if not any(h == s for s, _ in set_headers)
             ),
             body=upstream.body,
             clear_route_cache=True,
@@ -313,11 +345,14 @@ class RoutedProcessor(Processor):
             if not ContentDecoder.supports(encoding):
                 self._error = "upstream_unsupported_encoding"
                 self._mode = ResponseMode.FIXED_REPLY
-                self._fixed_reply = openai_error_body(
-                    f"The upstream answered with content-encoding {encoding!r}, which the"
-                    " gateway cannot decode.",
-                    status=502,
-                    code="upstream_unsupported_encoding",
+                self._fixed_reply = self.local_error_body(
+                    502,
+                    openai_error_body(
+                        f"The upstream answered with content-encoding {encoding!r}, which the"
+                        " gateway cannot decode.",
+                        status=502,
+                        code="upstream_unsupported_encoding",
+                    ),
                 )
                 return Result(
                     set_headers=((":status", "502"), ("content-type", "application/json")),
@@ -409,25 +444,28 @@ class RoutedProcessor(Processor):
         """The upstream's compressed body does not decode: end with an error."""
         self._error = "upstream_bad_encoding"
         self._decoder = None
-        message = openai_error_body(
-            "The upstream sent a body that does not match its content-encoding.",
-            status=502,
-            code="upstream_bad_encoding",
-        )
+        text = "The upstream sent a body that does not match its content-encoding."
+        message = openai_error_body(text, status=502, code="upstream_bad_encoding")
         if self._streamed:
             # The response is committed: end the stream with an error event.
             self._mode = ResponseMode.FINISHED
             self._completed = True
+            translator = self._translator
+            event = (
+                translator.end_stream(text, "upstream_bad_encoding")
+                if isinstance(translator, StreamEnding)
+                else encode_sse_event(message)
+            )
             return Result(
-                body=encode_sse_event(message),
+                body=event,
                 dynamic_metadata=self._metadata(),
                 end_of_response=True,
             )
         self._mode = ResponseMode.FIXED_REPLY
-        self._fixed_reply = message
+        self._fixed_reply = self.local_error_body(502, message)
         return Result(
             set_headers=((":status", "502"), ("content-type", "application/json")),
-            body=message if end_of_stream else b"",
+            body=self._fixed_reply if end_of_stream else b"",
             dynamic_metadata=self._metadata() if end_of_stream else None,
         )
 
@@ -463,6 +501,7 @@ class RoutedProcessor(Processor):
             "backend": route.backend.name,
             "model": route.model.name,
             "operation": self.operation,
+            "api": self.api,
         }
         if self._usage is not None:
             fields.update(usage_metadata(self._usage))

@@ -49,6 +49,7 @@ _METADATA_FIELDS = (
     "backend",
     "model",
     "operation",
+    "api",
     "input_tokens",
     "output_tokens",
     "total_tokens",

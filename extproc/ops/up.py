@@ -149,7 +149,8 @@ def _banner(config: GatewayConfig, listen: Address, metrics: Address | None, adm
     model = config.models[0].name
     lines = [
         "aigateway is up",
-        f"  OpenAI-compatible API  {base}/v1",
+        f"  OpenAI-compatible API  {base}/v1 (chat completions, Responses)",
+        f"  Anthropic Messages API {base} (ANTHROPIC_BASE_URL for the anthropic SDK, Claude Code)",
     ]
     if metrics is not None:
         lines.append(f"  Prometheus metrics     http://{metrics.url_host()}:{metrics.port}/metrics")

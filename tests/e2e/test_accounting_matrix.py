@@ -1,7 +1,9 @@
 """The accounting matrix: every backend schema (rows) against every way a streamed request
-ends in the real world (columns), through the real Envoy. Each case asserts the exact
-deltas of requests by status, tokens by type and latency observation counts, and the
-access-log line (docs/architecture.md, "Accounting rules").
+ends in the real world (columns), through the real Envoy, for each client API (chat
+completions; then the Responses and Messages APIs, whose rows are the same schemas and
+whose terminal events are their own). Each case asserts the exact deltas of requests by
+status, tokens by type and latency observation counts, and the access-log line
+(docs/architecture.md, "Accounting rules").
 
 Upstreams here behave as real ones do, not as our mock does by default: writes split at
 odd byte offsets, CRLF line ends, keep-alive comments and pings between events, and the
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -415,6 +418,7 @@ def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
     assert line is not None
     assert (line["backend"], line["model"]) == (backend, model)
     assert line["path"] == "/v1/chat/completions"
+    assert line["api"] == "chat_completions"
     assert line["upstream_path"] == row.upstream_path
     logged_tokens = {
         "prompt": line["input_tokens"],
@@ -440,6 +444,8 @@ def test_the_matrix_covers_every_schema_and_ending() -> None:
     assert {row.schema for row in ROWS} == schemas
     assert len(ENDINGS) == 8
     assert re.search("hangs up right after the terminal", " ".join(ENDINGS))
+    for api in APIS:
+        assert [r.row for r in API_ROWS if r.api is api] == ROWS
 
 
 # -- labels and what is not counted ----------------------------------------------------
@@ -527,3 +533,224 @@ def test_the_models_list_is_not_counted(mstack: Stack) -> None:
     after = snapshot(mstack.metrics_text())
     assert delta(before, after, "aigateway_requests_total") == {}
     assert delta(before, after, "aigateway_total_latency_seconds_count") == {}
+
+
+# -- the other client APIs -------------------------------------------------------------
+#
+# The same schemas and endings for the Responses and Messages APIs: the upstream behaves
+# the same way, and what ends the response for the client is its own API's terminal event.
+
+
+@dataclass(frozen=True)
+class ClientApi:
+    name: str  # the access log's `api`
+    path: str
+    #: Event types that end the response (done), and those that report an error.
+    terminal: frozenset[str]
+    errors: frozenset[str]
+
+    def body(self, model: str) -> dict[str, Any]:
+        if self.name == "responses":
+            return {"model": model, "input": PROMPT, "stream": True}
+        return {
+            "model": model,
+            "max_tokens": 100,
+            "stream": True,
+            "messages": [{"role": "user", "content": PROMPT}],
+        }
+
+    def words(self, doc: dict[str, Any]) -> int:
+        if doc.get("type") == "response.output_text.delta":
+            return len(doc["delta"].split())
+        delta = doc.get("delta")
+        if doc.get("type") == "content_block_delta" and delta.get("type") == "text_delta":
+            return len(delta["text"].split())
+        return 0
+
+
+RESPONSES = ClientApi(
+    "responses",
+    "/v1/responses",
+    frozenset({"response.completed", "response.incomplete"}),
+    frozenset({"response.failed", "error"}),
+)
+MESSAGES = ClientApi("messages", "/v1/messages", frozenset({"message_stop"}), frozenset({"error"}))
+APIS = (RESPONSES, MESSAGES)
+
+
+@dataclass(frozen=True)
+class ApiRow:
+    api: ClientApi
+    row: Row
+    upstream_path: str
+    truncated_usage: dict[str, int]
+
+
+def api_rows() -> list[ApiRow]:
+    out = []
+    for api in APIS:
+        for row in ROWS:
+            path, truncated = row.upstream_path, row.truncated_usage
+            if api is RESPONSES and row.schema in ("openai", "azure-openai"):
+                # Passed through: the usage comes in response.completed, which a
+                # truncated stream lacks.
+                path = "/v1/responses" if row.schema == "openai" else "/openai/v1/responses"
+                truncated = NONE
+            out.append(ApiRow(api, row, path, truncated))
+    return out
+
+
+API_ROWS = api_rows()
+
+
+def read_api_events(
+    api: ClientApi, lines: Iterator[str], seen: Seen, *, until_terminal: bool
+) -> None:
+    for line in lines:
+        if not line.startswith("data: "):
+            continue
+        doc = json.loads(line[6:])
+        kind = doc.get("type")
+        if kind in api.errors:
+            seen.error_event = True
+        seen.words += api.words(doc)
+        if kind in api.terminal:
+            seen.done = True
+            if until_terminal:
+                return
+
+
+def sdk_stream(
+    stack: Stack, api: ClientApi, model: str, headers: dict[str, str], seen: Seen
+) -> None:
+    """The official client, closing its stream as soon as it has the terminal event."""
+    if api is RESPONSES:
+        client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="k", max_retries=0)
+        with client.responses.create(
+            model=model, input=PROMPT, stream=True, extra_headers=headers
+        ) as stream:
+            for event in stream:
+                if event.type == "response.output_text.delta":
+                    seen.words += len(event.delta.split())
+                if event.type in api.terminal:
+                    seen.done = True
+                    break
+        return
+    claude = anthropic.Anthropic(base_url=stack.base_url, api_key="k", max_retries=0)
+    with claude.messages.stream(
+        model=model,
+        max_tokens=100,
+        messages=[{"role": "user", "content": PROMPT}],
+        extra_headers=headers,
+    ) as messages:
+        for item in messages:
+            if item.type == "text":
+                seen.words += len(item.text.split())
+            if item.type in api.terminal:
+                seen.done = True
+                break
+
+
+def send_api(
+    stack: Stack, api_row: ApiRow, ending: Ending, request_id: str, counted: Callable[[], None]
+) -> Seen:
+    api, row = api_row.api, api_row.row
+    model = row.model + ("-t" if ending.timeout_backend else "")
+    headers = {
+        "x-request-id": request_id,
+        "x-mock-output-tokens": str(OUTPUT_TOKENS),
+        **REAL_WORLD,
+        **{k: (request_id if v == "KEY" else v) for k, v in ending.headers.items()},
+    }
+    seen = Seen()
+    if ending.client == "sdk":
+        sdk_stream(stack, api, model, headers, seen)
+        counted()  # while the upstream still holds the end of its body
+        release(stack, request_id)
+        return seen
+    with httpx.Client(timeout=httpx.Timeout(30)) as http:
+        try:
+            with http.stream(
+                "POST", stack.base_url + api.path, json=api.body(model), headers=headers
+            ) as response:
+                assert response.status_code == 200, response.read()
+                lines = response.iter_lines()
+                if ending.client == "leave":
+                    for line in lines:
+                        if line.startswith("data: ") and api.words(json.loads(line[6:])):
+                            return seen  # the connection closes with the body unread
+                    raise AssertionError("the stream ended before its first word")
+                if ending.client == "until-terminal":
+                    read_api_events(api, lines, seen, until_terminal=True)
+                    assert seen.done
+                    counted()  # before the upstream has ended its body
+                    release(stack, request_id)
+                read_api_events(api, lines, seen, until_terminal=False)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            seen.broken = True
+    return seen
+
+
+@pytest.mark.parametrize("ending_name", list(ENDINGS))
+@pytest.mark.parametrize(
+    "api_row", API_ROWS, ids=[f"{r.api.name}-{r.row.schema}:{r.row.model}" for r in API_ROWS]
+)
+def test_client_api_accounting(mstack: Stack, api_row: ApiRow, ending_name: str) -> None:
+    ending = ENDINGS[ending_name]
+    row = Row(
+        api_row.row.schema,
+        api_row.row.model,
+        api_row.row.backend,
+        api_row.upstream_path,
+        api_row.row.first_usage,
+        api_row.truncated_usage,
+    )
+    expect = ending.expect(row)
+    backend = row.backend + ("-t" if ending.timeout_backend else "")
+    model = row.model + ("-t" if ending.timeout_backend else "")
+    only = (backend, model)
+    request_id = str(uuid.uuid4())
+    before = snapshot(mstack.metrics_text())
+
+    def counted() -> None:
+        def recorded() -> bool:
+            after = snapshot(mstack.metrics_text())
+            return bool(delta(before, after, "aigateway_requests_total", only))
+
+        wait_until("the request to be counted", recorded, timeout=20)
+
+    seen = send_api(mstack, api_row, ending, request_id, counted)
+    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
+    wait_until("its access log line", lambda: access_log(mstack, request_id) is not None, 30)
+    after = snapshot(mstack.metrics_text())
+
+    def grown(name: str) -> dict[tuple[str, ...], float]:
+        return delta(before, after, name, only)
+
+    assert grown("aigateway_requests_total") == {(backend, model, expect.status): 1.0}
+    tokens = {k[2]: v for k, v in grown("aigateway_model_tokens_total").items()}
+    assert tokens == {k: float(v) for k, v in expect.tokens.items()}
+    assert grown("aigateway_total_latency_seconds_count") == {(backend, model, expect.status): 1.0}
+    assert sum(grown("aigateway_first_token_latency_seconds_count").values()) == expect.first_token
+    assert sum(grown("aigateway_inter_token_latency_seconds_count").values()) == expect.inter_token
+
+    if expect.client == "complete":
+        assert (seen.done, seen.words, seen.error_event) == (True, OUTPUT_TOKENS, False)
+    elif expect.client == "error-event":
+        assert seen.error_event and not seen.done
+    elif expect.client == "broken":
+        assert seen.broken and not seen.done
+
+    line = access_log(mstack, request_id)
+    assert line is not None
+    assert (line["backend"], line["model"], line["api"]) == (backend, model, api_row.api.name)
+    assert line["path"] == api_row.api.path
+    assert line["upstream_path"] == row.upstream_path
+    logged_tokens = {
+        "prompt": line["input_tokens"],
+        "completion": line["output_tokens"],
+        "total": line["total_tokens"],
+    }
+    assert {k: v for k, v in logged_tokens.items() if v} == expect.tokens
+    if expect.error is not None:
+        assert line["error"] == expect.error

@@ -389,7 +389,9 @@ async def test_a_non_streamed_answer_and_an_immediate_response_carry_the_total()
     rec.clock.now += 1
     answer = await bad_json(rec, [])
     assert answer.HasField("immediate_response")
-    assert metadata(answer) == {"total_latency_ms": 0.0}
+    assert {k: v for k, v in metadata(answer).items() if k.endswith("_ms")} == {
+        "total_latency_ms": 0.0
+    }
 
 
 async def test_a_request_that_never_completed_publishes_no_timings() -> None:
@@ -412,7 +414,7 @@ async def test_uncounted_requests_publish_no_timings() -> None:
     conv = Conversation(rec.servicer())
     answer = await conv.send(request_headers("/v1/models", method="GET", end_of_stream=True))
     await conv.close()
-    assert metadata(answer) == {}
+    assert not any(k.endswith("_ms") for k in metadata(answer))
     assert rec.metrics() == {}
 
 

@@ -1297,3 +1297,16 @@ def test_any_split_of_reasoning_and_answer_streams_gives_the_same_output(
         return b"".join(o.body or b"" for o in outs), (outs[-1].usage, outs[-1].error)
 
     assert run(cuts) == run([])
+
+
+def test_claude_s_output_config_passes_to_claude_and_is_refused_elsewhere() -> None:
+    payload = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "output_config": {"effort": "low"},
+    }
+    body = converse_request(payload, model_id=MODEL_ID)
+    assert body["additionalModelRequestFields"] == {"output_config": {"effort": "low"}}
+    with pytest.raises(TranslationError) as caught:
+        converse_request(payload, model_id="meta.llama3-70b-instruct-v1:0")
+    assert caught.value.param == "output_config"

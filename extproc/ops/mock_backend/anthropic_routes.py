@@ -1,4 +1,4 @@
-"""Anthropic route: ``POST /v1/messages``.
+"""Anthropic routes: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
 
 Answers a ``message`` object (``content`` blocks ``text`` or ``tool_use``,
 ``stop_reason``, ``usage``), or with ``"stream": true`` SSE with ``event:`` lines as
@@ -15,7 +15,8 @@ block (streamed as ``thinking_delta`` words, a ``ping``, then ``signature_delta`
 ``{"type": "ephemeral"}`` (``ttl`` 5m or 1h); ``x-mock-cache-write-tokens`` reports
 cache writes as ``cache_creation_input_tokens``. ``service_tier`` must be ``auto`` or
 ``standard_only``; ``usage.service_tier`` is then ``standard``. Documents must be
-base64 PDFs or plain text.
+base64 PDFs or plain text. ``count_tokens`` answers ``{"input_tokens": N}``, N the
+prompt words of the body (``model`` and ``messages`` required).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ _STREAM_ERROR_TYPE = "overloaded_error"
 def add_anthropic_routes(app: web.Application) -> None:
     """Register the Anthropic route on ``app``."""
     app.router.add_post("/v1/messages", provider_route(ANTHROPIC_ERRORS, _messages))
+    app.router.add_post(
+        "/v1/messages/count_tokens", provider_route(ANTHROPIC_ERRORS, _count_tokens)
+    )
 
 
 async def _messages(call: MockCall) -> web.StreamResponse:
@@ -49,6 +53,15 @@ async def _messages(call: MockCall) -> web.StreamResponse:
     if not isinstance(model, str) or not model:
         raise MockError(400, "model: Field required")
     return await messages_reply(call, model)
+
+
+async def _count_tokens(call: MockCall) -> web.StreamResponse:
+    if not isinstance(call.payload.get("model"), str) or not call.payload["model"]:
+        raise MockError(400, "model: Field required")
+    if not isinstance(call.payload.get("messages"), list):
+        raise MockError(400, "messages: Field required")
+    body = dumps({"input_tokens": anthropic_prompt_words(call.payload)})
+    return await send_json(call.request, call.knobs, body)
 
 
 async def messages_reply(call: MockCall, model: str) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from .gcp_tokens import DEFAULT_TOKEN_LIFETIME, GcpServiceAccount, IssuedTokens
 from .google_routes import add_google_routes
 from .openai_routes import add_openai_routes
 from .request_log import DEFAULT_HISTORY_SIZE, RequestLog
+from .responses_routes import add_responses_routes
 from .routing import dumps
 from .sigv4 import AwsCredentials
 from .state import STATE, MockState
@@ -46,10 +47,11 @@ def create_app(
     """Build the mock backend application.
 
     Routes: OpenAI ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
-    ``GET /v1/models`` (lists ``models``); Azure OpenAI
-    ``POST /openai/deployments/{d}/chat/completions`` and ``.../embeddings``; Bedrock
-    ``POST /model/{id}/converse`` and ``.../converse-stream``; Anthropic
-    ``POST /v1/messages``; the Gemini API and Vertex AI (see :mod:`.google_routes`) and
+    ``GET /v1/models`` (lists ``models``), ``POST /v1/responses``; Azure OpenAI
+    ``POST /openai/deployments/{d}/chat/completions``, ``.../embeddings`` and
+    ``POST /openai/v1/responses``; Bedrock ``POST /model/{id}/converse`` and
+    ``.../converse-stream``; Anthropic ``POST /v1/messages`` and
+    ``/v1/messages/count_tokens``; the Gemini API and Vertex AI (see :mod:`.google_routes`) and
     a Google OAuth2 token endpoint ``POST /token`` (see :mod:`.gcp_tokens`);
     ``GET``/``DELETE /_mock/requests`` (the last ``history_size`` requests). Anything
     else is a 404.
@@ -84,6 +86,7 @@ def create_app(
         providers = web.Application(client_max_size=_MAX_REQUEST_BODY)
         providers[STATE] = app[STATE]
     add_openai_routes(providers)
+    add_responses_routes(providers)
     add_azure_routes(providers)
     add_bedrock_routes(providers)
     add_anthropic_routes(providers)

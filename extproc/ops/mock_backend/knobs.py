@@ -110,7 +110,8 @@ class Fault(enum.StrEnum):
     #: abort the TCP connection (RST) mid-body; non-streamed: after half the body.
     RESET = "reset"
     #: end the body cleanly without the final event(s) (``[DONE]``, ``message_stop``,
-    #: ``messageStop`` + ``metadata``, Gemini's last chunk with ``finishReason``); with
+    #: ``messageStop`` + ``metadata``, Gemini's last chunk with ``finishReason``,
+    #: ``response.completed``); with
     #: ``x-mock-fault-after``, right at that point.
     #: Non-streamed: a body cut in half with a matching content-length.
     TRUNCATE = "truncate"
@@ -120,7 +121,8 @@ class Fault(enum.StrEnum):
     #: Bedrock streams only: insert one frame whose message CRC is wrong, then carry on.
     BAD_CRC = "bad-crc"
     #: streams only: end with the provider's in-stream error event (Bedrock exception
-    #: frame, Anthropic ``event: error``, OpenAI and Gemini ``data: {"error": ...}``).
+    #: frame, Anthropic ``event: error``, OpenAI and Gemini ``data: {"error": ...}``,
+    #: OpenAI Responses ``event: error``).
     EXCEPTION = "exception"
     #: gzip the body (``content-encoding: gzip``); streams are flushed per event.
     #: ``x-mock-status`` errors come with no body at all (an upstream or proxy that

@@ -12,6 +12,9 @@ the model would read as conversation. Counted, per schema:
 - Anthropic Messages: ``system`` (a string, or the ``text`` of its blocks);
   ``messages[].content`` when a string, else its ``text`` blocks; and tool results,
   ``tool_result.content`` as a string or as ``text`` blocks.
+- OpenAI Responses: ``instructions``; ``input`` when a string, else each message item's
+  ``content`` (a string, or the ``text`` of its ``input_text`` / ``output_text`` parts)
+  and each ``function_call_output``'s ``output`` (a string, or its ``input_text`` parts).
 - Gemini ``generateContent`` (Gemini API and Vertex AI): ``systemInstruction.parts[].text``;
   ``contents[].parts[].text``; and tool results, every string in
   ``contents[].parts[].functionResponse.response``.
@@ -35,6 +38,7 @@ __all__ = [
     "embedding_input_tokens",
     "gemini_prompt_words",
     "openai_prompt_words",
+    "responses_prompt_words",
 ]
 
 
@@ -51,6 +55,32 @@ def openai_prompt_words(messages: list[Any]) -> int:
                     for part in content
                     if isinstance(part, dict) and part.get("type") == "refusal"
                 )
+    return total
+
+
+def responses_prompt_words(payload: dict[str, Any]) -> int:
+    """Prompt words of an OpenAI Responses request body."""
+    total = _str_words(payload.get("instructions"))
+    items = payload.get("input")
+    if isinstance(items, str):
+        return total + count_words(items)
+    if not isinstance(items, list):
+        return total
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        content = item.get("content") if kind == "message" else None
+        if kind == "function_call_output":
+            content = item.get("output")
+        if isinstance(content, str):
+            total += count_words(content)
+        elif isinstance(content, list):
+            total += sum(
+                _str_words(part.get("text"))
+                for part in content
+                if isinstance(part, dict) and part.get("type") in ("input_text", "output_text")
+            )
     return total
 
 

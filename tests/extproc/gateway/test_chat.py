@@ -142,6 +142,7 @@ async def test_non_streamed_response_passes_unchanged_and_publishes_usage() -> N
         "backend": "local",
         "model": "phi4",
         "operation": "chat",
+        "api": "chat_completions",
         "input_tokens": 3,
         "output_tokens": 5,
         "total_tokens": 8,
@@ -251,6 +252,7 @@ async def test_upstream_errors_become_openai_errors_with_the_same_status(
         "backend": "local",
         "model": "phi4",
         "operation": "chat",
+        "api": "chat_completions",
         "error": "upstream_http_429",
     }
     await conv.close()
@@ -305,6 +307,7 @@ async def test_request_body_not_buffered_is_a_clear_misconfiguration_error() -> 
     [
         ([{"role": "", "content": "x"}], "messages[0].role"),
         ([{"role": "u", "content": "x"}], "messages[0].role"),
+        ([{"role": ["user"], "content": "x"}], "messages[0].role"),
         ([{"content": "x"}], "messages[0].role"),
         ([{"role": "user"}], "messages[0].content"),
         ([{"role": "user", "content": 5}], "messages[0].content"),

@@ -1,0 +1,118 @@
+"""``/v1/messages`` and ``/v1/messages/count_tokens``: the Anthropic Messages API to any
+backend schema, with errors in Anthropic's shape (README, "Anthropic Messages API")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigateway.extproc.framework.processor import ImmediateResponse
+from aigateway.extproc.gateway.backends import ModelRoute
+from aigateway.extproc.gateway.routed import RoutedProcessor
+from aigateway.translators.base import ChatTranslator
+from aigateway.translators.errors import anthropic_error_from_openai
+
+MAX_MESSAGES = 100_000
+ROLES = frozenset({"user", "assistant", "system"})
+
+
+def _invalid(message: str, param: str) -> ImmediateResponse:
+    return ImmediateResponse.error(400, message, param=param, code="invalid_value")
+
+
+def validate_messages(payload: dict[str, Any]) -> None:
+    """The structure every schema relies on (``messages``, ``system``), checked once so
+    that malformed requests get the same 400 whatever the backend."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages: must be a non-empty array of message objects.", "messages")
+    if len(messages) > MAX_MESSAGES:
+        raise _invalid(f"messages: has more than {MAX_MESSAGES} items.", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _invalid(f"messages.{i}: must be an object.", f"messages[{i}]")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise _invalid(
+                f"messages.{i}.role: must be one of user, assistant, system.", f"messages[{i}].role"
+            )
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise _invalid(
+                f"messages.{i}.content: must be a string or an array of content blocks.",
+                f"messages[{i}].content",
+            )
+        if isinstance(content, list) and not all(isinstance(block, dict) for block in content):
+            raise _invalid(
+                f"messages.{i}.content: content blocks must be objects.", f"messages[{i}].content"
+            )
+    system = payload.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise _invalid("system: must be a string or an array of text blocks.", "system")
+
+
+class _AnthropicShaped(RoutedProcessor):
+    """A Messages endpoint: the gateway's own errors in Anthropic's shape too."""
+
+    __slots__ = ()
+
+    api = "messages"
+
+    def local_error_body(self, status: int, body: bytes) -> bytes:
+        return anthropic_error_from_openai(status, body)
+
+    def _client_version(self) -> str | None:
+        headers = self._request_headers
+        return headers.get("anthropic-version") if headers is not None else None
+
+
+class MessagesProcessor(_AnthropicShaped):
+    """One Messages API request, from client headers to the last response byte."""
+
+    __slots__ = ()
+
+    def validate(self, payload: dict[str, Any]) -> None:
+        validate_messages(payload)
+        max_tokens = payload.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise _invalid("max_tokens: a positive integer is required.", "max_tokens")
+        stream = payload.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise _invalid("stream: must be a boolean.", "stream")
+
+    def new_translator(self, route: ModelRoute) -> ChatTranslator:
+        if route.new_messages_translator is None:
+            raise ImmediateResponse.error(
+                400,
+                f"The model `{route.model.name}` does not support the Messages API.",
+                param="model",
+                code="unsupported_endpoint",
+            )
+        return route.new_messages_translator(self._client_version())
+
+
+class CountTokensProcessor(_AnthropicShaped):
+    """``/v1/messages/count_tokens``, passed through to Anthropic backends.
+
+    Not counted (``counted = False``): a token count is not an LLM generation, Anthropic
+    does not bill it, and Claude Code sends one with many turns, so counting it would
+    skew each model's request rate and latency. Its access-log line still shows it.
+    """
+
+    __slots__ = ()
+
+    counted = False
+    operation = "count_tokens"
+
+    def validate(self, payload: dict[str, Any]) -> None:
+        validate_messages(payload)
+
+    def new_translator(self, route: ModelRoute) -> ChatTranslator:
+        if route.new_count_tokens_translator is None:
+            raise ImmediateResponse.error(
+                400,
+                f"The model `{route.model.name}` cannot count tokens: token counting is"
+                f" Anthropic's (its backend's schema is {route.backend.schema_}).",
+                param="model",
+                code="unsupported_endpoint",
+            )
+        return route.new_count_tokens_translator(self._client_version())
