@@ -16,7 +16,6 @@ from typing import Any
 
 from aigateway.translators.base import (
     ResponseBodyOutput,
-    ResponseHeadersDecision,
     TokenUsage,
     TranslationError,
     UpstreamRequest,
@@ -76,6 +75,7 @@ from aigateway.translators.openai_stream import (
     now,
 )
 from aigateway.translators.sse import SseDecoder
+from aigateway.translators.sse_or_json import SseOrJsonAnswer
 
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_VERSION = "2023-06-01"
@@ -464,7 +464,7 @@ def _add_tools(body: dict[str, Any], payload: dict[str, Any], thinking: Thinking
 # --- the translator ----------------------------------------------------------------
 
 
-class AnthropicMessagesTranslator:
+class AnthropicMessagesTranslator(SseOrJsonAnswer):
     """One request's translation to Anthropic Messages and back (see ``ChatTranslator``).
 
     ``model`` is the Anthropic model sent upstream; the client sees the ``model`` it sent.
@@ -483,11 +483,9 @@ class AnthropicMessagesTranslator:
         "_decoder",
         "_default_max_tokens",
         "_include_usage",
-        "_json_parts",
         "_model",
         "_stop_reason",
         "_stream",
-        "_streamed",
         "_usage",
         "_version",
         "_vertex",
@@ -503,6 +501,7 @@ class AnthropicMessagesTranslator:
         created: int | None = None,
         vertex: VertexRawPredict | None = None,
     ) -> None:
+        super().__init__()
         self._model = model
         self._version = version
         self._vertex = vertex
@@ -510,9 +509,7 @@ class AnthropicMessagesTranslator:
         self._completion_id = completion_id
         self._created = created if created is not None else now()
         self._client_model = model
-        self._streamed = False
         self._include_usage = False
-        self._json_parts: list[bytes] = []
         self._decoder: SseDecoder | None = None
         self._stream: ChunkStream | None = None
         self._usage = MessagesUsage()
@@ -549,19 +546,6 @@ class AnthropicMessagesTranslator:
             path=MESSAGES_PATH,
             headers=(("content-type", "application/json"), ("anthropic-version", self._version)),
         )
-
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        self._streamed = media_type == "text/event-stream"
-        return ResponseHeadersDecision(streamed=self._streamed)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._streamed:
-            return self._stream_body(chunk, end_of_stream)
-        self._json_parts.append(chunk)
-        if not end_of_stream:
-            return ResponseBodyOutput(body=b"")
-        return self._json_body(b"".join(self._json_parts))
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         doc = loads_or_none(body)

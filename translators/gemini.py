@@ -66,6 +66,7 @@ from aigateway.translators.openai_stream import (
     now,
 )
 from aigateway.translators.sse import SseDecoder
+from aigateway.translators.sse_or_json import SseOrJsonAnswer
 
 GENERATE = ":generateContent"
 STREAM_GENERATE = ":streamGenerateContent?alt=sse"
@@ -447,7 +448,7 @@ def _blocked(doc: dict[str, Any]) -> bool:
     return isinstance(feedback, dict) and feedback.get("blockReason") is not None
 
 
-class GeminiChatTranslator:
+class GeminiChatTranslator(SseOrJsonAnswer):
     """One request's translation to ``generateContent`` and back (see
     ``ChatTranslator``).
 
@@ -466,22 +467,19 @@ class GeminiChatTranslator:
         "_decoder",
         "_finish",
         "_include_usage",
-        "_json_parts",
         "_model_path",
         "_stream",
-        "_streamed",
     )
 
     def __init__(
         self, model_path: str, *, completion_id: str | None = None, created: int | None = None
     ) -> None:
+        super().__init__()
         self._model_path = model_path
         self._completion_id = completion_id
         self._created = created if created is not None else now()
         self._client_model = model_path.rpartition("/")[2]
-        self._streamed = False
         self._include_usage = False
-        self._json_parts: list[bytes] = []
         self._decoder: SseDecoder | None = None
         self._stream: ChunkStream | None = None
         self._calls = 0  # function calls seen in the stream
@@ -500,19 +498,6 @@ class GeminiChatTranslator:
             path=self._model_path + action,
             headers=(("content-type", "application/json"),),
         )
-
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        self._streamed = media_type == "text/event-stream"
-        return ResponseHeadersDecision(streamed=self._streamed)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._streamed:
-            return self._stream_body(chunk, end_of_stream)
-        self._json_parts.append(chunk)
-        if not end_of_stream:
-            return ResponseBodyOutput(body=b"")
-        return self._json_body(b"".join(self._json_parts))
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         return google_error_body(status, body)

@@ -7,6 +7,11 @@ import argparse
 import sys
 
 from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.gateway.app import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_EXTPROC_ADDR,
+    DEFAULT_METRICS_ADDR,
+)
 from aigateway.extproc.ops.logs import LEVELS
 
 #: Envoy's client listener, its admin interface and the demo's mock backend.
@@ -55,6 +60,57 @@ def worker_count(text: str) -> int:
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", required=True, metavar="FILE", help="the gateway config file (YAML)"
+    )
+
+
+def add_listen_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        type=address,
+        default=DEFAULT_LISTEN_ADDR,
+        metavar="ADDR",
+        help="Envoy's client listener",
+    )
+
+
+def add_extproc_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--extproc-addr`` (one address, defaulting to ``serve``'s)."""
+    parser.add_argument(
+        "--extproc-addr",
+        type=address,
+        default=DEFAULT_EXTPROC_ADDR,
+        metavar="ADDR",
+        help=help,
+    )
+
+
+def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-addr",
+        type=address,
+        default=DEFAULT_METRICS_ADDR,
+        metavar="ADDR",
+        help="Prometheus /metrics listen address",
+    )
+
+
+def add_admin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-addr",
+        type=address,
+        default=DEFAULT_ADMIN_ADDR,
+        metavar="ADDR",
+        help="Envoy's admin interface",
+    )
+
+
+def add_drain_timeout_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--drain-timeout",
+        type=seconds,
+        default=DEFAULT_DRAIN_TIMEOUT,
+        metavar="SECONDS",
+        help=help,
     )
 
 

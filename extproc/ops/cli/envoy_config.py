@@ -11,11 +11,11 @@ import yaml
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.gateway import DEFAULT_EXTPROC_ADDR, load_config
 from aigateway.extproc.ops.cli.common import (
-    DEFAULT_ADMIN_ADDR,
-    DEFAULT_LISTEN_ADDR,
     EXIT_OK,
     EXIT_USAGE,
+    add_admin_flag,
     add_config_flag,
+    add_listen_flag,
     address,
     fail,
     worker_count,
@@ -33,13 +33,7 @@ name) and run `envoy -c envoy.yaml`."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flag(parser)
-    parser.add_argument(
-        "--listen",
-        type=address,
-        default=DEFAULT_LISTEN_ADDR,
-        metavar="ADDR",
-        help="Envoy's client listener",
-    )
+    add_listen_flag(parser)
     parser.add_argument(
         "--extproc-addr",
         type=address,
@@ -48,13 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where the processor listens (default: {DEFAULT_EXTPROC_ADDR});"
         " repeat for several processes",
     )
-    parser.add_argument(
-        "--admin-addr",
-        type=address,
-        default=DEFAULT_ADMIN_ADDR,
-        metavar="ADDR",
-        help="Envoy's admin interface",
-    )
+    add_admin_flag(parser)
     parser.add_argument(
         "--workers",
         type=worker_count,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 
 from aigateway.extproc.framework.addresses import Address
-from aigateway.extproc.gateway import DEFAULT_EXTPROC_ADDR
 from aigateway.extproc.ops.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    address,
+    add_extproc_flag,
     fail,
     seconds,
 )
@@ -23,13 +22,7 @@ cannot: use it as the exec probe of a sidecar processor."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--extproc-addr",
-        type=address,
-        default=DEFAULT_EXTPROC_ADDR,
-        metavar="ADDR",
-        help="the processor's ext_proc address",
-    )
+    add_extproc_flag(parser, "the processor's ext_proc address")
     parser.add_argument(
         "--live",
         action="store_true",

@@ -7,23 +7,22 @@ import sys
 
 from aigateway.extproc.framework.router import Wrap, compose
 from aigateway.extproc.gateway import (
-    DEFAULT_EXTPROC_ADDR,
-    DEFAULT_METRICS_ADDR,
     ServeOptions,
     StartupError,
     load_config,
     load_secrets,
     run_gateway,
 )
-from aigateway.extproc.gateway.app import DEFAULT_DRAIN_TIMEOUT, run_event_loop
+from aigateway.extproc.gateway.app import run_event_loop
 from aigateway.extproc.ops.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     add_config_flag,
+    add_drain_timeout_flag,
+    add_extproc_flag,
     add_logging_flags,
-    address,
+    add_metrics_flag,
     fail,
-    seconds,
     worker_count,
 )
 from aigateway.extproc.ops.plugins import PluginError, load_routes, load_wrap
@@ -38,27 +37,9 @@ on SIGINT or SIGTERM its gRPC health turns NOT_SERVING, requests in flight get
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flag(parser)
-    parser.add_argument(
-        "--extproc-addr",
-        type=address,
-        default=DEFAULT_EXTPROC_ADDR,
-        metavar="ADDR",
-        help="ext_proc gRPC listen address: HOST:PORT, :PORT or unix:PATH",
-    )
-    parser.add_argument(
-        "--metrics-addr",
-        type=address,
-        default=DEFAULT_METRICS_ADDR,
-        metavar="ADDR",
-        help="Prometheus /metrics listen address",
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=seconds,
-        default=DEFAULT_DRAIN_TIMEOUT,
-        metavar="SECONDS",
-        help="on SIGINT/SIGTERM, how long requests in flight may finish",
-    )
+    add_extproc_flag(parser, "ext_proc gRPC listen address: HOST:PORT, :PORT or unix:PATH")
+    add_metrics_flag(parser)
+    add_drain_timeout_flag(parser, "on SIGINT/SIGTERM, how long requests in flight may finish")
     parser.add_argument(
         "--workers",
         type=worker_count,

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import argparse
 
-from aigateway.extproc.gateway import DEFAULT_EXTPROC_ADDR, DEFAULT_METRICS_ADDR, StartupError
-from aigateway.extproc.gateway.app import DEFAULT_DRAIN_TIMEOUT, run_event_loop
+from aigateway.extproc.gateway import StartupError
+from aigateway.extproc.gateway.app import run_event_loop
 from aigateway.extproc.ops.cli.common import (
-    DEFAULT_ADMIN_ADDR,
-    DEFAULT_LISTEN_ADDR,
     DEFAULT_MOCK_ADDR,
     EXIT_OK,
+    add_admin_flag,
+    add_drain_timeout_flag,
+    add_extproc_flag,
+    add_listen_flag,
     add_logging_flags,
+    add_metrics_flag,
     address,
     fail,
-    seconds,
 )
 from aigateway.extproc.ops.up import UpOptions, run_up
 
@@ -34,34 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="gateway config (default: a built-in demo on the mock backend)",
     )
-    parser.add_argument(
-        "--listen",
-        type=address,
-        default=DEFAULT_LISTEN_ADDR,
-        metavar="ADDR",
-        help="Envoy's client listener",
-    )
-    parser.add_argument(
-        "--extproc-addr",
-        type=address,
-        default=DEFAULT_EXTPROC_ADDR,
-        metavar="ADDR",
-        help="the processor's ext_proc address",
-    )
-    parser.add_argument(
-        "--metrics-addr",
-        type=address,
-        default=DEFAULT_METRICS_ADDR,
-        metavar="ADDR",
-        help="Prometheus /metrics listen address",
-    )
-    parser.add_argument(
-        "--admin-addr",
-        type=address,
-        default=DEFAULT_ADMIN_ADDR,
-        metavar="ADDR",
-        help="Envoy's admin interface",
-    )
+    add_listen_flag(parser)
+    add_extproc_flag(parser, "the processor's ext_proc address")
+    add_metrics_flag(parser)
+    add_admin_flag(parser)
     parser.add_argument(
         "--mock-addr",
         type=address,
@@ -70,13 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the demo's mock backend listens (also used when --config points"
         " a backend at this address)",
     )
-    parser.add_argument(
-        "--drain-timeout",
-        type=seconds,
-        default=DEFAULT_DRAIN_TIMEOUT,
-        metavar="SECONDS",
-        help="on Ctrl-C or SIGTERM, how long requests in flight may finish",
-    )
+    add_drain_timeout_flag(parser, "on Ctrl-C or SIGTERM, how long requests in flight may finish")
     add_logging_flags(parser)
 
 

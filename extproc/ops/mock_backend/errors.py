@@ -132,6 +132,8 @@ class _BedrockErrors:
         return RenderedError(error.status, _dumps({"message": error.message}), headers)
 
 
+# The providers' tables, written out here again on purpose: the mock is the upstream the
+# gateway's own tables (translators/errors.py) are tested against, so it shares none.
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
