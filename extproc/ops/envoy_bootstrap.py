@@ -294,7 +294,7 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
     return routes
 
 
-def _local_reply_mapper(condition: str, error_type: str) -> dict[str, Any]:
+def _local_reply_mapper(condition: str, body: dict[str, Any]) -> dict[str, Any]:
     expression = f"{condition} && !response.code_details.startsWith('{LOCAL_REPLY_DETAILS_PREFIX}')"
     return {
         "filter": {
@@ -306,30 +306,46 @@ def _local_reply_mapper(condition: str, error_type: str) -> dict[str, Any]:
                 },
             }
         },
-        "body_format_override": {
-            "json_format": {
-                "error": {
-                    "message": "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
-                    "type": error_type,
-                    "param": None,
-                    "code": "%RESPONSE_CODE%",
-                }
-            },
-            "content_type": "application/json",
-        },
+        "body_format_override": {"json_format": body, "content_type": "application/json"},
     }
+
+
+_LOCAL_MESSAGE = "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)"
+_CLIENT_ERROR = "response.code >= 400 && response.code < 500"
+_SERVER_ERROR = "response.code >= 500"
+# The Anthropic Messages API's paths answer errors in Anthropic's shape.
+_MESSAGES_PATH = "request.url_path.startsWith('/v1/messages')"
+
+
+def _openai_error(error_type: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": _LOCAL_MESSAGE,
+            "type": error_type,
+            "param": None,
+            "code": "%RESPONSE_CODE%",
+        }
+    }
+
+
+def _anthropic_error(error_type: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": error_type, "message": _LOCAL_MESSAGE}}
 
 
 def _local_reply_config() -> dict[str, Any]:
     # Envoy's own replies (413 payload too large, 500 when the processor is unreachable,
-    # 503/504 upstream failures) come as plain text; map them to OpenAI error JSON. The
-    # processor's replies already are JSON: their details start with "aigateway_".
+    # 503/504 upstream failures) come as plain text; map them to the client API's error
+    # JSON. The processor's replies already are JSON: their details start with "aigateway_".
     return {
         "mappers": [
             _local_reply_mapper(
-                "response.code >= 400 && response.code < 500", "invalid_request_error"
+                f"{_MESSAGES_PATH} && {_CLIENT_ERROR}", _anthropic_error("invalid_request_error")
             ),
-            _local_reply_mapper("response.code >= 500", "server_error"),
+            _local_reply_mapper(
+                f"{_MESSAGES_PATH} && {_SERVER_ERROR}", _anthropic_error("api_error")
+            ),
+            _local_reply_mapper(_CLIENT_ERROR, _openai_error("invalid_request_error")),
+            _local_reply_mapper(_SERVER_ERROR, _openai_error("server_error")),
         ]
     }
 

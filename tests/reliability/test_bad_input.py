@@ -211,23 +211,31 @@ def test_embeddings_bad_input(http: httpx.Client) -> None:
         assert_our_4xx(http.post("/v1/embeddings", json=body))
 
 
-def test_oversized_body_is_413(rstack: Stack, http: httpx.Client) -> None:
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_oversized_body_is_413_in_the_client_apis_shape(
+    rstack: Stack, http: httpx.Client, path: str
+) -> None:
     import yaml
 
     limit = yaml.safe_load(rstack.config_path.read_text()).get(
         "max_request_bytes", 32 * 1024 * 1024
     )
     body = (
-        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "'
+        b'{"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "'
         + b"a " * (limit // 2 + 10)
         + b'"}]}'
     )
-    response = http.post(
-        "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
-    )
+    response = http.post(path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/json"
-    assert isinstance(response.json()["error"]["message"], str)
+    doc = response.json()
+    assert isinstance(doc["error"]["message"], str)
+    if path == "/v1/messages":  # Envoy's own reply, in Anthropic's shape there
+        assert doc["type"] == "error"
+        assert doc["error"]["type"] == "invalid_request_error"
+    else:
+        assert doc["error"]["type"] == "invalid_request_error"
+        assert doc["error"]["code"] == 413
     # And the gateway serves the next request.
     ok = http.post("/v1/chat/completions", json={"model": MODEL, "messages": GOOD_MESSAGES})
     assert ok.status_code == 200
