@@ -321,17 +321,6 @@ def access_log(stack: Stack, request_id: str) -> dict[str, Any] | None:
     return None
 
 
-def counts(before: dict[Key, float], after: dict[Key, float], row: Row, ending: Ending) -> Any:
-    backend = row.backend + ("-t" if ending.timeout_backend else "")
-    model = row.model + ("-t" if ending.timeout_backend else "")
-    only = (backend, model)
-
-    def grown(name: str) -> dict[tuple[str, ...], float]:
-        return delta(before, after, name, only)
-
-    return backend, model, grown
-
-
 def genai_grown(
     before: dict[Key, float], after: dict[Key, float], model: str
 ) -> Callable[[str], dict[tuple[tuple[str, str], ...], float]]:
@@ -353,28 +342,43 @@ def genai_grown(
     return grown
 
 
-@pytest.mark.parametrize("ending_name", list(ENDINGS))
-@pytest.mark.parametrize("row", ROWS, ids=[f"{r.schema}:{r.model}" for r in ROWS])
-def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
-    ending = ENDINGS[ending_name]
+@dataclass
+class Case:
+    """One matrix case after it ran: what was expected, and the metrics around it."""
+
+    expect: Expect
+    backend: str
+    model: str
+    before: dict[Key, float]
+    after: dict[Key, float]
+    line: dict[str, Any]
+
+
+Sender = Callable[[str, Callable[[], None]], Seen]
+
+
+def run_case(stack: Stack, row: Row, ending: Ending, send_one: Sender, path: str, api: str) -> Case:
+    """Send one request (``send_one(request_id, counted)``), wait for its ext_proc stream
+    to end, then check what every client API shares: requests by status, tokens by type,
+    latency observations, what the client saw and the access-log line."""
     expect = ending.expect(row)
     backend = row.backend + ("-t" if ending.timeout_backend else "")
     model = row.model + ("-t" if ending.timeout_backend else "")
     only = (backend, model)
     request_id = str(uuid.uuid4())
-    before = snapshot(mstack.metrics_text())
+    before = snapshot(stack.metrics_text())
 
     def counted() -> None:
         def recorded() -> bool:
-            after = snapshot(mstack.metrics_text())
+            after = snapshot(stack.metrics_text())
             return bool(delta(before, after, "aigateway_requests_total", only))
 
         wait_until("the request to be counted", recorded, timeout=20)
 
-    seen = send(mstack, row, ending, request_id, counted)
-    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
-    wait_until("its access log line", lambda: access_log(mstack, request_id) is not None, 30)
-    after = snapshot(mstack.metrics_text())
+    seen = send_one(request_id, counted)
+    wait_until("its ext_proc stream to end", lambda: stream_ended(stack, request_id), 30)
+    wait_until("its access log line", lambda: access_log(stack, request_id) is not None, 30)
+    after = snapshot(stack.metrics_text())
 
     def grown(name: str) -> dict[tuple[str, ...], float]:
         return delta(before, after, name, only)
@@ -388,8 +392,47 @@ def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
     assert grown("aigateway_total_latency_seconds_count") == {(backend, model, expect.status): 1.0}
     assert sum(grown("aigateway_first_token_latency_seconds_count").values()) == expect.first_token
     assert sum(grown("aigateway_inter_token_latency_seconds_count").values()) == expect.inter_token
+
+    # What the client saw.
+    if expect.client == "complete":
+        assert (seen.done, seen.words, seen.error_event) == (True, OUTPUT_TOKENS, False)
+    elif expect.client == "error-event":
+        assert seen.error_event and not seen.done
+    elif expect.client == "broken":
+        assert seen.broken and not seen.done
+
+    # The access log: backend, model, tokens whenever the metrics have them, both paths.
+    line = access_log(stack, request_id)
+    assert line is not None
+    assert (line["backend"], line["model"], line["api"]) == (backend, model, api)
+    assert line["path"] == path
+    assert line["upstream_path"] == row.upstream_path
+    logged_tokens = {
+        "prompt": line["input_tokens"],
+        "completion": line["output_tokens"],
+        "total": line["total_tokens"],
+    }
+    assert {k: v for k, v in logged_tokens.items() if v} == expect.tokens
+    if expect.error is not None:
+        assert line["error"] == expect.error
+    return Case(expect, backend, model, before, after, line)
+
+
+@pytest.mark.parametrize("ending_name", list(ENDINGS))
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r.schema}:{r.model}" for r in ROWS])
+def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
+    ending = ENDINGS[ending_name]
+    case = run_case(
+        mstack,
+        row,
+        ending,
+        lambda request_id, counted: send(mstack, row, ending, request_id, counted),
+        "/v1/chat/completions",
+        "chat_completions",
+    )
+    expect, line = case.expect, case.line
     # The GenAI families, from the same request under the same rules.
-    genai = genai_grown(before, after, model)
+    genai = genai_grown(case.before, case.after, case.model)
     duration = genai("gen_ai_server_request_duration_seconds_count")
     assert list(duration.values()) == [1.0]
     assert ("error_type" in dict(next(iter(duration)))) is (expect.status == "error")
@@ -405,29 +448,6 @@ def test_accounting(mstack: Stack, row: Row, ending_name: str) -> None:
     tpot = genai("gen_ai_server_time_per_output_token_seconds_count")
     assert sum(tpot.values()) == expect.inter_token
 
-    # What the client saw.
-    if expect.client == "complete":
-        assert (seen.done, seen.words, seen.error_event) == (True, OUTPUT_TOKENS, False)
-    elif expect.client == "error-event":
-        assert seen.error_event and not seen.done
-    elif expect.client == "broken":
-        assert seen.broken and not seen.done
-
-    # The access log: backend, model, tokens whenever the metrics have them, both paths.
-    line = access_log(mstack, request_id)
-    assert line is not None
-    assert (line["backend"], line["model"]) == (backend, model)
-    assert line["path"] == "/v1/chat/completions"
-    assert line["api"] == "chat_completions"
-    assert line["upstream_path"] == row.upstream_path
-    logged_tokens = {
-        "prompt": line["input_tokens"],
-        "completion": line["output_tokens"],
-        "total": line["total_tokens"],
-    }
-    assert {k: v for k, v in logged_tokens.items() if v} == expect.tokens
-    if expect.error is not None:
-        assert line["error"] == expect.error
     # Timings, when the response completed (a request recorded at the end of its ext_proc
     # stream has no answer left to carry them).
     completed = expect.client in ("complete", "error-event")
@@ -705,52 +725,11 @@ def test_client_api_accounting(mstack: Stack, api_row: ApiRow, ending_name: str)
         api_row.row.first_usage,
         api_row.truncated_usage,
     )
-    expect = ending.expect(row)
-    backend = row.backend + ("-t" if ending.timeout_backend else "")
-    model = row.model + ("-t" if ending.timeout_backend else "")
-    only = (backend, model)
-    request_id = str(uuid.uuid4())
-    before = snapshot(mstack.metrics_text())
-
-    def counted() -> None:
-        def recorded() -> bool:
-            after = snapshot(mstack.metrics_text())
-            return bool(delta(before, after, "aigateway_requests_total", only))
-
-        wait_until("the request to be counted", recorded, timeout=20)
-
-    seen = send_api(mstack, api_row, ending, request_id, counted)
-    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
-    wait_until("its access log line", lambda: access_log(mstack, request_id) is not None, 30)
-    after = snapshot(mstack.metrics_text())
-
-    def grown(name: str) -> dict[tuple[str, ...], float]:
-        return delta(before, after, name, only)
-
-    assert grown("aigateway_requests_total") == {(backend, model, expect.status): 1.0}
-    tokens = {k[2]: v for k, v in grown("aigateway_model_tokens_total").items()}
-    assert tokens == {k: float(v) for k, v in expect.tokens.items()}
-    assert grown("aigateway_total_latency_seconds_count") == {(backend, model, expect.status): 1.0}
-    assert sum(grown("aigateway_first_token_latency_seconds_count").values()) == expect.first_token
-    assert sum(grown("aigateway_inter_token_latency_seconds_count").values()) == expect.inter_token
-
-    if expect.client == "complete":
-        assert (seen.done, seen.words, seen.error_event) == (True, OUTPUT_TOKENS, False)
-    elif expect.client == "error-event":
-        assert seen.error_event and not seen.done
-    elif expect.client == "broken":
-        assert seen.broken and not seen.done
-
-    line = access_log(mstack, request_id)
-    assert line is not None
-    assert (line["backend"], line["model"], line["api"]) == (backend, model, api_row.api.name)
-    assert line["path"] == api_row.api.path
-    assert line["upstream_path"] == row.upstream_path
-    logged_tokens = {
-        "prompt": line["input_tokens"],
-        "completion": line["output_tokens"],
-        "total": line["total_tokens"],
-    }
-    assert {k: v for k, v in logged_tokens.items() if v} == expect.tokens
-    if expect.error is not None:
-        assert line["error"] == expect.error
+    run_case(
+        mstack,
+        row,
+        ending,
+        lambda request_id, counted: send_api(mstack, api_row, ending, request_id, counted),
+        api_row.api.path,
+        api_row.api.name,
+    )
