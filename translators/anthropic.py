@@ -74,7 +74,7 @@ from aigateway.translators.openai_stream import (
     new_completion_id,
     now,
 )
-from aigateway.translators.sse import SseDecoder
+from aigateway.translators.sse import SseEvent
 from aigateway.translators.sse_or_json import SseOrJsonAnswer
 
 MESSAGES_PATH = "/v1/messages"
@@ -480,12 +480,10 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
         "_client_model",
         "_completion_id",
         "_created",
-        "_decoder",
         "_default_max_tokens",
         "_include_usage",
         "_model",
         "_stop_reason",
-        "_stream",
         "_usage",
         "_version",
         "_vertex",
@@ -510,8 +508,6 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
         self._created = created if created is not None else now()
         self._client_model = model
         self._include_usage = False
-        self._decoder: SseDecoder | None = None
-        self._stream: ChunkStream | None = None
         self._usage = MessagesUsage()
         self._stop_reason: Any = None
         self._answer_tool = (
@@ -645,31 +641,14 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
 
     # --- SSE ---
 
-    def _stream_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._decoder is None:
-            self._decoder = SseDecoder()
-        stream = self._stream
-        if stream is not None and stream.finished:  # nothing after [DONE] or an error
-            return stream.output()
-        for event in self._decoder.feed(chunk):
-            stream = self._on_event(event.data, event.event)
-            if stream.finished:
-                break
-        if stream is None:  # no event yet: keep the id free for message_start's
-            if not end_of_stream:
-                return ResponseBodyOutput(body=b"")
-            stream = self._chunk_stream(None)
-        if end_of_stream and not stream.finished:
-            stream.truncated()
-        return stream.output()
-
     def _chunk_stream(self, upstream_id: Any) -> ChunkStream:
         if self._stream is None:
             encoder = ChunkEncoder(self._id(upstream_id), self._created, self._client_model)
             self._stream = ChunkStream(encoder, include_usage=self._include_usage)
         return self._stream
 
-    def _on_event(self, data: bytes, event_name: str) -> ChunkStream:
+    def _on_event(self, event: SseEvent) -> ChunkStream:
+        data, event_name = event.data, event.event
         doc = loads_or_none(data)
         if not isinstance(doc, dict):
             stream = self._chunk_stream(None)

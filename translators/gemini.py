@@ -65,7 +65,7 @@ from aigateway.translators.openai_stream import (
     new_completion_id,
     now,
 )
-from aigateway.translators.sse import SseDecoder
+from aigateway.translators.sse import SseEvent
 from aigateway.translators.sse_or_json import SseOrJsonAnswer
 
 GENERATE = ":generateContent"
@@ -464,11 +464,9 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         "_client_model",
         "_completion_id",
         "_created",
-        "_decoder",
         "_finish",
         "_include_usage",
         "_model_path",
-        "_stream",
     )
 
     def __init__(
@@ -480,8 +478,6 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         self._created = created if created is not None else now()
         self._client_model = model_path.rpartition("/")[2]
         self._include_usage = False
-        self._decoder: SseDecoder | None = None
-        self._stream: ChunkStream | None = None
         self._calls = 0  # function calls seen in the stream
         self._finish: FinishReason | None = None  # the stream's finishReason, once seen
 
@@ -572,24 +568,6 @@ class GeminiChatTranslator(SseOrJsonAnswer):
 
     # --- SSE ---
 
-    def _stream_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._decoder is None:
-            self._decoder = SseDecoder()
-        stream = self._stream
-        if stream is not None and stream.finished:  # nothing after [DONE] or an error
-            return stream.output()
-        for event in self._decoder.feed(chunk):
-            stream = self._on_event(event.data)
-            if stream.finished:
-                break
-        if stream is None:  # no event yet: keep the id free for the first responseId
-            if not end_of_stream:
-                return ResponseBodyOutput(body=b"")
-            stream = self._chunk_stream(None)
-        if end_of_stream and not stream.finished:
-            stream.truncated()
-        return stream.output()
-
     def _chunk_stream(self, response_id: Any) -> ChunkStream:
         if self._stream is None:
             encoder = ChunkEncoder(self._id(response_id), self._created, self._client_model)
@@ -597,7 +575,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             self._stream.role()
         return self._stream
 
-    def _on_event(self, data: bytes) -> ChunkStream:
+    def _on_event(self, event: SseEvent) -> ChunkStream:
+        data = event.data
         doc = loads_or_none(data)
         if not isinstance(doc, dict):
             stream = self._chunk_stream(None)
