@@ -4,7 +4,9 @@ for the backend's schema, add its credentials, translate the response back and r
 usage.
 
 The processor reports what happened (backend, model, usage, failure) as dynamic
-metadata under ``aigateway`` at the end of the response; it never records a metric.
+metadata under ``aigateway`` as soon as it knows it (routing facts at routing, usage when
+the backend reports it), and marks the chunk that ends the client's response; it never
+records a metric.
 Endpoints subclass :class:`RoutedProcessor` and say how to validate a request and
 which translator a route uses.
 """
