@@ -40,6 +40,7 @@ from aigateway.extproc.framework.processor import (
     Result,
 )
 from aigateway.instrumentation.metrics import (
+    ATTEMPT_RESULTS,
     ERROR_TYPE,
     OPERATION,
     PROVIDER,
@@ -148,6 +149,20 @@ class Instrumentation:
 
     def wrap(self, processor: Processor) -> InstrumentedProcessor:
         return InstrumentedProcessor(processor, self)
+
+    def record_attempt(self, backend: str, model: str, result: str) -> None:
+        """One attempt of a request to a model with several backends, as Envoy logged
+        it (``result`` from a fixed set the gateway defines; labels bounded here too)."""
+        if self.metrics is None:
+            return
+        self.metrics.attempts.add(
+            1,
+            (
+                backend if backend in self.backends else UNKNOWN,
+                model if model in self.models else UNKNOWN,
+                result if result in ATTEMPT_RESULTS else UNKNOWN,
+            ),
+        )
 
     def header_values(self, headers: Headers | None) -> tuple[str, ...]:
         """The header labels' values for a request with these headers."""

@@ -362,18 +362,36 @@ class _Stream:
         log.debug("request %s: stream ended (%s)", self.request_id, outcome)
 
 
-class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    """``envoy.service.ext_proc.v3.ExternalProcessor`` over a :class:`Router`."""
+#: The gRPC metadata key that names the Envoy filter chain a stream comes from, for an
+#: ext_proc filter configured with ``grpc_service.initial_metadata`` (a cluster's upstream
+#: filter chain, say); streams without it belong to the default router.
+CHAIN_METADATA_KEY = "x-extproc-chain"
 
-    def __init__(self, router: Router) -> None:
+
+class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    """``envoy.service.ext_proc.v3.ExternalProcessor`` over a :class:`Router`, and over
+    one router per other filter chain named in ``chains`` (see
+    :data:`CHAIN_METADATA_KEY`)."""
+
+    def __init__(self, router: Router, chains: Mapping[str, Router] | None = None) -> None:
         self.router = router
+        self.chains = dict(chains or {})
         #: Streams in flight (for draining and tests).
         self.active = 0
+
+    def _router(self, context: grpc.aio.ServicerContext[Any, Any]) -> Router:
+        if self.chains:
+            for key, value in context.invocation_metadata() or ():
+                if key == CHAIN_METADATA_KEY:
+                    chain = self.chains.get(value if isinstance(value, str) else value.decode())
+                    if chain is not None:
+                        return chain
+        return self.router
 
     async def Process(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        stream = _Stream(self.router)
+        stream = _Stream(self._router(context))
         self.active += 1
         cancelled = True
         try:
@@ -396,8 +414,14 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ign
 class ExtProcServer:
     """A ``grpc.aio`` server with the ext_proc and health services."""
 
-    def __init__(self, router: Router, *, options: list[tuple[str, Any]] | None = None) -> None:
-        self.servicer = ExternalProcessorServicer(router)
+    def __init__(
+        self,
+        router: Router,
+        *,
+        options: list[tuple[str, Any]] | None = None,
+        chains: Mapping[str, Router] | None = None,
+    ) -> None:
+        self.servicer = ExternalProcessorServicer(router, chains)
         self.health = HealthService()
         self.server = grpc.aio.server(
             options=[
@@ -444,4 +468,4 @@ class ExtProcServer:
         await self.server.wait_for_termination()
 
 
-__all__ = ["BindError", "ExtProcServer", "ExternalProcessorServicer"]
+__all__ = ["CHAIN_METADATA_KEY", "BindError", "ExtProcServer", "ExternalProcessorServicer"]

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from envoy.service.accesslog.v3.als_pb2_grpc import add_AccessLogServiceServicer_to_server
 
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.router import ProcessorFactory, Router, Wrap, compose
 from aigateway.extproc.framework.server import BindError, ExtProcServer
+from aigateway.extproc.gateway.attempts import ATTEMPT_CHAIN, AttemptLog, RestingBackends
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import (
@@ -88,6 +90,22 @@ def build_router(
     if routes is not None:
         paths.update(routes(table))
     return Router(paths, prefixes={MODELS_PATH + "/": paths[MODELS_PATH]}, wrap=wrap)
+
+
+def build_attempt_router(table: RoutingTable, resting: RestingBackends) -> Router:
+    """The router of the streams from the model clusters' upstream filter chain: one
+    processor per attempt, translating for the backend Envoy picked (docs/architecture.md,
+    "Routing over several backends"). Not instrumented: the listener's processor counts
+    the request, Envoy's per-attempt log the attempts."""
+    attempt = {"attempt": True, "resting": resting}
+    return Router(
+        {
+            CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table, **attempt),
+            EMBEDDINGS: partial(EmbeddingsProcessor, table, **attempt),
+            RESPONSES: partial(ResponsesProcessor, table, **attempt),
+            MESSAGES: partial(MessagesProcessor, table, **attempt),
+        }
+    )
 
 
 def build_telemetry(table: RoutingTable) -> Telemetry:
@@ -188,7 +206,17 @@ class Gateway:
             wrap=instrument if wrap is None else compose(instrument, wrap),
             routes=routes,
         )
-        self.server = ExtProcServer(self.router)
+        self.resting = RestingBackends()
+        self.server = ExtProcServer(
+            self.router, chains={ATTEMPT_CHAIN: build_attempt_router(self.table, self.resting)}
+        )
+        instrumentation = self.telemetry.instrumentation
+        add_AccessLogServiceServicer_to_server(
+            AttemptLog(
+                lambda a: instrumentation.record_attempt(a.backend, a.model, a.result)
+            ),
+            self.server.server,
+        )
         self.extproc_port = 0
         self.metrics_port: int | None = None
         self._metrics_server: Any = None

@@ -1,0 +1,254 @@
+"""Models with several backends, end to end through the real Envoy (docs/architecture.md,
+"Routing over several backends"): fallback across schemas, retries on each failure a real
+provider shows, weights, rest for a backend out of quota, one error when all fail.
+
+The failing backend is a small server of this module that misbehaves as the request's
+``x-flaky`` header says (it passes through the gateway to every backend; the mock
+ignores it); the healthy ones are the mock backend. Each test checks what the official
+SDK saw and the exact growth of ``aigateway_requests_total`` and
+``aigateway_backend_attempts_total``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from aiohttp import web
+
+from tests.e2e.stack import Stack, free_port, running, wait_until
+from tests.e2e.test_metrics import Key, delta, snapshot
+
+MESSAGES = [{"role": "user", "content": "one two three"}]
+ATTEMPTS = "aigateway_backend_attempts_total"
+REQUESTS = "aigateway_requests_total"
+
+
+class Flaky:
+    """An OpenAI-schema upstream that fails as each request's ``x-flaky`` asks:
+    ``503``; ``429:SECONDS`` (with retry-after); ``quota`` (a 200 that says no requests
+    are left for 30s); ``hang`` (never answers); ``reset`` (closes the connection);
+    ``chunks`` (starts a stream, then closes the connection); anything else answers."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Flaky:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError("the flaky upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((request.path, dict(request.headers), body))
+        mode = request.headers.get("x-flaky", "")
+        if mode == "503":
+            return web.json_response(
+                {"error": {"message": "overloaded", "type": "server_error"}}, status=503
+            )
+        if mode.startswith("429:"):
+            return web.json_response(
+                {"error": {"message": "slow down", "type": "rate_limit_error"}},
+                status=429,
+                headers={"retry-after": mode[4:]},
+            )
+        if mode == "hang":
+            assert self._stop is not None
+            await self._stop.wait()
+        if mode == "reset" and request.transport is not None:
+            request.transport.abort()
+            return web.Response()
+        stream = json.loads(body).get("stream", False)
+        if mode == "chunks" or stream:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            for word in ("flaky", "says"):
+                chunk = _chunk({"content": word + " "})
+                await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if mode == "chunks" and request.transport is not None:
+                request.transport.abort()
+                return response
+            await response.write(b"data: " + json.dumps(_chunk({}, "stop")).encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        headers = {}
+        if mode == "quota":
+            headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "30s"}
+        return web.json_response(
+            {
+                "id": "chatcmpl-flaky",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "flaky-model",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "flaky says hi"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+            },
+            headers=headers,
+        )
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-flaky",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "flaky-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[str, Any]:
+    mock = f"http://127.0.0.1:{mock_port}"
+    key = {"api_key": {"env": "E2E_UPSTREAM_KEY"}}
+    fallback = {"backend": "mock-anthropic", "backend_model": "claude-3-5-sonnet", "priority": 1}
+    every = ["connect-failure", "reset", "5xx", "429"]
+    return {
+        "backends": [
+            {"name": "flaky", "schema": "openai", "endpoint": f"http://127.0.0.1:{flaky_port}"},
+            {"name": "closed", "schema": "openai", "endpoint": f"http://127.0.0.1:{closed_port}"},
+            {"name": "mock-openai", "schema": "openai", "endpoint": mock, "auth": key},
+            {"name": "mock-openai-b", "schema": "openai", "endpoint": mock, "auth": key},
+            {"name": "mock-anthropic", "schema": "anthropic", "endpoint": mock, "auth": key},
+        ],
+        "models": [
+            {
+                "name": "fallback",
+                "backends": [{"backend": "flaky", "backend_model": "gpt-4o"}, fallback],
+                "retry": {"attempts": 2, "per_try_timeout_seconds": 2, "on": every},
+            },
+            {
+                "name": "refused",
+                "backends": [{"backend": "closed"}, fallback],
+                "retry": {"attempts": 2, "on": every},
+            },
+            {
+                "name": "weighted",
+                "backends": [
+                    {"backend": "mock-openai", "weight": 3},
+                    {"backend": "mock-openai-b", "weight": 1},
+                ],
+            },
+            {
+                "name": "nowhere",
+                "backends": [{"backend": "flaky"}, {"backend": "closed", "priority": 1}],
+                "retry": {"attempts": 2, "on": every},
+            },
+            {"name": "direct", "backend": "mock-openai"},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def flaky() -> Iterator[Flaky]:
+    server = Flaky().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def routed(tmp_path_factory: pytest.TempPathFactory, flaky: Flaky) -> Iterator[Stack]:
+    closed = free_port()  # nothing listens there: every connection is refused
+    stack = Stack(
+        tmp_path_factory.mktemp("routing"),
+        config_factory=lambda mock_port: routing_config(mock_port, flaky.port, closed),
+    )
+    with running(stack) as s:
+        yield s
+
+
+@pytest.fixture
+def oai(routed: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{routed.base_url}/v1", api_key="client-key", max_retries=0)
+
+
+@pytest.fixture
+def claude(routed: Stack) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=routed.base_url, api_key="client-key", max_retries=0)
+
+
+class Growth:
+    """The metrics before a test's requests, and their exact growth after."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.before: dict[Key, float] = snapshot(stack.metrics_text())
+
+    def wait(self, requests: dict[tuple[str, ...], float], attempts: dict[tuple[str, ...], float]) -> None:
+        """Until both families grew by exactly this much (Envoy logs attempts a moment
+        after the response); fails with what they grew by instead."""
+        seen: dict[str, Any] = {}
+
+        def grown() -> bool:
+            after = snapshot(self.stack.metrics_text())
+            seen["requests"] = delta(self.before, after, REQUESTS)
+            seen["attempts"] = delta(self.before, after, ATTEMPTS)
+            return seen["requests"] == requests and seen["attempts"] == attempts
+
+        try:
+            wait_until("the metrics to grow", grown, timeout=10)
+        except TimeoutError:
+            print(self.stack.logs())
+            assert seen == {"requests": requests, "attempts": attempts}
+            raise
+
+
+def test_a_503_falls_back_to_anthropic_and_is_counted_once(
+    routed: Stack, oai: openai.OpenAI, flaky: Flaky
+) -> None:
+    growth = Growth(routed)
+    before = len(flaky.requests)
+    reply = oai.chat.completions.create(
+        model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "503"}
+    )
+    assert reply.choices[0].message.content  # the mock's Anthropic answer, as chat
+    assert reply.object == "chat.completion"
+    # The failed attempt went to the flaky backend as OpenAI, without the client's key.
+    path, headers, body = flaky.requests[before]
+    assert path == "/v1/chat/completions" and json.loads(body)["model"] == "gpt-4o"
+    assert "authorization" not in {k.lower() for k in headers}
+    growth.wait(
+        {("mock-anthropic", "fallback", "success"): 1},
+        {
+            ("flaky", "fallback", "server_error"): 1,
+            ("mock-anthropic", "fallback", "success"): 1,
+        },
+    )
