@@ -13,6 +13,7 @@ from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX, METADATA_NAMESPACE
 from aigateway.extproc.framework.server import CHAIN_METADATA_KEY
 from aigateway.extproc.gateway.attempts import (
+    ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
     ATTEMPT_CHAIN,
     ATTEMPT_LOG_NAME,
@@ -491,6 +492,17 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                     "auto_host_rewrite": True,
                     "retry_policy": _retry_policy(model),
                 },
+                # Envoy's own reply when every attempt failed names the last one's backend
+                # (an answer already names its backend: the attempt's processor set it).
+                "response_headers_to_add": [
+                    {
+                        "header": {
+                            "key": ANSWERED_BY_HEADER,
+                            "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                        },
+                        "append_action": "ADD_IF_ABSENT",
+                    }
+                ],
             }
         )
     routes.append(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 from aiohttp import web
@@ -34,13 +35,15 @@ class Flaky:
     """An OpenAI-schema upstream that fails as each request's ``x-flaky`` asks:
     ``503``; ``429:SECONDS`` (with retry-after); ``quota`` (a 200 that says no requests
     are left for 30s); ``hang`` (never answers); ``reset`` (closes the connection);
-    ``chunks`` (starts a stream, then closes the connection); anything else answers."""
+    ``chunks`` (starts a stream, closes the connection once told to: :meth:`cut`);
+    anything else answers."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
+        self._cut = asyncio.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -55,12 +58,17 @@ class Flaky:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
+    def cut(self) -> None:
+        """Reset the connection of the ``chunks`` stream in progress."""
+        self._loop.call_soon_threadsafe(self._cut.set)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
+        self._cut = asyncio.Event()
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
         runner = web.AppRunner(app, handle_signals=False)
@@ -98,6 +106,8 @@ class Flaky:
                 chunk = _chunk({"content": word + " "})
                 await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if mode == "chunks" and request.transport is not None:
+                await self._cut.wait()  # until the client has the chunks
+                self._cut.clear()
                 request.transport.abort()
                 return response
             await response.write(b"data: " + json.dumps(_chunk({}, "stop")).encode() + b"\n\n")
@@ -251,4 +261,134 @@ def test_a_503_falls_back_to_anthropic_and_is_counted_once(
             ("flaky", "fallback", "server_error"): 1,
             ("mock-anthropic", "fallback", "success"): 1,
         },
+    )
+
+
+def test_the_client_never_sees_the_routing_headers(
+    routed: Stack, oai: openai.OpenAI
+) -> None:
+    raw = oai.chat.completions.with_raw_response.create(
+        model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "503"}
+    )
+    assert not [h for h in raw.headers if h.lower().startswith("x-ai-gateway")]
+
+
+def test_connection_refused_falls_back(routed: Stack, oai: openai.OpenAI) -> None:
+    growth = Growth(routed)
+    reply = oai.chat.completions.create(model="refused", messages=MESSAGES)
+    assert reply.choices[0].message.content
+    growth.wait(
+        {("mock-anthropic", "refused", "success"): 1},
+        {
+            ("closed", "refused", "connect_failure"): 1,
+            ("mock-anthropic", "refused", "success"): 1,
+        },
+    )
+
+
+def test_a_429_with_retry_after_falls_back(routed: Stack, oai: openai.OpenAI) -> None:
+    growth = Growth(routed)
+    reply = oai.chat.completions.create(
+        model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "429:1"}
+    )
+    assert reply.choices[0].message.content
+    growth.wait(
+        {("mock-anthropic", "fallback", "success"): 1},
+        {
+            ("flaky", "fallback", "rate_limited"): 1,
+            ("mock-anthropic", "fallback", "success"): 1,
+        },
+    )
+
+
+def test_a_slow_first_byte_times_out_and_falls_back(routed: Stack, oai: openai.OpenAI) -> None:
+    growth = Growth(routed)
+    reply = oai.chat.completions.create(
+        model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "hang"}
+    )
+    assert reply.choices[0].message.content
+    growth.wait(
+        {("mock-anthropic", "fallback", "success"): 1},
+        {("flaky", "fallback", "timeout"): 1, ("mock-anthropic", "fallback", "success"): 1},
+    )
+
+
+def test_a_reset_before_the_answer_falls_back(routed: Stack, oai: openai.OpenAI) -> None:
+    growth = Growth(routed)
+    reply = oai.chat.completions.create(
+        model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "reset"}
+    )
+    assert reply.choices[0].message.content
+    growth.wait(
+        {("mock-anthropic", "fallback", "success"): 1},
+        {("flaky", "fallback", "reset"): 1, ("mock-anthropic", "fallback", "success"): 1},
+    )
+
+
+def test_a_reset_after_the_first_chunks_is_not_retried(routed: Stack, flaky: Flaky) -> None:
+    growth = Growth(routed)
+    before = len(flaky.requests)
+    lines: list[str] = []
+    broken = False
+    body = {"model": "fallback", "messages": MESSAGES, "stream": True}
+    with httpx.Client(timeout=30) as http:
+        try:
+            with http.stream(
+                "POST",
+                f"{routed.base_url}/v1/chat/completions",
+                json=body,
+                headers={"x-flaky": "chunks"},
+            ) as response:
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    if line:
+                        lines.append(line)
+                    if line.startswith("data: {") and "says" in line:
+                        flaky.cut()
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            broken = True
+    words = [
+        json.loads(line[6:])["choices"][0]["delta"].get("content")
+        for line in lines
+        if line.startswith("data: {") and '"choices"' in line
+    ]
+    assert words[:2] == ["flaky ", "says "]
+    assert broken or "error" in lines[-1]  # never the fallback's answer
+    assert len(flaky.requests) == before + 1
+    growth.wait({("flaky", "fallback", "error"): 1}, {("flaky", "fallback", "reset"): 1})
+
+
+def test_everything_failing_is_one_error_in_the_client_api_shape(
+    routed: Stack, oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    growth = Growth(routed)
+    failing = {"x-flaky": "503"}
+    with pytest.raises(openai.APIStatusError) as chat:
+        oai.chat.completions.create(model="nowhere", messages=MESSAGES, extra_headers=failing)
+    with pytest.raises(openai.APIStatusError) as responses:
+        oai.responses.create(model="nowhere", input="one two three", extra_headers=failing)
+    with pytest.raises(anthropic.APIStatusError) as messages:
+        claude.messages.create(
+            model="nowhere", max_tokens=16, messages=MESSAGES, extra_headers=failing
+        )
+    for caught in (chat, responses):
+        assert caught.value.status_code == 503
+        assert isinstance(caught.value.body, dict) and "message" in caught.value.body
+    assert messages.value.status_code == 503
+    body = messages.value.body
+    assert isinstance(body, dict) and body["type"] == "error" and body["error"]["message"]
+    # The last attempt was the refused connection: Envoy's own 503, counted once each.
+    growth.wait(
+        {("closed", "nowhere", "error"): 3},
+        {("flaky", "nowhere", "server_error"): 3, ("closed", "nowhere", "connect_failure"): 3},
+    )
+
+
+def test_weights_split_requests_three_to_one(routed: Stack, oai: openai.OpenAI) -> None:
+    growth = Growth(routed)
+    for _ in range(400):
+        oai.chat.completions.create(model="weighted", messages=MESSAGES)
+    growth.wait(
+        {("mock-openai", "weighted", "success"): 300, ("mock-openai-b", "weighted", "success"): 100},
+        {("mock-openai", "weighted", "success"): 300, ("mock-openai-b", "weighted", "success"): 100},
     )
