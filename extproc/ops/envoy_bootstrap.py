@@ -587,7 +587,6 @@ def _local_reply_config() -> dict[str, Any]:
 _ATTEMPT_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    "attempt": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
     "backend": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
     "status": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",

@@ -23,7 +23,14 @@ import openai
 import pytest
 from aiohttp import web
 
-from tests.e2e.stack import Stack, free_port, running, wait_until
+from tests.e2e.stack import (
+    BEDROCK_MODEL_ID,
+    Stack,
+    default_config,
+    free_port,
+    running,
+    wait_until,
+)
 from tests.e2e.test_metrics import Key, delta, snapshot
 
 MESSAGES = [{"role": "user", "content": "one two three"}]
@@ -146,6 +153,14 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     }
 
 
+# The fallbacks of the matrix test, with the model each is sent.
+_MATRIX_BACKENDS = {
+    "mock-anthropic": "claude-3-5-sonnet",
+    "mock-bedrock": BEDROCK_MODEL_ID,
+    "mock-gemini": "gemini-2.0-flash",
+}
+
+
 def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[str, Any]:
     mock = f"http://127.0.0.1:{mock_port}"
     key = {"api_key": {"env": "E2E_UPSTREAM_KEY"}}
@@ -153,13 +168,23 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
     every = ["connect-failure", "reset", "5xx", "429"]
     return {
         "backends": [
+            *(b for b in default_config(mock_port)["backends"] if b["name"] in _MATRIX_BACKENDS),
             {"name": "flaky", "schema": "openai", "endpoint": f"http://127.0.0.1:{flaky_port}"},
             {"name": "closed", "schema": "openai", "endpoint": f"http://127.0.0.1:{closed_port}"},
             {"name": "mock-openai", "schema": "openai", "endpoint": mock, "auth": key},
             {"name": "mock-openai-b", "schema": "openai", "endpoint": mock, "auth": key},
-            {"name": "mock-anthropic", "schema": "anthropic", "endpoint": mock, "auth": key},
         ],
         "models": [
+            *(
+                {
+                    "name": f"to-{name}",
+                    "backends": [
+                        {"backend": "flaky", "backend_model": "gpt-4o"},
+                        {"backend": name, "backend_model": model, "priority": 1},
+                    ],
+                }
+                for name, model in _MATRIX_BACKENDS.items()
+            ),
             {
                 "name": "fallback",
                 "backends": [{"backend": "flaky", "backend_model": "gpt-4o"}, fallback],
@@ -183,6 +208,13 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
                 "retry": {"attempts": 2, "on": every},
             },
             {"name": "direct", "backend": "mock-openai"},
+            {
+                "name": "embed",
+                "backends": [
+                    {"backend": "flaky", "backend_model": "text-embedding-3-small"},
+                    {"backend": "mock-gemini", "backend_model": "text-embedding-004", "priority": 1},
+                ],
+            },
         ],
     }
 
@@ -223,14 +255,17 @@ class Growth:
         self.before: dict[Key, float] = snapshot(stack.metrics_text())
 
     def wait(self, requests: dict[tuple[str, ...], float], attempts: dict[tuple[str, ...], float]) -> None:
-        """Until both families grew by exactly this much (Envoy logs attempts a moment
-        after the response); fails with what they grew by instead."""
+        """Until both families grew by exactly this much for the models named (Envoy logs
+        attempts a moment after the response); fails with what they grew by instead."""
         seen: dict[str, Any] = {}
+        # Only the models the test used: an earlier test's last attempt may be logged late.
+        models = {key[1] for key in (*requests, *attempts)}
 
         def grown() -> bool:
             after = snapshot(self.stack.metrics_text())
-            seen["requests"] = delta(self.before, after, REQUESTS)
-            seen["attempts"] = delta(self.before, after, ATTEMPTS)
+            for name, family in (("requests", REQUESTS), ("attempts", ATTEMPTS)):
+                grew = delta(self.before, after, family)
+                seen[name] = {k: v for k, v in grew.items() if k[1] in models}
             return seen["requests"] == requests and seen["attempts"] == attempts
 
         try:
@@ -391,4 +426,69 @@ def test_weights_split_requests_three_to_one(routed: Stack, oai: openai.OpenAI) 
     growth.wait(
         {("mock-openai", "weighted", "success"): 300, ("mock-openai-b", "weighted", "success"): 100},
         {("mock-openai", "weighted", "success"): 300, ("mock-openai-b", "weighted", "success"): 100},
+    )
+
+
+def _answer(api: str, routed: Stack, stream: bool, model: str) -> str:
+    """One request in ``api`` with the flaky backend failing; the answer's text."""
+    failing = {"x-flaky": "503"}
+    oai = openai.OpenAI(base_url=f"{routed.base_url}/v1", api_key="client-key", max_retries=0)
+    claude = anthropic.Anthropic(base_url=routed.base_url, api_key="client-key", max_retries=0)
+    if api == "chat":
+        if not stream:
+            reply = oai.chat.completions.create(
+                model=model, messages=MESSAGES, extra_headers=failing
+            )
+            return reply.choices[0].message.content or ""
+        chunks = oai.chat.completions.create(
+            model=model, messages=MESSAGES, stream=True, extra_headers=failing
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    if api == "responses":
+        if not stream:
+            return oai.responses.create(
+                model=model, input="one two three", extra_headers=failing
+            ).output_text
+        with oai.responses.stream(
+            model=model, input="one two three", extra_headers=failing
+        ) as events:
+            return events.get_final_response().output_text
+    if not stream:
+        message = claude.messages.create(
+            model=model, max_tokens=16, messages=MESSAGES, extra_headers=failing
+        )
+        return "".join(b.text for b in message.content if b.type == "text")
+    with claude.messages.stream(
+        model=model, max_tokens=16, messages=MESSAGES, extra_headers=failing
+    ) as events:
+        return "".join(events.text_stream)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("api", ["chat", "responses", "messages"])
+@pytest.mark.parametrize("backend", sorted(_MATRIX_BACKENDS))
+def test_fallback_from_openai_to_every_schema_in_every_client_api(
+    routed: Stack, backend: str, api: str, stream: bool
+) -> None:
+    model = f"to-{backend}"
+    growth = Growth(routed)
+    text = _answer(api, routed, stream, model)
+    assert len(text.split()) == 8  # the mock's eight words, in the client's API
+    growth.wait(
+        {(backend, model, "success"): 1},
+        {("flaky", model, "server_error"): 1, (backend, model, "success"): 1},
+    )
+
+
+def test_embeddings_fall_back_to_a_backend_that_has_them(
+    routed: Stack, oai: openai.OpenAI
+) -> None:
+    growth = Growth(routed)
+    reply = oai.embeddings.create(
+        model="embed", input="one two three", extra_headers={"x-flaky": "503"}
+    )
+    assert len(reply.data) == 1 and reply.data[0].embedding
+    growth.wait(
+        {("mock-gemini", "embed", "success"): 1},
+        {("flaky", "embed", "server_error"): 1, ("mock-gemini", "embed", "success"): 1},
     )
