@@ -62,14 +62,17 @@ class StartupError(Exception):
     """Something the operator must fix before the gateway can start (one line)."""
 
 
-def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
-    """The paths the gateway serves and the processor for each."""
+def processor_routes(
+    table: RoutingTable, resting: RestingBackends | None = None
+) -> dict[str, ProcessorFactory]:
+    """The paths the gateway serves and the processor for each; ``resting`` is what
+    the attempts learnt of backends out of quota (models with several backends)."""
     models = partial(ModelsProcessor, ModelCatalog(table.config))
     return {
-        CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table),
-        EMBEDDINGS: partial(EmbeddingsProcessor, table),
-        RESPONSES: partial(ResponsesProcessor, table),
-        MESSAGES: partial(MessagesProcessor, table),
+        CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table, resting=resting),
+        EMBEDDINGS: partial(EmbeddingsProcessor, table, resting=resting),
+        RESPONSES: partial(ResponsesProcessor, table, resting=resting),
+        MESSAGES: partial(MessagesProcessor, table, resting=resting),
         COUNT_TOKENS: partial(CountTokensProcessor, table),
         MODELS_PATH: models,
     }
@@ -83,10 +86,11 @@ def build_router(
     table: RoutingTable,
     wrap: Wrap | None = None,
     routes: RouteOverrides | None = None,
+    resting: RestingBackends | None = None,
 ) -> Router:
     """The gateway's router: :func:`processor_routes`, with ``routes`` (if given) merged
     over them, every processor wrapped by ``wrap``."""
-    paths = processor_routes(table)
+    paths = processor_routes(table, resting)
     if routes is not None:
         paths.update(routes(table))
     return Router(paths, prefixes={MODELS_PATH + "/": paths[MODELS_PATH]}, wrap=wrap)
@@ -201,12 +205,13 @@ class Gateway:
         except MetricsSetupError as exc:
             raise StartupError(str(exc)) from None
         instrument = self.telemetry.instrumentation.wrap
+        self.resting = RestingBackends()
         self.router = build_router(
             self.table,
             wrap=instrument if wrap is None else compose(instrument, wrap),
             routes=routes,
+            resting=self.resting,
         )
-        self.resting = RestingBackends()
         self.server = ExtProcServer(
             self.router, chains={ATTEMPT_CHAIN: build_attempt_router(self.table, self.resting)}
         )

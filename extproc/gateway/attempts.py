@@ -113,6 +113,26 @@ class AttemptLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
 
 # -- rest ---------------------------------------------------------------------------------
 
+#: The dynamic metadata namespace Envoy's subset load balancer reads for a request.
+LB_NAMESPACE = "envoy.lb"
+#: At most this many resting backends are left out of one request (Envoy's bootstrap has
+#: a subset for every such set); more rest than that, and the longest rests are.
+MAX_RESTING = 3
+
+
+def without_key(backend: str) -> str:
+    """The endpoint metadata key (``envoy.lb``) every endpoint but ``backend``'s has."""
+    return f"without-{backend}"
+
+
+def leave_out(resting: tuple[str, ...], backends: tuple[str, ...]) -> dict[str, Any] | None:
+    """The ``envoy.lb`` metadata that leaves ``resting`` out of a request to a model
+    with ``backends``; ``None`` when none rests, or all do (then every one may serve)."""
+    if not resting or len(resting) >= len(backends):
+        return None
+    return {without_key(b): True for b in resting[:MAX_RESTING]}
+
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _OPENAI_LIMITS = ("requests", "tokens")
@@ -202,11 +222,14 @@ class RestingBackends:
                 self._until[backend] = until
 
     def resting(self, backends: tuple[str, ...]) -> tuple[str, ...]:
-        """Those of ``backends`` resting now."""
+        """Those of ``backends`` resting now, the longest rest first."""
         if not self._until:
             return ()
         now = time.monotonic()
-        return tuple(b for b in backends if self._until.get(b, 0.0) > now)
+        until = self._until
+        return tuple(
+            sorted((b for b in backends if until.get(b, 0.0) > now), key=lambda b: -until[b])
+        )
 
 
 # A reset further away than this is more likely a wrong clock than a real quota.

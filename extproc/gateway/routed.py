@@ -33,8 +33,10 @@ from aigateway.extproc.framework.processor import (
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
+    LB_NAMESPACE,
     UNDO_HEADER,
     RestingBackends,
+    leave_out,
 )
 from aigateway.extproc.gateway.backends import (
     CLIENT_AUTH_HEADERS,
@@ -424,6 +426,12 @@ class RoutedProcessor(Processor):
         self._payload = payload
         self._body = body
         client_path = self._request_headers.path if self._request_headers is not None else ""
+        metadata = self._metadata()
+        if self.resting is not None:
+            backends = self.table.backends_of(route.model.name)
+            lb = leave_out(self.resting.resting(backends), backends)
+            if lb is not None:
+                metadata[LB_NAMESPACE] = lb
         return Result(
             set_headers=(
                 (self.table.model_header, route.model.name),
@@ -433,7 +441,7 @@ class RoutedProcessor(Processor):
             ),
             remove_headers=(*_REMOVE_SEVERAL, self.table.backend_header),
             clear_route_cache=True,
-            dynamic_metadata=self._metadata(),
+            dynamic_metadata=metadata,
         )
 
     def _attempt_result(

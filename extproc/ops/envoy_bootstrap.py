@@ -5,6 +5,7 @@ route per backend chosen by the backend header the processor sets, and a cluster
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX, ME
 from aigateway.extproc.framework.server import CHAIN_METADATA_KEY
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
+    LB_NAMESPACE,
+    MAX_RESTING,
+    without_key,
     ATTEMPT_BACKEND_HEADER,
     ATTEMPT_CHAIN,
     ATTEMPT_LOG_NAME,
@@ -265,7 +269,15 @@ def _model_cluster(
             if target.priority != priority:
                 continue
             backend = config.backend(target.backend)
-            metadata: dict[str, Any] = {METADATA_NAMESPACE: {"backend": backend.name}}
+            metadata: dict[str, Any] = {
+                METADATA_NAMESPACE: {"backend": backend.name},
+                # In every subset that leaves another backend out.
+                LB_NAMESPACE: {
+                    without_key(t.backend): True
+                    for t in model.targets
+                    if t.backend != backend.name
+                },
+            }
             if backend.tls:
                 metadata[_TLS_MATCH] = {"backend": backend.name}
                 tls_matches.append(
@@ -307,6 +319,17 @@ def _model_cluster(
     }
     if tls_matches:
         cluster["transport_socket_matches"] = tls_matches
+    # The processor leaves resting backends out by naming them in the request's
+    # `envoy.lb` metadata; one subset per set of backends it may leave out.
+    names = [t.backend for t in model.targets]
+    cluster["lb_subset_config"] = {
+        "fallback_policy": "ANY_ENDPOINT",
+        "subset_selectors": [
+            {"keys": [without_key(b) for b in combo]}
+            for size in range(1, min(len(names) - 1, MAX_RESTING) + 1)
+            for combo in itertools.combinations(names, size)
+        ],
+    }
     outliers = [
         o for o in (config.backend(t.backend).outlier for t in model.targets) if o is not None
     ]
@@ -448,7 +471,13 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
                 "response_trailer_mode": "SKIP",
             },
             # Envoy drops dynamic metadata from namespaces not listed here.
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            "metadata_options": {
+                "receiving_namespaces": {
+                    "untyped": [METADATA_NAMESPACE, LB_NAMESPACE]
+                    if any(m.several for m in config.models)
+                    else [METADATA_NAMESPACE]
+                }
+            },
         },
     }
 

@@ -171,6 +171,11 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
             *(b for b in default_config(mock_port)["backends"] if b["name"] in _MATRIX_BACKENDS),
             {"name": "flaky", "schema": "openai", "endpoint": f"http://127.0.0.1:{flaky_port}"},
             {"name": "closed", "schema": "openai", "endpoint": f"http://127.0.0.1:{closed_port}"},
+            # The flaky server again: backends that will rest, apart from `flaky`.
+            *(
+                {"name": name, "schema": "openai", "endpoint": f"http://127.0.0.1:{flaky_port}"}
+                for name in ("flaky-429", "flaky-quota")
+            ),
             {"name": "mock-openai", "schema": "openai", "endpoint": mock, "auth": key},
             {"name": "mock-openai-b", "schema": "openai", "endpoint": mock, "auth": key},
         ],
@@ -208,6 +213,10 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
                 "retry": {"attempts": 2, "on": every},
             },
             {"name": "direct", "backend": "mock-openai"},
+            *(
+                {"name": name, "backends": [{"backend": f"flaky-{name}"}, fallback]}
+                for name in ("429", "quota")
+            ),
             {
                 "name": "embed",
                 "backends": [
@@ -321,18 +330,37 @@ def test_connection_refused_falls_back(routed: Stack, oai: openai.OpenAI) -> Non
     )
 
 
-def test_a_429_with_retry_after_falls_back(routed: Stack, oai: openai.OpenAI) -> None:
+def test_a_429_with_retry_after_falls_back_and_the_backend_rests(
+    routed: Stack, oai: openai.OpenAI
+) -> None:
     growth = Growth(routed)
     reply = oai.chat.completions.create(
-        model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "429:1"}
+        model="429", messages=MESSAGES, extra_headers={"x-flaky": "429:60"}
     )
     assert reply.choices[0].message.content
+    # For the next minute the backend is left out, while the fallback can serve.
+    for _ in range(3):
+        oai.chat.completions.create(model="429", messages=MESSAGES)
     growth.wait(
-        {("mock-anthropic", "fallback", "success"): 1},
-        {
-            ("flaky", "fallback", "rate_limited"): 1,
-            ("mock-anthropic", "fallback", "success"): 1,
-        },
+        {("mock-anthropic", "429", "success"): 4},
+        {("flaky-429", "429", "rate_limited"): 1, ("mock-anthropic", "429", "success"): 4},
+    )
+
+
+def test_a_backend_that_says_it_has_no_requests_left_rests_until_its_reset(
+    routed: Stack, oai: openai.OpenAI
+) -> None:
+    growth = Growth(routed)
+    reply = oai.chat.completions.create(
+        model="quota", messages=MESSAGES, extra_headers={"x-flaky": "quota"}
+    )
+    assert reply.choices[0].message.content == "flaky says hi"  # served, but its last
+    for _ in range(3):
+        reply = oai.chat.completions.create(model="quota", messages=MESSAGES)
+        assert reply.choices[0].message.content != "flaky says hi"
+    growth.wait(
+        {("flaky-quota", "quota", "success"): 1, ("mock-anthropic", "quota", "success"): 3},
+        {("flaky-quota", "quota", "success"): 1, ("mock-anthropic", "quota", "success"): 3},
     )
 
 
