@@ -101,13 +101,15 @@ def build_attempt_router(table: RoutingTable, resting: RestingBackends) -> Route
     processor per attempt, translating for the backend Envoy picked (docs/architecture.md,
     "Routing over several backends"). Not instrumented: the listener's processor counts
     the request, Envoy's per-attempt log the attempts."""
-    attempt = {"attempt": True, "resting": resting}
     return Router(
         {
-            CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table, **attempt),
-            EMBEDDINGS: partial(EmbeddingsProcessor, table, **attempt),
-            RESPONSES: partial(ResponsesProcessor, table, **attempt),
-            MESSAGES: partial(MessagesProcessor, table, **attempt),
+            path: partial(endpoint, table, attempt=True, resting=resting)
+            for path, endpoint in (
+                (CHAT_COMPLETIONS, ChatCompletionProcessor),
+                (EMBEDDINGS, EmbeddingsProcessor),
+                (RESPONSES, ResponsesProcessor),
+                (MESSAGES, MessagesProcessor),
+            )
         }
     )
 
@@ -217,9 +219,7 @@ class Gateway:
         )
         instrumentation = self.telemetry.instrumentation
         add_AccessLogServiceServicer_to_server(
-            AttemptLog(
-                lambda a: instrumentation.record_attempt(a.backend, a.model, a.result)
-            ),
+            AttemptLog(lambda a: instrumentation.record_attempt(a.backend, a.model, a.result)),
             self.server.server,
         )
         self.extproc_port = 0

@@ -40,6 +40,7 @@ ATTEMPT_LOG_NAME = "aigateway-attempts"
 ATTEMPT_TAG_BACKEND = "backend"
 ATTEMPT_TAG_MODEL = "model"
 
+
 @dataclass(slots=True, frozen=True)
 class Attempt:
     """One attempt to one backend, as Envoy logged it."""

@@ -166,8 +166,6 @@ class RoutedProcessor(Processor):
         "_answer_remove",
         "_attempt",
         "_body",
-        "_payload",
-        "_restore",
         "_completed",
         "_decoder",
         "_error",
@@ -175,9 +173,11 @@ class RoutedProcessor(Processor):
         "_finish_reasons",
         "_fixed_reply",
         "_mode",
+        "_payload",
         "_request_headers",
         "_response_headers",
         "_response_model",
+        "_restore",
         "_route",
         "_status",
         "_streamed",
@@ -320,7 +320,9 @@ class RoutedProcessor(Processor):
             )
         route = self.table.lookup(model)
         if self._attempt and route is not None:
-            backend = self._request_headers.get(ATTEMPT_BACKEND_HEADER) if self._request_headers else None
+            backend = (
+                self._request_headers.get(ATTEMPT_BACKEND_HEADER) if self._request_headers else None
+            )
             route = self.table.lookup_on(model, backend or "")
             if route is None:
                 raise ImmediateResponse.error(

@@ -15,14 +15,14 @@ from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX, ME
 from aigateway.extproc.framework.server import CHAIN_METADATA_KEY
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
-    LB_NAMESPACE,
-    MAX_RESTING,
-    without_key,
     ATTEMPT_BACKEND_HEADER,
     ATTEMPT_CHAIN,
     ATTEMPT_LOG_NAME,
     ATTEMPT_TAG_BACKEND,
     ATTEMPT_TAG_MODEL,
+    LB_NAMESPACE,
+    MAX_RESTING,
+    without_key,
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
 
@@ -273,9 +273,7 @@ def _model_cluster(
                 METADATA_NAMESPACE: {"backend": backend.name},
                 # In every subset that leaves another backend out.
                 LB_NAMESPACE: {
-                    without_key(t.backend): True
-                    for t in model.targets
-                    if t.backend != backend.name
+                    without_key(t.backend): True for t in model.targets if t.backend != backend.name
                 },
             }
             if backend.tls:
@@ -352,7 +350,6 @@ def _model_cluster(
 _TLS_MATCH = "envoy.transport_socket_match"
 
 
-
 def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]]:
     return [
         {
@@ -401,7 +398,9 @@ def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[
         },
         {
             "name": "envoy.filters.http.upstream_codec",
-            "typed_config": {"@type": _type("extensions.filters.http.upstream_codec.v3.UpstreamCodec")},
+            "typed_config": {
+                "@type": _type("extensions.filters.http.upstream_codec.v3.UpstreamCodec")
+            },
         },
     ]
 

@@ -14,7 +14,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -221,7 +220,11 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
                 "name": "embed",
                 "backends": [
                     {"backend": "flaky", "backend_model": "text-embedding-3-small"},
-                    {"backend": "mock-gemini", "backend_model": "text-embedding-004", "priority": 1},
+                    {
+                        "backend": "mock-gemini",
+                        "backend_model": "text-embedding-004",
+                        "priority": 1,
+                    },
                 ],
             },
         ],
@@ -263,7 +266,9 @@ class Growth:
         self.stack = stack
         self.before: dict[Key, float] = snapshot(stack.metrics_text())
 
-    def wait(self, requests: dict[tuple[str, ...], float], attempts: dict[tuple[str, ...], float]) -> None:
+    def wait(
+        self, requests: dict[tuple[str, ...], float], attempts: dict[tuple[str, ...], float]
+    ) -> None:
         """Until both families grew by exactly this much for the models named (Envoy logs
         attempts a moment after the response); fails with what they grew by instead."""
         seen: dict[str, Any] = {}
@@ -308,9 +313,7 @@ def test_a_503_falls_back_to_anthropic_and_is_counted_once(
     )
 
 
-def test_the_client_never_sees_the_routing_headers(
-    routed: Stack, oai: openai.OpenAI
-) -> None:
+def test_the_client_never_sees_the_routing_headers(routed: Stack, oai: openai.OpenAI) -> None:
     raw = oai.chat.completions.with_raw_response.create(
         model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "503"}
     )
@@ -452,8 +455,14 @@ def test_weights_split_requests_three_to_one(routed: Stack, oai: openai.OpenAI) 
     for _ in range(400):
         oai.chat.completions.create(model="weighted", messages=MESSAGES)
     growth.wait(
-        {("mock-openai", "weighted", "success"): 300, ("mock-openai-b", "weighted", "success"): 100},
-        {("mock-openai", "weighted", "success"): 300, ("mock-openai-b", "weighted", "success"): 100},
+        {
+            ("mock-openai", "weighted", "success"): 300,
+            ("mock-openai-b", "weighted", "success"): 100,
+        },
+        {
+            ("mock-openai", "weighted", "success"): 300,
+            ("mock-openai-b", "weighted", "success"): 100,
+        },
     )
 
 
@@ -508,9 +517,7 @@ def test_fallback_from_openai_to_every_schema_in_every_client_api(
     )
 
 
-def test_embeddings_fall_back_to_a_backend_that_has_them(
-    routed: Stack, oai: openai.OpenAI
-) -> None:
+def test_embeddings_fall_back_to_a_backend_that_has_them(routed: Stack, oai: openai.OpenAI) -> None:
     growth = Growth(routed)
     reply = oai.embeddings.create(
         model="embed", input="one two three", extra_headers={"x-flaky": "503"}
