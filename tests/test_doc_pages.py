@@ -170,6 +170,15 @@ def test_every_path_the_pages_name_exists() -> None:
                 assert (REPO / path).exists(), f"{page} names {path}"
 
 
+def test_every_test_the_pages_name_exists() -> None:
+    # docs/reliability.md says which test holds each guarantee, as `tests/...py::name`.
+    named = {m for text in PAGES.values() for m in re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text)}
+    assert named
+    for path, name in named:
+        source = (REPO / path).read_text()
+        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path} has no {name}"
+
+
 # --- the snippets run as written ------------------------------------------------------
 #
 # Each runs verbatim in a network and PID namespace of its own (unshare): the pages' fixed
