@@ -144,6 +144,11 @@ def test_quick_start_commands_exist(target: str) -> None:
     assert f"make {target}" in section("README.md", "Quick start")
 
 
+def test_the_readme_fits_on_a_few_screens() -> None:
+    # The reference lives in docs/; the README is the front page (what, quick start, links).
+    assert len(PAGES["README.md"].encode()) <= 15 * 1024
+
+
 @pytest.mark.parametrize("part", ["intro", "quick-start", "tour"])
 def test_the_site_includes_the_readme_parts_it_shares(part: str) -> None:
     # One copy of the introduction, the quick start and the tour: the README's, which the
