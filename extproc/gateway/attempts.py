@@ -206,8 +206,8 @@ def rest_seconds(status: int, headers: Mapping[str, str], now: float) -> float |
 
 
 class RestingBackends:
-    """Which backends rest until when, in this process (README, "Several backends per
-    model": each process learns it from the answers it sees)."""
+    """Which backends rest until when, in this process (docs/configuration.md, "Several
+    backends per model": each process learns it from the answers it sees)."""
 
     __slots__ = ("_until",)
 

@@ -49,7 +49,8 @@ _HTTP2_OPTIONS = {
 }
 
 # The per-request timings the metrics wrapper publishes when a request completes
-# (README, "Per-request timings": a request that never completed has none).
+# (docs/traces-and-logs.md, "Per-request timings": a request that never completed has
+# none).
 _TIMING_FIELDS = ("first_token_latency_ms", "inter_token_latency_ms", "total_latency_ms")
 
 # Envoy's own local replies (no route, payload too large, upstream unreachable...) in
@@ -332,8 +333,8 @@ def _model_cluster(
         o for o in (config.backend(t.backend).outlier for t in model.targets) if o is not None
     ]
     if outliers:
-        # One setting per cluster: the strictest of the model's backends' (README,
-        # "Several backends per model").
+        # One setting per cluster: the strictest of the model's backends'
+        # (docs/configuration.md, "Several backends per model").
         cluster["outlier_detection"] = {
             "consecutive_5xx": min(o.consecutive_failures for o in outliers),
             "base_ejection_time": f"{max(o.ejection_seconds for o in outliers):g}s",

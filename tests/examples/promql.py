@@ -120,6 +120,7 @@ def exported() -> Exported:
     async def run() -> None:
         await _drive(instrumentation, 200)
         await _drive(instrumentation, 500)
+        instrumentation.record_attempt("b", "m", "server_error")
 
     asyncio.run(run())
     text = generate_latest(registry).decode()
