@@ -307,9 +307,11 @@ class Retry(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _yaml_on(cls, value: Any) -> Any:
-        # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean true.
+        # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean true, and 429 as a number.
         if isinstance(value, dict) and True in value:
             value = {("on" if k is True else k): v for k, v in value.items()}
+        if isinstance(value, dict) and isinstance(value.get("on"), list):
+            value = {**value, "on": [str(v) if isinstance(v, int) else v for v in value["on"]]}
         return value
 
 
