@@ -3,6 +3,8 @@ backend schema, with errors in Anthropic's shape (README, "Anthropic Messages AP
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 from aigateway.extproc.framework.processor import ImmediateResponse
@@ -105,6 +107,14 @@ class CountTokensProcessor(_AnthropicShaped):
 
     def validate(self, payload: dict[str, Any]) -> None:
         validate_messages(payload)
+
+    def route_for(self, route: ModelRoute) -> ModelRoute:
+        # Token counting is not worth a retry: the first backend that can count does.
+        for target in route.model.targets:
+            candidate = self.table.lookup_on(route.model.name, target.backend)
+            if candidate is not None and candidate.new_count_tokens_translator is not None:
+                return dataclasses.replace(candidate, several=False)
+        return dataclasses.replace(route, several=False)
 
     def new_translator(self, route: ModelRoute) -> ChatTranslator:
         if route.new_count_tokens_translator is None:

@@ -232,6 +232,12 @@ class RoutedProcessor(Processor):
         """The translator for this request on ``route`` (400 if the backend cannot)."""
         raise NotImplementedError
 
+    def route_for(self, route: ModelRoute) -> ModelRoute:
+        """The route of a request to a model with several backends: by default ``route``
+        itself (Envoy picks a backend per attempt); an endpoint that needs one given
+        backend returns that backend's route with ``several=False``."""
+        return route
+
     def local_error_body(self, status: int, body: bytes) -> bytes:
         """An error the gateway answers itself (``body``, OpenAI's error JSON) in this
         endpoint's client API; endpoints of other client APIs override it."""
@@ -339,6 +345,8 @@ class RoutedProcessor(Processor):
                 param="model",
                 code="model_not_found",
             )
+        if route.several and not self._attempt:
+            route = self.route_for(route)
         # From here on the request is this model's, whatever fails (docs/architecture.md,
         # "Accounting rules"): every refusal carries the routing facts.
         self._route = route

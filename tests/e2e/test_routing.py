@@ -527,3 +527,20 @@ def test_embeddings_fall_back_to_a_backend_that_has_them(routed: Stack, oai: ope
         {("mock-gemini", "embed", "success"): 1},
         {("flaky", "embed", "server_error"): 1, ("mock-gemini", "embed", "success"): 1},
     )
+
+
+def test_token_counting_goes_to_the_first_backend_that_can_count(
+    routed: Stack, claude: anthropic.Anthropic
+) -> None:
+    growth = Growth(routed)
+    counted = claude.messages.count_tokens(
+        model="to-mock-anthropic", messages=MESSAGES, extra_headers={"x-flaky": "503"}
+    )
+    assert counted.input_tokens == 3
+    # Then one request: the growth is that request's alone (the count was no attempt).
+    assert _answer("chat", routed, False, "to-mock-anthropic")
+    model = "to-mock-anthropic"
+    growth.wait(
+        {("mock-anthropic", model, "success"): 1},
+        {("flaky", model, "server_error"): 1, ("mock-anthropic", model, "success"): 1},
+    )
