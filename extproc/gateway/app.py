@@ -214,8 +214,13 @@ class Gateway:
             routes=routes,
             resting=self.resting,
         )
+        several = any(m.several for m in config.models)
         self.server = ExtProcServer(
-            self.router, chains={ATTEMPT_CHAIN: build_attempt_router(self.table, self.resting)}
+            self.router,
+            # Only with a model with several backends: one backend per model costs as before.
+            chains={ATTEMPT_CHAIN: build_attempt_router(self.table, self.resting)}
+            if several
+            else None,
         )
         instrumentation = self.telemetry.instrumentation
         add_AccessLogServiceServicer_to_server(
