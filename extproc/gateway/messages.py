@@ -4,7 +4,6 @@ backend schema, with errors in Anthropic's shape (README, "Anthropic Messages AP
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any
 
 from aigateway.extproc.framework.processor import ImmediateResponse

@@ -44,21 +44,28 @@ def routing_lines(config: GatewayConfig, model: Model) -> list[str]:
     for rank, priority in enumerate(tiers):
         members = [t for t in model.targets if t.priority == priority]
         total = sum(t.weight for t in members)
-        when = "first" if rank == 0 else "only while every backend above fails or is ejected"
+        when = "first" if rank == 0 else "only once every backend above failed or is left out"
         lines.append(f"  priority {priority} ({when}):")
         for t in members:
             backend = config.backend(t.backend)
             upstream = f" as {model.upstream_name_on(t)}"
-            share = f"{100 * t.weight / total:.0f}% of requests" if len(members) > 1 else "all"
-            lines.append(
-                f"    {backend.name} ({backend.schema_}, {backend.endpoint}){upstream}: {share}"
-                f" (weight {t.weight})"
+            share = (
+                f": {100 * t.weight / total:.0f}% of its requests (weight {t.weight})"
+                if len(members) > 1
+                else ""
             )
-            if backend.outlier is not None:
-                lines.append(
-                    f"      left out for {backend.outlier.ejection_seconds:g}s after"
-                    f" {backend.outlier.consecutive_failures} failures in a row"
-                )
+            lines.append(
+                f"    {backend.name} ({backend.schema_}, {backend.endpoint}){upstream}{share}"
+            )
+    outliers = [
+        o for o in (config.backend(t.backend).outlier for t in model.targets) if o is not None
+    ]
+    if outliers:
+        # One setting per model in Envoy: the strictest (docs/configuration.md).
+        lines.append(
+            f"  a backend is left out for {max(o.ejection_seconds for o in outliers):g}s after"
+            f" {min(o.consecutive_failures for o in outliers)} failed attempts in a row"
+        )
     retry = model.retry_policy
     timeout = (
         f", {retry.per_try_timeout_seconds:g}s for each to start answering"

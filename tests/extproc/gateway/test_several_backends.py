@@ -20,6 +20,7 @@ from aigateway.extproc.gateway.attempts import (
     rest_seconds,
 )
 from aigateway.extproc.gateway.config import ConfigError, load_config, parse_config
+from aigateway.extproc.ops.cli.check_config import routing_lines
 from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, build_bootstrap
 
 CONFIG = """
@@ -276,3 +277,24 @@ models: [{name: one, backend: local}]
     ]
     ext_proc = hcm["http_filters"][0]["typed_config"]
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["aigateway"]
+
+
+def test_check_config_explains_the_routing(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CONFIG))
+    assert routing_lines(config, config.models[0]) == [
+        "gpt-4o -> spread over 3 backends:",
+        "  priority 0 (first):",
+        "    openai (openai, https://api.openai.com) as gpt-4o: 75% of its requests (weight 3)",
+        "    azure (azure-openai, https://x.openai.azure.com) as gpt-4o-prod: 25% of its"
+        " requests (weight 1)",
+        "  priority 5 (only once every backend above failed or is left out):",
+        "    local (openai, http://127.0.0.1:8000) as gpt-4o",
+        "  a backend is left out for 30s after 3 failed attempts in a row",
+        "  up to 3 attempt(s), each on a backend not tried yet, retried on connect-failure,"
+        " 429, 30s for each to start answering; never once the answer has started",
+        "  a backend that says its quota is used up (rate-limit headers, 429 retry-after)"
+        " rests until its reset while another can serve",
+    ]
+    assert routing_lines(config, config.models[1]) == [
+        "one -> local (openai, http://127.0.0.1:8000)"
+    ]
