@@ -40,7 +40,7 @@ class Router:
     """Routing on the path with its query string stripped: exact matches first, then
     the longest matching prefix (``prefixes``), then ``fallback``."""
 
-    __slots__ = ("_fallback", "_prefixes", "_routes", "_wrap")
+    __slots__ = ("_fallback", "_path_header", "_prefixes", "_routes", "_wrap")
 
     def __init__(
         self,
@@ -49,7 +49,11 @@ class Router:
         prefixes: Mapping[str, ProcessorFactory] | None = None,
         fallback: ProcessorFactory = NotFoundProcessor,
         wrap: Wrap | None = None,
+        path_header: str | None = None,
     ) -> None:
+        #: A request header that, when present, holds the path to route on instead of
+        #: ``:path`` (for a filter chain where an earlier filter rewrote ``:path``).
+        self._path_header = path_header
         self._routes = dict(routes)
         self._prefixes = sorted((prefixes or {}).items(), key=lambda kv: -len(kv[0]))
         self._fallback = fallback
@@ -58,6 +62,12 @@ class Router:
     @property
     def paths(self) -> list[str]:
         return sorted(self._routes)
+
+    def create_for(self, headers: Headers) -> Processor:
+        """The processor for a request with these headers (see ``path_header``)."""
+        if self._path_header is not None:
+            return self.create(headers.get(self._path_header) or headers.path)
+        return self.create(headers.path)
 
     def create(self, path: str) -> Processor:
         """The processor for one request to ``path`` (query string ignored), wrapped."""

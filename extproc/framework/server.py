@@ -254,7 +254,7 @@ class _Stream:
             headers = _headers(request.request_headers)
             self.request_id = headers.get("x-request-id", "-") or "-"
             if self.processor is None:
-                self.processor = self.router.create(headers.path)
+                self.processor = self.router.create_for(headers)
             result = await self.processor.on_request_headers(headers)
             if result is CONTINUE:
                 return _CONTINUE_REQUEST_HEADERS

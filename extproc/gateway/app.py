@@ -34,6 +34,7 @@ from aigateway.extproc.gateway.embeddings import EmbeddingsProcessor
 from aigateway.extproc.gateway.messages import CountTokensProcessor, MessagesProcessor
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
 from aigateway.extproc.gateway.responses import ResponsesProcessor
+from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.instrumentation import (
     HeaderLabel,
     MetricsSetupError,
@@ -110,7 +111,9 @@ def build_attempt_router(table: RoutingTable, resting: RestingBackends) -> Route
                 (RESPONSES, ResponsesProcessor),
                 (MESSAGES, MessagesProcessor),
             )
-        }
+        },
+        # An earlier attempt may have rewritten :path; the client's is kept here.
+        path_header=ORIGINAL_PATH_HEADER,
     )
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from tests.e2e.stack import (
     BEDROCK_MODEL_ID,
+    UPSTREAM_KEY,
     Stack,
     default_config,
     free_port,
@@ -152,6 +153,8 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     }
 
 
+FLAKY_KEY = "sk-flaky-backend-key"
+
 # The fallbacks of the matrix test, with the model each is sent.
 _MATRIX_BACKENDS = {
     "mock-anthropic": "claude-3-5-sonnet",
@@ -168,7 +171,12 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
     return {
         "backends": [
             *(b for b in default_config(mock_port)["backends"] if b["name"] in _MATRIX_BACKENDS),
-            {"name": "flaky", "schema": "openai", "endpoint": f"http://127.0.0.1:{flaky_port}"},
+            {
+                "name": "flaky",
+                "schema": "openai",
+                "endpoint": f"http://127.0.0.1:{flaky_port}",
+                "auth": {"api_key": {"value": FLAKY_KEY}},
+            },
             {"name": "closed", "schema": "openai", "endpoint": f"http://127.0.0.1:{closed_port}"},
             # The flaky server again: backends that will rest, apart from `flaky`.
             *(
@@ -300,10 +308,10 @@ def test_a_503_falls_back_to_anthropic_and_is_counted_once(
     )
     assert reply.choices[0].message.content  # the mock's Anthropic answer, as chat
     assert reply.object == "chat.completion"
-    # The failed attempt went to the flaky backend as OpenAI, without the client's key.
+    # The failed attempt went to the flaky backend as OpenAI, with its key, not the client's.
     path, headers, body = flaky.requests[before]
     assert path == "/v1/chat/completions" and json.loads(body)["model"] == "gpt-4o"
-    assert "authorization" not in {k.lower() for k in headers}
+    assert headers["Authorization"] == f"Bearer {FLAKY_KEY}"
     growth.wait(
         {("mock-anthropic", "fallback", "success"): 1},
         {
@@ -544,3 +552,30 @@ def test_token_counting_goes_to_the_first_backend_that_can_count(
         {("mock-anthropic", model, "success"): 1},
         {("flaky", model, "server_error"): 1, ("mock-anthropic", model, "success"): 1},
     )
+
+
+def test_each_attempt_starts_from_the_clients_request(
+    routed: Stack, claude: anthropic.Anthropic, flaky: Flaky
+) -> None:
+    """The second attempt gets the client's path, API and headers, not what the first
+    attempt made of them (Envoy hands it the first's header map)."""
+    routed.clear_mock_requests()
+    before = len(flaky.requests)
+    message = claude.messages.create(
+        model="to-mock-anthropic",
+        max_tokens=16,
+        system="Answer briefly.",
+        messages=MESSAGES,
+        extra_headers={"x-flaky": "503"},
+    )
+    assert message.type == "message"
+    path, _, body = flaky.requests[before]
+    assert path == "/v1/chat/completions"  # the first attempt: Messages as chat, to OpenAI
+    assert json.loads(body)["messages"][0]["role"] == "system"
+    (second,) = routed.mock_requests()
+    assert second["path"] == "/v1/messages"
+    sent = json.loads(second["body"])
+    assert sent["system"] == "Answer briefly." and sent["model"] == "claude-3-5-sonnet"
+    headers = {k.lower(): v for k, v in second["headers"].items()}
+    assert "authorization" not in headers  # the first attempt's credential is gone
+    assert headers["x-api-key"] == UPSTREAM_KEY
