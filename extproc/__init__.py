@@ -27,7 +27,6 @@ or ``aigateway.extproc.gateway.serve("gateway.yaml", wrap=RequireTenant)``.
 
 from aigateway.extproc.framework import (
     CONTINUE,
-    METADATA_NAMESPACE,
     Address,
     ExternalProcessorServicer,
     ExtProcServer,
@@ -46,7 +45,6 @@ from aigateway.extproc.framework import (
 
 __all__ = [
     "CONTINUE",
-    "METADATA_NAMESPACE",
     "Address",
     "ExtProcServer",
     "ExternalProcessorServicer",

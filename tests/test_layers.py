@@ -3,8 +3,9 @@
 - ``translators`` imports no other layer and nothing of OpenTelemetry or Prometheus;
 - ``extproc.framework`` (the core) imports none of the others;
 - ``instrumentation`` imports only the core;
-- ``extproc.gateway`` imports the core and the translators, and only its composition
-  root (``app.py``) imports ``instrumentation``;
+- ``extproc.gateway`` imports the core, the translators and the facts contract
+  (``instrumentation/facts.py``), and only its composition root (``app.py``) imports the
+  rest of ``instrumentation``;
 - ``extproc.ops`` sits on top;
 
 and nothing imports the repository folders by their bare names, and no modules import
@@ -32,6 +33,8 @@ FOLDERS = {
     "instrumentation": ROOT / "instrumentation",
 }
 METRICS_LIBRARIES = ("opentelemetry", "prometheus_client")
+#: The typed facts between the gateway and instrumentation: a layer of its own.
+FACTS = "aigateway.instrumentation.facts"
 COMPOSITION_ROOT = "extproc/gateway/app.py"
 
 
@@ -57,6 +60,8 @@ def imported(path: Path) -> set[str]:
 
 
 def layer_of(module: str) -> str | None:
+    if module == FACTS or module.startswith(FACTS + "."):
+        return "facts"
     for layer, prefix in LAYERS.items():
         if module == prefix or module.startswith(prefix + "."):
             return layer
@@ -92,7 +97,7 @@ def test_the_framework_imports_none_of_the_others() -> None:
 
 def test_instrumentation_imports_only_the_framework() -> None:
     offenders = {
-        path: names - {"framework", *METRICS_LIBRARIES}
+        path: names - {"framework", "facts", *METRICS_LIBRARIES}
         for path, names in imports_by_layer("instrumentation").items()
     }
     assert {p: n for p, n in offenders.items() if n} == {}
@@ -100,14 +105,16 @@ def test_instrumentation_imports_only_the_framework() -> None:
 
 def test_only_the_composition_root_of_the_gateway_touches_metrics() -> None:
     offenders = {
-        path: names - {"framework", "translators"}
+        path: names - {"framework", "translators", "facts"}
         for path, names in imports_by_layer("gateway").items()
         if path != COMPOSITION_ROOT
     }
     assert {p: n for p, n in offenders.items() if n} == {}
-    assert imports_by_layer("gateway")[COMPOSITION_ROOT] - {"framework", "translators"} == {
-        "instrumentation"
-    }
+    assert imports_by_layer("gateway")[COMPOSITION_ROOT] - {
+        "framework",
+        "translators",
+        "facts",
+    } == {"instrumentation"}
 
 
 def test_nothing_imports_the_folders_by_their_bare_names() -> None:

@@ -8,7 +8,6 @@ Everything here is re-exported by ``aigateway.extproc``; import it from there.
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import (
     CONTINUE,
-    METADATA_NAMESPACE,
     Headers,
     ImmediateResponse,
     Outcome,
@@ -27,7 +26,6 @@ from aigateway.extproc.framework.server import ExternalProcessorServicer, ExtPro
 
 __all__ = [
     "CONTINUE",
-    "METADATA_NAMESPACE",
     "Address",
     "ExtProcServer",
     "ExternalProcessorServicer",

@@ -18,9 +18,6 @@ from typing import Any, ClassVar
 
 from aigateway.translators.errors import openai_error
 
-#: The dynamic metadata namespace processors publish usage under (Envoy access logs,
-#: rate limits and the metrics wrapper read it).
-METADATA_NAMESPACE = "aigateway"
 #: Immediate responses carry details starting with this (Envoy's access log shows them
 #: as %RESPONSE_CODE_DETAILS%); Envoy's own local replies are told apart by it.
 LOCAL_REPLY_DETAILS_PREFIX = "aigateway_"

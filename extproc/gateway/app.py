@@ -98,8 +98,6 @@ def build_telemetry(table: RoutingTable) -> Telemetry:
     return setup_telemetry(
         models=table.model_names,
         backends=table.backend_names,
-        model_header=table.model_header,
-        backend_header=table.backend_header,
         schema=config.metrics.schema_,
         header_labels=[
             HeaderLabel(h.header, h.label, frozenset(h.values))

@@ -18,12 +18,12 @@ import enum
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from aigateway.extproc.framework.processor import (
     CONTINUE,
     LOCAL_REPLY_DETAILS_PREFIX,
-    METADATA_NAMESPACE,
     Headers,
     ImmediateResponse,
     Processor,
@@ -35,6 +35,7 @@ from aigateway.extproc.gateway.backends import (
     ModelRoute,
     RoutingTable,
 )
+from aigateway.instrumentation.facts import Facts, published
 from aigateway.translators.base import (
     ChatTranslator,
     StreamEnding,
@@ -101,19 +102,17 @@ def _has_lone_surrogate(doc: Any) -> bool:
     return False
 
 
-def usage_metadata(usage: TokenUsage) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-    }
+def add_usage(facts: Facts, usage: TokenUsage) -> None:
+    """Adds the token counts the backend reported to ``facts``."""
+    facts["input_tokens"] = usage.input_tokens
+    facts["output_tokens"] = usage.output_tokens
+    facts["total_tokens"] = usage.total_tokens
     if usage.cached_input_tokens is not None:
-        fields["cached_input_tokens"] = usage.cached_input_tokens
+        facts["cached_input_tokens"] = usage.cached_input_tokens
     if usage.cache_write_input_tokens is not None:
-        fields["cache_write_input_tokens"] = usage.cache_write_input_tokens
+        facts["cache_write_input_tokens"] = usage.cache_write_input_tokens
     if usage.reasoning_tokens is not None:
-        fields["reasoning_tokens"] = usage.reasoning_tokens
-    return fields
+        facts["reasoning_tokens"] = usage.reasoning_tokens
 
 
 class ResponseMode(enum.Enum):
@@ -202,7 +201,7 @@ class RoutedProcessor(Processor):
     def _local_reply(self, reply: ImmediateResponse) -> ImmediateResponse:
         reply.body = self.local_error_body(reply.status, reply.body)
         if reply.dynamic_metadata is None:  # refused before routing: no backend yet
-            reply.dynamic_metadata = {METADATA_NAMESPACE: {"api": self.api}}
+            reply.dynamic_metadata = published({"api": self.api})
         return reply
 
     # -- request ---------------------------------------------------------------------
@@ -496,21 +495,22 @@ class RoutedProcessor(Processor):
                 body = body.replace(secret, b"[redacted]")
         return body
 
-    def _metadata(self) -> dict[str, dict[str, Any]]:
+    def _metadata(self) -> dict[str, Mapping[str, Any]]:
+        """What the request has learnt so far (:class:`Facts`), as dynamic metadata."""
         route = self._route
         assert route is not None
-        fields: dict[str, Any] = {
+        facts: Facts = {
             "backend": route.backend.name,
             "model": route.model.name,
             "operation": self.operation,
             "api": self.api,
         }
         if self._usage is not None:
-            fields.update(usage_metadata(self._usage))
+            add_usage(facts, self._usage)
         if self._error is not None:
-            fields["error"] = self._error
+            facts["error"] = self._error
         if self._response_model is not None:
-            fields["response_model"] = self._response_model
+            facts["response_model"] = self._response_model
         if self._finish_reasons:
-            fields["finish_reasons"] = list(self._finish_reasons)
-        return {METADATA_NAMESPACE: fields}
+            facts["finish_reasons"] = list(self._finish_reasons)
+        return published(facts)

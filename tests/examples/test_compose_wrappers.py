@@ -20,6 +20,7 @@ from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import load_config, load_secrets
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelsProcessor
 from aigateway.extproc.ops.plugins import load_wrap
+from aigateway.instrumentation.facts import published
 from aigateway.instrumentation.instrumented import InstrumentedProcessor
 from tests.e2e.stack import UPSTREAM_KEY, Stack, running, wait_until
 from tests.e2e.test_metrics import snapshot
@@ -163,7 +164,8 @@ async def test_the_access_log_loads_with_serve_wrap_and_logs_a_broken_answer(
     access_log = load_wrap(f"{EXAMPLES / 'access_log.py'}:AccessLog")
 
     class Broken(Processor):
-        """Routes, then reports an upstream 2xx it could not use (metadata `error`)."""
+        """Routes (and says so in its facts), then reports an upstream 2xx it could not use
+        (the `error` fact)."""
 
         async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
             return Result(
@@ -171,11 +173,12 @@ async def test_the_access_log_loads_with_serve_wrap_and_logs_a_broken_answer(
                     ("x-ai-gateway-model", "m"),
                     ("x-ai-gateway-backend", "b"),
                     ("authorization", f"Bearer {UPSTREAM_KEY}"),
-                )
+                ),
+                dynamic_metadata=published({"backend": "b", "model": "m"}),
             )
 
         async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
-            return Result(dynamic_metadata={"aigateway": {"error": "upstream_bad_json"}})
+            return Result(dynamic_metadata=published({"error": "upstream_bad_json"}))
 
     processor = access_log(Broken())
     with caplog.at_level("INFO", logger="aigateway.access"):

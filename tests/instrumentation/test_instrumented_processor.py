@@ -28,6 +28,7 @@ from aigateway.instrumentation.aggregation import (
     InProcessHistograms,
     ProducingInMemoryMetricReader,
 )
+from aigateway.instrumentation.facts import published
 from aigateway.instrumentation.instrumented import Instrumentation, InstrumentedProcessor
 from aigateway.instrumentation.metrics import GatewayMetrics, create_meter_provider
 from tests.contract import BUCKETS
@@ -245,6 +246,7 @@ def failing_in(phase: str, exc: BaseException) -> type[Processor]:
             return Result(
                 set_headers=(("x-ai-gateway-model", "m1"), ("x-ai-gateway-backend", "b1")),
                 clear_route_cache=True,
+                dynamic_metadata=published({"backend": "b1", "model": "m1"}),
             )
 
         async def on_response_headers(self, headers: Headers) -> Result:
@@ -285,6 +287,26 @@ async def test_a_failure_in_any_phase_is_exactly_one_error(
     routed = PHASES.index(phase) > 1
     labels = ("b1", "m1") if routed else ("unknown", "unknown")
     assert metrics.requests() == {(*labels, "error"): 1}
+
+
+async def test_labels_come_from_the_facts_only_not_from_routing_headers(
+    metrics: Metrics,
+) -> None:
+    # One channel: a processor that routes with headers but publishes no facts is unknown.
+    class HeadersOnly(Processor):
+        async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return Result(
+                set_headers=(("x-ai-gateway-model", "m1"), ("x-ai-gateway-backend", "b1")),
+                clear_route_cache=True,
+            )
+
+    conv = Conversation(servicer(metrics, HeadersOnly))
+    await conv.send(request_headers())
+    await conv.send(request_body(chat()))
+    await conv.send(response_headers())
+    await conv.send(response_body(b"{}"))
+    await conv.close()
+    assert metrics.requests() == {("unknown", "unknown", "success"): 1}
 
 
 class Repeats(Processor):
