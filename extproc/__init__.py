@@ -28,10 +28,12 @@ or ``aigateway.extproc.gateway.serve("gateway.yaml", wrap=RequireTenant)``.
 from aigateway.extproc.framework import (
     CONTINUE,
     Address,
+    ErrorFormatter,
     ExternalProcessorServicer,
     ExtProcServer,
     Headers,
     ImmediateResponse,
+    LocalError,
     NotFoundProcessor,
     Outcome,
     Processor,
@@ -41,15 +43,18 @@ from aigateway.extproc.framework import (
     Router,
     Wrap,
     compose,
+    plain_error,
 )
 
 __all__ = [
     "CONTINUE",
     "Address",
+    "ErrorFormatter",
     "ExtProcServer",
     "ExternalProcessorServicer",
     "Headers",
     "ImmediateResponse",
+    "LocalError",
     "NotFoundProcessor",
     "Outcome",
     "Processor",
@@ -59,4 +64,5 @@ __all__ = [
     "Router",
     "Wrap",
     "compose",
+    "plain_error",
 ]

@@ -177,12 +177,6 @@ class Instrumentation:
         return reported
 
 
-def _innermost(processor: Processor) -> Processor:
-    while isinstance(processor, ProcessorWrapper):
-        processor = processor.inner
-    return processor
-
-
 class InstrumentedProcessor(ProcessorWrapper):
     """Records one request's telemetry around ``inner``; see the module docstring.
 
@@ -194,7 +188,6 @@ class InstrumentedProcessor(ProcessorWrapper):
 
     __slots__ = (
         "_backend",
-        "_counted",
         "_error_type",
         "_extra",
         "_failed",
@@ -214,7 +207,6 @@ class InstrumentedProcessor(ProcessorWrapper):
     def __init__(self, inner: Processor, instrumentation: Instrumentation) -> None:
         super().__init__(inner)
         self.instrumentation = instrumentation
-        self._counted = _innermost(inner).counted
         self._start: float | None = None
         self._wall_start = 0
         self._backend = UNKNOWN
@@ -238,7 +230,7 @@ class InstrumentedProcessor(ProcessorWrapper):
             inst = self.instrumentation
             self._start = inst.clock()
             self._extra = inst.header_values(headers)
-            if inst.tracer is not None and self._counted:
+            if inst.tracer is not None:
                 self._wall_start = inst.wall_clock()
                 self._span = start_request_span(inst.tracer, headers, self._wall_start)
         return await self._observe(self.inner.on_request_headers(headers))
@@ -350,8 +342,6 @@ class InstrumentedProcessor(ProcessorWrapper):
     def _record(self, success: bool) -> Facts | None:
         """The one record step: every family, the span; returns the timings to publish."""
         self._recorded = True
-        if not self._counted:
-            return None
         inst = self.instrumentation
         now = inst.clock()
         start = self._start if self._start is not None else now

@@ -8,12 +8,15 @@ Everything here is re-exported by ``aigateway.extproc``; import it from there.
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import (
     CONTINUE,
+    ErrorFormatter,
     Headers,
     ImmediateResponse,
+    LocalError,
     Outcome,
     Processor,
     ProcessorWrapper,
     Result,
+    plain_error,
 )
 from aigateway.extproc.framework.router import (
     NotFoundProcessor,
@@ -27,10 +30,12 @@ from aigateway.extproc.framework.server import ExternalProcessorServicer, ExtPro
 __all__ = [
     "CONTINUE",
     "Address",
+    "ErrorFormatter",
     "ExtProcServer",
     "ExternalProcessorServicer",
     "Headers",
     "ImmediateResponse",
+    "LocalError",
     "NotFoundProcessor",
     "Outcome",
     "Processor",
@@ -40,4 +45,5 @@ __all__ = [
     "Router",
     "Wrap",
     "compose",
+    "plain_error",
 ]

@@ -5,8 +5,8 @@ message, in order, of the matching type; header values read from ``raw_value`` a
 written only there; ``content-length`` kept true when a buffered body is replaced;
 ``clear_route_cache`` only in the request direction; streamed responses switched with
 ``mode_override`` and stripped of ``content-length``; errors before the response is
-committed become an immediate JSON error, after it an aborted stream; ``on_stream_end``
-exactly once."""
+committed become an immediate error reply (written by the router's ``ErrorFormatter``),
+after it an aborted stream; ``on_stream_end`` exactly once."""
 
 from __future__ import annotations
 
@@ -33,12 +33,12 @@ from aigateway.extproc.framework.processor import (
     LOCAL_REPLY_DETAILS_PREFIX,
     Headers,
     ImmediateResponse,
+    LocalError,
     Outcome,
     Processor,
     Result,
 )
 from aigateway.extproc.framework.router import Router
-from aigateway.translators.errors import openai_error_body
 
 log = logging.getLogger("aigateway.server")
 
@@ -149,6 +149,7 @@ class _Stream:
         "committed",
         "error",
         "local_reply",
+        "path",
         "processor",
         "request_id",
         "response_complete",
@@ -160,6 +161,7 @@ class _Stream:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.processor: Processor | None = None
+        self.path = ""
         self.request_id = "-"
         self.status: int | None = None
         self.streamed = False
@@ -210,11 +212,18 @@ class _Stream:
             self.local_reply = True
             self.response_complete = True
             self.status = reply.status
+            body = reply.body
+            if body is None:  # an error no processor wrote: in the application's format
+                error = reply.local_error or LocalError(reply.status, "")
+                content_type, body = self.router.errors(error, self.path)
+                reply.write(content_type, body)
             response = pb.ProcessingResponse(
                 immediate_response=pb.ImmediateResponse(
                     status=http_status_pb2.HttpStatus(code=reply.status),
-                    headers=_header_mutation(reply.headers, ()),
-                    body=reply.body,
+                    headers=_header_mutation(
+                        (("content-type", reply.content_type), *reply.headers), ()
+                    ),
+                    body=body,
                     details=reply.details,
                 )
             )
@@ -232,16 +241,18 @@ class _Stream:
             self.status = 500
             # The exception text may hold anything (even credentials): the client gets a
             # generic message and the request id to find the log line.
-            body = openai_error_body(
-                f"The gateway failed to process the request (request id {self.request_id}).",
-                status=500,
-                type="server_error",
-                code="internal_error",
+            content_type, body = self.router.errors(
+                LocalError(
+                    500,
+                    f"The gateway failed to process the request (request id {self.request_id}).",
+                    code="internal_error",
+                ),
+                self.path,
             )
             return pb.ProcessingResponse(
                 immediate_response=pb.ImmediateResponse(
                     status=http_status_pb2.HttpStatus(code=500),
-                    headers=_header_mutation((("content-type", "application/json"),), ()),
+                    headers=_header_mutation((("content-type", content_type),), ()),
                     body=body,
                     details=LOCAL_REPLY_DETAILS_PREFIX + "processor_error",
                 )
@@ -254,6 +265,7 @@ class _Stream:
             headers = _headers(request.request_headers)
             self.request_id = headers.get("x-request-id", "-") or "-"
             if self.processor is None:
+                self.path = headers.path
                 self.processor = self.router.create(headers.path)
             result = await self.processor.on_request_headers(headers)
             if result is CONTINUE:

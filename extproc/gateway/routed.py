@@ -26,6 +26,7 @@ from aigateway.extproc.framework.processor import (
     LOCAL_REPLY_DETAILS_PREFIX,
     Headers,
     ImmediateResponse,
+    LocalError,
     Processor,
     Result,
 )
@@ -35,6 +36,7 @@ from aigateway.extproc.gateway.backends import (
     ModelRoute,
     RoutingTable,
 )
+from aigateway.extproc.gateway.errors import openai_error_reply, written
 from aigateway.instrumentation.facts import Facts, published
 from aigateway.translators.base import (
     ChatTranslator,
@@ -43,7 +45,6 @@ from aigateway.translators.base import (
     TranslationError,
 )
 from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
-from aigateway.translators.errors import openai_error_body
 from aigateway.translators.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
@@ -193,13 +194,14 @@ class RoutedProcessor(Processor):
         """The translator for this request on ``route`` (400 if the backend cannot)."""
         raise NotImplementedError
 
-    def local_error_body(self, status: int, body: bytes) -> bytes:
-        """An error the gateway answers itself (``body``, OpenAI's error JSON) in this
-        endpoint's client API; endpoints of other client APIs override it."""
-        return body
+    def local_error_body(self, error: LocalError) -> bytes:
+        """An error the gateway answers itself, in this endpoint's client API (OpenAI's
+        error JSON; endpoints of other client APIs override it)."""
+        return openai_error_reply(error)
 
     def _local_reply(self, reply: ImmediateResponse) -> ImmediateResponse:
-        reply.body = self.local_error_body(reply.status, reply.body)
+        if reply.body is None and reply.local_error is not None:
+            written(reply, self.local_error_body(reply.local_error))
         if reply.dynamic_metadata is None:  # refused before routing: no backend yet
             reply.dynamic_metadata = published({"api": self.api})
         return reply
@@ -265,7 +267,7 @@ class RoutedProcessor(Processor):
         try:
             return await self._route_request(route, payload, body)
         except ImmediateResponse as reply:
-            self._error = reply.details.removeprefix(LOCAL_REPLY_DETAILS_PREFIX)
+            self._error = self._local_reply(reply).details.removeprefix(LOCAL_REPLY_DETAILS_PREFIX)
             reply.dynamic_metadata = self._metadata()
             raise
         except Exception:
@@ -347,13 +349,12 @@ class RoutedProcessor(Processor):
                 self._error = "upstream_unsupported_encoding"
                 self._mode = ResponseMode.FIXED_REPLY
                 self._fixed_reply = self.local_error_body(
-                    502,
-                    openai_error_body(
+                    LocalError(
+                        502,
                         f"The upstream answered with content-encoding {encoding!r}, which the"
                         " gateway cannot decode.",
-                        status=502,
                         code="upstream_unsupported_encoding",
-                    ),
+                    )
                 )
                 return Result(
                     set_headers=((":status", "502"), ("content-type", "application/json")),
@@ -446,7 +447,7 @@ class RoutedProcessor(Processor):
         self._error = "upstream_bad_encoding"
         self._decoder = None
         text = "The upstream sent a body that does not match its content-encoding."
-        message = openai_error_body(text, status=502, code="upstream_bad_encoding")
+        error = LocalError(502, text, code="upstream_bad_encoding")
         if self._streamed:
             # The response is committed: end the stream with an error event.
             self._mode = ResponseMode.FINISHED
@@ -455,7 +456,7 @@ class RoutedProcessor(Processor):
             event = (
                 translator.end_stream(text, "upstream_bad_encoding")
                 if isinstance(translator, StreamEnding)
-                else encode_sse_event(message)
+                else encode_sse_event(openai_error_reply(error))
             )
             return Result(
                 body=event,
@@ -463,7 +464,7 @@ class RoutedProcessor(Processor):
                 end_of_response=True,
             )
         self._mode = ResponseMode.FIXED_REPLY
-        self._fixed_reply = self.local_error_body(502, message)
+        self._fixed_reply = self.local_error_body(error)
         return Result(
             set_headers=((":status", "502"), ("content-type", "application/json")),
             body=self._fixed_reply if end_of_stream else b"",

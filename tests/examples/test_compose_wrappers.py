@@ -90,8 +90,10 @@ async def test_wrappers_sit_inside_the_metrics_decorator(tmp_path: Path) -> None
             compose_wrappers.TenantBudget,
             ChatCompletionProcessor,
         ]
+        # The models list is not an LLM request: your wrappers only, no metrics wrapper.
         models = gateway.router.create(MODELS_PATH)
-        assert isinstance(models.inner.inner.inner, ModelsProcessor)  # type: ignore[attr-defined]
+        assert type(models) is compose_wrappers.AccessLog
+        assert isinstance(models.inner.inner, ModelsProcessor)  # type: ignore[attr-defined]
     finally:
         gateway.telemetry.shutdown()
 

@@ -109,7 +109,7 @@ class Recorded:
         wrap = self.instrumentation.wrap
         if factory is None:
             table = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
-            return ExternalProcessorServicer(build_router(table, wrap=wrap))
+            return ExternalProcessorServicer(build_router(table, instrument=wrap))
         return ExternalProcessorServicer(Router({"/v1/chat/completions": factory}, wrap=wrap))
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -10,6 +13,7 @@ from aigateway.extproc.framework.processor import (
     CONTINUE,
     Headers,
     ImmediateResponse,
+    LocalError,
     Outcome,
     Processor,
     Result,
@@ -43,8 +47,14 @@ class Recorder(Processor):
         self.log.append(outcome)
 
 
-def servicer_for(factory: object, path: str = "/p") -> ExternalProcessorServicer:
-    return ExternalProcessorServicer(Router({path: factory}))  # type: ignore[dict-item]
+def servicer_for(factory: object, path: str = "/p", **router: Any) -> ExternalProcessorServicer:
+    return ExternalProcessorServicer(Router({path: factory}, **router))  # type: ignore[dict-item]
+
+
+def json_errors(error: LocalError, path: str) -> tuple[str, bytes]:
+    """An application's error format: what the router writes errors with."""
+    doc = {"status": error.status, "message": error.message, "code": error.code, "path": path}
+    return "application/json", json.dumps(doc).encode()
 
 
 async def test_one_answer_per_message_of_the_matching_type() -> None:
@@ -68,12 +78,26 @@ async def test_router_strips_the_query_and_keeps_repeated_headers() -> None:
     await conv.close()
 
 
-async def test_unknown_path_is_an_openai_404() -> None:
+async def test_unknown_path_is_a_plain_404_unless_the_application_gives_its_format() -> None:
     conv = Conversation(servicer_for(Processor))
-    status, doc = immediate_json(await conv.send(request_headers("/v1/nope")))
-    assert status == 404
-    assert doc["error"]["message"] == "Invalid URL (POST /v1/nope)"
-    assert doc["error"]["type"] == "invalid_request_error"
+    reply = (await conv.send(request_headers("/v1/nope"))).immediate_response
+    assert reply.status.code == 404
+    assert reply.body == b"Invalid URL (POST /v1/nope)"
+    content_type = pb.CommonResponse(header_mutation=reply.headers)
+    assert headers_set(content_type) == {"content-type": "text/plain; charset=utf-8"}
+    await conv.close()
+
+    conv = Conversation(servicer_for(Processor, errors=json_errors))
+    status, doc = immediate_json(await conv.send(request_headers("/v1/nope?x=1")))
+    assert (status, doc) == (
+        404,
+        {
+            "status": 404,
+            "message": "Invalid URL (POST /v1/nope)",
+            "code": None,
+            "path": "/v1/nope?x=1",
+        },
+    )
     await conv.close()
 
 
@@ -182,7 +206,7 @@ async def test_exception_before_commit_is_a_500_json_and_the_server_keeps_servin
         pass
 
     Failing.phase = phase
-    servicer = servicer_for(Failing)
+    servicer = servicer_for(Failing, errors=json_errors)
     conv = Conversation(servicer)
     steps = [request_headers("/p"), request_body(b"{}"), response_headers(), response_body(b"{}")]
     for step in steps:
@@ -191,9 +215,9 @@ async def test_exception_before_commit_is_a_500_json_and_the_server_keeps_servin
             break
     status, doc = immediate_json(answer)
     assert status == 500
-    assert doc["error"]["type"] == "server_error"
-    assert "req-1" in doc["error"]["message"]
-    assert "secret" not in doc["error"]["message"]
+    assert doc["code"] == "internal_error"
+    assert "req-1" in doc["message"]
+    assert "secret" not in doc["message"]
     await conv.close()
     # The next stream on the same servicer works.
     log: list[object] = []
@@ -208,26 +232,19 @@ class Refuses(Processor):
         raise ImmediateResponse.error(429, "slow down", code="budget")
 
 
-async def test_immediate_response_carries_status_json_and_details() -> None:
+async def test_an_error_reply_is_written_in_the_application_format_with_its_details() -> None:
     outcomes: list[Outcome] = []
 
     class R(Refuses):
         async def on_stream_end(self, outcome: Outcome) -> None:
             outcomes.append(outcome)
 
-    conv = Conversation(servicer_for(R))
+    conv = Conversation(servicer_for(R, errors=json_errors))
     await conv.send(request_headers("/p"))
     answer = await conv.send(request_body(b"{}"))
     status, doc = immediate_json(answer)
     assert status == 429
-    assert doc == {
-        "error": {
-            "message": "slow down",
-            "type": "rate_limit_error",
-            "param": None,
-            "code": "budget",
-        }
-    }
+    assert doc == {"status": 429, "message": "slow down", "code": "budget", "path": "/p"}
     assert answer.immediate_response.details == "aigateway_budget"
     assert headers_set(pb.CommonResponse(header_mutation=answer.immediate_response.headers)) == {
         "content-type": "application/json"
