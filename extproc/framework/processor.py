@@ -90,7 +90,8 @@ class Result:
     ``body`` replaces the body (``b""`` empties it); in buffered phases the server sets
     ``content-length`` to match. ``clear_route_cache`` only acts in the request
     direction. ``stream_response_body`` (response headers only) switches the response
-    body to streamed processing. ``dynamic_metadata`` maps namespace -> fields; Envoy
+    body to streamed processing. A field set in a phase where Envoy would not honour it
+    is an error (``ResultError``), not ignored. ``dynamic_metadata`` maps namespace -> fields; Envoy
     merges each message's fields into the request's metadata, so a processor can
     publish facts as soon as it learns them.
 

@@ -26,7 +26,7 @@ from aigateway.extproc.framework.router import (
     Wrap,
     compose,
 )
-from aigateway.extproc.framework.server import BindError, ExtProcServer
+from aigateway.extproc.framework.server import BindError, ExtProcServer, PortBinder, bind_port
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import (
@@ -163,6 +163,8 @@ class ServeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    #: Binds the ext_proc port; ``aigateway serve`` gives one that says why it cannot.
+    binder: PortBinder = bind_port
 
 
 def _credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
@@ -223,7 +225,7 @@ class Gateway:
             routes=routes,
             instrument=self.telemetry.instrumentation.wrap,
         )
-        self.server = ExtProcServer(self.router)
+        self.server = ExtProcServer(self.router, binder=options.binder)
         self.extproc_port = 0
         self.metrics_port: int | None = None
         self._metrics_server: Any = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -19,7 +20,7 @@ from aigateway.extproc.framework.processor import (
     Result,
 )
 from aigateway.extproc.framework.router import Router
-from aigateway.extproc.framework.server import ExternalProcessorServicer
+from aigateway.extproc.framework.server import ExternalProcessorServicer, ResultError
 from tests.extproc.framework.fake_envoy import (
     Aborted,
     Conversation,
@@ -106,7 +107,7 @@ class ReplaceBody(Processor):
         return Result(set_headers=(("x-a", "1"),), body=b"new body", clear_route_cache=True)
 
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
-        return Result(body=b"", clear_route_cache=True)
+        return Result(body=b"")
 
 
 async def test_body_replacement_sets_content_length_and_raw_values() -> None:
@@ -121,8 +122,141 @@ async def test_body_replacement_sets_content_length_and_raw_values() -> None:
     answer = (await conv.send(response_body(b"old"))).response_body.response
     assert answer.body_mutation.clear_body
     assert headers_set(answer) == {"content-length": "0"}
-    assert not answer.clear_route_cache  # only in the request direction
     await conv.close()
+
+
+# -- every Result field reaches Envoy where Envoy honours it, and is an error elsewhere --
+
+PHASES = ("request_headers", "request_body", "response_headers", "response_body")
+METADATA = {"ns": {"k": "v"}}
+
+#: Each Result field, the phases where Envoy honours it, and the result that sets it.
+HONOURED: dict[str, tuple[tuple[str, ...], Result]] = {
+    "set_headers": (PHASES, Result(set_headers=(("x-set", "1"),))),
+    "remove_headers": (PHASES, Result(remove_headers=("x-gone",))),
+    "body": (PHASES, Result(body=b"new")),
+    "clear_route_cache": (PHASES[:2], Result(clear_route_cache=True)),
+    "stream_response_body": (("response_headers",), Result(stream_response_body=True)),
+    "dynamic_metadata": (PHASES, Result(dynamic_metadata=METADATA)),
+    "end_of_response": (("response_body",), Result(end_of_response=True)),
+}
+
+
+def returning(phase: str, result: Result, log: list[Outcome]) -> type[Processor]:
+    """A processor that answers ``result`` in ``phase`` and continues elsewhere."""
+
+    class Returns(Processor):
+        async def on_request_headers(self, headers: Headers) -> Result:
+            return result if phase == "request_headers" else CONTINUE
+
+        async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return result if phase == "request_body" else CONTINUE
+
+        async def on_response_headers(self, headers: Headers) -> Result:
+            return result if phase == "response_headers" else CONTINUE
+
+        async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return result if phase == "response_body" else CONTINUE
+
+        async def on_stream_end(self, outcome: Outcome) -> None:
+            log.append(outcome)
+
+    return Returns
+
+
+def test_the_table_covers_every_result_field() -> None:
+    assert set(HONOURED) == {f.name for f in dataclasses.fields(Result)}
+
+
+@pytest.mark.parametrize(
+    ("field", "phase"),
+    [(field, phase) for field, (phases, _) in HONOURED.items() for phase in phases],
+)
+async def test_each_result_field_reaches_envoy_in_every_phase_that_honours_it(
+    field: str, phase: str
+) -> None:
+    outcomes: list[Outcome] = []
+    conv = Conversation(servicer_for(returning(phase, HONOURED[field][1], outcomes)))
+    steps = {
+        "request_headers": request_headers("/p"),
+        "request_body": request_body(b"{}"),
+        "response_headers": response_headers(),
+        # Not the last chunk: only the result can end the response here.
+        "response_body": response_body(b"{}", end_of_stream=False),
+    }
+    answers = {name: await conv.send(step) for name, step in steps.items()}
+    await conv.cancel()
+    answer = answers[phase]
+    common = getattr(answer, phase).response
+    if field == "set_headers":
+        assert headers_set(common)["x-set"] == "1"
+    elif field == "remove_headers":
+        assert list(common.header_mutation.remove_headers) == ["x-gone"]
+    elif field == "body":
+        assert common.body_mutation.body == b"new"
+        assert headers_set(common) == {"content-length": "3"}
+        replace = pb.CommonResponse.CONTINUE_AND_REPLACE
+        assert (common.status == replace) is phase.endswith("headers")
+    elif field == "clear_route_cache":
+        assert common.clear_route_cache
+    elif field == "stream_response_body":
+        assert (
+            answer.mode_override.response_body_mode == processing_mode_pb2.ProcessingMode.STREAMED
+        )
+        assert "content-length" in common.header_mutation.remove_headers
+    elif field == "dynamic_metadata":
+        assert metadata(answer, "ns") == {"k": "v"}
+    else:  # end_of_response: the response is complete, a hang-up after it is no cancel
+        assert outcomes[0].response_complete and not outcomes[0].cancelled
+
+
+@pytest.mark.parametrize(
+    ("phase", "result"),
+    [
+        *[(p, Result(clear_route_cache=True)) for p in PHASES[2:]],
+        *[(p, Result(stream_response_body=True)) for p in PHASES if p != "response_headers"],
+        *[(p, Result(end_of_response=True)) for p in PHASES[:3]],
+        ("response_headers", Result(body=b"x", stream_response_body=True)),
+    ],
+)
+async def test_a_field_envoy_would_not_honour_is_an_error_not_silence(
+    phase: str, result: Result
+) -> None:
+    outcomes: list[Outcome] = []
+    conv = Conversation(servicer_for(returning(phase, result, outcomes)))
+    steps = [request_headers("/p"), request_body(b"{}"), response_headers(), response_body(b"{}")]
+    for step in steps[: PHASES.index(phase) + 1]:
+        answer = await conv.send(step)
+    assert answer.WhichOneof("response") == "immediate_response"
+    assert answer.immediate_response.status.code == 500
+    await conv.close()
+    assert isinstance(outcomes[0].error, ResultError)
+
+
+@pytest.mark.parametrize(
+    "result", [Result(set_headers=(("x", "1"),)), Result(remove_headers=("x",))]
+)
+async def test_a_streamed_chunk_cannot_change_headers_the_client_has(result: Result) -> None:
+    outcomes: list[Outcome] = []
+
+    class Streamed(Processor):
+        async def on_response_headers(self, headers: Headers) -> Result:
+            return Result(stream_response_body=True)
+
+        async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return result
+
+        async def on_stream_end(self, outcome: Outcome) -> None:
+            outcomes.append(outcome)
+
+    conv = Conversation(servicer_for(Streamed))
+    await conv.send(request_headers("/p"))
+    await conv.send(request_body(b"{}"))
+    await conv.send(response_headers())
+    await conv.context.inbox.put(response_body(b"chunk", end_of_stream=False))
+    with pytest.raises(Aborted):
+        await conv.task
+    assert isinstance(outcomes[0].error, ResultError)
 
 
 class Streams(Processor):
