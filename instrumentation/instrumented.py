@@ -39,9 +39,15 @@ from aigateway.extproc.framework.processor import (
     ProcessorWrapper,
     Result,
 )
-from aigateway.instrumentation.facts import METADATA_NAMESPACE, Facts, TokenFact, facts_in
-from aigateway.instrumentation.metrics import (
+from aigateway.instrumentation.facts import (
     ATTEMPT_RESULTS,
+    METADATA_NAMESPACE,
+    Attempt,
+    Facts,
+    TokenFact,
+    facts_in,
+)
+from aigateway.instrumentation.metrics import (
     ERROR_TYPE,
     OPERATION,
     PROVIDER,
@@ -144,17 +150,17 @@ class Instrumentation:
     def wrap(self, processor: Processor) -> InstrumentedProcessor:
         return InstrumentedProcessor(processor, self)
 
-    def record_attempt(self, backend: str, model: str, result: str) -> None:
+    def record_attempt(self, attempt: Attempt) -> None:
         """One attempt of a request to a model with several backends, as Envoy logged
-        it (``result`` from a fixed set the gateway defines; labels bounded here too)."""
+        it (labels bounded by the config, as every family's)."""
         if self.metrics is None:
             return
         self.metrics.attempts.add(
             1,
             (
-                backend if backend in self.backends else UNKNOWN,
-                model if model in self.models else UNKNOWN,
-                result if result in ATTEMPT_RESULTS else UNKNOWN,
+                attempt.backend if attempt.backend in self.backends else UNKNOWN,
+                attempt.model if attempt.model in self.models else UNKNOWN,
+                attempt.result if attempt.result in ATTEMPT_RESULTS else UNKNOWN,
             ),
         )
 

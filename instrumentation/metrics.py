@@ -40,18 +40,6 @@ METER_NAME = "aigateway"
 
 REQUESTS = "aigateway_requests_total"
 ATTEMPTS = "aigateway_backend_attempts"  # exported as aigateway_backend_attempts_total
-#: The ``result`` label values of the attempts family.
-ATTEMPT_RESULTS = frozenset(
-    {
-        "success",
-        "rate_limited",
-        "client_error",
-        "server_error",
-        "timeout",
-        "connect_failure",
-        "reset",
-    }
-)
 TOKENS = "aigateway_model_tokens"  # the Prometheus exporter adds "_total" to counters
 COST = "aigateway_model_cost_usd"  # exported as aigateway_model_cost_usd_total
 FIRST_TOKEN_LATENCY = "aigateway_first_token_latency_seconds"

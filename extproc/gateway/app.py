@@ -266,7 +266,7 @@ class Gateway:
         )
         instrumentation = self.telemetry.instrumentation
         add_AccessLogServiceServicer_to_server(
-            AttemptLog(lambda a: instrumentation.record_attempt(a.backend, a.model, a.result)),
+            AttemptLog(instrumentation.record_attempt),
             self.server.server,
         )
         self.extproc_port = 0

@@ -17,11 +17,12 @@ import email.utils
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from aigateway.instrumentation.facts import Attempt, AttemptResult
 
 #: The gRPC metadata value (``x-extproc-chain``) of the upstream filter chain's streams.
 ATTEMPT_CHAIN = "attempt"
@@ -41,20 +42,7 @@ ATTEMPT_TAG_BACKEND = "backend"
 ATTEMPT_TAG_MODEL = "model"
 
 
-@dataclass(slots=True, frozen=True)
-class Attempt:
-    """One attempt to one backend, as Envoy logged it."""
-
-    backend: str
-    model: str
-    #: ``success``, ``rate_limited`` (429), ``client_error`` (other 4xx),
-    #: ``server_error`` (5xx), ``timeout``, ``connect_failure`` or ``reset``.
-    result: str
-    #: The backend's HTTP status, 0 when it sent none.
-    status: int
-
-
-def attempt_result(status: int, flags: Any) -> str:
+def attempt_result(status: int, flags: Any) -> AttemptResult:
     """The result of an attempt from its status and Envoy's response flags
     (``envoy.data.accesslog.v3.ResponseFlags``)."""
     if flags.upstream_connection_failure:
