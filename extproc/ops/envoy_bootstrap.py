@@ -296,6 +296,19 @@ def _model_cluster(
             }
         },
         "load_assignment": {"cluster_name": name, "endpoints": localities},
+        # Envoy allows 3 retries in flight per cluster by default: under load most
+        # requests would get the first backend's failure instead of the fallback.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "retry_budget": {
+                        "budget_percent": {"value": 100.0},
+                        "min_retry_concurrency": 64,
+                    },
+                }
+            ]
+        },
     }
     if tls_matches:
         cluster["transport_socket_matches"] = tls_matches

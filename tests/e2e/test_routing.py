@@ -14,6 +14,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -579,3 +580,22 @@ def test_each_attempt_starts_from_the_clients_request(
     headers = {k.lower(): v for k, v in second["headers"].items()}
     assert "authorization" not in headers  # the first attempt's credential is gone
     assert headers["x-api-key"] == UPSTREAM_KEY
+
+
+def test_many_requests_falling_back_at_once_all_succeed(routed: Stack, oai: openai.OpenAI) -> None:
+    """Envoy allows only 3 retries in flight per cluster unless told otherwise."""
+    growth = Growth(routed)
+
+    def one(_: int) -> str:
+        reply = oai.chat.completions.create(
+            model="fallback", messages=MESSAGES, extra_headers={"x-flaky": "503"}
+        )
+        return reply.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(one, range(48)))
+    assert all(answers)
+    growth.wait(
+        {("mock-anthropic", "fallback", "success"): 48},
+        {("flaky", "fallback", "server_error"): 48, ("mock-anthropic", "fallback", "success"): 48},
+    )
