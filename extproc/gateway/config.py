@@ -288,8 +288,8 @@ class ModelBackend(_Strict):
     weight: int = Field(default=1, ge=1, le=1000)
 
 
-#: The failures ``models[].retry.on`` can retry (docs/architecture.md, "Routing over
-#: several backends").
+#: The failures ``models[].retry.on`` can retry
+#: (docs/architecture.md, "Routing over several backends").
 RetryOn = Literal["connect-failure", "reset", "5xx", "429"]
 RETRY_ON: tuple[RetryOn, ...] = ("connect-failure", "reset", "5xx", "429")
 
