@@ -314,6 +314,8 @@ class _Stream:
             result = await processor.on_response_body(body.body, body.end_of_stream)
             if body.end_of_stream or result.end_of_response:
                 self.response_complete = True
+            if result is CONTINUE:  # most streamed chunks: no call more than needed
+                return _RESPONSE_BODY.cont
             return self._answer(_RESPONSE_BODY, result)
         if kind == "request_trailers":
             return pb.ProcessingResponse(request_trailers=_EMPTY_TRAILERS)
@@ -329,11 +331,19 @@ class _Stream:
         if result is CONTINUE:
             return phase.cont
         streamed = self.streamed
-        _check(phase, result, streamed)
-        # No body follows headers that end the stream: nothing to switch to streamed.
-        stream = result.stream_response_body and not end_of_stream
-        if stream:
-            self.streamed = self.committed = True
+        stream = False
+        # One test on the hot path (a streamed chunk sets none of these).
+        if (
+            result.clear_route_cache
+            or result.stream_response_body
+            or result.end_of_response
+            or (streamed and (result.set_headers or result.remove_headers))
+        ):
+            _check(phase, result, streamed)
+            # No body follows headers that end the stream: nothing to switch to streamed.
+            stream = result.stream_response_body and not end_of_stream
+            if stream:
+                self.streamed = self.committed = True
         return _answer(
             phase, result, buffered=not (streamed and phase is _RESPONSE_BODY), stream=stream
         )
