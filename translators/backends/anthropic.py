@@ -603,8 +603,12 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
 
     def _chunk_stream(self, upstream_id: Any) -> chat.ChunkStream:
         if self._stream is None:
-            encoder = chat.ChunkEncoder(self._id(upstream_id), self._created, self._client_model)
-            self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            self._stream = self._new_chunk_stream(
+                self._id(upstream_id),
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
         return self._stream
 
     def _on_event(self, event: SseEvent) -> chat.ChunkStream:

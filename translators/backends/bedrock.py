@@ -509,7 +509,7 @@ def _tool_config(
 # --- the translator ----------------------------------------------------------------
 
 
-class BedrockConverseTranslator:
+class BedrockConverseTranslator(chat.AnswerEventSource):
     """One request's translation to Bedrock Converse and back (see ``Translator``).
 
     ``model_id`` is the Bedrock model id, inference profile or ARN; the client sees the
@@ -537,6 +537,7 @@ class BedrockConverseTranslator:
     def __init__(
         self, model_id: str, *, completion_id: str | None = None, created: int | None = None
     ) -> None:
+        super().__init__()
         self._model_id = model_id
         self._completion_id = completion_id or chat.new_completion_id()
         self._created = created if created is not None else chat.now()
@@ -694,8 +695,12 @@ class BedrockConverseTranslator:
     def _stream_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
         stream = self._stream
         if stream is None or self._frames is None:
-            encoder = chat.ChunkEncoder(self._completion_id, self._created, self._client_model)
-            stream = self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            stream = self._stream = self._new_chunk_stream(
+                self._completion_id,
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
             self._frames = EventStreamFrames()
         if stream.finished:  # after [DONE] or an error event the client gets nothing more
             return stream.output()

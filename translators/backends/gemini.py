@@ -542,8 +542,12 @@ class GeminiChatTranslator(SseOrJsonAnswer):
 
     def _chunk_stream(self, response_id: Any) -> chat.ChunkStream:
         if self._stream is None:
-            encoder = chat.ChunkEncoder(self._id(response_id), self._created, self._client_model)
-            self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            self._stream = self._new_chunk_stream(
+                self._id(response_id),
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
             self._stream.role()
         return self._stream
 

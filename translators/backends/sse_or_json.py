@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aigateway.translators.client_apis.chat import ChunkStream
+from aigateway.translators.client_apis.chat import AnswerEventSource, ChunkStream
 from aigateway.translators.contract import ResponseBodyOutput, ResponseHeadersDecision
 from aigateway.translators.wire.sse import SseDecoder, SseEvent
 
 
-class SseOrJsonAnswer:
+class SseOrJsonAnswer(AnswerEventSource):
     """Decides streaming from the answer's content type, collects a JSON body whole and
     hands it to :meth:`_json_body`, and feeds a stream's events one by one to
     :meth:`_on_event`, which writes them to the request's :class:`ChunkStream`
@@ -21,6 +21,7 @@ class SseOrJsonAnswer:
     __slots__ = ("_decoder", "_json_parts", "_stream", "_streamed")
 
     def __init__(self) -> None:
+        super().__init__()
         self._streamed = False
         self._json_parts: list[bytes] = []
         self._decoder: SseDecoder | None = None

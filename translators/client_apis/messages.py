@@ -27,6 +27,7 @@ from aigateway.translators.backends.anthropic import (
 )
 from aigateway.translators.backends.gemini import google_error
 from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import AnswerSink
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_STREAM_ERROR,
@@ -42,7 +43,6 @@ from aigateway.translators.client_apis.messages_stream import (
     message_body,
     new_message_id,
 )
-from aigateway.translators.client_apis.pivot import AnswerStream
 from aigateway.translators.contract import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
@@ -107,7 +107,7 @@ class MessagesApi:
     def answer(self, answer: ChatAnswer, usage: TokenUsage | None) -> bytes:
         return message_body(message_id=self._id, model=self._model, answer=answer, usage=usage)
 
-    def stream(self) -> AnswerStream:
+    def stream(self) -> AnswerSink:
         return MessagesEventStream(self._id, self._model)
 
     def error_body(self, status: int, openai_error: bytes) -> bytes | None:

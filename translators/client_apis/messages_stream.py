@@ -120,7 +120,7 @@ def _event(name: str, body: dict[str, Any]) -> bytes:
 
 
 class MessagesEventStream:
-    """One streamed answer being written as Messages events (an ``AnswerStream``).
+    """One streamed answer being written as Messages events (a sink of answer events).
 
     ``message_start`` first; each content block (thinking, text, each tool use) is
     started, streamed and stopped in turn, numbered from 0; ``message_delta`` with the
@@ -259,7 +259,13 @@ class MessagesEventStream:
             return
         self._delta(fragment)
 
-    def finish(self, reason: str) -> None:
+    def keepalive(self) -> None:
+        pass  # nothing to write: the client API has no comment events
+
+    def final_usage(self, usage: TokenUsage, service_tier: str | None) -> None:
+        pass  # ``usage`` already holds it
+
+    def finish(self, reason: str, service_tier: str | None = None) -> None:
         self._stop_reason = stop_reason(reason)
 
     def done(self) -> None:

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import AnswerSink
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_STREAM_ERROR,
     UPSTREAM_TRUNCATED,
     invalid_json_body,
 )
-from aigateway.translators.client_apis.pivot import AnswerStream
 from aigateway.translators.client_apis.responses_request import read_responses_request
 from aigateway.translators.client_apis.responses_stream import (
     TERMINAL_EVENTS,
@@ -87,7 +87,7 @@ class ResponsesApi:
     def answer(self, answer: ChatAnswer, usage: TokenUsage | None) -> bytes:
         return response_body(self._head, answer, usage)
 
-    def stream(self) -> AnswerStream:
+    def stream(self) -> AnswerSink:
         return ResponsesEventStream(self._head)
 
     def error_body(self, status: int, openai_error: bytes) -> bytes | None:

@@ -59,10 +59,14 @@ def openai_error_body(
     param: str | None = None,
 ) -> bytes:
     """:func:`openai_error` as a JSON body."""
-    return json.dumps(
-        openai_error(message, status=status, type=type, code=code, param=param),
-        separators=(",", ":"),
-    ).encode()
+    return openai_error_json(
+        openai_error(message, status=status, type=type, code=code, param=param)["error"]
+    )
+
+
+def openai_error_json(error: dict[str, Any]) -> bytes:
+    """An OpenAI ``error`` object as a JSON body (``{"error": ...}``)."""
+    return json.dumps({"error": error}, separators=(",", ":")).encode()
 
 
 def is_openai_error(doc: Any) -> bool:

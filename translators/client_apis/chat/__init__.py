@@ -41,6 +41,7 @@ from aigateway.translators.client_apis.chat.request import (
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_INVALID_STREAM,
+    AnswerEventSource,
     ChunkEncoder,
     ChunkStream,
     FinishReason,
@@ -56,6 +57,7 @@ __all__ = [
     "RESPONSE_FORMAT_TOOL",
     "UPSTREAM_INVALID_JSON",
     "UPSTREAM_INVALID_STREAM",
+    "AnswerEventSource",
     "CacheControl",
     "ChunkEncoder",
     "ChunkStream",
