@@ -9,7 +9,6 @@ processor's job (backend auth), not this module's.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -530,14 +529,11 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
     # --- JSON ---
 
     def _json_body(self, body: bytes) -> ResponseBodyOutput:
-        try:
-            doc = json.loads(body)
-            content = doc["content"]
-            if not isinstance(content, list):
-                raise TypeError("content is not a list")
-        except (ValueError, KeyError, TypeError) as exc:
+        doc = loads_or_none(body)
+        content = doc.get("content") if isinstance(doc, dict) else None
+        if not isinstance(content, list) or not isinstance(doc, dict):
             return ResponseBodyOutput(
-                body=chat.invalid_json_body(f"not a Messages response ({exc!r})"),
+                body=chat.invalid_json_body("not a Messages response (no content list)"),
                 error=chat.UPSTREAM_INVALID_JSON,
                 complete=True,
             )

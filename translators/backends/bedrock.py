@@ -9,7 +9,6 @@ Requests go to ``/model/{modelId}/converse`` (JSON) or ``/converse-stream`` (an
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from aigateway.translators.wire.errors import (
 )
 from aigateway.translators.wire.eventstream import EventStreamFrames, event_stream_types
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
+from aigateway.translators.wire.sse import media_type
 
 EVENT_STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
@@ -586,8 +586,7 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
         )
 
     def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        self._streamed = media_type == EVENT_STREAM_CONTENT_TYPE
+        self._streamed = media_type(content_type) == EVENT_STREAM_CONTENT_TYPE
         if self._streamed:
             return ResponseHeadersDecision(streamed=True, content_type="text/event-stream")
         return ResponseHeadersDecision(streamed=False)
@@ -621,14 +620,13 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
     # --- JSON ---
 
     def _json_body(self, body: bytes) -> ResponseBodyOutput:
-        try:
-            doc = json.loads(body)
-            content = doc["output"]["message"]["content"]
-            if not isinstance(content, list):
-                raise TypeError("content is not a list")
-        except (ValueError, KeyError, TypeError) as exc:
+        doc = loads_or_none(body)
+        output = doc.get("output") if isinstance(doc, dict) else None
+        message = output.get("message") if isinstance(output, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list) or not isinstance(doc, dict):
             return ResponseBodyOutput(
-                body=chat.invalid_json_body(f"not a Converse response ({exc!r})"),
+                body=chat.invalid_json_body("not a Converse response (no output.message.content)"),
                 error=chat.UPSTREAM_INVALID_JSON,
                 complete=True,
             )

@@ -8,7 +8,6 @@ usage: then the extra usage-only chunk is cut out.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,8 +18,8 @@ from aigateway.translators.contract import (
     UpstreamRequest,
 )
 from aigateway.translators.wire.errors import openai_error_body, passthrough_error_body
-from aigateway.translators.wire.jsoncodec import as_int, dumps
-from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
+from aigateway.translators.wire.jsoncodec import NOT_JSON, as_int, dumps, loads_or_none, parse
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event, is_sse
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
@@ -89,7 +88,7 @@ class OpenAIChatTranslator:
         return UpstreamRequest(dumps(payload) if changed else None, self.path)
 
     def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if content_type.startswith("text/event-stream"):
+        if is_sse(content_type):
             self._decoder = SseDecoder()
             return ResponseHeadersDecision(streamed=True)
         return ResponseHeadersDecision(streamed=False)
@@ -104,9 +103,8 @@ class OpenAIChatTranslator:
         if not end_of_stream:
             return ResponseBodyOutput(None)
         body = b"".join(self._body)
-        try:
-            doc = json.loads(body)
-        except ValueError:
+        doc = parse(body)
+        if doc is NOT_JSON:
             return ResponseBodyOutput(
                 openai_error_body(
                     "The upstream sent a response that is not JSON.",
@@ -162,10 +160,7 @@ class OpenAIChatTranslator:
                 break
             # Every event is parsed: usage is read from it, and an upstream that sends
             # broken JSON gets a clean error event instead of breaking the client.
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                doc = None
+            doc = loads_or_none(data)
             if not isinstance(doc, dict):
                 error = "upstream_invalid_json"
                 tail = _error_event("The upstream sent an event that is not a JSON object.", error)

@@ -8,7 +8,7 @@ from typing import Any
 
 from aigateway.translators.client_apis.chat import AnswerEventSource, ChunkStream
 from aigateway.translators.contract import ResponseBodyOutput, ResponseHeadersDecision
-from aigateway.translators.wire.sse import SseDecoder, SseEvent
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, is_sse
 
 
 class SseOrJsonAnswer(AnswerEventSource):
@@ -29,8 +29,7 @@ class SseOrJsonAnswer(AnswerEventSource):
 
     def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
         """Streamed when the backend answers ``text/event-stream``."""
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        self._streamed = media_type == "text/event-stream"
+        self._streamed = is_sse(content_type)
         return ResponseHeadersDecision(streamed=self._streamed)
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:

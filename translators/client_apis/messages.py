@@ -14,7 +14,6 @@ Errors reach the client in Anthropic's shape: ``{"type": "error", "error": {...}
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,7 +56,7 @@ from aigateway.translators.wire.errors import (
     upstream_text,
 )
 from aigateway.translators.wire.jsoncodec import dumps, loads_or_none
-from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event, is_sse
 
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 #: The client headers of the Messages API; backends that are not Anthropic's never get them.
@@ -174,7 +173,7 @@ class MessagesPassthroughTranslator:
         return UpstreamRequest(None, MESSAGES_PATH, headers)
 
     def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if content_type.split(";", 1)[0].strip().lower() == "text/event-stream":
+        if is_sse(content_type):
             self._decoder = SseDecoder()
             return ResponseHeadersDecision(streamed=True)
         return ResponseHeadersDecision(streamed=False)
@@ -210,10 +209,7 @@ class MessagesPassthroughTranslator:
         error: str | None = None
         tail = b""
         for event in events:
-            try:
-                doc = json.loads(event.data)
-            except (ValueError, RecursionError):
-                doc = None
+            doc = loads_or_none(event.data)
             if not isinstance(doc, dict):
                 error = UPSTREAM_INVALID_JSON
                 tail = error_event("The upstream sent an event that is not JSON.", "api_error")

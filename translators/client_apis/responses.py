@@ -10,7 +10,6 @@ Responses API").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,8 +36,8 @@ from aigateway.translators.contract import (
     UpstreamRequest,
 )
 from aigateway.translators.wire.errors import passthrough_error_body
-from aigateway.translators.wire.jsoncodec import as_int, dumps
-from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
+from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event, is_sse
 
 RESPONSES_PATH = "/v1/responses"
 #: Azure OpenAI's v1 API: the deployment is the body's ``model``.
@@ -123,7 +122,7 @@ class ResponsesPassthroughTranslator:
         return UpstreamRequest(None, self.path)
 
     def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if content_type.startswith("text/event-stream"):
+        if is_sse(content_type):
             self._decoder = SseDecoder()
             return ResponseHeadersDecision(streamed=True)
         return ResponseHeadersDecision(streamed=False)
@@ -133,11 +132,7 @@ class ResponsesPassthroughTranslator:
             self._body.append(chunk)
             if not end_of_stream:
                 return ResponseBodyOutput(None)
-            doc: Any = None
-            try:
-                doc = json.loads(b"".join(self._body))
-            except (ValueError, RecursionError):
-                pass
+            doc = loads_or_none(b"".join(self._body))
             if not isinstance(doc, dict):
                 return ResponseBodyOutput(
                     invalid_json_body("not JSON"), error=UPSTREAM_INVALID_JSON, complete=True
@@ -165,10 +160,7 @@ class ResponsesPassthroughTranslator:
         for event in events:
             # Every event is parsed: the terminal one carries the usage, and an upstream
             # that sends broken JSON gets a clean error event instead of breaking the client.
-            try:
-                doc = json.loads(event.data)
-            except (ValueError, RecursionError):
-                doc = None
+            doc = loads_or_none(event.data)
             kind = doc.get("type") if isinstance(doc, dict) else None
             if not isinstance(kind, str):
                 error = UPSTREAM_INVALID_JSON
