@@ -537,48 +537,34 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
                 error=chat.UPSTREAM_INVALID_JSON,
                 complete=True,
             )
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
-        reasoning: list[str] = []
-        thinking_blocks: list[dict[str, str]] = []
+        answer = chat.AnswerParts()
         for block in content:
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
             if kind == "text" and isinstance(block.get("text"), str):
-                texts.append(block["text"])
+                answer.texts.append(block["text"])
             elif kind == "tool_use":
                 arguments = dumps(block.get("input", {})).decode()
                 if self._answer_tool and block.get("name") == chat.RESPONSE_FORMAT_TOOL:
-                    texts.append(arguments)
+                    answer.texts.append(arguments)
                     continue
-                calls.append(
+                answer.calls.append(
                     chat.ToolCall(str(block.get("id", "")), str(block.get("name", "")), arguments)
                 )
             elif kind == "thinking" and isinstance(block.get("thinking"), str):
-                reasoning.append(block["thinking"])
-                thinking_blocks.append(
-                    {
-                        "type": "thinking",
-                        "thinking": block["thinking"],
-                        "signature": str(block.get("signature", "")),
-                    }
-                )
+                answer.thinking(block["thinking"], str(block.get("signature", "")))
             elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
-                thinking_blocks.append({"type": "redacted_thinking", "data": block["data"]})
+                answer.redacted_thinking(block["data"])
             # server tool blocks and citations: no OpenAI message field
         usage = usage_from_anthropic(doc.get("usage"))
-        finish = self._finish_reason(doc.get("stop_reason"), bool(calls))
-        out = chat.chat_completion_body(
+        finish = self._finish_reason(doc.get("stop_reason"), bool(answer.calls))
+        out = answer.body(
             completion_id=self._id(doc.get("id")),
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
             finish_reason=finish,
             usage=usage,
-            reasoning_content="".join(reasoning) if thinking_blocks else None,
-            thinking_blocks=thinking_blocks,
         )
         model = doc.get("model")
         return ResponseBodyOutput(

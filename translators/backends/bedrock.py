@@ -630,22 +630,19 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
                 error=chat.UPSTREAM_INVALID_JSON,
                 complete=True,
             )
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
-        reasoning: list[str] = []
-        thinking_blocks: list[dict[str, str]] = []
+        answer = chat.AnswerParts()
         for block in content:
             if not isinstance(block, dict):
                 continue
             if isinstance(block.get("text"), str):
-                texts.append(block["text"])
+                answer.texts.append(block["text"])
             elif isinstance(block.get("toolUse"), dict):
                 use = block["toolUse"]
                 arguments = dumps(use.get("input", {})).decode()
                 if self._answer_tool and use.get("name") == chat.RESPONSE_FORMAT_TOOL:
-                    texts.append(arguments)
+                    answer.texts.append(arguments)
                     continue
-                calls.append(
+                answer.calls.append(
                     chat.ToolCall(
                         str(use.get("toolUseId", "")), str(use.get("name", "")), arguments
                     )
@@ -654,30 +651,17 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
                 found = block["reasoningContent"]
                 text = found.get("reasoningText")
                 if isinstance(text, dict) and isinstance(text.get("text"), str):
-                    reasoning.append(text["text"])
-                    thinking_blocks.append(
-                        {
-                            "type": "thinking",
-                            "thinking": text["text"],
-                            "signature": str(text.get("signature", "")),
-                        }
-                    )
+                    answer.thinking(text["text"], str(text.get("signature", "")))
                 elif isinstance(found.get("redactedContent"), str):
-                    thinking_blocks.append(
-                        {"type": "redacted_thinking", "data": found["redactedContent"]}
-                    )
+                    answer.redacted_thinking(found["redactedContent"])
             # citations, guardContent: no OpenAI message field
         usage = usage_from_converse(doc.get("usage"))
-        out = chat.chat_completion_body(
+        out = answer.body(
             completion_id=self._completion_id,
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
-            finish_reason=self._finish_reason(doc.get("stopReason"), bool(calls)),
+            finish_reason=self._finish_reason(doc.get("stopReason"), bool(answer.calls)),
             usage=usage,
-            reasoning_content="".join(reasoning) if thinking_blocks else None,
-            thinking_blocks=thinking_blocks,
             service_tier=_service_tier(doc),
         )
         return ResponseBodyOutput(body=out, usage=usage, complete=True)

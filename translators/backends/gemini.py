@@ -499,13 +499,13 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             )
         self._id(doc.get("responseId"))
         candidate = _first_candidate(doc)
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
+        answer = chat.AnswerParts()
+        calls = answer.calls
         for part in _parts(candidate):
             if part.get("thought") is True:
                 continue  # thought summaries have no OpenAI message field
             if isinstance(part.get("text"), str):
-                texts.append(part["text"])
+                answer.texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
                 call = part["functionCall"]
                 calls.append(
@@ -521,12 +521,10 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             else finish_reason_from_gemini(candidate.get("finishReason"), tool_calls=bool(calls))
         )
         usage = usage_from_gemini(doc.get("usageMetadata"))
-        out = chat.chat_completion_body(
+        out = answer.body(
             completion_id=self._id(None),
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
             finish_reason=finish,
             usage=usage,
         )

@@ -98,6 +98,50 @@ def chat_completion_body(
     return dumps(body)
 
 
+@dataclass(slots=True)
+class AnswerParts:
+    """The pieces of a whole (non-streamed) answer as a backend's content blocks give
+    them, in order, made into one ``chat.completion`` body by :meth:`body`."""
+
+    texts: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    thinking_blocks: list[dict[str, str]] = field(default_factory=list)
+
+    def thinking(self, text: str, signature: str) -> None:
+        """A signed reasoning block: its text, and the block to send back next turn."""
+        self.reasoning.append(text)
+        self.thinking_blocks.append({"type": "thinking", "thinking": text, "signature": signature})
+
+    def redacted_thinking(self, data: str) -> None:
+        self.thinking_blocks.append({"type": "redacted_thinking", "data": data})
+
+    def body(
+        self,
+        *,
+        completion_id: str,
+        created: int,
+        model: str,
+        finish_reason: FinishReason,
+        usage: TokenUsage | None,
+        service_tier: str | None = None,
+    ) -> bytes:
+        """The ``chat.completion`` body: no content when the answer is only tool calls,
+        reasoning only when the backend gave reasoning blocks."""
+        return chat_completion_body(
+            completion_id=completion_id,
+            created=created,
+            model=model,
+            content="".join(self.texts) if self.texts or not self.calls else None,
+            tool_calls=self.calls,
+            finish_reason=finish_reason,
+            usage=usage,
+            reasoning_content="".join(self.reasoning) if self.thinking_blocks else None,
+            thinking_blocks=self.thinking_blocks,
+            service_tier=service_tier,
+        )
+
+
 # ResponseBodyOutput.error values: a bounded set, so logs and metrics can use them as is
 # (the client's error event carries the details). The OpenAI translator uses the same.
 UPSTREAM_TRUNCATED = "upstream_truncated"
