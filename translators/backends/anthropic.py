@@ -532,11 +532,7 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
         doc = loads_or_none(body)
         content = doc.get("content") if isinstance(doc, dict) else None
         if not isinstance(content, list) or not isinstance(doc, dict):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a Messages response (no content list)"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not a Messages response (no content list)")
         answer = chat.AnswerParts()
         for block in content:
             if not isinstance(block, dict):

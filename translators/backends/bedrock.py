@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from aigateway.translators.backends.sse_or_json import StreamOrJsonAnswer
 from aigateway.translators.client_apis import chat
 from aigateway.translators.contract import (
     ResponseBodyOutput,
@@ -509,7 +510,7 @@ def _tool_config(
 # --- the translator ----------------------------------------------------------------
 
 
-class BedrockConverseTranslator(chat.AnswerEventSource):
+class BedrockConverseTranslator(StreamOrJsonAnswer):
     """One request's translation to Bedrock Converse and back (see ``Translator``).
 
     ``model_id`` is the Bedrock model id, inference profile or ARN; the client sees the
@@ -525,13 +526,11 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
         "_created",
         "_frames",
         "_include_usage",
-        "_json_parts",
         "_metadata_seen",
         "_model_id",
         "_stop_reason",
         "_stopped",
         "_stream",
-        "_streamed",
     )
 
     def __init__(
@@ -542,9 +541,7 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
         self._completion_id = completion_id or chat.new_completion_id()
         self._created = created if created is not None else chat.now()
         self._client_model = model_id
-        self._streamed = False
         self._include_usage = False
-        self._json_parts: list[bytes] = []
         self._frames: EventStreamFrames | None = None
         self._stream: chat.ChunkStream | None = None
         self._stopped = False  # messageStop seen
@@ -591,14 +588,6 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
             return ResponseHeadersDecision(streamed=True, content_type="text/event-stream")
         return ResponseHeadersDecision(streamed=False)
 
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._streamed:
-            return self._stream_body(chunk, end_of_stream)
-        self._json_parts.append(chunk)
-        if not end_of_stream:
-            return ResponseBodyOutput(body=b"")
-        return self._json_body(b"".join(self._json_parts))
-
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         """Bedrock names the error in the ``x-amzn-errortype`` header (or ``__type``)."""
         error_type = headers.get("x-amzn-errortype")
@@ -625,11 +614,7 @@ class BedrockConverseTranslator(chat.AnswerEventSource):
         message = output.get("message") if isinstance(output, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list) or not isinstance(doc, dict):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a Converse response (no output.message.content)"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not a Converse response (no output.message.content)")
         answer = chat.AnswerParts()
         for block in content:
             if not isinstance(block, dict):

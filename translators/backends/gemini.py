@@ -492,11 +492,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         if not isinstance(doc, dict) or not (
             isinstance(doc.get("candidates"), list) or _blocked(doc)
         ):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a generateContent response"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not a generateContent response")
         self._id(doc.get("responseId"))
         candidate = _first_candidate(doc)
         answer = chat.AnswerParts()
@@ -669,11 +665,7 @@ class GeminiEmbeddingsTranslator:
         doc = loads_or_none(b"".join(self._json_parts))
         embeddings = doc.get("embeddings") if isinstance(doc, dict) else None
         if not isinstance(embeddings, list):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a batchEmbedContents response"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not a batchEmbedContents response")
         data: list[dict[str, Any]] = []
         for index, embedding in enumerate(embeddings):
             values = embedding.get("values") if isinstance(embedding, dict) else None
@@ -684,13 +676,7 @@ class GeminiEmbeddingsTranslator:
                 try:
                     packed = struct.pack(f"<{len(values)}f", *values)
                 except struct.error:
-                    return ResponseBodyOutput(
-                        body=chat.invalid_json_body(
-                            "an embedding holds a value that is not a number"
-                        ),
-                        error=chat.UPSTREAM_INVALID_JSON,
-                        complete=True,
-                    )
+                    return chat.invalid_answer("an embedding holds a value that is not a number")
                 vector = base64.b64encode(packed).decode("ascii")
             data.append({"object": "embedding", "index": index, "embedding": vector})
         reported = doc.get("usageMetadata")

@@ -19,7 +19,7 @@ from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_STREAM_ERROR,
     UPSTREAM_TRUNCATED,
-    invalid_json_body,
+    invalid_answer,
 )
 from aigateway.translators.client_apis.responses_request import read_responses_request
 from aigateway.translators.client_apis.responses_stream import (
@@ -134,9 +134,7 @@ class ResponsesPassthroughTranslator:
                 return ResponseBodyOutput(None)
             doc = loads_or_none(b"".join(self._body))
             if not isinstance(doc, dict):
-                return ResponseBodyOutput(
-                    invalid_json_body("not JSON"), error=UPSTREAM_INVALID_JSON, complete=True
-                )
+                return invalid_answer("not JSON")
             model = doc.get("model")
             return ResponseBodyOutput(
                 None,

@@ -158,6 +158,14 @@ def invalid_json_body(detail: str) -> bytes:
     )
 
 
+def invalid_answer(detail: str) -> ResponseBodyOutput:
+    """The whole output for an upstream answer that cannot be translated: a 502 error
+    body saying why (``detail``), and the request failed as invalid JSON."""
+    return ResponseBodyOutput(
+        body=invalid_json_body(detail), error=UPSTREAM_INVALID_JSON, complete=True
+    )
+
+
 def error_event(
     message: str, *, status: int, type: str | None = None, code: str | int | None = None
 ) -> bytes:
