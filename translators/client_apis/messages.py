@@ -42,6 +42,7 @@ from aigateway.translators.client_apis.messages_stream import (
     message_body,
     new_message_id,
 )
+from aigateway.translators.client_apis.passthrough import PassthroughAnswer
 from aigateway.translators.contract import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
@@ -56,7 +57,7 @@ from aigateway.translators.wire.errors import (
     upstream_text,
 )
 from aigateway.translators.wire.jsoncodec import dumps, loads_or_none
-from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event, is_sse
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
 
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 #: The client headers of the Messages API; backends that are not Anthropic's never get them.
@@ -113,7 +114,7 @@ class MessagesApi:
         return anthropic_error_from_openai(status, openai_error)
 
 
-class MessagesPassthroughTranslator:
+class MessagesPassthroughTranslator(PassthroughAnswer):
     """``/v1/messages`` on Anthropic, or on Claude on Vertex AI (``vertex``).
 
     ``client_version`` is the ``anthropic-version`` the client sent (it passes on; without
@@ -123,9 +124,7 @@ class MessagesPassthroughTranslator:
     __slots__ = (
         "_answered_by",
         "_client_version",
-        "_decoder",
         "_ended",
-        "_parts",
         "_reported",
         "_usage",
         "_version",
@@ -141,12 +140,11 @@ class MessagesPassthroughTranslator:
         client_version: str | None = None,
         vertex: VertexRawPredict | None = None,
     ) -> None:
+        super().__init__()
         self.backend_model = backend_model
         self._version = version
         self._client_version = client_version
         self._vertex = vertex
-        self._decoder: SseDecoder | None = None
-        self._parts: list[bytes] = []
         self._usage = MessagesUsage()
         self._reported = False  # the upstream has reported usage
         self._ended = False
@@ -172,30 +170,17 @@ class MessagesPassthroughTranslator:
             return UpstreamRequest(dumps(payload), MESSAGES_PATH, headers)
         return UpstreamRequest(None, MESSAGES_PATH, headers)
 
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if is_sse(content_type):
-            self._decoder = SseDecoder()
-            return ResponseHeadersDecision(streamed=True)
-        return ResponseHeadersDecision(streamed=False)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._decoder is None:
-            self._parts.append(chunk)
-            if not end_of_stream:
-                return ResponseBodyOutput(None)
-            doc = loads_or_none(b"".join(self._parts))
-            if not isinstance(doc, dict):
-                body = anthropic_error_body(
-                    "The upstream sent a response that is not JSON.", status=502
-                )
-                return ResponseBodyOutput(body, error=UPSTREAM_INVALID_JSON, complete=True)
-            self._usage.update(doc.get("usage"))
-            self._reported = True
-            self._note_model(doc.get("model"))
-            return ResponseBodyOutput(
-                None, self._token_usage(), complete=True, model=self._answered_by
+    def _whole_body(self, body: bytes) -> ResponseBodyOutput:
+        doc = loads_or_none(body)
+        if not isinstance(doc, dict):
+            error = anthropic_error_body(
+                "The upstream sent a response that is not JSON.", status=502
             )
-        return self._stream_chunk(self._decoder, chunk, end_of_stream)
+            return ResponseBodyOutput(error, error=UPSTREAM_INVALID_JSON, complete=True)
+        self._usage.update(doc.get("usage"))
+        self._reported = True
+        self._note_model(doc.get("model"))
+        return ResponseBodyOutput(None, self._token_usage(), complete=True, model=self._answered_by)
 
     def _stream_chunk(
         self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool

@@ -21,6 +21,7 @@ from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_TRUNCATED,
     invalid_answer,
 )
+from aigateway.translators.client_apis.passthrough import PassthroughAnswer
 from aigateway.translators.client_apis.responses_request import read_responses_request
 from aigateway.translators.client_apis.responses_stream import (
     TERMINAL_EVENTS,
@@ -31,13 +32,12 @@ from aigateway.translators.client_apis.responses_stream import (
 )
 from aigateway.translators.contract import (
     ResponseBodyOutput,
-    ResponseHeadersDecision,
     TokenUsage,
     UpstreamRequest,
 )
 from aigateway.translators.wire.errors import passthrough_error_body
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
-from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event, is_sse
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
 
 RESPONSES_PATH = "/v1/responses"
 #: Azure OpenAI's v1 API: the deployment is the body's ``model``.
@@ -93,12 +93,10 @@ class ResponsesApi:
         return None  # the Responses API's errors are OpenAI's
 
 
-class ResponsesPassthroughTranslator:
+class ResponsesPassthroughTranslator(PassthroughAnswer):
     """``/v1/responses`` on a backend that speaks it (OpenAI, Azure OpenAI's v1 API)."""
 
     __slots__ = (
-        "_body",
-        "_decoder",
         "_ended",
         "_last_sequence",
         "_usage",
@@ -107,10 +105,9 @@ class ResponsesPassthroughTranslator:
     )
 
     def __init__(self, backend_model: str | None = None, path: str = RESPONSES_PATH) -> None:
+        super().__init__()
         self.backend_model = backend_model
         self.path = path
-        self._decoder: SseDecoder | None = None
-        self._body: list[bytes] = []
         self._usage: TokenUsage | None = None
         self._ended = False
         self._last_sequence = -1
@@ -121,28 +118,17 @@ class ResponsesPassthroughTranslator:
             return UpstreamRequest(dumps(payload), self.path)
         return UpstreamRequest(None, self.path)
 
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if is_sse(content_type):
-            self._decoder = SseDecoder()
-            return ResponseHeadersDecision(streamed=True)
-        return ResponseHeadersDecision(streamed=False)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._decoder is None:
-            self._body.append(chunk)
-            if not end_of_stream:
-                return ResponseBodyOutput(None)
-            doc = loads_or_none(b"".join(self._body))
-            if not isinstance(doc, dict):
-                return invalid_answer("not JSON")
-            model = doc.get("model")
-            return ResponseBodyOutput(
-                None,
-                usage_from_responses(doc.get("usage")),
-                complete=True,
-                model=model if isinstance(model, str) and model else None,
-            )
-        return self._stream_chunk(self._decoder, chunk, end_of_stream)
+    def _whole_body(self, body: bytes) -> ResponseBodyOutput:
+        doc = loads_or_none(body)
+        if not isinstance(doc, dict):
+            return invalid_answer("not JSON")
+        model = doc.get("model")
+        return ResponseBodyOutput(
+            None,
+            usage_from_responses(doc.get("usage")),
+            complete=True,
+            model=model if isinstance(model, str) and model else None,
+        )
 
     def _stream_chunk(
         self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool
