@@ -692,19 +692,6 @@ STREAMS = {
 }
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    name=st.sampled_from(sorted(STREAMS)),
-    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=30),
-    include_usage=st.booleans(),
-)
-def test_any_split_of_the_sse_stream_gives_the_same_output(
-    name: str, cuts: list[int], include_usage: bool
-) -> None:
-    data = STREAMS[name]
-    assert run_split(data, cuts, include_usage) == run_split(data, [], include_usage)
-
-
 def test_crlf_stream_matches_lf_stream() -> None:
     assert run_split(STREAMS["text-crlf"], [], True) == run_split(STREAMS["text"], [], True)
 

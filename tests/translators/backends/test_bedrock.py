@@ -722,19 +722,6 @@ STREAMS = {
 }
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    name=st.sampled_from(sorted(STREAMS)),
-    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
-    include_usage=st.booleans(),
-)
-def test_any_split_of_the_event_stream_gives_the_same_output(
-    name: str, cuts: list[int], include_usage: bool
-) -> None:
-    whole = run_split(STREAMS[name], [], include_usage)
-    assert run_split(STREAMS[name], cuts, include_usage) == whole
-
-
 def test_byte_by_byte_feeding() -> None:
     frames = TOOL_STREAM
     total = len(b"".join(frames))

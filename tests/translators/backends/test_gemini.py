@@ -13,8 +13,6 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
@@ -594,19 +592,6 @@ STREAMS = {
     # Non-ASCII text: a split may fall inside a multi-byte character.
     "unicode": sse(response([{"text": "héllo ✓ 日本"}], None, PARTIAL_USAGE), TEXT_STREAM[2]),
 }
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    name=st.sampled_from(sorted(STREAMS)),
-    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
-    include_usage=st.booleans(),
-)
-def test_any_split_of_the_sse_stream_gives_the_same_output(
-    name: str, cuts: list[int], include_usage: bool
-) -> None:
-    data = STREAMS[name]
-    assert run_split(data, cuts, include_usage) == run_split(data, [], include_usage)
 
 
 def test_lf_stream_matches_crlf_stream() -> None:
