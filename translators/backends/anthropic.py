@@ -555,7 +555,8 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
             # server tool blocks and citations: no OpenAI message field
         usage = usage_from_anthropic(doc.get("usage"))
         finish = self._finish_reason(doc.get("stop_reason"), bool(answer.calls))
-        out = answer.body(
+        out = self._answer_body(
+            answer,
             completion_id=self._id(doc.get("id")),
             created=self._created,
             model=self._client_model,

@@ -641,7 +641,8 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
                     answer.redacted_thinking(found["redactedContent"])
             # citations, guardContent: no OpenAI message field
         usage = usage_from_converse(doc.get("usage"))
-        out = answer.body(
+        out = self._answer_body(
+            answer,
             completion_id=self._completion_id,
             created=self._created,
             model=self._client_model,

@@ -517,7 +517,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             else finish_reason_from_gemini(candidate.get("finishReason"), tool_calls=bool(calls))
         )
         usage = usage_from_gemini(doc.get("usageMetadata"))
-        out = answer.body(
+        out = self._answer_body(
+            answer,
             completion_id=self._id(None),
             created=self._created,
             model=self._client_model,

@@ -25,8 +25,7 @@ from aigateway.translators.backends.anthropic import (
     VertexRawPredict,
 )
 from aigateway.translators.backends.gemini import google_error
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
-from aigateway.translators.client_apis.chat.events import AnswerSink
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_STREAM_ERROR,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import ChatAnswer
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.errors import anthropic_error, anthropic_error_type_for_status
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from aigateway.translators.client_apis.chat.answers import (
-    ChatAnswer,
     ChunkReader,
     read_completion,
 )
-from aigateway.translators.client_apis.chat.events import AnswerSink, EventBuffer
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer, EventBuffer
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     AnswerEventSource,
@@ -67,7 +66,7 @@ class ClientApi(Protocol):
 class PivotTranslator:
     """A :class:`Translator` for ``api`` over ``inner``, the backend's chat translator."""
 
-    __slots__ = ("_api", "_inner", "_parts", "_reader", "_stream", "_streamed")
+    __slots__ = ("_api", "_inner", "_parts", "_reader", "_stream", "_streamed", "_values")
 
     def __init__(self, inner: Translator, api: ClientApi) -> None:
         self._inner = inner
@@ -76,6 +75,7 @@ class PivotTranslator:
         self._parts: list[bytes] = []  # a non-streamed body the inner passes unchanged
         self._stream: AnswerSink | None = None
         self._reader: ChunkReader | None = None
+        self._values: AnswerEventSource | None = None  # an inner that gives answers as values
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         chat = self._api.chat_request(payload)
@@ -102,6 +102,9 @@ class PivotTranslator:
             else:
                 self._reader = ChunkReader(stream)  # the backend's own chat stream
             return ResponseHeadersDecision(streamed=True, content_type="text/event-stream")
+        if isinstance(self._inner, AnswerEventSource):
+            self._inner.keep_whole_answer()  # no chat.completion body to write and read back
+            self._values = self._inner
         return ResponseHeadersDecision(streamed=False, content_type="application/json")
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
@@ -133,7 +136,9 @@ class PivotTranslator:
             return ResponseBodyOutput(
                 whole if body is None else body, out.usage, out.error, complete=True
             )
-        answer = read_completion(whole)
+        answer = self._values.whole_answer if self._values is not None else None
+        if answer is None:
+            answer = read_completion(whole)
         if answer is None:
             bad = invalid_json_body("not a chat completion")
             body = self._api.error_body(502, bad)

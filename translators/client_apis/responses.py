@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
-from aigateway.translators.client_apis.chat.events import AnswerSink
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_STREAM_ERROR,

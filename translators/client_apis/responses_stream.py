@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import ChatAnswer
 from aigateway.translators.client_apis.responses_request import encode_reasoning
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.jsoncodec import dumps

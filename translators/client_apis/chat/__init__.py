@@ -2,6 +2,7 @@
 (:mod:`.request`) and writes a chat answer (:mod:`.stream`). Backends import this
 package as one name (``chat.messages_of``, ``chat.ChunkStream``)."""
 
+from aigateway.translators.client_apis.chat.events import ToolCall
 from aigateway.translators.client_apis.chat.request import (
     PDF_MEDIA_TYPE,
     RESPONSE_FORMAT_TOOL,
@@ -46,7 +47,6 @@ from aigateway.translators.client_apis.chat.stream import (
     ChunkEncoder,
     ChunkStream,
     FinishReason,
-    ToolCall,
     chat_completion_body,
     invalid_answer,
     invalid_json_body,

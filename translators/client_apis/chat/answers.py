@@ -6,7 +6,6 @@ Messages writers take them (README, "Client APIs").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway.translators.client_apis.chat.events import (
@@ -14,32 +13,19 @@ from aigateway.translators.client_apis.chat.events import (
     START,
     AnswerEvent,
     AnswerSink,
+    ChatAnswer,
     Error,
     Finish,
     ReasoningDelta,
     TextDelta,
     ThinkingBlock,
     ToolArgumentsDelta,
+    ToolCall,
     ToolCallStart,
     deliver,
 )
-from aigateway.translators.client_apis.chat.stream import ToolCall
 from aigateway.translators.wire.jsoncodec import as_int, loads_or_none
 from aigateway.translators.wire.sse import SseDecoder
-
-
-@dataclass(slots=True)
-class ChatAnswer:
-    """The first choice of a ``chat.completion``, in plain values."""
-
-    text: str | None = None
-    refusal: str | None = None
-    reasoning: str | None = None
-    #: Signed reasoning blocks (``{"type": "thinking", "thinking", "signature"}`` or
-    #: ``{"type": "redacted_thinking", "data"}``), to be sent back next turn.
-    thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: str = "stop"
 
 
 def read_completion(body: bytes) -> ChatAnswer | None:

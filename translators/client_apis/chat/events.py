@@ -9,10 +9,31 @@ parses them (``answers.ChunkReader``). Each sends itself to a sink with one call
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aigateway.translators.contract import TokenUsage
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI clients expect
+
+
+@dataclass(slots=True)
+class ChatAnswer:
+    """The first choice of a ``chat.completion``, in plain values."""
+
+    text: str | None = None
+    refusal: str | None = None
+    reasoning: str | None = None
+    #: Signed reasoning blocks (``{"type": "thinking", "thinking", "signature"}`` or
+    #: ``{"type": "redacted_thinking", "data"}``), to be sent back next turn.
+    thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
 
 
 class AnswerSink(Protocol):

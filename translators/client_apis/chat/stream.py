@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aigateway.translators.client_apis.chat.events import AnswerSink
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer, ToolCall
 from aigateway.translators.contract import ResponseBodyOutput, TokenUsage
 from aigateway.translators.wire.errors import openai_error, openai_error_body, openai_error_json
 from aigateway.translators.wire.jsoncodec import dumps
@@ -26,13 +26,6 @@ def new_completion_id() -> str:
 
 def now() -> int:
     return int(time.time())
-
-
-@dataclass(slots=True, frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as OpenAI clients expect
 
 
 def usage_dict(usage: TokenUsage) -> dict[str, Any]:
@@ -115,6 +108,16 @@ class AnswerParts:
 
     def redacted_thinking(self, data: str) -> None:
         self.thinking_blocks.append({"type": "redacted_thinking", "data": data})
+
+    def answer(self, finish_reason: FinishReason) -> ChatAnswer:
+        """The answer as values: what :meth:`body` writes, for another client API."""
+        return ChatAnswer(
+            text="".join(self.texts) if self.texts or not self.calls else None,
+            reasoning="".join(self.reasoning) if self.thinking_blocks else None,
+            thinking_blocks=list(self.thinking_blocks),
+            tool_calls=list(self.calls),
+            finish_reason=finish_reason,
+        )
 
     def body(
         self,
@@ -470,14 +473,46 @@ class AnswerEventSource:
     chunks, unless the pivot sends them to another client API's writer
     (:meth:`send_answer_to`) before the answer starts."""
 
-    __slots__ = ("_answer_sink",)
+    __slots__ = ("_answer_as_values", "_answer_sink", "whole_answer")
 
     def __init__(self) -> None:
         self._answer_sink: AnswerSink | None = None
+        self._answer_as_values = False
+        #: A whole answer, as values, when :meth:`keep_whole_answer` asked for it.
+        self.whole_answer: ChatAnswer | None = None
 
     def send_answer_to(self, sink: AnswerSink) -> None:
         """Write the streamed answer's events to ``sink`` instead of chat chunks."""
         self._answer_sink = sink
+
+    def keep_whole_answer(self) -> None:
+        """Keep a whole (non-streamed) answer as values (:attr:`whole_answer`) instead of
+        writing it as a ``chat.completion`` body."""
+        self._answer_as_values = True
+
+    def _answer_body(
+        self,
+        parts: AnswerParts,
+        *,
+        completion_id: str,
+        created: int,
+        model: str,
+        finish_reason: FinishReason,
+        usage: TokenUsage | None,
+        service_tier: str | None = None,
+    ) -> bytes:
+        """A whole answer's ``chat.completion`` body, or nothing when it is kept as values."""
+        if self._answer_as_values:
+            self.whole_answer = parts.answer(finish_reason)
+            return b""
+        return parts.body(
+            completion_id=completion_id,
+            created=created,
+            model=model,
+            finish_reason=finish_reason,
+            usage=usage,
+            service_tier=service_tier,
+        )
 
     def _new_chunk_stream(
         self, completion_id: str, created: int, model: str, *, include_usage: bool
