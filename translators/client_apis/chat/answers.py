@@ -1,7 +1,7 @@
 """Reading chat completion answers: the whole ``chat.completion`` body
 (:func:`read_completion`) and the ``chat.completion.chunk`` events of an OpenAI stream
 (:class:`ChunkReader`, for the backends that speak chat themselves), as the Responses and
-Messages writers take them (README, "Client APIs").
+Messages writers take them (docs/client-apis.md, "Client APIs").
 """
 
 from __future__ import annotations
