@@ -2,6 +2,7 @@
 (:mod:`.request`) and writes a chat answer (:mod:`.stream`). Backends import this
 package as one name (``chat.messages_of``, ``chat.ChunkStream``)."""
 
+from aigateway.translators.client_apis.chat.events import ToolCall
 from aigateway.translators.client_apis.chat.request import (
     PDF_MEDIA_TYPE,
     RESPONSE_FORMAT_TOOL,
@@ -41,11 +42,13 @@ from aigateway.translators.client_apis.chat.request import (
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_INVALID_STREAM,
+    AnswerEventSource,
+    AnswerParts,
     ChunkEncoder,
     ChunkStream,
     FinishReason,
-    ToolCall,
     chat_completion_body,
+    invalid_answer,
     invalid_json_body,
     new_completion_id,
     now,
@@ -56,6 +59,8 @@ __all__ = [
     "RESPONSE_FORMAT_TOOL",
     "UPSTREAM_INVALID_JSON",
     "UPSTREAM_INVALID_STREAM",
+    "AnswerEventSource",
+    "AnswerParts",
     "CacheControl",
     "ChunkEncoder",
     "ChunkStream",
@@ -73,6 +78,7 @@ __all__ = [
     "function_tools",
     "image_url_of",
     "include_usage",
+    "invalid_answer",
     "invalid_json_body",
     "is_streaming",
     "max_output_tokens",

@@ -6,11 +6,11 @@ every edge (data URLs, tool-call ids, parameter checks).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aigateway.translators.contract import TranslationError
+from aigateway.translators.wire.jsoncodec import NOT_JSON, parse
 
 ToolChoiceMode = Literal["auto", "required", "none", "named"]
 
@@ -230,10 +230,9 @@ def tool_call_fields(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
         return call_id, fn["name"], {}
     if not isinstance(raw, str):
         raise TranslationError("'function.arguments' must be a JSON string", param=param)
-    try:
-        args = json.loads(raw)
-    except ValueError:
-        raise TranslationError("'function.arguments' is not valid JSON", param=param) from None
+    args = parse(raw)
+    if args is NOT_JSON:
+        raise TranslationError("'function.arguments' is not valid JSON", param=param)
     if not isinstance(args, dict):
         raise TranslationError("'function.arguments' must be a JSON object", param=param)
     return call_id, fn["name"], args
