@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from aigateway.translators.errors import openai_error
+from aigateway.translators.wire.errors import openai_error
 
 #: The dynamic metadata namespace processors publish usage under (Envoy access logs,
 #: rate limits and the metrics wrapper read it).

@@ -38,7 +38,7 @@ from aigateway.extproc.framework.processor import (
     Result,
 )
 from aigateway.extproc.framework.router import Router
-from aigateway.translators.errors import openai_error_body
+from aigateway.translators.wire.errors import openai_error_body
 
 log = logging.getLogger("aigateway.server")
 

@@ -35,15 +35,16 @@ from aigateway.extproc.gateway.backends import (
     ModelRoute,
     RoutingTable,
 )
-from aigateway.translators.base import (
-    ChatTranslator,
+from aigateway.translators.contract import (
     StreamEnding,
     TokenUsage,
     TranslationError,
+    Translator,
 )
-from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
-from aigateway.translators.errors import openai_error_body
-from aigateway.translators.sse import encode_sse_event
+from aigateway.translators.matrix import ClientApi, UnsupportedEndpoint
+from aigateway.translators.wire.encoding import ContentDecoder, ContentDecodingError
+from aigateway.translators.wire.errors import openai_error_body
+from aigateway.translators.wire.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
 
@@ -144,6 +145,8 @@ class RoutedProcessor(Processor):
     operation: ClassVar[str] = "chat"
     #: The client API this endpoint speaks, published as ``api`` (for the access log).
     api: ClassVar[str] = "chat_completions"
+    #: Which translator this endpoint asks a route for (``translators.matrix``).
+    endpoint: ClassVar[ClientApi] = "chat_completions"
 
     __slots__ = (
         "_completed",
@@ -168,7 +171,7 @@ class RoutedProcessor(Processor):
         self.table = table
         self._request_headers: Headers | None = None
         self._route: ModelRoute | None = None
-        self._translator: ChatTranslator | None = None
+        self._translator: Translator | None = None
         self._mode = ResponseMode.UNROUTED
         self._status = 0
         self._response_headers: Headers | None = None
@@ -190,9 +193,21 @@ class RoutedProcessor(Processor):
         Runs on the parsed body once its ``model`` is found in the config (so refusals
         are counted as that model's), before the body is translated."""
 
-    def new_translator(self, route: ModelRoute) -> ChatTranslator:
+    def new_translator(self, route: ModelRoute) -> Translator:
         """The translator for this request on ``route`` (400 if the backend cannot)."""
-        raise NotImplementedError
+        try:
+            return route.translator(self.endpoint, self.client_version())
+        except UnsupportedEndpoint as exc:
+            raise ImmediateResponse.error(
+                400,
+                f"The model `{route.model.name}` {exc.reason}.",
+                param="model",
+                code="unsupported_endpoint",
+            ) from None
+
+    def client_version(self) -> str | None:
+        """The version of its API the client asked for, when its API has one."""
+        return None
 
     def local_error_body(self, status: int, body: bytes) -> bytes:
         """An error the gateway answers itself (``body``, OpenAI's error JSON) in this
