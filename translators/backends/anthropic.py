@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aigateway.translators.backends.claude_models import native_output_config
 from aigateway.translators.backends.sse_or_json import SseOrJsonAnswer
 from aigateway.translators.client_apis import chat
 from aigateway.translators.contract import (
@@ -326,6 +327,7 @@ def messages_request(
         else:
             raise TranslationError(f"unsupported message role '{role}'", param=param)
 
+    output_config, payload = native_output_config(payload, model)
     thinking = chat.thinking_of(payload)
     if thinking is not None and thinking.budget is not None:
         max_tokens: int | None = chat.output_tokens_with_thinking(
@@ -362,6 +364,8 @@ def messages_request(
                 param="service_tier",
             )
         body["service_tier"] = _SERVICE_TIERS[tier]
+    if output_config:
+        body["output_config"] = output_config
     _add_tools(body, payload, thinking)
     return body
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from aigateway.translators.backends.claude_models import native_output_config
 from aigateway.translators.client_apis import chat
 from aigateway.translators.contract import (
     ResponseBodyOutput,
@@ -354,6 +355,7 @@ def is_claude(model_id: str) -> bool:
 def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str, Any]:
     """The Converse request body for an OpenAI chat completion request to ``model_id``."""
     chat.reject_unsupported(payload)
+    claude_output, payload = native_output_config(payload, model_id)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     names = _DocumentNames()
@@ -419,6 +421,8 @@ def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str
                 param="output_config",
             )
         native["output_config"] = output_config
+    elif claude_output:
+        native["output_config"] = claude_output
     if native:
         body["additionalModelRequestFields"] = native
 

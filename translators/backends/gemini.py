@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from aigateway.translators.backends.sse_or_json import SseOrJsonAnswer
 from aigateway.translators.client_apis import chat
+from aigateway.translators.client_apis.field_policy import CHAT_FIELDS
 from aigateway.translators.contract import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
@@ -62,9 +63,8 @@ _FINISH_REASONS: dict[str, chat.FinishReason] = {
 # Google's OpenAI compatibility layer maps reasoning efforts to these thinking budgets.
 _THINKING_BUDGETS = {"none": 0, "low": 1024, "medium": 8192, "high": 24576}
 
-# Request fields read below; anything else an OpenAI client sends is refused by name,
-# except the ones in _IGNORED, which only concern OpenAI's platform (storage, abuse
-# monitoring, caching hints) and do not change the answer.
+# Request fields read below; the chat fields Gemini cannot express are refused by name,
+# the ignored and unknown ones left out (docs/client-apis.md, "Field policy").
 _READ = frozenset(
     {
         "model",
@@ -87,9 +87,6 @@ _READ = frozenset(
         "logprobs",
         "reasoning_effort",
     }
-)
-_IGNORED = frozenset(
-    {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
 )
 
 
@@ -186,7 +183,7 @@ def finish_reason_from_gemini(reason: Any, *, tool_calls: bool) -> chat.FinishRe
 def _reject_unexpressible(payload: dict[str, Any]) -> None:
     chat.reject_unsupported(payload)
     for key, value in payload.items():
-        if key in _READ or key in _IGNORED or value is None:
+        if value is None or key in _READ or CHAT_FIELDS.skips(key):
             continue  # (clients that send every field send the unused ones as null)
         if key == "modalities" and value == ["text"]:
             continue  # what Gemini answers anyway

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aigateway.translators.client_apis.field_policy import CHAT_FIELDS
 from aigateway.translators.contract import TranslationError
 
 ToolChoiceMode = Literal["auto", "required", "none", "named"]
@@ -85,14 +86,16 @@ def stop_sequences(payload: dict[str, Any]) -> list[str] | None:
 
 
 def reject_unsupported(payload: dict[str, Any]) -> None:
-    """Refuse what would silently change the answer's shape if dropped."""
+    """Refuse what would silently change the answer's shape if dropped (the chat table
+    of docs/client-apis.md, "Field policy"); unknown fields are logged and left out."""
+    for key, value in payload.items():
+        if value is None or CHAT_FIELDS.skips(key) or key not in CHAT_FIELDS.refused:
+            continue
+        hint = "; use 'tools'" if key in ("functions", "function_call") else ""
+        raise TranslationError(f"'{key}' is not supported for this model{hint}", param=key)
     n = payload.get("n")
     if n is not None and n != 1:
         raise TranslationError("only n=1 is supported for this model", param="n")
-    if payload.get("functions") is not None or payload.get("function_call") is not None:
-        raise TranslationError(
-            "'functions' and 'function_call' are not supported; use 'tools'", param="functions"
-        )
 
 
 def function_tools(payload: dict[str, Any]) -> list[FunctionTool]:
