@@ -1228,7 +1228,14 @@ def test_response_format_with_client_tools() -> None:
             },
             "response_format.json_schema.schema",
         ),
-        ({"response_format": JSON_SCHEMA, "reasoning_effort": "low"}, "response_format"),
+        (
+            {
+                "response_format": JSON_SCHEMA,
+                "thinking": {"type": "enabled", "budget_tokens": 2048},
+                "max_tokens": 4096,
+            },
+            "response_format",
+        ),
         (
             {
                 "response_format": JSON_SCHEMA,

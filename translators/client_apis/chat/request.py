@@ -397,6 +397,10 @@ def thinking_of(payload: dict[str, Any]) -> Thinking | None:
                 "'reasoning_effort' must be one of none, minimal, low, medium, high",
                 param="reasoning_effort",
             )
+        if response_format_of(payload) is not None or _unsigned_tool_turn(payload):
+            # A wish Claude cannot meet here: forced answer tools and a tool turn replayed
+            # without its thinking both refuse thinking (docs/client-apis.md, "Reasoning").
+            return None
         return Thinking({"type": "enabled", "budget_tokens": budget}, budget, from_effort=True)
     if own is None:
         return None
@@ -410,6 +414,17 @@ def thinking_of(payload: dict[str, Any]) -> Thinking | None:
             "'thinking.budget_tokens' must be a positive integer", param="thinking.budget_tokens"
         )
     return Thinking(own, budget, from_effort=False)
+
+
+def _unsigned_tool_turn(payload: dict[str, Any]) -> bool:
+    """The last assistant message calls tools but carries no thinking to replay."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return False
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            return bool(message.get("tool_calls")) and not message.get("thinking_blocks")
+    return False
 
 
 def output_tokens_with_thinking(payload: dict[str, Any], thinking: Thinking, default: int) -> int:
