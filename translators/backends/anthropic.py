@@ -169,6 +169,8 @@ def _text_block(text: str, part: dict[str, Any], param: str) -> dict[str, Any] |
 
 
 def _image_block(url: str, param: str) -> dict[str, Any]:
+    if chat.pdf_remote_url(url):
+        return {"type": "document", "source": {"type": "url", "url": url}}
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     if chat.pdf_image_url(url):
@@ -260,6 +262,8 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     refused = False
     for part in chat.content_parts(message.get("content"), param):
         kind = part["type"]
+        if kind in chat.THINKING_PARTS:
+            continue  # read above, first
         if kind == "text":
             block = _text_block(chat.part_text(part, param), part, param)
         elif kind == "refusal":  # the turn happened: the model reads it as what it said

@@ -304,6 +304,8 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     refused = False
     for part in chat.content_parts(message.get("content"), param):
         kind = part["type"]
+        if kind in chat.THINKING_PARTS:
+            continue  # read above, first
         if kind == "text":
             text = chat.part_text(part, param)
         elif kind == "refusal":  # the turn happened: the model reads it as what it said

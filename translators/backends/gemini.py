@@ -237,7 +237,8 @@ def _model_parts(
             text = chat.part_text(part, param)
             if text:
                 parts.append({"text": text})
-        elif kind != "refusal":  # a refusal carries no content worth replaying
+        elif kind != "refusal" and kind not in chat.THINKING_PARTS:
+            # a refusal carries no content worth replaying; only Claude reads its thinking
             raise TranslationError(f"content part type '{kind}' is not supported", param=param)
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):

@@ -321,6 +321,12 @@ def pdf_image_url(url: str) -> bool:
     return url[:5].lower() == "data:" and url[5:].lower().startswith(PDF_MEDIA_TYPE)
 
 
+def pdf_remote_url(url: str) -> bool:
+    """A remote ``image_url`` whose path names a PDF file."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    return url.startswith(("https://", "http://")) and path.lower().endswith(".pdf")
+
+
 @dataclass(slots=True, frozen=True)
 class ThinkingBlock:
     """A reasoning block of an earlier assistant turn, replayed with its signature.
@@ -334,37 +340,47 @@ class ThinkingBlock:
     data: str = ""
 
 
+#: Assistant content parts that replay reasoning (read with the message's thinking_blocks).
+THINKING_PARTS = frozenset({"thinking", "redacted_thinking"})
+
+
 def thinking_blocks_of(message: dict[str, Any], param: str) -> list[ThinkingBlock]:
-    """The ``thinking_blocks`` of an assistant history message (the field our answers
-    carry; ``reasoning_content`` alone has no signature and cannot be replayed)."""
+    """The reasoning an assistant history message replays: its ``thinking_blocks`` (the
+    field our answers carry) and its ``thinking`` / ``redacted_thinking`` content parts
+    (``reasoning_content`` alone has no signature and cannot be replayed)."""
     blocks = message.get("thinking_blocks")
-    if blocks is None:
-        return []
-    if not isinstance(blocks, list):
+    if blocks is not None and not isinstance(blocks, list):
         raise TranslationError("'thinking_blocks' must be a list", param=f"{param}.thinking_blocks")
-    out: list[ThinkingBlock] = []
-    for j, block in enumerate(blocks):
-        where = f"{param}.thinking_blocks[{j}]"
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "thinking":
-            assert isinstance(block, dict)
-            text, signature = block.get("thinking"), block.get("signature")
-            if not isinstance(text, str) or not isinstance(signature, str) or not signature:
-                raise TranslationError(
-                    "a thinking block needs 'thinking' and its 'signature'", param=where
-                )
-            out.append(ThinkingBlock(text, signature))
-        elif kind == "redacted_thinking":
-            assert isinstance(block, dict)
-            data = block.get("data")
-            if not isinstance(data, str) or not data:
-                raise TranslationError("a redacted_thinking block needs 'data'", param=where)
-            out.append(ThinkingBlock("", "", redacted=True, data=data))
-        else:
+    found = [(f"{param}.thinking_blocks[{j}]", b) for j, b in enumerate(blocks or [])]
+    content = message.get("content")
+    if isinstance(content, list):
+        found += [
+            (f"{param}.content[{j}]", part)
+            for j, part in enumerate(content)
+            if isinstance(part, dict) and part.get("type") in THINKING_PARTS
+        ]
+    return [_thinking_block(block, where) for where, block in found]
+
+
+def _thinking_block(block: Any, where: str) -> ThinkingBlock:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "thinking":
+        assert isinstance(block, dict)
+        text, signature = block.get("thinking"), block.get("signature")
+        if not isinstance(text, str) or not isinstance(signature, str) or not signature:
             raise TranslationError(
-                "thinking blocks are of type 'thinking' or 'redacted_thinking'", param=where
+                "a thinking block needs 'thinking' and its 'signature'", param=where
             )
-    return out
+        return ThinkingBlock(text, signature)
+    if kind == "redacted_thinking":
+        assert isinstance(block, dict)
+        data = block.get("data")
+        if not isinstance(data, str) or not data:
+            raise TranslationError("a redacted_thinking block needs 'data'", param=where)
+        return ThinkingBlock("", "", redacted=True, data=data)
+    raise TranslationError(
+        "thinking blocks are of type 'thinking' or 'redacted_thinking'", param=where
+    )
 
 
 # Thinking budget per reasoning_effort (README, "Reasoning"); 1024 is Anthropic's minimum.
