@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from aigateway.mock_backend.reasoning import DEFAULT_THINKING_WORDS
 from aigateway.mock_backend.prompt_words import (
     anthropic_prompt_words,
     bedrock_prompt_words,
@@ -23,6 +22,7 @@ from aigateway.mock_backend.prompt_words import (
     openai_prompt_words,
     responses_prompt_words,
 )
+from aigateway.mock_backend.reasoning import DEFAULT_THINKING_WORDS
 from tests.e2e.stack import Stack, wait_until
 from tests.e2e.test_metrics import delta, snapshot
 from tests.e2e.test_schemas import MODELS

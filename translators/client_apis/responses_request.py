@@ -189,9 +189,10 @@ def _function_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         raise _error("a function tool needs 'name'", f"{param}.name")
     for key, field_value in tool.items():
-        if field_value is not None and not RESPONSES_TOOL_FIELDS.skips(key):
-            if key not in RESPONSES_TOOL_FIELDS.translated:
-                raise _error(f"'{key}' is not supported for this model", f"{param}.{key}")
+        if field_value is None or RESPONSES_TOOL_FIELDS.skips(key):
+            continue
+        if key not in RESPONSES_TOOL_FIELDS.translated:
+            raise _error(f"'{key}' is not supported for this model", f"{param}.{key}")
     function: dict[str, Any] = {"name": name}
     for key in ("description", "parameters", "strict"):
         if tool.get(key) is not None:

@@ -265,7 +265,10 @@ def test_structured_answers_and_reasoning_effort_map_to_their_chat_fields() -> N
         ),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"max_tool_calls": 3}, "max_tool_calls"),
-        ({"tools": [{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}]}, "tools[0].type"),
+        (
+            {"tools": [{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}]},
+            "tools[0].type",
+        ),
     ],
 )
 def test_what_other_backends_cannot_do_is_a_400_naming_the_field(

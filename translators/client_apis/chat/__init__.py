@@ -5,11 +5,11 @@ package as one name (``chat.messages_of``, ``chat.ChunkStream``)."""
 from aigateway.translators.client_apis.chat.request import (
     PDF_MEDIA_TYPE,
     RESPONSE_FORMAT_TOOL,
+    THINKING_PARTS,
     CacheControl,
     DataDocument,
     FunctionTool,
     Thinking,
-    THINKING_PARTS,
     ThinkingBlock,
     append_merged,
     cache_control_of,
@@ -56,6 +56,7 @@ from aigateway.translators.client_apis.chat.stream import (
 __all__ = [
     "PDF_MEDIA_TYPE",
     "RESPONSE_FORMAT_TOOL",
+    "THINKING_PARTS",
     "UPSTREAM_INVALID_JSON",
     "UPSTREAM_INVALID_STREAM",
     "CacheControl",
@@ -65,7 +66,6 @@ __all__ = [
     "FinishReason",
     "FunctionTool",
     "Thinking",
-    "THINKING_PARTS",
     "ThinkingBlock",
     "ToolCall",
     "append_merged",
