@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from aigateway.extproc.framework.processor import ImmediateResponse
+from aigateway.extproc.framework.processor import ImmediateResponse, LocalError
+from aigateway.extproc.gateway.errors import anthropic_error_reply
 from aigateway.extproc.gateway.routed import RoutedProcessor
 from aigateway.translators.matrix import ClientApi
-from aigateway.translators.wire.errors import anthropic_error_from_openai
 
 MAX_MESSAGES = 100_000
 ROLES = frozenset({"user", "assistant", "system"})
@@ -57,8 +57,8 @@ class _AnthropicShaped(RoutedProcessor):
     api = "messages"
     endpoint: ClassVar[ClientApi] = "messages"
 
-    def local_error_body(self, status: int, body: bytes) -> bytes:
-        return anthropic_error_from_openai(status, body)
+    def local_error_body(self, error: LocalError) -> bytes:
+        return anthropic_error_reply(error)
 
     def client_version(self) -> str | None:
         headers = self._request_headers
@@ -83,14 +83,14 @@ class MessagesProcessor(_AnthropicShaped):
 class CountTokensProcessor(_AnthropicShaped):
     """``/v1/messages/count_tokens``, passed through to Anthropic backends.
 
-    Not counted (``counted = False``): a token count is not an LLM generation, Anthropic
-    does not bill it, and Claude Code sends one with many turns, so counting it would
-    skew each model's request rate and latency. Its access-log line still shows it.
+    Not counted in the metrics (``app.py`` does not instrument its path): a token count
+    is not an LLM generation, Anthropic does not bill it, and Claude Code sends one with
+    many turns, so counting it would skew each model's request rate and latency. Its
+    access-log line still shows it.
     """
 
     __slots__ = ()
 
-    counted = False
     operation = "count_tokens"
     endpoint = "count_tokens"
 

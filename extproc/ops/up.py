@@ -41,6 +41,7 @@ from aigateway.extproc.ops.envoy_process import (
     envoy_command,
     stop_process,
 )
+from aigateway.extproc.ops.logs import bind_explained
 
 if TYPE_CHECKING:
     from aigateway.mock_backend import GcpServiceAccount
@@ -247,7 +248,12 @@ async def run_up(options: UpOptions) -> None:
         gateway = Gateway(
             config,
             secrets,
-            ServeOptions(extproc=extproc, metrics=metrics, drain_timeout=options.drain_timeout),
+            ServeOptions(
+                extproc=extproc,
+                metrics=metrics,
+                drain_timeout=options.drain_timeout,
+                binder=bind_explained,
+            ),
         )
         await gateway.start()
         stack.push_async_callback(gateway.stop)
