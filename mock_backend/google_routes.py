@@ -43,6 +43,7 @@ from .errors import ANTHROPIC_ERRORS, GOOGLE_ERRORS, VERTEX_STREAM_ERRORS, MockE
 from .gcp_token_endpoint import token_endpoint
 from .gcp_tokens import require_bearer
 from .prompt_words import gemini_prompt_words
+from .reasoning import signature
 from .routing import MockCall, dumps, provider_route, send_json
 from .state import MockState
 from .streaming import EventKind, StreamFaults, send_stream
@@ -165,6 +166,8 @@ class _Answer:
         contents = payload.get("contents")
         if not isinstance(contents, list) or not contents:
             raise MockError(400, "* GenerateContentRequest.contents: contents is not specified")
+        if _signs_calls(call.request.match_info["model"]):
+            _check_signatures(contents)
         self.tool = select_tool(
             _tools(payload), header=knobs.tool_call, forced=_forced_tool(payload)
         )
@@ -177,6 +180,41 @@ class _Answer:
             self.tokens, self.finish = knobs.output_tokens, "STOP"
         self.prompt = gemini_prompt_words(payload)
         self.response_id = f"mockResponse{call.state.next_id():012d}"
+
+
+def _signs_calls(model: str) -> bool:
+    """Gemini 3 signs its function calls and wants the signatures back."""
+    return model.startswith("gemini-3")
+
+
+def _call_signature(call: dict[str, Any]) -> str:
+    return signature(dumps({"name": call.get("name"), "args": call.get("args")}).decode())
+
+
+def _check_signatures(contents: list[Any]) -> None:
+    """As Gemini 3: in the current turn (after the last user text), the first function
+    call of each model step must come back with its ``thoughtSignature``."""
+    start = 0
+    for i, content in enumerate(contents):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if content.get("role") == "user" and any(
+            isinstance(p, dict) and "text" in p for p in parts or []
+        ):
+            start = i + 1
+    for content in contents[start:]:
+        calls = [
+            p for p in content.get("parts") or [] if isinstance(p, dict) and "functionCall" in p
+        ]
+        if content.get("role") != "model" or not calls:
+            continue
+        first = calls[0]
+        if first.get("thoughtSignature") != _call_signature(first["functionCall"]):
+            name = first["functionCall"].get("name")
+            raise MockError(
+                400,
+                "Function call is missing a thought_signature in functionCall parts. This is"
+                f" required for tools to work correctly. Additional data, function call `{name}`",
+            )
 
 
 def _usage(call: MockCall, answer: _Answer, *, final: bool, vertex: bool) -> dict[str, Any]:
@@ -230,6 +268,8 @@ async def _generate(call: MockCall, *, stream: bool, vertex: bool) -> web.Stream
     call_part: dict[str, Any] | None = None
     if tool is not None:
         call_part = {"functionCall": {"name": tool.name, "args": mock_arguments(tool.schema)}}
+        if _signs_calls(model):
+            call_part["thoughtSignature"] = _call_signature(call_part["functionCall"])
     if not stream:
         parts = [call_part] if call_part is not None else [{"text": reply_text(answer.tokens)}]
         usage = _usage(call, answer, final=True, vertex=vertex)

@@ -246,8 +246,37 @@ def _model_parts(
     for j, call in enumerate(calls):
         call_id, name, args = chat.tool_call_fields(call, f"{param}.tool_calls[{j}]")
         call_names[call_id] = name
-        parts.append({"functionCall": {"name": name, "args": args}})
+        function_call: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+        signature = thought_signature_of(call_id)
+        if signature is not None:
+            function_call["thoughtSignature"] = signature
+        parts.append(function_call)
     return parts
+
+
+# Gemini 3 refuses a function call sent back without the thoughtSignature it came with;
+# the tool call id every client echoes carries it (docs/client-apis.md, Gemini translation).
+_SIGNATURE_MARK = "__ts_"
+
+
+def call_id_with_signature(call_id: str, signature: Any) -> str:
+    """The tool call id that carries Gemini's ``thoughtSignature`` back to us."""
+    if not isinstance(signature, str) or not signature:
+        return call_id
+    encoded = base64.urlsafe_b64encode(signature.encode()).decode("ascii").rstrip("=")
+    return call_id + _SIGNATURE_MARK + encoded
+
+
+def thought_signature_of(call_id: str) -> str | None:
+    """The signature :func:`call_id_with_signature` put in a tool call id, if any."""
+    _, mark, encoded = call_id.rpartition(_SIGNATURE_MARK)
+    if not mark or not encoded:
+        return None
+    try:
+        padded = encoded + "=" * (-len(encoded) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode() or None
+    except ValueError:  # binascii.Error and UnicodeDecodeError: an id of the client's own
+        return None
 
 
 def _function_response_part(
@@ -477,11 +506,11 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             )
         return self._completion_id
 
-    def _call_id(self, call: dict[str, Any], index: int) -> str:
-        given = call.get("id")
-        if isinstance(given, str) and given:
-            return given
-        return f"call_{self._id(None).removeprefix('chatcmpl-')}_{index}"
+    def _call_id(self, part: dict[str, Any], index: int) -> str:
+        given = part["functionCall"].get("id")
+        if not isinstance(given, str) or not given:
+            given = f"call_{self._id(None).removeprefix('chatcmpl-')}_{index}"
+        return call_id_with_signature(given, part.get("thoughtSignature"))
 
     # --- JSON ---
 
@@ -508,7 +537,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
                 call = part["functionCall"]
                 calls.append(
                     chat.ToolCall(
-                        self._call_id(call, len(calls)),
+                        self._call_id(part, len(calls)),
                         str(call.get("name", "")),
                         dumps(call.get("args") or {}).decode(),
                     )
@@ -579,7 +608,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
                 call = part["functionCall"]
                 index = self._calls
                 self._calls += 1
-                stream.tool_call_start(index, self._call_id(call, index), str(call.get("name", "")))
+                stream.tool_call_start(index, self._call_id(part, index), str(call.get("name", "")))
                 stream.tool_call_arguments(index, dumps(call.get("args") or {}).decode())
         if _blocked(doc):
             self._finish = "content_filter"

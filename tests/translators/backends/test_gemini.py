@@ -784,3 +784,14 @@ def test_the_answering_model_and_finish_reason_are_reported() -> None:
         json.dumps(response([{"text": "x"}], "MAX_TOKENS", USAGE)).encode(), True
     )
     assert (whole.model, whole.finish_reasons) == ("gemini-2.5-flash", ("length",))
+
+
+def test_a_thought_signature_rides_in_the_tool_call_id_and_comes_back() -> None:
+    from aigateway.translators.backends.gemini import call_id_with_signature, thought_signature_of
+
+    signed = call_id_with_signature("call_1", "Cq0+/sig==")
+    assert signed.startswith("call_1") and "+" not in signed and "/" not in signed
+    assert thought_signature_of(signed) == "Cq0+/sig=="
+    assert call_id_with_signature("call_1", None) == "call_1"
+    assert thought_signature_of("call_1") is None
+    assert thought_signature_of("toolu_own__ts_%%%") is None
