@@ -513,9 +513,13 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         doc = loads_or_none(body)
+        if isinstance(doc, list) and doc:
+            doc = doc[0]  # Vertex AI wraps some errors in a list
         error = doc.get("error") if isinstance(doc, dict) else None
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            kind = error.get("type") if isinstance(error.get("type"), str) else None
+            # Anthropic's "type", or Google's "status" on Vertex AI's own refusals
+            named = error.get("type", error.get("status"))
+            kind = named if isinstance(named, str) and named else None
             info = anthropic_error(kind, status)
             return openai_error_body(
                 error["message"][:MAX_UPSTREAM_MESSAGE],

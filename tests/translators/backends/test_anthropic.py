@@ -785,6 +785,27 @@ def test_crlf_stream_matches_lf_stream() -> None:
             },
         ),
         (
+            429,
+            b'[{"error":{"code":429,"message":"Quota exceeded for aiplatform",'
+            b'"status":"RESOURCE_EXHAUSTED"}}]',
+            {
+                "message": "Quota exceeded for aiplatform",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "RESOURCE_EXHAUSTED",
+            },
+        ),
+        (
+            400,
+            b'[{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}]',
+            {
+                "message": "bad",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_request_error",
+            },
+        ),
+        (
             502,
             b"upstream connect error",
             {
