@@ -12,7 +12,8 @@ under ``/v1/projects/{project}/locations/{region}/publishers``:
 - ``/google/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``
 - ``/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``: Anthropic's
   Messages API (see :mod:`.anthropic_routes`), with ``anthropic_version`` in the body
-  and no ``model``.
+  and no ``model``; ``/anthropic/models/count-tokens:rawPredict`` counts tokens, the
+  model named in the body.
 
 ``generateContent`` answers a ``GenerateContentResponse`` (one candidate: ``text`` or
 ``functionCall`` parts, ``finishReason``, ``usageMetadata``, ``modelVersion``,
@@ -38,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .anthropic_routes import messages_reply
+from .anthropic_routes import count_tokens_reply, messages_reply
 from .errors import ANTHROPIC_ERRORS, GOOGLE_ERRORS, VERTEX_STREAM_ERRORS, MockError
 from .gcp_token_endpoint import token_endpoint
 from .gcp_tokens import require_bearer
@@ -135,6 +136,8 @@ async def _vertex_stream(call: MockCall) -> web.StreamResponse:
 
 
 async def _raw(call: MockCall) -> web.StreamResponse:
+    if call.request.match_info["model"] == "count-tokens":
+        return await count_tokens_reply(call)  # Vertex AI's: the model named in the body
     _anthropic_on_vertex(call.payload, stream=False)
     return await messages_reply(call, call.request.match_info["model"])
 
