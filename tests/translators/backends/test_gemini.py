@@ -20,10 +20,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator, VertexRawPredict
 from aigateway.translators.backends.gemini import (
+    call_id_with_signature,
     GeminiChatTranslator,
     GeminiEmbeddingsTranslator,
     gemini_model_path,
     generate_content_request,
+    thought_signature_of,
     vertex_model_path,
 )
 from aigateway.translators.contract import TokenUsage, TranslationError
@@ -411,7 +413,8 @@ def test_json_function_call_response() -> None:
     calls = choice.message.tool_calls
     assert calls is not None
     assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [  # type: ignore[union-attr]
-        ("call_test_0", "get_weather", {"city": "Paris"}),
+        # the call's thoughtSignature rides in its id (docs/client-apis.md)
+        (call_id_with_signature("call_test_0", "CiIBVKhc7oDy"), "get_weather", {"city": "Paris"}),
         ("call_test_1", "get_weather", {"city": "Lyon"}),
     ]
 
@@ -542,7 +545,11 @@ def test_tool_stream() -> None:
                 entry["name"] += call.function.name or ""
                 entry["arguments"] += call.function.arguments or ""
     assert calls == {
-        0: {"id": "call_test_0", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+        0: {
+            "id": call_id_with_signature("call_test_0", "CiIBVKhc7oDy"),
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        },
         1: {"id": "call_test_1", "name": "get_weather", "arguments": '{"city":"Lyon"}'},
     }
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
@@ -787,8 +794,6 @@ def test_the_answering_model_and_finish_reason_are_reported() -> None:
 
 
 def test_a_thought_signature_rides_in_the_tool_call_id_and_comes_back() -> None:
-    from aigateway.translators.backends.gemini import call_id_with_signature, thought_signature_of
-
     signed = call_id_with_signature("call_1", "Cq0+/sig==")
     assert signed.startswith("call_1") and "+" not in signed and "/" not in signed
     assert thought_signature_of(signed) == "Cq0+/sig=="
