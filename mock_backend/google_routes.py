@@ -9,7 +9,9 @@ Gemini API (key in ``x-goog-api-key``):
 Vertex AI (a bearer token from the mock's token endpoint, see :mod:`.gcp_token_endpoint`),
 under ``/v1/projects/{project}/locations/{region}/publishers``:
 
-- ``/google/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``
+- ``/google/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``;
+  ``:predict`` for text embeddings (``instances[].content``; each prediction's
+  ``embeddings`` with ``values`` and ``statistics.token_count``, its words)
 - ``/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``: Anthropic's
   Messages API (see :mod:`.anthropic_routes`), with ``anthropic_version`` in the body
   and no ``model``; ``/anthropic/models/count-tokens:rawPredict`` counts tokens, the
@@ -50,7 +52,7 @@ from .state import MockState
 from .streaming import EventKind, StreamFaults, send_stream
 from .tools import ToolDefinition, mock_arguments, select_tool
 from .vectors import embedding_vector
-from .words import limit_tokens, reply_pieces, reply_text
+from .words import count_words, limit_tokens, reply_pieces, reply_text
 
 __all__ = ["add_google_routes"]
 
@@ -79,6 +81,7 @@ def add_google_routes(app: web.Application) -> None:
         google + ":streamGenerateContent",
         provider_route(VERTEX_STREAM_ERRORS, _vertex_stream, check=_bearer),
     )
+    route(google + ":predict", provider_route(GOOGLE_ERRORS, _vertex_predict, check=_bearer))
     anthropic = _VERTEX + "/anthropic/models/{model:[^/:]+}"
     route(
         anthropic + ":rawPredict",
@@ -332,6 +335,27 @@ def _forced_tool(payload: dict[str, Any]) -> str | None:
         return allowed[0]
     tools = _tools(payload)
     return tools[0].name if tools else None
+
+
+async def _vertex_predict(call: MockCall) -> web.StreamResponse:
+    """Vertex AI's text embeddings: one prediction per instance, with its token count."""
+    instances = call.payload.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise MockError(400, "instances: must be a non-empty list")
+    parameters = call.payload.get("parameters") or {}
+    dimensions = parameters.get("outputDimensionality", call.state.embedding_dimensions)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= _MAX_DIMENSIONS:
+        raise MockError(400, "parameters.outputDimensionality: out of range")
+    predictions: list[dict[str, Any]] = []
+    for i, instance in enumerate(instances):
+        text = instance.get("content") if isinstance(instance, dict) else None
+        if not isinstance(text, str):
+            raise MockError(400, f"instances[{i}].content: must be a string")
+        statistics = {"token_count": count_words(text), "truncated": False}
+        values = list(embedding_vector(text, dimensions))
+        predictions.append({"embeddings": {"values": values, "statistics": statistics}})
+    body = {"predictions": predictions, "metadata": {"billableCharacterCount": 0}}
+    return await send_json(call.request, call.knobs, dumps(body))
 
 
 async def _batch_embed(call: MockCall) -> web.StreamResponse:

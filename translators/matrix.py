@@ -179,7 +179,10 @@ def _embeddings(options: BackendOptions) -> TranslatorFactory | None:
     if options.schema == "gcp-gemini":
         path = gemini_model_path(model)
         return lambda _version: GeminiEmbeddingsTranslator(path, model)
-    # Bedrock Converse, Anthropic Messages and Vertex AI's generateContent: no embeddings
+    if options.schema == "gcp-vertex-ai" and vertex_claude(options) is None:
+        path = vertex_model_path(options.project, options.region, "google", model)
+        return lambda _version: GeminiEmbeddingsTranslator(path, model, vertex=True)
+    # Bedrock Converse, Anthropic Messages and Claude on Vertex AI: no embeddings
     return None
 
 

@@ -630,6 +630,22 @@ class GeminiChatTranslator(SseOrJsonAnswer):
 # --- embeddings --------------------------------------------------------------------
 
 
+def _vertex_embeddings(doc: Any) -> tuple[Any, TokenUsage | None]:
+    """A ``:predict`` answer as ``batchEmbedContents``' shape, and its token counts."""
+    predictions = doc.get("predictions") if isinstance(doc, dict) else None
+    if not isinstance(predictions, list):
+        return None, None
+    embeddings: list[Any] = []
+    tokens = 0
+    for prediction in predictions:
+        embedding = prediction.get("embeddings") if isinstance(prediction, dict) else None
+        embeddings.append(embedding)
+        stats = embedding.get("statistics") if isinstance(embedding, dict) else None
+        count = as_int(stats.get("token_count")) if isinstance(stats, dict) else None
+        tokens += count if count is not None and count > 0 else 0
+    return {"embeddings": embeddings}, TokenUsage(input_tokens=tokens, total_tokens=tokens)
+
+
 def _embedding_texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -642,19 +658,22 @@ def _embedding_texts(value: Any) -> list[str]:
 
 
 class GeminiEmbeddingsTranslator:
-    """``/v1/embeddings`` as ``batchEmbedContents`` on the Gemini API: one request per
-    input, the vectors back as OpenAI's list (floats, or base64 float32 as the
-    ``openai`` client asks by default). Gemini reports no token counts for embeddings;
-    the client's ``usage`` then says 0 and no tokens are counted."""
+    """``/v1/embeddings`` as ``batchEmbedContents`` on the Gemini API (one request per
+    input), or with ``vertex`` as Vertex AI's ``:predict`` (one instance per input): the
+    vectors back as OpenAI's list (floats, or base64 float32 as the ``openai`` client
+    asks by default). The Gemini API reports no token counts for embeddings (the
+    client's ``usage`` then says 0 and no tokens are counted); Vertex AI reports each
+    input's ``statistics.token_count``, whose sum is the prompt."""
 
-    __slots__ = ("_base64", "_client_model", "_json_parts", "_model", "_model_path")
+    __slots__ = ("_base64", "_client_model", "_json_parts", "_model", "_model_path", "_vertex")
 
-    def __init__(self, model_path: str, model: str) -> None:
+    def __init__(self, model_path: str, model: str, *, vertex: bool = False) -> None:
         self._model_path = model_path
         self._model = model if "/" in model else "models/" + model
         self._client_model = model
         self._base64 = False
         self._json_parts: list[bytes] = []
+        self._vertex = vertex
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         for key in payload:
@@ -673,6 +692,15 @@ class GeminiEmbeddingsTranslator:
         dimensions = payload.get("dimensions")
         if dimensions is not None and (as_int(dimensions) is None or dimensions < 1):
             raise TranslationError("'dimensions' must be a positive integer", param="dimensions")
+        if self._vertex:
+            body: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
+            if dimensions is not None:
+                body["parameters"] = {"outputDimensionality": dimensions}
+            return UpstreamRequest(
+                body=dumps(body),
+                path=self._model_path + ":predict",
+                headers=(("content-type", "application/json"),),
+            )
         requests: list[dict[str, Any]] = []
         for text in texts:
             item: dict[str, Any] = {"model": self._model, "content": {"parts": [{"text": text}]}}
@@ -693,10 +721,12 @@ class GeminiEmbeddingsTranslator:
         if not end_of_stream:
             return ResponseBodyOutput(body=b"")
         doc = loads_or_none(b"".join(self._json_parts))
+        if self._vertex:
+            doc, usage = _vertex_embeddings(doc)
         embeddings = doc.get("embeddings") if isinstance(doc, dict) else None
         if not isinstance(embeddings, list):
             return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a batchEmbedContents response"),
+                body=chat.invalid_json_body("not an embeddings response"),
                 error=chat.UPSTREAM_INVALID_JSON,
                 complete=True,
             )
@@ -719,8 +749,9 @@ class GeminiEmbeddingsTranslator:
                     )
                 vector = base64.b64encode(packed).decode("ascii")
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        reported = doc.get("usageMetadata")
-        usage = usage_from_gemini(reported) if isinstance(reported, dict) else None
+        if not self._vertex:
+            reported = doc.get("usageMetadata")
+            usage = usage_from_gemini(reported) if isinstance(reported, dict) else None
         prompt = usage.input_tokens if usage is not None else 0
         body = {
             "object": "list",

@@ -20,9 +20,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator, VertexRawPredict
 from aigateway.translators.backends.gemini import (
-    call_id_with_signature,
     GeminiChatTranslator,
     GeminiEmbeddingsTranslator,
+    call_id_with_signature,
     gemini_model_path,
     generate_content_request,
     thought_signature_of,
