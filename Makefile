@@ -42,13 +42,19 @@ test: $(VENV)/.installed-dev tools
 # Micro-benchmarks (pytest-benchmark), then Envoy alone vs Envoy + processor under wrk;
 # writes benchmarks/results/latest.{json,md}. BENCH=micro or BENCH=macro runs one half;
 # BENCH_DURATION / BENCH_WARMUP (seconds) and BENCH_ARGS tune the end-to-end run.
+# BENCH_BASE=<rev>: instead, the paired run of this tree against rev (benchmarks/paired.py;
+# BENCH_ROUNDS, BENCH_DURATION, BENCH_SCENARIOS).
 BENCH ?= all
 bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null 2>&1 || ./.ci/install-system-tools wrk
+ifneq ($(BENCH_BASE),)
+	$(BIN)/python -m benchmarks.paired --base '$(BENCH_BASE)' $(BENCH_ARGS)
+else
 	@if [ "$(BENCH)" != macro ]; then \
 	  $(BIN)/python -m pytest benchmarks/micro -q -p no:cacheprovider \
 	    --benchmark-columns=median,iqr,ops,rounds --benchmark-sort=name; fi
 	@if [ "$(BENCH)" != micro ]; then $(BIN)/python -m benchmarks.macro $(BENCH_ARGS); fi
+endif
 
 # The API reference, generated from the docstrings of the public packages into docs/api/
 # (a warning is an error; tests/test_docs.py runs the same in `make test`).
