@@ -215,10 +215,10 @@ class Paired:
             config["models"].append({"name": PIVOT_MODEL, "backend": "gemini"})
         return config
 
-    def start(self, side: Side) -> None:
+    def start(self, side: Side, workers: int = 1) -> None:
         """The side's processor (with the pivot backend if its config accepts one) and its
         gateway Envoy, both left running until ``stop``."""
-        extproc, metrics = free_ports(1), free_ports(1)
+        extproc, metrics = free_ports(workers), free_ports(workers)
         for pivot in (True, False):
             path = self.workdir / f"config-{side.name}.yaml"
             path.write_text(yaml.safe_dump(self.config(pivot=pivot)))
@@ -232,6 +232,8 @@ class Paired:
                 "--metrics-addr",
                 f"127.0.0.1:{metrics}",
             ]
+            if workers > 1:
+                argv += ["--workers", str(workers)]
             proc = spawn(side.name, argv, self.workdir, side.env)
             try:
                 proc.wait_for_stderr("ready")
@@ -247,7 +249,7 @@ class Paired:
         side.port, side.admin = free_port(), free_port()
         options = EnvoyOptions(
             listen=Address("127.0.0.1", side.port),
-            extproc=[Address("127.0.0.1", extproc)],
+            extproc=[Address("127.0.0.1", extproc + i) for i in range(workers)],
             admin=Address("127.0.0.1", side.admin),
             access_log=False,
         )
