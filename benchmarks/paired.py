@@ -384,11 +384,23 @@ def summarize(
             "ratio": round(statistics.median(ratios), 3),
             "ratio_rounds": [round(r, 3) for r in ratios],
             "p50_diff_ms": round(statistics.median(diffs), 3),
+            # processor CPU per request, landed/base: moves less than throughput when
+            # other work takes the machine's cores during a round
+            "cpu_ratio": _median_ratio(base, landed, "cpu_us_per_request"),
             "cpu_us_per_request": _medians(base, landed, "cpu_us_per_request"),
             "cpu_us_per_chunk": _medians(base, landed, "cpu_us_per_chunk"),
             "envoy_cpu_us_per_request": _medians(base, landed, "envoy_cpu_us_per_request"),
         }
     return out
+
+
+def _median_ratio(base: list[Round], landed: list[Round], name: str) -> float | None:
+    ratios = [
+        getattr(b2, name) / getattr(b1, name)
+        for b1, b2 in zip(base, landed, strict=True)
+        if getattr(b1, name) and getattr(b2, name)
+    ]
+    return round(statistics.median(ratios), 3) if ratios else None
 
 
 def _medians(base: list[Round], landed: list[Round], name: str) -> list[float] | None:
@@ -409,9 +421,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f" {STREAM_TOKENS} chunks, 1 ms apart. Load average before: {s['load_average']}.",
         "",
         "| scenario | landed/base req/s (median of rounds) | p50 landed - base (ms) "
+        "| landed/base processor CPU per request "
         "| processor CPU us/req base -> landed | us/chunk base -> landed "
         "| Envoy CPU us/req base -> landed |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
 
     def pair(value: list[float] | None) -> str:
@@ -419,10 +432,11 @@ def markdown(doc: dict[str, Any]) -> str:
 
     for name, r in doc["summary"].items():
         if r["ratio"] == "n/a":
-            lines.append(f"| {name} | n/a | n/a | | | |")
+            lines.append(f"| {name} | n/a | n/a | | | | |")
             continue
         lines.append(
             f"| {name} | **{r['ratio']:.3f}** | {r['p50_diff_ms']:+.3f} "
+            f"| {r['cpu_ratio'] if r['cpu_ratio'] is not None else ''} "
             f"| {pair(r['cpu_us_per_request'])} | {pair(r['cpu_us_per_chunk'])} "
             f"| {pair(r['envoy_cpu_us_per_request'])} |"
         )
