@@ -7,10 +7,13 @@ behind its own Envoy, the static upstream and ``aigateway mock-backend``), then 
 each stream ``--tokens`` chunks ``1000 / --rate`` ms apart, the next one as soon as one
 ends) and measures over the window:
 
-- the processor's CPU (utime + stime of the process tree, all workers) in cores;
-- streams per core = N / those cores, and the CPU per streamed chunk;
-- the tokens actually delivered per second against N x rate (below ~95 % the processor
-  or the machine is saturated and streams per core is a lower bound);
+- the processor's CPU (utime + stime of the process tree, all workers) in cores, and
+  per streamed chunk (Envoy's count of ext_proc messages);
+- streams per core = 1 s of CPU / (rate x CPU per chunk): what one core of processor
+  sustains at that rate, every per-request cost included (charged to the chunks);
+- the tokens per second that went through against N x rate (well below it, the
+  machine, the mock or Envoy was saturated: the CPU per chunk still holds, the memory
+  figure is for N streams open but slower);
 - memory per open stream: the processor tree's resident set (VmRSS) sampled during the
   window, minus its resident set with no stream open, divided by N.
 
@@ -35,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.macro import BODIES, RESULTS, WRK_SCRIPT, tree_cpu_seconds
+from benchmarks.macro import BODIES, RESULTS, WRK_SCRIPT, _extproc_messages, tree_cpu_seconds
 from benchmarks.paired import Paired, Side, git
 from tests.e2e.stack import AIGATEWAY, children
 
@@ -82,19 +85,21 @@ def run_streams(
 
     sampler = threading.Thread(target=sample)
     sampler.start()
+    msgs0 = _extproc_messages(side.admin)
     cpu0, started = tree_cpu_seconds(pid), time.perf_counter()
     run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     cpu = tree_cpu_seconds(pid) - cpu0
+    # Each streamed chunk is one ext_proc message; each stream adds 3 more (headers,
+    # body, response headers).
+    chunks = max(1, _extproc_messages(side.admin) - msgs0 - 3 * streams)
     done.set()
     sampler.join()
     if run.returncode != 0 or not out.exists():
         raise RuntimeError(f"wrk failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
     result = json.loads(out.read_text())
     cores = cpu / wall
-    # Requests still open when wrk stops are not in its count: tokens delivered come
-    # from the completed streams plus, for the open ones, the time they ran (at most).
-    delivered = result["requests"] * tokens / wall
+    us_per_chunk = cpu * 1e6 / chunks
     open_rss = statistics.median(samples) if samples else float(rss_bytes(pid))
     return {
         "streams": streams,
@@ -104,9 +109,10 @@ def run_streams(
         "completed_streams": result["requests"],
         "errors": sum(result["errors"].values()),
         "processor_cores": round(cores, 3),
-        "streams_per_core": round(streams / cores, 1) if cores else None,
-        "cpu_us_per_chunk": round(cpu * 1e6 / (streams * rate * wall), 1),
-        "completed_tokens_per_s": round(delivered, 1),
+        "cpu_us_per_chunk": round(us_per_chunk, 1),
+        # One core's worth of processor CPU over what a stream at `rate` costs a second.
+        "streams_per_core": round(1e6 / (rate * us_per_chunk), 1),
+        "tokens_per_s": round(chunks / wall, 1),
         "target_tokens_per_s": streams * rate,
         "idle_rss_mb": round(idle_rss / 2**20, 1),
         "open_rss_mb": round(open_rss / 2**20, 1),
@@ -122,16 +128,16 @@ def markdown(doc: dict[str, Any]) -> str:
         " of chat completion chunks from `aigateway mock-backend` through Envoy"
         " (`--concurrency 1`) and the processor; CPU and memory are the processor's.",
         "",
-        "| open streams | tokens/s each | processor cores | streams per core | CPU us/chunk "
-        "| streams completed | tokens/s completed (target) | RSS idle -> open MB "
+        "| open streams | tokens/s each | processor cores | CPU us/chunk | streams per core "
+        "| streams completed | tokens/s through (target) | RSS idle -> open MB "
         "| KB per open stream | errors |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["runs"]:
         lines.append(
             f"| {r['streams']} | {r['rate_tokens_per_s']:g} | {r['processor_cores']:.2f} "
-            f"| {r['streams_per_core']} | {r['cpu_us_per_chunk']} | {r['completed_streams']} "
-            f"| {r['completed_tokens_per_s']:.0f} ({r['target_tokens_per_s']:g}) "
+            f"| {r['cpu_us_per_chunk']} | {r['streams_per_core']} | {r['completed_streams']} "
+            f"| {r['tokens_per_s']:.0f} ({r['target_tokens_per_s']:g}) "
             f"| {r['idle_rss_mb']} -> {r['open_rss_mb']} | {r['kb_per_open_stream']} "
             f"| {r['errors']} |"
         )
