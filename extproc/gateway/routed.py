@@ -13,7 +13,6 @@ which translator a route uses.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import enum
 import json
@@ -149,6 +148,9 @@ class ResponseMode(enum.Enum):
     #: The client already has the end of its response (an error event): the rest of the
     #: upstream's body is dropped.
     FINISHED = "finished"
+
+
+_TRANSLATE = ResponseMode.TRANSLATE
 
 
 class RoutedProcessor(Processor):
@@ -429,11 +431,8 @@ class RoutedProcessor(Processor):
                 type="server_error" if exc.status >= 500 else None,
                 code="backend_auth_failed",
             ) from None
-        remove = [
-            h
-            for h in (*_REMOVE_UPSTREAM, *upstream.remove_headers)
-            if not any(h == s for s, _ in set_headers)
-        ]
+        set_names = {name for name, _ in set_headers}
+        remove = [h for h in (*_REMOVE_UPSTREAM, *upstream.remove_headers) if h not in set_names]
         if self._attempt:
             return self._attempt_result(set_headers, remove, upstream.body)
         return Result(
@@ -593,21 +592,26 @@ class RoutedProcessor(Processor):
 
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
         mode = self._mode
-        if mode is ResponseMode.UNROUTED:
-            return CONTINUE
-        if mode is ResponseMode.FIXED_REPLY:
-            if not end_of_stream:
-                return Result(body=b"")
-            return Result(body=self._fixed_reply, dynamic_metadata=self._metadata())
-        if mode is ResponseMode.FINISHED:
-            return Result(body=b"", dynamic_metadata=self._metadata() if end_of_stream else None)
+        # Every streamed chunk comes here: TRANSLATE is tested first, and through a module
+        # name (an Enum class attribute costs a metaclass __getattr__ hook per lookup).
+        if mode is not _TRANSLATE:
+            if mode is ResponseMode.UNROUTED:
+                return CONTINUE
+            if mode is ResponseMode.FIXED_REPLY:
+                if not end_of_stream:
+                    return Result(body=b"")
+                return Result(body=self._fixed_reply, dynamic_metadata=self._metadata())
+            if mode is ResponseMode.FINISHED:
+                return Result(
+                    body=b"", dynamic_metadata=self._metadata() if end_of_stream else None
+                )
         decoded = body
         if self._decoder is not None:
             try:
                 decoded = self._decoder.decode(body, end_of_stream)
             except ContentDecodingError:
                 return self._broken_encoding(end_of_stream)
-        if mode is ResponseMode.UPSTREAM_ERROR:
+        if mode is not _TRANSLATE:  # UPSTREAM_ERROR
             self._error_body.append(decoded)
             if not end_of_stream:
                 return Result(body=b"")
@@ -619,7 +623,7 @@ class RoutedProcessor(Processor):
         # later (the client leaving, a reset) finds them in Envoy and in the metrics.
         changed = False
         if out.usage is not None and out.usage != self._usage:
-            self._usage = copy.copy(out.usage)
+            self._usage = dataclasses.replace(out.usage)
             changed = True
         if out.error is not None and self._error is None:
             self._error = out.error
