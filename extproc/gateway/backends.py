@@ -8,13 +8,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aigateway.extproc.gateway.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
-from aigateway.extproc.gateway.client_apis import (
-    MessagesTranslatorFactory,
-    TranslatorFactory,
-    count_tokens_factory,
-    messages_factory,
-    responses_factory,
-)
 from aigateway.extproc.gateway.config import (
     Backend,
     ConfigError,
@@ -30,16 +23,13 @@ from aigateway.extproc.gateway.gcp_auth import (
     default_source,
     service_account_source,
 )
-from aigateway.translators.anthropic import AnthropicMessagesTranslator, VertexRawPredict
-from aigateway.translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
-from aigateway.translators.bedrock import BedrockConverseTranslator
-from aigateway.translators.gemini import (
-    GeminiChatTranslator,
-    GeminiEmbeddingsTranslator,
-    gemini_model_path,
-    vertex_model_path,
+from aigateway.translators.contract import Translator
+from aigateway.translators.matrix import (
+    BackendOptions,
+    ClientApi,
+    RouteTranslators,
+    route_translators,
 )
-from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
 
 # Client credentials are for the gateway, never for a backend.
 CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
@@ -146,48 +136,17 @@ class GcpOAuth:
         return f"GcpOAuth({self._tokens!r})"
 
 
-def _embeddings_factory(backend: Backend, upstream_model: str) -> TranslatorFactory | None:
-    if backend.schema_ == "openai":
-        return lambda: OpenAIEmbeddingsTranslator(upstream_model)
-    if backend.schema_ == "azure-openai":
-        api_version = backend.api_version or ""
-        return lambda: AzureOpenAIEmbeddingsTranslator(upstream_model, api_version)
-    if backend.schema_ == "gcp-gemini":
-        path = gemini_model_path(upstream_model)
-        return lambda: GeminiEmbeddingsTranslator(path, upstream_model)
-    # Bedrock Converse, Anthropic Messages and Vertex AI's generateContent: no embeddings
-    return None
-
-
-def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFactory:
-    schema = backend.schema_
-    if schema == "azure-openai":
-        api_version = backend.api_version or ""
-        return lambda: AzureOpenAITranslator(upstream_model, api_version)
-    if schema == "aws-bedrock":
-        return lambda: BedrockConverseTranslator(upstream_model)
-    if schema == "anthropic":
-        version, max_tokens = backend.anthropic_version, backend.default_max_tokens
-        return lambda: AnthropicMessagesTranslator(
-            upstream_model, version=version, default_max_tokens=max_tokens
-        )
-    if schema == "gcp-gemini":
-        path = gemini_model_path(upstream_model)
-        return lambda: GeminiChatTranslator(path)
-    if schema == "gcp-vertex-ai":
-        project, region = backend.project or "", backend.region or ""
-        if upstream_model.startswith("claude-"):
-            # Vertex AI serves Anthropic's models with the Messages API (README, gcp-vertex-ai).
-            vertex = VertexRawPredict(
-                vertex_model_path(project, region, "anthropic", upstream_model)
-            )
-            max_tokens = backend.default_max_tokens
-            return lambda: AnthropicMessagesTranslator(
-                upstream_model, default_max_tokens=max_tokens, vertex=vertex
-            )
-        path = vertex_model_path(project, region, "google", upstream_model)
-        return lambda: GeminiChatTranslator(path)
-    return lambda: OpenAIChatTranslator(upstream_model)
+def backend_options(backend: Backend, upstream_model: str) -> BackendOptions:
+    """The plain options the translator matrix takes, from a backend's config."""
+    return BackendOptions(
+        schema=backend.schema_,
+        upstream_model=upstream_model,
+        api_version=backend.api_version or "",
+        anthropic_version=backend.anthropic_version,
+        default_max_tokens=backend.default_max_tokens,
+        project=backend.project or "",
+        region=backend.region or "",
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -197,15 +156,18 @@ class ModelRoute:
     model: Model
     backend: Backend
     auth: Authenticator
-    new_translator: TranslatorFactory
-    #: ``None`` when the backend's schema has no embeddings endpoint.
-    new_embeddings_translator: TranslatorFactory | None = None
-    #: The OpenAI Responses API on this route (README, "Client APIs").
-    new_responses_translator: TranslatorFactory | None = None
-    #: The Anthropic Messages API on this route, given the client's ``anthropic-version``.
-    new_messages_translator: MessagesTranslatorFactory | None = None
-    #: Messages token counting; ``None`` when the backend cannot count tokens.
-    new_count_tokens_translator: MessagesTranslatorFactory | None = None
+    #: Each client API's translator on this route (translators.matrix).
+    translators: RouteTranslators
+
+    def translator(self, api: ClientApi, client_version: str | None = None) -> Translator:
+        """A new translator for one request in ``api`` (``client_version``: the client's
+        ``anthropic-version``); raises ``UnsupportedEndpoint`` when the backend has none."""
+        return self.translators.translator(api, client_version)
+
+    #: The model spreads over several backends: Envoy picks this one per attempt and the
+    #: processor in the cluster's upstream filter chain translates for it
+    #: (docs/architecture.md, "Routing over several backends").
+    several: bool = False
 
     @property
     def upstream_path_prefix(self) -> str:
@@ -247,23 +209,36 @@ class RoutingTable:
                 auth[backend.name] = NoAuth()
         self._auth = auth
         self.routes: dict[str, ModelRoute] = {}
+        self._by_backend: dict[tuple[str, str], ModelRoute] = {}
         for model in config.models:
-            backend = config.backend(model.backend)
-            chat = _translator_factory(backend, model.upstream_name)
-            self.routes[model.name] = ModelRoute(
-                model=model,
-                backend=backend,
-                auth=auth[backend.name],
-                new_translator=chat,
-                new_embeddings_translator=_embeddings_factory(backend, model.upstream_name),
-                new_responses_translator=responses_factory(backend, model.upstream_name, chat),
-                new_messages_translator=messages_factory(backend, model.upstream_name, chat),
-                new_count_tokens_translator=count_tokens_factory(backend, model.upstream_name),
-            )
+            for target in model.targets:
+                backend = config.backend(target.backend)
+                route = ModelRoute(
+                    model=model,
+                    backend=backend,
+                    auth=auth[backend.name],
+                    translators=route_translators(
+                        backend_options(backend, model.upstream_name_on(target))
+                    ),
+                    several=model.several,
+                )
+                self._by_backend[model.name, backend.name] = route
+                # A model's route is its first backend's until an answer says otherwise.
+                self.routes.setdefault(model.name, route)
 
     def lookup(self, model: str) -> ModelRoute | None:
-        """The route of a model name clients send, ``None`` for one not configured."""
+        """The route of a model name clients send, ``None`` for one not configured.
+        For a model with several backends: the route to its first."""
         return self.routes.get(model)
+
+    def lookup_on(self, model: str, backend: str) -> ModelRoute | None:
+        """The route of ``model`` on one of its backends, ``None`` if it has no such one."""
+        return self._by_backend.get((model, backend))
+
+    def backends_of(self, model: str) -> tuple[str, ...]:
+        """The names of the backends a model spreads over."""
+        route = self.routes.get(model)
+        return tuple(t.backend for t in route.model.targets) if route is not None else ()
 
     @property
     def model_names(self) -> frozenset[str]:

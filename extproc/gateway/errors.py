@@ -11,7 +11,7 @@ from aigateway.extproc.framework.processor import (
     LocalError,
     local_reply_details,
 )
-from aigateway.translators.errors import (
+from aigateway.translators.wire.errors import (
     anthropic_error_body,
     error_type_for_status,
     openai_error_body,

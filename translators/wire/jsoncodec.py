@@ -1,0 +1,51 @@
+"""The one JSON codec every translator uses: compact bytes out, tolerant parsing in.
+
+One copy on purpose: private copies drift (one that could not encode a lone surrogate,
+``"\\ud800"``, turned a client's bad string into a 500).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes. Non-ASCII text stays 1-4 bytes, not a 6-byte escape;
+    a lone surrogate (valid in JSON text, not in UTF-8) is written as its escape."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+class _NotJson:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_JSON"
+
+
+#: What :func:`parse` returns for text that is not JSON (``None`` is JSON's ``null``).
+NOT_JSON: Final = _NotJson()
+
+
+def parse(body: bytes | str) -> Any:
+    """Parsed JSON, or :data:`NOT_JSON` for text that is not JSON (bad UTF-8 and nesting
+    too deep for the parser included)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
+def loads_or_none(body: bytes | str) -> Any:
+    """Parsed JSON, or ``None`` for text that is not JSON (upstream error bodies)."""
+    doc = parse(body)
+    return None if doc is NOT_JSON else doc
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` when it is a JSON integer (``bool`` is not), else ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
