@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aigateway.translators.backends.claude_models import native_output_config
 from aigateway.translators.backends.sse_or_json import SseOrJsonAnswer
 from aigateway.translators.client_apis import chat
 from aigateway.translators.contract import (
@@ -167,6 +168,8 @@ def _text_block(text: str, part: dict[str, Any], param: str) -> dict[str, Any] |
 
 
 def _image_block(url: str, param: str) -> dict[str, Any]:
+    if chat.pdf_remote_url(url):
+        return {"type": "document", "source": {"type": "url", "url": url}}
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     if chat.pdf_image_url(url):
@@ -258,6 +261,8 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     refused = False
     for part in chat.content_parts(message.get("content"), param):
         kind = part["type"]
+        if kind in chat.THINKING_PARTS:
+            continue  # read above, first
         if kind == "text":
             block = _text_block(chat.part_text(part, param), part, param)
         elif kind == "refusal":  # the turn happened: the model reads it as what it said
@@ -325,6 +330,7 @@ def messages_request(
         else:
             raise TranslationError(f"unsupported message role '{role}'", param=param)
 
+    output_config, payload = native_output_config(payload, model)
     thinking = chat.thinking_of(payload)
     if thinking is not None and thinking.budget is not None:
         max_tokens: int | None = chat.output_tokens_with_thinking(
@@ -361,6 +367,8 @@ def messages_request(
                 param="service_tier",
             )
         body["service_tier"] = _SERVICE_TIERS[tier]
+    if output_config:
+        body["output_config"] = output_config
     _add_tools(body, payload, thinking)
     return body
 
@@ -504,9 +512,13 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         doc = loads_or_none(body)
+        if isinstance(doc, list) and doc:
+            doc = doc[0]  # Vertex AI wraps some errors in a list
         error = doc.get("error") if isinstance(doc, dict) else None
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            kind = error.get("type") if isinstance(error.get("type"), str) else None
+            # Anthropic's "type", or Google's "status" on Vertex AI's own refusals
+            named = error.get("type", error.get("status"))
+            kind = named if isinstance(named, str) and named else None
             info = anthropic_error(kind, status)
             return openai_error_body(
                 error["message"][:MAX_UPSTREAM_MESSAGE],

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from aigateway.translators.backends.claude_models import native_output_config
 from aigateway.translators.backends.sse_or_json import StreamOrJsonAnswer
 from aigateway.translators.client_apis import chat
 from aigateway.translators.contract import (
@@ -304,6 +305,8 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     refused = False
     for part in chat.content_parts(message.get("content"), param):
         kind = part["type"]
+        if kind in chat.THINKING_PARTS:
+            continue  # read above, first
         if kind == "text":
             text = chat.part_text(part, param)
         elif kind == "refusal":  # the turn happened: the model reads it as what it said
@@ -355,6 +358,7 @@ def is_claude(model_id: str) -> bool:
 def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str, Any]:
     """The Converse request body for an OpenAI chat completion request to ``model_id``."""
     chat.reject_unsupported(payload)
+    claude_output, payload = native_output_config(payload, model_id)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     names = _DocumentNames()
@@ -420,6 +424,8 @@ def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str
                 param="output_config",
             )
         native["output_config"] = output_config
+    elif claude_output:
+        native["output_config"] = claude_output
     if native:
         body["additionalModelRequestFields"] = native
 

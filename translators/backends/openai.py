@@ -171,13 +171,9 @@ class OpenAIChatTranslator(PassthroughAnswer):
         else:
             # Only complete events go out; a partial one waits for the rest of its bytes.
             body = b"".join(encode_sse_event(e.data, e.event or None) for e in keep) + tail
+        # Positional: this runs per streamed chunk, and keywords cost a dict unpacking.
         return ResponseBodyOutput(
-            body,
-            self._usage,
-            error,
-            complete=self._ended,
-            model=self._model,
-            finish_reasons=self._finish_reasons,
+            body, self._usage, error, self._ended, self._model, self._finish_reasons
         )
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes | None:

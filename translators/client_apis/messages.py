@@ -243,10 +243,12 @@ class MessagesPassthroughTranslator(PassthroughAnswer):
 
 
 class CountTokensTranslator:
-    """``/v1/messages/count_tokens`` on Anthropic: the body passes (but for the model
-    name) and so does the answer. A count is not usage: nothing is reported."""
+    """``/v1/messages/count_tokens`` on Anthropic, or on Claude on Vertex AI at
+    ``vertex_path`` (its ``count-tokens:rawPredict``, the model named in the body): the
+    body passes (but for the model name) and so does the answer. A count is not usage:
+    nothing is reported."""
 
-    __slots__ = ("_client_version", "_version", "backend_model")
+    __slots__ = ("_client_version", "_version", "_vertex_path", "backend_model")
 
     def __init__(
         self,
@@ -254,12 +256,19 @@ class CountTokensTranslator:
         *,
         version: str = DEFAULT_VERSION,
         client_version: str | None = None,
+        vertex_path: str | None = None,
     ) -> None:
         self.backend_model = backend_model
         self._version = version
         self._client_version = client_version
+        self._vertex_path = vertex_path
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
+        if self._vertex_path is not None:
+            payload["model"] = self.backend_model
+            return UpstreamRequest(
+                dumps(payload), self._vertex_path, remove_headers=("anthropic-version",)
+            )
         headers = () if self._client_version else (("anthropic-version", self._version),)
         if payload.get("model") != self.backend_model:
             payload["model"] = self.backend_model

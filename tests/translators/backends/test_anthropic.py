@@ -756,6 +756,27 @@ def test_crlf_stream_matches_lf_stream() -> None:
             },
         ),
         (
+            429,
+            b'[{"error":{"code":429,"message":"Quota exceeded for aiplatform",'
+            b'"status":"RESOURCE_EXHAUSTED"}}]',
+            {
+                "message": "Quota exceeded for aiplatform",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "RESOURCE_EXHAUSTED",
+            },
+        ),
+        (
+            400,
+            b'[{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}]',
+            {
+                "message": "bad",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_request_error",
+            },
+        ),
+        (
             502,
             b"upstream connect error",
             {
@@ -1195,7 +1216,14 @@ def test_response_format_with_client_tools() -> None:
             },
             "response_format.json_schema.schema",
         ),
-        ({"response_format": JSON_SCHEMA, "reasoning_effort": "low"}, "response_format"),
+        (
+            {
+                "response_format": JSON_SCHEMA,
+                "thinking": {"type": "enabled", "budget_tokens": 2048},
+                "max_tokens": 4096,
+            },
+            "response_format",
+        ),
         (
             {
                 "response_format": JSON_SCHEMA,

@@ -1163,8 +1163,15 @@ def test_response_format_becomes_a_forced_answer_tool() -> None:
         "tools": [WEATHER_SPEC, ANSWER_SPEC],
         "toolChoice": {"any": {}},
     }
+    # reasoning_effort is a wish Claude cannot meet with a forced tool: thinking left out
+    wish = claude(response_format=JSON_SCHEMA, reasoning_effort="high")
+    assert "additionalModelRequestFields" not in wish
     with pytest.raises(TranslationError) as info:
-        claude(response_format=JSON_SCHEMA, reasoning_effort="high")
+        claude(
+            response_format=JSON_SCHEMA,
+            thinking={"type": "enabled", "budget_tokens": 2048},
+            max_tokens=4096,
+        )
     assert info.value.param == "response_format"
 
 

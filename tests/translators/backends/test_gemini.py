@@ -20,8 +20,10 @@ from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator
 from aigateway.translators.backends.gemini import (
     GeminiChatTranslator,
     GeminiEmbeddingsTranslator,
+    call_id_with_signature,
     gemini_model_path,
     generate_content_request,
+    thought_signature_of,
     vertex_model_path,
 )
 from aigateway.translators.contract import TokenUsage, TranslationError
@@ -400,7 +402,8 @@ def test_json_function_call_response() -> None:
     calls = choice.message.tool_calls
     assert calls is not None
     assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [  # type: ignore[union-attr]
-        ("call_test_0", "get_weather", {"city": "Paris"}),
+        # the call's thoughtSignature rides in its id (docs/client-apis.md)
+        (call_id_with_signature("call_test_0", "CiIBVKhc7oDy"), "get_weather", {"city": "Paris"}),
         ("call_test_1", "get_weather", {"city": "Lyon"}),
     ]
 
@@ -531,7 +534,11 @@ def test_tool_stream() -> None:
                 entry["name"] += call.function.name or ""
                 entry["arguments"] += call.function.arguments or ""
     assert calls == {
-        0: {"id": "call_test_0", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+        0: {
+            "id": call_id_with_signature("call_test_0", "CiIBVKhc7oDy"),
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        },
         1: {"id": "call_test_1", "name": "get_weather", "arguments": '{"city":"Lyon"}'},
     }
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
@@ -752,3 +759,12 @@ def test_the_answering_model_and_finish_reason_are_reported() -> None:
         json.dumps(response([{"text": "x"}], "MAX_TOKENS", USAGE)).encode(), True
     )
     assert (whole.model, whole.finish_reasons) == ("gemini-2.5-flash", ("length",))
+
+
+def test_a_thought_signature_rides_in_the_tool_call_id_and_comes_back() -> None:
+    signed = call_id_with_signature("call_1", "Cq0+/sig==")
+    assert signed.startswith("call_1") and "+" not in signed and "/" not in signed
+    assert thought_signature_of(signed) == "Cq0+/sig=="
+    assert call_id_with_signature("call_1", None) == "call_1"
+    assert thought_signature_of("call_1") is None
+    assert thought_signature_of("toolu_own__ts_%%%") is None

@@ -6,6 +6,7 @@ from aigateway.translators.client_apis.chat.events import ToolCall
 from aigateway.translators.client_apis.chat.request import (
     PDF_MEDIA_TYPE,
     RESPONSE_FORMAT_TOOL,
+    THINKING_PARTS,
     CacheControl,
     DataDocument,
     FunctionTool,
@@ -28,6 +29,7 @@ from aigateway.translators.client_apis.chat.request import (
     part_refusal,
     part_text,
     pdf_image_url,
+    pdf_remote_url,
     reject_unsupported,
     response_format_choice,
     response_format_of,
@@ -57,6 +59,7 @@ from aigateway.translators.client_apis.chat.stream import (
 __all__ = [
     "PDF_MEDIA_TYPE",
     "RESPONSE_FORMAT_TOOL",
+    "THINKING_PARTS",
     "UPSTREAM_INVALID_JSON",
     "UPSTREAM_INVALID_STREAM",
     "AnswerEventSource",
@@ -92,6 +95,7 @@ __all__ = [
     "part_refusal",
     "part_text",
     "pdf_image_url",
+    "pdf_remote_url",
     "reject_unsupported",
     "response_format_choice",
     "response_format_of",
