@@ -23,6 +23,8 @@ from aigateway.extproc.gateway.config import (
     ResolvedSecrets,
     Secret,
 )
+from aigateway.extproc.gateway.limits.configured import limiter_from_config
+from aigateway.extproc.gateway.limits.limiter import Limiter
 from aigateway.extproc.gateway.gcp_auth import (
     GcpAuthError,
     GcpTokenError,
@@ -260,6 +262,8 @@ class RoutingTable:
                 new_messages_translator=messages_factory(backend, model.upstream_name, chat),
                 new_count_tokens_translator=count_tokens_factory(backend, model.upstream_name),
             )
+        #: The budgets of ``limits:`` (``None`` without rules: no request pays for them).
+        self.limiter: Limiter | None = limiter_from_config(config)
 
     def lookup(self, model: str) -> ModelRoute | None:
         """The route of a model name clients send, ``None`` for one not configured."""

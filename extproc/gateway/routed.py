@@ -14,6 +14,7 @@ which translator a route uses.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import json
 import logging
@@ -26,6 +27,7 @@ from aigateway.extproc.framework.processor import (
     METADATA_NAMESPACE,
     Headers,
     ImmediateResponse,
+    Outcome,
     Processor,
     Result,
 )
@@ -35,6 +37,7 @@ from aigateway.extproc.gateway.backends import (
     ModelRoute,
     RoutingTable,
 )
+from aigateway.extproc.gateway.limits import Admission, ModelLimits, Usage, Verdict
 from aigateway.translators.base import (
     ChatTranslator,
     StreamEnding,
@@ -46,6 +49,9 @@ from aigateway.translators.errors import openai_error_body
 from aigateway.translators.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
+
+#: The request fields that cap a generation's output, by client API.
+_MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 #: Set on the upstream request when the processor rewrites ``:path``: the client's path.
 ORIGINAL_PATH_HEADER = "x-ai-gateway-original-path"
@@ -146,6 +152,7 @@ class RoutedProcessor(Processor):
     api: ClassVar[str] = "chat_completions"
 
     __slots__ = (
+        "_admission",
         "_completed",
         "_decoder",
         "_error",
@@ -159,6 +166,7 @@ class RoutedProcessor(Processor):
         "_route",
         "_status",
         "_streamed",
+        "_streamed_bytes",
         "_translator",
         "_usage",
         "table",
@@ -181,6 +189,8 @@ class RoutedProcessor(Processor):
         self._completed = False  # the client has the end of its response
         self._response_model: str | None = None  # the model the backend says answered
         self._finish_reasons: tuple[str, ...] = ()
+        self._admission: Admission | None = None  # the route's limits said (limits:)
+        self._streamed_bytes = 0  # streamed to the client, while a reservation is held
 
     # -- what endpoints define -----------------------------------------------------------
 
@@ -268,6 +278,8 @@ class RoutedProcessor(Processor):
         except ImmediateResponse as reply:
             self._error = reply.details.removeprefix(LOCAL_REPLY_DETAILS_PREFIX)
             reply.dynamic_metadata = self._metadata()
+            if self._admission is not None and self._admission.verdict is Verdict.ADMITTED:
+                reply.headers = (*reply.headers, *self._admission.headers)
             raise
         except Exception:
             request_id = self._request_id()
@@ -290,6 +302,11 @@ class RoutedProcessor(Processor):
             upstream = translator.request(payload, body)
         except TranslationError as exc:
             raise ImmediateResponse.error(400, exc.message, param=exc.param) from None
+        limiter = self.table.limiter
+        if limiter is not None and self.counted:
+            limits = limiter.limits_for(route.model.name)
+            if limits is not None:
+                await self._admit(limits, payload, body, route)
 
         final_body = body if upstream.body is None else upstream.body
         path = route.upstream_path_prefix + upstream.path
@@ -327,6 +344,50 @@ class RoutedProcessor(Processor):
             dynamic_metadata=self._metadata(),
         )
 
+    async def _admit(
+        self, limits: ModelLimits, payload: dict[str, Any], body: bytes, route: ModelRoute
+    ) -> None:
+        """Reserve this request's most in every budget of its model, or refuse it
+        (docs/architecture.md, "Limits and budgets")."""
+        limiter = self.table.limiter
+        assert limiter is not None
+        admission = self._admission = await limiter.admit(
+            limits, self._request_headers, len(body), self._max_output(limits, payload)
+        )
+        verdict = admission.verdict
+        if verdict is Verdict.REFUSED:
+            why = (
+                "is larger than the whole budget"
+                if admission.too_large
+                else f"does not fit; retry in {max(round(admission.retry_after), 1)}s"
+            )
+            raise ImmediateResponse.error(
+                429,
+                f"Rate limit {admission.rule!r} reached for {route.model.name}: this request"
+                f" {why}.",
+                code="rate_limit_exceeded",
+                headers=admission.headers,
+            )
+        if verdict is Verdict.STORE_DENIED:
+            raise ImmediateResponse.error(
+                503,
+                "The gateway cannot check this request's limits right now; retry later.",
+                type="server_error",
+                code="limits_unavailable",
+                headers=(("retry-after", "1"),),
+            )
+
+    def _max_output(self, limits: ModelLimits, payload: dict[str, Any]) -> int:
+        """The most output tokens this request may produce: what it asks for, else the
+        model's allowance."""
+        if self.operation == "embeddings":
+            return 0
+        for name in _MAX_OUTPUT_FIELDS:
+            value = payload.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return limits.max_output_tokens
+
     def _request_id(self) -> str:
         headers = self._request_headers
         return (headers.get("x-request-id") if headers is not None else None) or "-"
@@ -334,6 +395,15 @@ class RoutedProcessor(Processor):
     # -- response --------------------------------------------------------------------
 
     async def on_response_headers(self, headers: Headers) -> Result:
+        result = self._response_headers_result(headers)
+        admission = self._admission
+        if admission is not None and admission.headers:
+            result = dataclasses.replace(
+                result, set_headers=(*result.set_headers, *admission.headers)
+            )
+        return result
+
+    def _response_headers_result(self, headers: Headers) -> Result:
         translator = self._translator
         if translator is None:  # a reply to a request we did not route; leave it alone
             return CONTINUE
@@ -404,6 +474,8 @@ class RoutedProcessor(Processor):
         translator = self._translator
         assert translator is not None
         out = translator.response_body(decoded, end_of_stream)
+        if self._streamed and self._admission is not None:
+            self._streamed_bytes += len(decoded if out.body is None else out.body)
         # Facts are published as soon as they change, so that whatever ends the stream
         # later (the client leaving, a reset) finds them in Envoy and in the metrics.
         changed = False
@@ -441,6 +513,41 @@ class RoutedProcessor(Processor):
                 end_of_response=True,
             )
         return Result(body=new_body, dynamic_metadata=self._metadata(), end_of_response=True)
+
+    async def on_stream_end(self, outcome: Outcome) -> None:
+        admission = self._admission
+        grant = admission.grant if admission is not None else None
+        if grant is None:
+            return
+        try:
+            usage = self._charged_usage()
+        except Exception:
+            log.exception("request %s: cannot tell what to charge", self._request_id())
+            return  # the reservation stays: an overcharge, never an undercharge
+        await grant.limiter.settle(grant, usage)
+
+    def _charged_usage(self) -> Usage:
+        """What a finished request costs its budgets: the usage the accounting records;
+        for a stream cut short, at least the output already streamed (docs/architecture.md,
+        "Limits and budgets")."""
+        usage = self._usage
+        reported = usage is not None
+        prompt = usage.input_tokens if usage is not None else 0
+        completion = usage.output_tokens if usage is not None else 0
+        if self._streamed and not self._completed:
+            # Every token is at least one byte of what the client already has.
+            admission = self._admission
+            grant = admission.grant if admission is not None else None
+            most = grant.max_output if grant is not None else 0
+            completion = max(completion, min(self._streamed_bytes, most))
+            if not reported and grant is not None:
+                prompt = grant.input_estimate
+        return Usage(
+            prompt,
+            completion,
+            (usage.cached_input_tokens or 0) if usage is not None else 0,
+            (usage.cache_write_input_tokens or 0) if usage is not None else 0,
+        )
 
     def _broken_encoding(self, end_of_stream: bool) -> Result:
         """The upstream's compressed body does not decode: end with an error."""
@@ -513,4 +620,10 @@ class RoutedProcessor(Processor):
             fields["response_model"] = self._response_model
         if self._finish_reasons:
             fields["finish_reasons"] = list(self._finish_reasons)
+        admission = self._admission
+        if admission is not None and admission.verdict is not Verdict.ADMITTED:
+            if admission.verdict is Verdict.REFUSED:
+                fields["rate_limited"] = admission.rule
+            else:
+                fields["rate_limit_store_error"] = admission.verdict.value
         return {METADATA_NAMESPACE: fields}
