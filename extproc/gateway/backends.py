@@ -23,8 +23,6 @@ from aigateway.extproc.gateway.config import (
     ResolvedSecrets,
     Secret,
 )
-from aigateway.extproc.gateway.limits.configured import limiter_from_config
-from aigateway.extproc.gateway.limits.limiter import Limiter
 from aigateway.extproc.gateway.gcp_auth import (
     GcpAuthError,
     GcpTokenError,
@@ -32,6 +30,8 @@ from aigateway.extproc.gateway.gcp_auth import (
     default_source,
     service_account_source,
 )
+from aigateway.extproc.gateway.limits.configured import limiter_from_config
+from aigateway.extproc.gateway.limits.limiter import Limiter
 from aigateway.translators.anthropic import AnthropicMessagesTranslator, VertexRawPredict
 from aigateway.translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
 from aigateway.translators.bedrock import BedrockConverseTranslator

@@ -522,7 +522,8 @@ class GatewayConfig(_Strict):
             for name in rule.models or ():
                 if name not in models:
                     raise ValueError(f"limits.rules[{i}].models: no model named {name!r}")
-            if rule.key is not None and rule.key.header in (self.headers.model, self.headers.backend):
+            routing = (self.headers.model, self.headers.backend)
+            if rule.key is not None and rule.key.header in routing:
                 raise ValueError(
                     f"limits.rules[{i}].key.header: {rule.key.header} is a routing header the"
                     " processor sets"

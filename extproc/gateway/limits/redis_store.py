@@ -39,7 +39,8 @@ local n = (#KEYS - 1) / 2
 local used, refused = {}, 0
 for i = 1, n do
   local log, amounts = KEYS[2 * i], KEYS[2 * i + 1]
-  local limit, window, amount = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local limit, window = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local amount = tonumber(ARGV[3 * i + 1])
   local cut = now - window
   while true do
     local old = redis.call('ZRANGEBYSCORE', log, '-inf', cut, 'LIMIT', 0, 500)
@@ -73,7 +74,8 @@ end
 local out = {tostring(refused), tostring(entry)}
 for i = 1, n do
   local log, amounts = KEYS[2 * i], KEYS[2 * i + 1]
-  local limit, window, amount = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local limit, window = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local amount = tonumber(ARGV[3 * i + 1])
   local reset = 0
   local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
   if #oldest > 0 then reset = math.max(tonumber(oldest[2]) + window - now, 0) end

@@ -126,7 +126,8 @@ class SqliteStore:
         quotas = []
         for i, charge in enumerate(charges):
             db.execute(
-                "INSERT INTO entries VALUES (?, ?, ?, ?)", (charge.bucket, entry, now, charge.amount)
+                "INSERT INTO entries VALUES (?, ?, ?, ?)",
+                (charge.bucket, entry, now, charge.amount),
             )
             db.execute(
                 "INSERT INTO totals VALUES (?, ?)"
@@ -173,7 +174,8 @@ def _trim(db: sqlite3.Connection, bucket: str, cut: float) -> int:
 
 
 def _reset(db: sqlite3.Connection, charge: Charge, now: float) -> float:
-    (oldest,) = db.execute("SELECT min(t) FROM entries WHERE bucket = ?", (charge.bucket,)).fetchone()
+    query = "SELECT min(t) FROM entries WHERE bucket = ?"
+    (oldest,) = db.execute(query, (charge.bucket,)).fetchone()
     return 0.0 if oldest is None else max(oldest + charge.window - now, 0.0)
 
 
