@@ -13,6 +13,7 @@ which translator a route uses.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import enum
@@ -524,7 +525,7 @@ class RoutedProcessor(Processor):
         except Exception:
             log.exception("request %s: cannot tell what to charge", self._request_id())
             return  # the reservation stays: an overcharge, never an undercharge
-        await grant.limiter.settle(grant, usage)
+        await asyncio.shield(grant.limiter.settle_soon(grant, usage))
 
     def _charged_usage(self) -> Usage:
         """What a finished request costs its budgets: the usage the accounting records;

@@ -8,6 +8,7 @@ rules here are config-free: ``configured.py`` builds them from ``limits:``.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
@@ -147,6 +148,7 @@ class Limiter:
         self.store = store
         self.deny_on_store_error = deny_on_store_error
         self._store_down = False
+        self._settling: set[asyncio.Task[None]] = set()
 
     def limits_for(self, model: str) -> ModelLimits | None:
         return self.models.get(model)
@@ -209,7 +211,18 @@ class Limiter:
         else:
             self._recovered()
 
+    def settle_soon(self, grant: Grant, usage: Usage) -> asyncio.Task[None]:
+        """:meth:`settle` in a task of its own, which finishes even when the caller is
+        cancelled (Envoy cancels an ext_proc stream once it has its answer)."""
+        task = asyncio.ensure_future(self.settle(grant, usage))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        return task
+
     async def close(self) -> None:
+        """Finish the settlements under way, then close the store."""
+        if self._settling:
+            await asyncio.wait(set(self._settling))
         await self.store.close()
 
     def _outage(self, exc: StoreUnavailable) -> Admission:
