@@ -472,8 +472,8 @@ class LimitsOptions(_Strict):
             raise ValueError("has a bad port") from None
         if parts.path.strip("/") and not parts.path.strip("/").isdigit():
             raise ValueError("the path of redis://HOST:PORT/DB must be a database number")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query or fragment")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, fragment or credentials")
         return value
 
 

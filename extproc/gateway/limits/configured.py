@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from aigateway.extproc.gateway.config import GatewayConfig
+from aigateway.extproc.gateway.config import ConfigError, GatewayConfig
 from aigateway.extproc.gateway.limits.limiter import (
     NANODOLLARS,
     Kind,
@@ -50,8 +50,12 @@ def store_from_config(config: GatewayConfig) -> LimitStore:
     parent made (named by ``AIGATEWAY_LIMITS_FILE``), else a file of this process."""
     store = config.limits.store
     if store.startswith("redis://"):
-        from aigateway.extproc.gateway.limits.redis_store import RedisStore
-
+        try:
+            from aigateway.extproc.gateway.limits.redis_store import RedisStore
+        except ImportError:
+            raise ConfigError(
+                "limits.store: redis:// needs the redis client: pip install 'aigateway[redis]'"
+            ) from None
         return RedisStore(store)
     return SqliteStore(os.environ.get(STORE_FILE_ENV) or None)
 
