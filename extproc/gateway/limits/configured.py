@@ -13,6 +13,7 @@ from aigateway.extproc.gateway.limits.limiter import (
     Price,
     Rule,
 )
+from aigateway.extproc.gateway.limits.local_store import LocalStore
 from aigateway.extproc.gateway.limits.sqlite_store import STORE_FILE_ENV, SqliteStore
 from aigateway.extproc.gateway.limits.store import LimitStore
 
@@ -46,8 +47,8 @@ def rules_from_config(config: GatewayConfig) -> dict[str, ModelLimits]:
 
 
 def store_from_config(config: GatewayConfig) -> LimitStore:
-    """``redis://...``, or the machine's SQLite file: the one a ``serve --workers``
-    parent made (named by ``AIGATEWAY_LIMITS_FILE``), else a file of this process."""
+    """``redis://...``; for ``memory``, the SQLite file a ``serve --workers`` parent made
+    for its workers (named by ``AIGATEWAY_LIMITS_FILE``), else this process's memory."""
     store = config.limits.store
     if store.startswith("redis://"):
         try:
@@ -57,7 +58,8 @@ def store_from_config(config: GatewayConfig) -> LimitStore:
                 "limits.store: redis:// needs the redis client: pip install 'aigateway[redis]'"
             ) from None
         return RedisStore(store)
-    return SqliteStore(os.environ.get(STORE_FILE_ENV) or None)
+    shared = os.environ.get(STORE_FILE_ENV)
+    return SqliteStore(shared) if shared else LocalStore()
 
 
 def limiter_from_config(config: GatewayConfig) -> Limiter | None:

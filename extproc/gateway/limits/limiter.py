@@ -202,6 +202,8 @@ class Limiter:
         cost = round(limits.price.nanodollars(usage)) if limits.price is not None else 0
         tokens = usage.input_tokens + usage.output_tokens
         amounts = [_amount(rule.kind, tokens, cost) for rule in limits.rules]
+        if all(a == c.amount for a, c in zip(amounts, grant.charges, strict=True)):
+            return  # used what it reserved (a requests rule always does)
         try:
             await self.store.settle(grant.entry, grant.charges, amounts)
         except StoreUnavailable as exc:

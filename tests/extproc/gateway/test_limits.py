@@ -1,6 +1,7 @@
-"""The limits core: sliding-window math of both stores (the memory store's SQLite file
-and a real redis-server), all-or-nothing reservations, settlement, the limiter's
-headers and what it does while its store is down."""
+"""The limits core: sliding-window math of every store (the memory store in one
+process and in the SQLite file ``serve --workers`` shares, and a real redis-server),
+all-or-nothing reservations, settlement, the limiter's headers and what it does while
+its store is down."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from aigateway.extproc.gateway.limits import (
     Verdict,
 )
 from aigateway.extproc.gateway.limits.limiter import duration
+from aigateway.extproc.gateway.limits.local_store import LocalStore
 from aigateway.extproc.gateway.limits.redis_store import RedisStore
 from aigateway.extproc.gateway.limits.sqlite_store import SqliteStore, create_store_file
 from tests.e2e.stack import RedisServer
@@ -47,12 +49,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 _bucket_ids = iter(range(10**6))
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["local", "sqlite", "redis"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[LimitStore]:
     made: LimitStore
-    if request.param == "memory":
+    if request.param == "local":
+        made = LocalStore(clock=clock)
+    elif request.param == "sqlite":
         made = SqliteStore(None, clock=clock)
     else:
         made = RedisStore(request.getfixturevalue("redis_server").url, clock=clock)
