@@ -38,6 +38,7 @@ def limited_config(mock_port: int, rules: list[dict[str, Any]], **limits: Any) -
         {"name": "rpm-model", "backend": "mock-openai"},
         {"name": "shape-model", "backend": "mock-openai"},
         {"name": "shape-claude", "backend": "mock-anthropic", "backend_model": "claude-x"},
+        {"name": "cut-claude", "backend": "mock-anthropic", "backend_model": "claude-x"},
     ]
     config["limits"] = {"rules": rules, **limits}
     return config
@@ -56,6 +57,7 @@ TENANT_LIMIT = 20 * TENANT_USAGE  # a budget for about 20 requests
 SETTLE_MAX_TOKENS = 40
 SETTLE_RESERVATION = len(body_of("settle-model", SETTLE_MAX_TOKENS, SHORT)) + SETTLE_MAX_TOKENS
 SETTLE_LIMIT = 10 * SETTLE_RESERVATION  # a limiter that never settles admits 10
+CUT_LIMIT = 10_000
 
 RULES = [
     {
@@ -75,6 +77,12 @@ RULES = [
         "key": {"header": TENANT},
         "models": ["priced-model"],
         "usd": {"limit": 0.005, "per": "day"},
+    },
+    {
+        "name": "cut-tokens",
+        "key": {"header": TENANT},
+        "models": ["cut-claude"],
+        "tokens": {"limit": CUT_LIMIT, "per": "hour"},
     },
     {"name": "everyone-rpm", "models": ["rpm-model"], "requests": {"limit": 5, "per": "minute"}},
     {
@@ -166,6 +174,40 @@ def test_reservations_are_settled_to_real_usage(stack: Stack) -> None:
     # Forty requests where a limiter that kept the reservations would admit ten.
     remaining = int(answer.headers["x-ratelimit-remaining-tokens"])
     assert remaining >= SETTLE_LIMIT - 40 * (1 + 5) - 2 * SETTLE_RESERVATION
+
+
+def test_a_stream_cut_short_is_charged_what_was_reported_and_streamed(stack: Stack) -> None:
+    """Anthropic reports the input in ``message_start`` and the output only at the end:
+    cut after 5 of 30 tokens, the request is charged its input plus what reached the
+    client (each token is at least a byte of it, capped at max_tokens)."""
+    headers = {
+        TENANT: "cut",
+        "content-type": "application/json",
+        "x-mock-output-tokens": "30",
+        "x-mock-fault": "reset",
+        "x-mock-fault-after": "5",
+    }
+    cut = json.dumps(
+        {"model": "cut-claude", "messages": SHORT, "max_tokens": 30, "stream": True}
+    ).encode()
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        # The upstream resets: the stream breaks.
+        with (
+            pytest.raises(httpx.HTTPError),
+            client.stream("POST", "/v1/chat/completions", content=cut, headers=headers) as r,
+        ):
+            assert r.status_code == 200
+            for _ in r.iter_bytes():
+                pass
+        wait_until(
+            "the cut request to be recorded (after its settlement)",
+            lambda: requests_of(stack.metrics_text(), "cut-claude", "error") == 1,
+        )
+        probe = body_of("cut-claude", 10, SHORT)
+        answer = client.post("/v1/chat/completions", content=probe, headers={TENANT: "cut"})
+    assert answer.status_code == 200
+    charged = CUT_LIMIT - (len(probe) + 10) - int(answer.headers["x-ratelimit-remaining-tokens"])
+    assert charged == 1 + 30  # one prompt word reported; the 5 tokens' chunks are > 30 bytes
 
 
 def test_dollars(stack: Stack) -> None:
