@@ -47,6 +47,7 @@ test: $(VENV)/.installed-dev tools
 BENCH ?= all
 bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null 2>&1 || ./.ci/install-system-tools wrk
+	@command -v redis-server >/dev/null 2>&1 || ./.ci/install-system-tools redis-server
 	@if [ "$(BENCH)" != macro ]; then \
 	  $(BIN)/python -m pytest benchmarks/micro -q -p no:cacheprovider \
 	    --benchmark-columns=median,iqr,ops,rounds --benchmark-sort=name; fi
