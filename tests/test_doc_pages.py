@@ -19,7 +19,7 @@ import yaml
 
 from aigateway.extproc.gateway.config import parse_config
 from aigateway.extproc.ops.cli import build_parser
-from aigateway.instrumentation.metrics import COST, FAMILIES
+from aigateway.instrumentation.metrics import COST, FAMILIES, LIMITS_STORE_ERRORS, RATE_LIMITED
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -119,7 +119,11 @@ def test_metric_table_is_the_exported_set() -> None:
         n if n != "aigateway_requests" and n != "aigateway_model_tokens" else n + "_total"
         for n in FAMILIES
     }
-    assert named == exported | {COST + "_total"}
+    assert named == exported | {
+        COST + "_total",
+        RATE_LIMITED + "_total",
+        LIMITS_STORE_ERRORS + "_total",
+    }
 
 
 def test_promql_examples_are_valid(tmp_path: Path) -> None:

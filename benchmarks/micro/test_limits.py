@@ -1,4 +1,4 @@
-"""What limits cost per request (docs/architecture.md, "Limits and budgets"): a whole
+"""What limits cost per request (docs/limits.md): a whole
 non-streamed request through ``Process`` on a route without rules, with a config whose
 rules cover another model only, and with two rules (tokens per tenant, requests) in the
 ``memory`` store and in a real Redis; then one reservation and its settlement alone."""

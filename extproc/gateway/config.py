@@ -412,7 +412,7 @@ class LimitKey(_Strict):
 
 
 class LimitRule(_Strict):
-    """One budget (docs/architecture.md, "Limits and budgets"): exactly one of
+    """One budget (docs/limits.md): exactly one of
     ``tokens``, ``usd`` or ``requests``, per ``key`` value, for ``models`` (default all)."""
 
     name: Annotated[str, Field(pattern=_NAME, max_length=60)]

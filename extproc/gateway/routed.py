@@ -349,7 +349,7 @@ class RoutedProcessor(Processor):
         self, limits: ModelLimits, payload: dict[str, Any], body: bytes, route: ModelRoute
     ) -> None:
         """Reserve this request's most in every budget of its model, or refuse it
-        (docs/architecture.md, "Limits and budgets")."""
+        (docs/limits.md)."""
         limiter = self.table.limiter
         assert limiter is not None
         admission = self._admission = await limiter.admit(
@@ -529,8 +529,7 @@ class RoutedProcessor(Processor):
 
     def _charged_usage(self) -> Usage:
         """What a finished request costs its budgets: the usage the accounting records;
-        for a stream cut short, at least the output already streamed (docs/architecture.md,
-        "Limits and budgets")."""
+        for a stream cut short, at least the output already streamed (docs/limits.md)."""
         usage = self._usage
         reported = usage is not None
         prompt = usage.input_tokens if usage is not None else 0

@@ -1,8 +1,8 @@
-"""Limits and budgets end to end through the real Envoy (docs/architecture.md, "Limits
-and budgets"): no overshoot under concurrency, reservations settled to real usage,
-dollars, requests per minute, the 429 in each client API's shape with OpenAI's headers
-(as the official SDKs see them), one budget across ``serve --workers`` processes and
-across replicas through a real Redis, and a Redis outage under ``allow`` and ``deny``."""
+"""Limits and budgets end to end through the real Envoy (docs/limits.md): no overshoot
+under concurrency, reservations settled to real usage, dollars, requests per minute,
+the 429 in each client API's shape with OpenAI's headers (as the official SDKs see
+them), one budget across ``serve --workers`` processes and across replicas through a
+real Redis, and a Redis outage under ``allow`` and ``deny``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Limits and budgets: per-tenant tokens, dollars and requests over sliding windows,
-reserved before any upstream call and settled to the exact usage (docs/architecture.md,
-"Limits and budgets").
+reserved before any upstream call and settled to the exact usage (docs/limits.md).
 
 ``limiter.py`` decides, ``store.py`` says what a store does, ``sqlite_store.py`` (the
 ``memory`` store: one machine) and ``redis_store.py`` (every replica) keep the budgets,

@@ -1,4 +1,4 @@
-"""Admission and settlement of budgets (docs/architecture.md, "Limits and budgets").
+"""Admission and settlement of budgets (docs/limits.md).
 
 Before any upstream call a request reserves, in every rule that matches it, its
 estimated input tokens plus its maximum output (or their cost, or one request), all or

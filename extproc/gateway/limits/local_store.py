@@ -1,7 +1,7 @@
 """The ``memory`` store of a single ``serve`` process: budgets in this process's
 memory, each call done in one go on the event loop (it never awaits, so nothing else
 runs in between: atomic), in microseconds. ``serve --workers N`` shares one
-``SqliteStore`` file instead (docs/architecture.md, "Limits and budgets")."""
+``SqliteStore`` file instead (docs/limits.md)."""
 
 from __future__ import annotations
 

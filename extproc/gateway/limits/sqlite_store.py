@@ -1,5 +1,5 @@
 """The ``memory`` store: budgets in one SQLite file that every ``serve --workers``
-process of a machine opens (docs/architecture.md, "Limits and budgets" says why
+process of a machine opens (docs/limits.md says why
 SQLite). Each reservation and each settlement is one ``BEGIN IMMEDIATE`` transaction,
 run in the store's own thread: another process may hold the lock for a moment, and
 SQLite's busy wait sleeps, which the event loop must never do.

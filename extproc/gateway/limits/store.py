@@ -1,4 +1,4 @@
-"""What a budget store does (docs/architecture.md, "Limits and budgets"): keep, per
+"""What a budget store does (docs/limits.md): keep, per
 bucket, a log of (time, amount) entries over a sliding window, reserve amounts in
 several buckets at once (all or none), and replace a reservation by what was used.
 

@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from aigateway.extproc.ops.workers import serve_workers
 
-        # The memory store is one file all workers share (docs/architecture.md,
-        # "Limits and budgets"); Redis is shared anyway.
+        # The memory store is one file all workers share (docs/limits.md); Redis is
+        # shared anyway.
         shared = bool(config.limits.rules) and config.limits.store == "memory"
         return serve_workers(args, shared_limits=shared)
     wrap: Wrap | None = compose(*wraps) if wraps else None

@@ -466,7 +466,7 @@ def test_bad_metrics_options_name_the_key_path(path: str, value: object, message
     assert message in str(err.value), str(err.value)
 
 
-# -- limits (docs/architecture.md, "Limits and budgets") ----------------------------------
+# -- limits (docs/limits.md) ----------------------------------
 
 LIMITS = {
     **{k: v for k, v in METRICS.items() if k != "metrics"},
