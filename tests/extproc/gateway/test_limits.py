@@ -6,13 +6,23 @@ its store is down."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from aigateway.extproc.framework.processor import Headers
+from aigateway.extproc.framework.processor import (
+    METADATA_NAMESPACE,
+    Headers,
+    ImmediateResponse,
+    Outcome,
+)
+from aigateway.extproc.gateway.backends import RoutingTable
+from aigateway.extproc.gateway.chat import ChatCompletionProcessor
+from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
 from aigateway.extproc.gateway.limits import (
     Charge,
     Kind,
@@ -318,3 +328,135 @@ async def test_redis_unreachable_is_an_outage(tmp_path: Path) -> None:
 )
 def test_durations_are_written_as_openai_does(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+# -- in the processor ---------------------------------------------------------------------
+
+LIMITED = parse_config(
+    {
+        "backends": [{"name": "b", "schema": "openai", "endpoint": "http://127.0.0.1:1"}],
+        "models": [{"name": "m", "backend": "b"}, {"name": "free", "backend": "b"}],
+        "limits": {
+            "rules": [
+                {
+                    "name": "tpm",
+                    "key": {"header": "x-tenant"},
+                    "models": ["m"],
+                    "tokens": {"limit": 1000, "per": "minute"},
+                }
+            ]
+        },
+    }
+)
+REQUEST_HEADERS = Headers(
+    [(":method", "POST"), (":path", "/v1/chat/completions"), ("x-tenant", "acme")]
+)
+USAGE = json.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
+).encode()
+
+
+def chat_body(model: str = "m", max_tokens: int = 100) -> bytes:
+    doc = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return json.dumps({**doc, "max_tokens": max_tokens}).encode()
+
+
+def table_with(store: LimitStore | None = None) -> RoutingTable:
+    table = RoutingTable(LIMITED, ResolvedSecrets(LIMITED, Path()))
+    if store is not None:
+        assert table.limiter is not None
+        table.limiter = Limiter(table.limiter.models, store)
+    return table
+
+
+async def answered(processor: ChatCompletionProcessor, body: bytes) -> None:
+    await processor.on_request_headers(REQUEST_HEADERS)
+    await processor.on_request_body(body, True)
+    await processor.on_response_headers(
+        Headers([(":status", "200"), ("content-type", "application/json")])
+    )
+    await processor.on_response_body(USAGE, True)
+
+
+async def test_a_route_no_rule_covers_reserves_nothing() -> None:
+    table = table_with()
+    processor = ChatCompletionProcessor(table)
+    await answered(processor, chat_body("free"))
+    await processor.on_stream_end(Outcome(response_complete=True, status=200))
+    assert table.limiter is not None and table.limiter.limits_for("free") is None
+
+
+async def test_a_refusal_carries_its_rule_headers_and_the_model_labels() -> None:
+    table = table_with()
+    first = ChatCompletionProcessor(table)
+    await first.on_request_headers(REQUEST_HEADERS)
+    await first.on_request_body(chat_body(max_tokens=900), True)
+    refused = ChatCompletionProcessor(table)
+    await refused.on_request_headers(REQUEST_HEADERS)
+    with pytest.raises(ImmediateResponse) as reply:
+        await refused.on_request_body(chat_body(max_tokens=900), True)
+    assert reply.value.status == 429
+    assert json.loads(reply.value.body)["error"]["code"] == "rate_limit_exceeded"
+    headers = dict(reply.value.headers)
+    assert headers["retry-after"] == "60"
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    assert reply.value.dynamic_metadata is not None
+    facts = reply.value.dynamic_metadata[METADATA_NAMESPACE]
+    assert (facts["model"], facts["backend"], facts["rate_limited"]) == ("m", "b", "tpm")
+
+
+class SettleSpy:
+    """A store whose settlement fails, or waits for ``release``; counts settlements."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.inner = LocalStore()
+        self.fail = fail
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.settled: list[list[int]] = []
+
+    async def reserve(self, charges: Any) -> Any:
+        return await self.inner.reserve(charges)
+
+    async def settle(self, entry: int, charges: Any, amounts: Any) -> None:
+        if self.fail:
+            raise RuntimeError("the store broke")
+        self.entered.set()
+        await self.release.wait()
+        self.settled.append(list(amounts))
+        await self.inner.settle(entry, charges, amounts)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_settling_never_raises_into_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    processor = ChatCompletionProcessor(table_with(SettleSpy(fail=True)))  # type: ignore[arg-type]
+    await answered(processor, chat_body())
+    await processor.on_stream_end(Outcome(response_complete=True, status=200))
+    assert "failed to settle" in caplog.text
+
+
+async def test_settling_finishes_when_the_stream_is_cancelled_and_runs_once() -> None:
+    store = SettleSpy()
+    table = table_with(store)  # type: ignore[arg-type]
+    processor = ChatCompletionProcessor(table)
+    await answered(processor, chat_body())
+    ending = asyncio.ensure_future(
+        processor.on_stream_end(Outcome(response_complete=True, status=200))
+    )
+    await store.entered.wait()
+    ending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ending
+    store.release.set()
+    assert table.limiter is not None
+    await table.limiter.close()  # waits for the settlements under way
+    assert store.settled == [[3 + 4]]
+    await processor.on_stream_end(Outcome(response_complete=True, status=200))  # again
+    assert store.settled == [[3 + 4]]
