@@ -335,27 +335,73 @@ def test_workers_share_one_budget(tmp_path: Path) -> None:
         assert all(s.requests_counted(i) > 0 for i in range(2))  # both workers served
 
 
+#: 2000 one-letter words: 2000 prompt tokens for the mock, about 4 KB of body.
+BIG = [{"role": "user", "content": " ".join("a" for _ in range(2000))}]
+BIG_USAGE = 2000 + 20
+
+
 def test_replicas_share_one_budget_through_redis(tmp_path: Path) -> None:
+    """A tenant with a 100,000-token hourly budget hammers two replicas (two Envoys, two
+    processors, one Redis) from 80 connections: stopped at its budget, never past it,
+    and its client library is told to retry when the window frees room."""
     redis = RedisServer(tmp_path / "redis").start()
+    rules = [
+        {
+            "name": "tenant-tokens",
+            "key": {"header": TENANT},
+            "tokens": {"limit": 100_000, "per": "hour"},
+        }
+    ]
     try:
-        factory = lambda port: limited_config(port, SHARED_RULES, store=redis.url)  # noqa: E731
+        factory = lambda port: limited_config(port, rules, store=redis.url)  # noqa: E731
         with (
             running(Stack(tmp_path / "a", config_factory=factory)) as a,
             running(Stack(tmp_path / "b", config_factory=factory)) as b,
         ):
-            headers = {"content-type": "application/json", "x-mock-ttft-ms": "200"}
+            headers = {
+                TENANT: "hammer",
+                "content-type": "application/json",
+                "x-mock-output-tokens": "20",
+            }
+            body = body_of("tenant-model", 20, BIG)
 
             async def both() -> list[httpx.Response]:
-                bodies = [chat_body() for _ in range(15)]
                 halves = await asyncio.gather(
-                    post_many(a.base_url, bodies, headers), post_many(b.base_url, bodies, headers)
+                    post_many(a.base_url, [body] * 40, headers),
+                    post_many(b.base_url, [body] * 40, headers),
                 )
                 return [*halves[0], *halves[1]]
 
-            answers = asyncio.run(both())
-            assert [r.status_code for r in answers].count(200) == 10
-            served = [requests_of(x.metrics_text(), "rpm-model", "success") for x in (a, b)]
-            assert sum(served) == 10
+            statuses = [r.status_code for r in asyncio.run(both())]
+            admitted = statuses.count(200)
+            assert set(statuses) == {200, 429}
+            assert admitted >= 100_000 // (len(body) + 20)  # what reservations alone fit
+
+            # Settled, the hammering left room for a few more; then the SDK is refused.
+            client = openai.OpenAI(base_url=f"{a.base_url}/v1", api_key="k", max_retries=0)
+            sent = 80
+            with pytest.raises(openai.RateLimitError) as refused:
+                for _ in range(100_000 // BIG_USAGE):
+                    sent += 1
+                    client.chat.completions.create(
+                        model="tenant-model",
+                        messages=BIG,  # type: ignore[arg-type]
+                        max_tokens=20,
+                        extra_headers={TENANT: "hammer", "x-mock-output-tokens": "20"},
+                    )
+                    admitted += 1
+            # The oldest tokens leave the hour's window in a little under an hour.
+            assert 3000 < int(refused.value.response.headers["retry-after"]) <= 3600
+
+            def recorded() -> tuple[float, float]:
+                texts = [x.metrics_text() for x in (a, b)]
+                requests = sum(
+                    requests_of(t, "tenant-model", s) for t in texts for s in ("success", "error")
+                )
+                return requests, sum(model_tokens(t, "tenant-model") for t in texts)
+
+            wait_until("every request to be recorded", lambda: recorded()[0] == sent)
+            assert recorded()[1] == admitted * BIG_USAGE <= 100_000
     finally:
         redis.stop()
 
