@@ -23,6 +23,7 @@ class _Entry:
 
 @dataclass(slots=True)
 class _Bucket:
+    window: float
     log: deque[_Entry] = field(default_factory=deque)
     total: int = 0
 
@@ -53,6 +54,7 @@ class LocalStore:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
+        #: Least recently used first: idle budgets are dropped from the front.
         self._buckets: dict[str, _Bucket] = {}
         self._entries: dict[int, list[tuple[_Bucket, _Entry]]] = {}
         self._sequence = 0
@@ -61,10 +63,12 @@ class LocalStore:
         now = self.clock()
         buckets = []
         refused: int | None = None
+        self._sweep(now)
         for i, charge in enumerate(charges):
-            bucket = self._buckets.get(charge.bucket)
+            bucket = self._buckets.pop(charge.bucket, None)
             if bucket is None:
-                bucket = self._buckets[charge.bucket] = _Bucket()
+                bucket = _Bucket(charge.window)
+            self._buckets[charge.bucket] = bucket  # now the most recently used
             bucket.trim(now - charge.window, self._entries)
             buckets.append(bucket)
             if refused is None and bucket.total + charge.amount > charge.limit:
@@ -98,6 +102,24 @@ class LocalStore:
             ),
             entry,
         )
+
+    def _sweep(self, now: float) -> None:
+        """Drop up to two budgets whose every entry has left the window, least recently
+        used first, so that budget keys clients make up do not pile up."""
+        for _ in range(2):
+            key = next(iter(self._buckets), None)
+            if key is None:
+                return
+            bucket = self._buckets[key]
+            if bucket.log and bucket.log[-1].t > now - bucket.window:
+                return
+            del self._buckets[key]
+            for old in bucket.log:
+                self._entries.pop(old.entry, None)
+
+    def __len__(self) -> int:
+        """How many budgets the store holds."""
+        return len(self._buckets)
 
     async def settle(self, entry: int, charges: Sequence[Charge], amounts: Sequence[int]) -> None:
         records = self._entries.pop(entry, None)

@@ -27,7 +27,10 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (bucket, entry)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_by_time ON entries (bucket, t);
-CREATE TABLE IF NOT EXISTS totals (bucket TEXT PRIMARY KEY, total INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totals (
+    bucket TEXT PRIMARY KEY, total INTEGER NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS totals_by_expiry ON totals (expires);
 CREATE TABLE IF NOT EXISTS sequence (n INTEGER NOT NULL);
 INSERT INTO sequence SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM sequence);
 """
@@ -109,6 +112,7 @@ class SqliteStore:
 
     def _reserve(self, db: sqlite3.Connection, charges: Sequence[Charge]) -> Decision:
         now = self.clock()
+        _sweep(db, now)
         used: list[int] = []
         refused: int | None = None
         for i, charge in enumerate(charges):
@@ -130,9 +134,9 @@ class SqliteStore:
                 (charge.bucket, entry, now, charge.amount),
             )
             db.execute(
-                "INSERT INTO totals VALUES (?, ?)"
-                " ON CONFLICT (bucket) DO UPDATE SET total = total + excluded.total",
-                (charge.bucket, charge.amount),
+                "INSERT INTO totals VALUES (?, ?, ?) ON CONFLICT (bucket)"
+                " DO UPDATE SET total = total + excluded.total, expires = excluded.expires",
+                (charge.bucket, charge.amount, now + charge.window),
             )
             quotas.append(Quota(used[i] + charge.amount, _reset(db, charge, now)))
         return Decision(None, tuple(quotas), entry)
@@ -158,6 +162,16 @@ class SqliteStore:
                 "UPDATE totals SET total = total + ? WHERE bucket = ?",
                 (amount - row[0], charge.bucket),
             )
+
+
+def _sweep(db: sqlite3.Connection, now: float) -> None:
+    """Drop up to two budgets whose every entry has left the window, so that budget
+    keys clients make up do not pile up."""
+    for (bucket,) in db.execute(
+        "SELECT bucket FROM totals WHERE expires <= ? LIMIT 2", (now,)
+    ).fetchall():
+        db.execute("DELETE FROM entries WHERE bucket = ?", (bucket,))
+        db.execute("DELETE FROM totals WHERE bucket = ?", (bucket,))
 
 
 def _trim(db: sqlite3.Connection, bucket: str, cut: float) -> int:

@@ -164,6 +164,24 @@ async def test_more_than_the_limit_never_fits(store: LimitStore, bucket: str) ->
     assert refused.quotas[0].retry_after == 60.0
 
 
+@pytest.mark.parametrize("kind", ["local", "sqlite"])
+async def test_budgets_clients_make_up_do_not_pile_up(kind: str, clock: Clock) -> None:
+    store = LocalStore(clock=clock) if kind == "local" else SqliteStore(None, clock=clock)
+    try:
+        for i in range(300):  # a new budget key every 10 s, each used once
+            await store.reserve([charge(f"tenant/{i}", 1)])
+            clock.now += 10
+        if isinstance(store, LocalStore):
+            held = len(store)
+        else:
+            held = await store._run(
+                lambda db: db.execute("SELECT count(*) FROM totals").fetchone()[0]
+            )
+        assert held <= 8  # the six of the last minute, and what the sweep has not reached
+    finally:
+        await store.close()
+
+
 async def test_processes_sharing_one_file_share_one_budget(tmp_path: Path) -> None:
     path = str(tmp_path / "limits.sqlite3")
     create_store_file(path)
