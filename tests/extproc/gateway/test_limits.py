@@ -14,12 +14,7 @@ from typing import Any
 
 import pytest
 
-from aigateway.extproc.framework.processor import (
-    METADATA_NAMESPACE,
-    Headers,
-    ImmediateResponse,
-    Outcome,
-)
+from aigateway.extproc.framework.processor import Headers, ImmediateResponse, Outcome
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
@@ -38,6 +33,7 @@ from aigateway.extproc.gateway.limits.limiter import duration
 from aigateway.extproc.gateway.limits.local_store import LocalStore
 from aigateway.extproc.gateway.limits.redis_store import RedisStore
 from aigateway.extproc.gateway.limits.sqlite_store import SqliteStore, create_store_file
+from aigateway.instrumentation.facts import METADATA_NAMESPACE
 from tests.e2e.stack import RedisServer
 
 
