@@ -551,7 +551,7 @@ class RoutedProcessor(Processor):
         reported = usage is not None
         prompt = usage.input_tokens if usage is not None else 0
         completion = usage.output_tokens if usage is not None else 0
-        if self._streamed and not self._completed:
+        if self._streamed and (not self._completed or self._error is not None):
             # Every token is at least one byte of what the client already has.
             admission = self._admission
             grant = admission.grant if admission is not None else None
