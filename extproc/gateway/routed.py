@@ -40,7 +40,7 @@ from aigateway.extproc.gateway.backends import (
     RoutingTable,
 )
 from aigateway.extproc.gateway.errors import openai_error_reply, written
-from aigateway.extproc.gateway.limits import Admission, ModelLimits, Usage, Verdict
+from aigateway.extproc.gateway.limits import Admission, Grant, ModelLimits, Usage, Verdict
 from aigateway.instrumentation.facts import Facts, published
 from aigateway.translators.contract import (
     StreamEnding,
@@ -538,32 +538,27 @@ class RoutedProcessor(Processor):
         if grant is None:
             return
         try:
-            usage = self._charged_usage()
+            usage = self._charged_usage(grant)
         except Exception:
             log.exception("request %s: cannot tell what to charge", self._request_id())
             return  # the reservation stays: an overcharge, never an undercharge
         await asyncio.shield(grant.limiter.settle_soon(grant, usage))
 
-    def _charged_usage(self) -> Usage:
+    def _charged_usage(self, grant: Grant) -> Usage:
         """What a finished request costs its budgets: the usage the accounting records;
         for a stream cut short, at least the output already streamed (docs/limits.md)."""
-        usage = self._usage
-        reported = usage is not None
-        prompt = usage.input_tokens if usage is not None else 0
-        completion = usage.output_tokens if usage is not None else 0
+        usage = self._usage or TokenUsage()
+        prompt, completion = usage.input_tokens, usage.output_tokens
         if self._streamed and (not self._completed or self._error is not None):
             # Every token is at least one byte of what the client already has.
-            admission = self._admission
-            grant = admission.grant if admission is not None else None
-            most = grant.max_output if grant is not None else 0
-            completion = max(completion, min(self._streamed_bytes, most))
-            if not reported and grant is not None:
+            completion = max(completion, min(self._streamed_bytes, grant.max_output))
+            if self._usage is None:  # the backend took the prompt, and said nothing yet
                 prompt = grant.input_estimate
         return Usage(
             prompt,
             completion,
-            (usage.cached_input_tokens or 0) if usage is not None else 0,
-            (usage.cache_write_input_tokens or 0) if usage is not None else 0,
+            usage.cached_input_tokens or 0,
+            usage.cache_write_input_tokens or 0,
         )
 
     def _broken_encoding(self, end_of_stream: bool) -> Result:
