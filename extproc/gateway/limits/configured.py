@@ -35,10 +35,11 @@ def rules_from_config(config: GatewayConfig) -> dict[str, ModelLimits]:
         if not mine:
             continue
         price = model.price
+        # With several backends, the largest default any of them would apply.
+        default = max(config.backend(t.backend).default_max_tokens for t in model.targets)
         out[model.name] = ModelLimits(
             mine,
-            max_output_tokens=model.max_output_tokens
-            or config.backend(model.backend).default_max_tokens,
+            max_output_tokens=model.max_output_tokens or default,
             price=None
             if price is None
             else Price(price.input, price.output, price.cached_input, price.cache_write),
