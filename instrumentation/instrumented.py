@@ -57,6 +57,7 @@ from aigateway.instrumentation.metrics import (
     CostTotals,
     GatewayMetrics,
     GenAIMetrics,
+    LimitMetrics,
 )
 from aigateway.instrumentation.tracing import FIRST_TOKEN_EVENT, start_request_span
 
@@ -133,6 +134,9 @@ class Instrumentation:
     tracer: Tracer | None = None
     #: Wall-clock nanoseconds, for span timestamps (durations come from ``clock``).
     wall_clock: Callable[[], int] = field(default=time.time_ns)
+    #: The families of ``limits:`` and its rule names (the ``rule`` label's values).
+    limits: LimitMetrics | None = None
+    rules: frozenset[str] = frozenset()
     #: The ``gen_ai.response.model`` values each model has reported (bounded).
     _response_models: dict[str, set[str]] = field(default_factory=dict, init=False)
 
@@ -432,6 +436,16 @@ class InstrumentedProcessor(ProcessorWrapper):
                     cache_write=cache_write,
                     completion=completion,
                 )
+
+        limits = inst.limits
+        if limits is not None:
+            rule = meta.get("rate_limited")
+            if isinstance(rule, str):
+                rule = rule if rule in inst.rules else UNKNOWN
+                limits.rate_limited.add(1, (backend, model, rule, *extra))
+            decision = meta.get("rate_limit_store_error")
+            if decision in ("allow", "deny"):
+                limits.store_errors.add(1, (decision,))
 
         timings: Facts = {"total_latency_ms": _ms(total)}
         if first_token is not None:

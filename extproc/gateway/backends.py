@@ -23,6 +23,8 @@ from aigateway.extproc.gateway.gcp_auth import (
     default_source,
     service_account_source,
 )
+from aigateway.extproc.gateway.limits.configured import limiter_from_config
+from aigateway.extproc.gateway.limits.limiter import Limiter
 from aigateway.translators.contract import Translator
 from aigateway.translators.matrix import (
     BackendOptions,
@@ -225,6 +227,8 @@ class RoutingTable:
                 self._by_backend[model.name, backend.name] = route
                 # A model's route is its first backend's until an answer says otherwise.
                 self.routes.setdefault(model.name, route)
+        #: The budgets of ``limits:`` (``None`` without rules: no request pays for them).
+        self.limiter: Limiter | None = limiter_from_config(config)
 
     def lookup(self, model: str) -> ModelRoute | None:
         """The route of a model name clients send, ``None`` for one not configured.

@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.gateway.app import run_event_loop
+from aigateway.extproc.gateway.limits.sqlite_store import STORE_FILE_ENV, create_store_file
 from aigateway.extproc.ops.envoy_process import die_with_parent
 
 READY_PREFIX = "aigateway ready: "
@@ -196,9 +199,21 @@ def worker_commands(
     ]
 
 
-def serve_workers(args: argparse.Namespace) -> int:
+def serve_workers(args: argparse.Namespace, *, shared_limits: bool = False) -> int:
     """``serve --workers N``: the config and wrappers were checked by the caller once;
-    each worker is the same command with its own addresses."""
+    each worker is the same command with its own addresses. ``shared_limits``: the
+    config's budgets live in the ``memory`` store, a file this parent makes and every
+    worker opens (named in their environment), removed when they have all exited."""
+    if shared_limits:
+        with tempfile.TemporaryDirectory(prefix="aigateway-limits-") as folder:
+            path = os.path.join(folder, "limits.sqlite3")
+            create_store_file(path)
+            os.environ[STORE_FILE_ENV] = path
+            return _serve_workers(args)
+    return _serve_workers(args)
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
     extproc: Address = args.extproc_addr
     if not extproc.is_unix and extproc.port == 0:
         print("aigateway: --workers needs a fixed --extproc-addr port", file=sys.stderr)

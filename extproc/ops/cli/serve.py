@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from aigateway.extproc.ops.workers import serve_workers
 
-        return serve_workers(args)
+        # The memory store is one file all workers share (docs/limits.md); Redis is
+        # shared anyway.
+        shared = bool(config.limits.rules) and config.limits.store == "memory"
+        return serve_workers(args, shared_limits=shared)
     wrap: Wrap | None = compose(*wraps) if wraps else None
     options = ServeOptions(
         extproc=args.extproc_addr,
