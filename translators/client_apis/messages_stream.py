@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.stream import KEEPALIVE
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.errors import anthropic_error, anthropic_error_type_for_status
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
@@ -164,6 +165,12 @@ class MessagesEventStream:
         body = b"".join(out)
         out.clear()
         return body
+
+    def keepalive(self) -> None:
+        """Anthropic's own ``ping`` once the message has started, a comment before."""
+        if self._done:
+            return
+        self._out.append(_event("ping", {}) if self._started else KEEPALIVE)
 
     def _begin(self) -> None:
         if self._started:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.stream import KEEPALIVE
 from aigateway.translators.client_apis.responses_request import encode_reasoning
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.jsoncodec import dumps
@@ -204,6 +205,11 @@ class ResponsesEventStream:
         body = b"".join(out)
         out.clear()
         return body
+
+    def keepalive(self) -> None:
+        """An SSE comment: the connection stays busy while the backend thinks."""
+        if not self._done:
+            self._out.append(KEEPALIVE)
 
     # -- events --------------------------------------------------------------------
 

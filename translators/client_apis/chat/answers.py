@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aigateway.translators.client_apis.chat.stream import ToolCall
+from aigateway.translators.client_apis.chat.stream import KEEPALIVE, ToolCall
 from aigateway.translators.wire.jsoncodec import as_int, loads_or_none
 from aigateway.translators.wire.sse import SseDecoder
 
@@ -103,6 +103,10 @@ class AnswerEvents(Protocol):
         """The end of the answer (``data: [DONE]``)."""
         ...
 
+    def keepalive(self) -> None:
+        """The backend said it is still there (Anthropic's ``ping``)."""
+        ...
+
     def error(self, error: dict[str, Any]) -> None:
         """An error event (an OpenAI ``error`` object) ended the answer."""
         ...
@@ -118,6 +122,15 @@ class ChunkReader:
         self._decoder = SseDecoder()
 
     def feed(self, chunk: bytes) -> None:
+        # The chat stream's keep-alive comments, in place: the decoder drops comments.
+        pieces = chunk.split(KEEPALIVE)
+        for i, piece in enumerate(pieces):
+            if i:
+                self._events.keepalive()
+            if piece:
+                self._feed(piece)
+
+    def _feed(self, chunk: bytes) -> None:
         events = self._events
         for event in self._decoder.feed(chunk):
             if event.data == b"[DONE]":
