@@ -135,7 +135,7 @@ def route_translators(options: BackendOptions) -> RouteTranslators:
 
 def vertex_claude(options: BackendOptions) -> VertexRawPredict | None:
     """Claude on Vertex AI (models named ``claude-*``): the Messages API at rawPredict
-    (docs: the gcp-vertex-ai schema)."""
+    (docs/client-apis.md, "Endpoints and backend schemas")."""
     if options.schema != "gcp-vertex-ai" or not options.upstream_model.startswith("claude-"):
         return None
     path = vertex_model_path(options.project, options.region, "anthropic", options.upstream_model)

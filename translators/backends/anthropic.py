@@ -9,7 +9,6 @@ processor's job (backend auth), not this module's.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -542,59 +541,39 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
     # --- JSON ---
 
     def _json_body(self, body: bytes) -> ResponseBodyOutput:
-        try:
-            doc = json.loads(body)
-            content = doc["content"]
-            if not isinstance(content, list):
-                raise TypeError("content is not a list")
-        except (ValueError, KeyError, TypeError) as exc:
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body(f"not a Messages response ({exc!r})"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
-        reasoning: list[str] = []
-        thinking_blocks: list[dict[str, str]] = []
+        doc = loads_or_none(body)
+        content = doc.get("content") if isinstance(doc, dict) else None
+        if not isinstance(content, list) or not isinstance(doc, dict):
+            return chat.invalid_answer("not a Messages response (no content list)")
+        answer = chat.AnswerParts()
         for block in content:
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
             if kind == "text" and isinstance(block.get("text"), str):
-                texts.append(block["text"])
+                answer.texts.append(block["text"])
             elif kind == "tool_use":
                 arguments = dumps(block.get("input", {})).decode()
                 if self._answer_tool and block.get("name") == chat.RESPONSE_FORMAT_TOOL:
-                    texts.append(arguments)
+                    answer.texts.append(arguments)
                     continue
-                calls.append(
+                answer.calls.append(
                     chat.ToolCall(str(block.get("id", "")), str(block.get("name", "")), arguments)
                 )
             elif kind == "thinking" and isinstance(block.get("thinking"), str):
-                reasoning.append(block["thinking"])
-                thinking_blocks.append(
-                    {
-                        "type": "thinking",
-                        "thinking": block["thinking"],
-                        "signature": str(block.get("signature", "")),
-                    }
-                )
+                answer.thinking(block["thinking"], str(block.get("signature", "")))
             elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
-                thinking_blocks.append({"type": "redacted_thinking", "data": block["data"]})
+                answer.redacted_thinking(block["data"])
             # server tool blocks and citations: no OpenAI message field
         usage = usage_from_anthropic(doc.get("usage"))
-        finish = self._finish_reason(doc.get("stop_reason"), bool(calls))
-        out = chat.chat_completion_body(
+        finish = self._finish_reason(doc.get("stop_reason"), bool(answer.calls))
+        out = self._answer_body(
+            answer,
             completion_id=self._id(doc.get("id")),
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
             finish_reason=finish,
             usage=usage,
-            reasoning_content="".join(reasoning) if thinking_blocks else None,
-            thinking_blocks=thinking_blocks,
         )
         model = doc.get("model")
         return ResponseBodyOutput(
@@ -615,8 +594,12 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
 
     def _chunk_stream(self, upstream_id: Any) -> chat.ChunkStream:
         if self._stream is None:
-            encoder = chat.ChunkEncoder(self._id(upstream_id), self._created, self._client_model)
-            self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            self._stream = self._new_chunk_stream(
+                self._id(upstream_id),
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
         return self._stream
 
     def _on_event(self, event: SseEvent) -> chat.ChunkStream:

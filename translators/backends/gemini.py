@@ -519,20 +519,16 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         if not isinstance(doc, dict) or not (
             isinstance(doc.get("candidates"), list) or _blocked(doc)
         ):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a generateContent response"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not a generateContent response")
         self._id(doc.get("responseId"))
         candidate = _first_candidate(doc)
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
+        answer = chat.AnswerParts()
+        calls = answer.calls
         for part in _parts(candidate):
             if part.get("thought") is True:
                 continue  # thought summaries have no OpenAI message field
             if isinstance(part.get("text"), str):
-                texts.append(part["text"])
+                answer.texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
                 call = part["functionCall"]
                 calls.append(
@@ -548,12 +544,11 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             else finish_reason_from_gemini(candidate.get("finishReason"), tool_calls=bool(calls))
         )
         usage = usage_from_gemini(doc.get("usageMetadata"))
-        out = chat.chat_completion_body(
+        out = self._answer_body(
+            answer,
             completion_id=self._id(None),
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
             finish_reason=finish,
             usage=usage,
         )
@@ -569,8 +564,12 @@ class GeminiChatTranslator(SseOrJsonAnswer):
 
     def _chunk_stream(self, response_id: Any) -> chat.ChunkStream:
         if self._stream is None:
-            encoder = chat.ChunkEncoder(self._id(response_id), self._created, self._client_model)
-            self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            self._stream = self._new_chunk_stream(
+                self._id(response_id),
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
             self._stream.role()
         return self._stream
 
@@ -725,11 +724,7 @@ class GeminiEmbeddingsTranslator:
             doc, usage = _vertex_embeddings(doc)
         embeddings = doc.get("embeddings") if isinstance(doc, dict) else None
         if not isinstance(embeddings, list):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not an embeddings response"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not an embeddings response")
         data: list[dict[str, Any]] = []
         for index, embedding in enumerate(embeddings):
             values = embedding.get("values") if isinstance(embedding, dict) else None
@@ -740,13 +735,7 @@ class GeminiEmbeddingsTranslator:
                 try:
                     packed = struct.pack(f"<{len(values)}f", *values)
                 except struct.error:
-                    return ResponseBodyOutput(
-                        body=chat.invalid_json_body(
-                            "an embedding holds a value that is not a number"
-                        ),
-                        error=chat.UPSTREAM_INVALID_JSON,
-                        complete=True,
-                    )
+                    return chat.invalid_answer("an embedding holds a value that is not a number")
                 vector = base64.b64encode(packed).decode("ascii")
             data.append({"object": "embedding", "index": index, "embedding": vector})
         if not self._vertex:

@@ -8,13 +8,12 @@ the background) is a 400 naming the field, never dropped.
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway.translators.client_apis.field_policy import RESPONSES_FIELDS, RESPONSES_TOOL_FIELDS
 from aigateway.translators.contract import TranslationError
+from aigateway.translators.wire.jsoncodec import dumps, loads_or_none
 
 #: ``encrypted_content`` of the reasoning items the gateway writes: the signed reasoning
 #: blocks of a turn, for the client to send back (docs/client-apis.md, "OpenAI Responses API").
@@ -37,7 +36,7 @@ def _error(message: str, param: str) -> TranslationError:
 
 def encode_reasoning(blocks: list[dict[str, Any]]) -> str:
     """Signed reasoning blocks as a reasoning item's ``encrypted_content``."""
-    raw = json.dumps(blocks, separators=(",", ":")).encode()
+    raw = dumps(blocks)
     return REASONING_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii")
 
 
@@ -49,9 +48,10 @@ def decode_reasoning(text: Any, param: str) -> list[dict[str, Any]]:
             f"{param}.encrypted_content",
         )
     try:
-        blocks = json.loads(base64.urlsafe_b64decode(text[len(REASONING_PREFIX) :]))
-    except (ValueError, binascii.Error):
+        raw = base64.urlsafe_b64decode(text[len(REASONING_PREFIX) :])
+    except ValueError:  # binascii.Error
         raise _error("'encrypted_content' is damaged", f"{param}.encrypted_content") from None
+    blocks = loads_or_none(raw)
     if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
         raise _error("'encrypted_content' is damaged", f"{param}.encrypted_content")
     return blocks

@@ -2,6 +2,7 @@
 (:mod:`.request`) and writes a chat answer (:mod:`.stream`). Backends import this
 package as one name (``chat.messages_of``, ``chat.ChunkStream``)."""
 
+from aigateway.translators.client_apis.chat.events import ToolCall
 from aigateway.translators.client_apis.chat.request import (
     PDF_MEDIA_TYPE,
     RESPONSE_FORMAT_TOOL,
@@ -43,11 +44,13 @@ from aigateway.translators.client_apis.chat.request import (
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_INVALID_STREAM,
+    AnswerEventSource,
+    AnswerParts,
     ChunkEncoder,
     ChunkStream,
     FinishReason,
-    ToolCall,
     chat_completion_body,
+    invalid_answer,
     invalid_json_body,
     new_completion_id,
     now,
@@ -59,6 +62,8 @@ __all__ = [
     "THINKING_PARTS",
     "UPSTREAM_INVALID_JSON",
     "UPSTREAM_INVALID_STREAM",
+    "AnswerEventSource",
+    "AnswerParts",
     "CacheControl",
     "ChunkEncoder",
     "ChunkStream",
@@ -76,6 +81,7 @@ __all__ = [
     "function_tools",
     "image_url_of",
     "include_usage",
+    "invalid_answer",
     "invalid_json_body",
     "is_streaming",
     "max_output_tokens",

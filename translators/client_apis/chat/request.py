@@ -6,12 +6,12 @@ every edge (data URLs, tool-call ids, parameter checks).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aigateway.translators.client_apis.field_policy import CHAT_FIELDS
 from aigateway.translators.contract import TranslationError
+from aigateway.translators.wire.jsoncodec import NOT_JSON, parse
 
 ToolChoiceMode = Literal["auto", "required", "none", "named"]
 
@@ -233,10 +233,9 @@ def tool_call_fields(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
         return call_id, fn["name"], {}
     if not isinstance(raw, str):
         raise TranslationError("'function.arguments' must be a JSON string", param=param)
-    try:
-        args = json.loads(raw)
-    except ValueError:
-        raise TranslationError("'function.arguments' is not valid JSON", param=param) from None
+    args = parse(raw)
+    if args is NOT_JSON:
+        raise TranslationError("'function.arguments' is not valid JSON", param=param)
     if not isinstance(args, dict):
         raise TranslationError("'function.arguments' must be a JSON object", param=param)
     return call_id, fn["name"], args
