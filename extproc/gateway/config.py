@@ -377,6 +377,8 @@ class GatewayConfig(_Strict):
     metrics: MetricsOptions = MetricsOptions()
     #: Largest request body Envoy buffers; bigger ones get 413.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
+    #: Request body bytes one processor holds at once; a request past it gets a 503.
+    max_body_bytes_in_flight: int = Field(default=128 * 1024 * 1024, gt=0)
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -394,6 +396,11 @@ class GatewayConfig(_Strict):
                     f"models[{i}].backend: no backend named {model.backend!r}"
                     f" (backends: {', '.join(names)})"
                 )
+        if self.max_body_bytes_in_flight < self.max_request_bytes:
+            raise ValueError(
+                "max_body_bytes_in_flight must be at least max_request_bytes"
+                f" ({self.max_request_bytes}), or the largest request is always refused"
+            )
         if self.headers.model == self.headers.backend:
             raise ValueError("headers: model and backend header names must differ")
         for i, label in enumerate(self.metrics.labels_from_headers):

@@ -36,6 +36,22 @@ _HTTP2_OPTIONS = {
     }
 }
 
+# Measured with the large-body burst (benchmarks/NOTES.md, "Large bodies"): one
+# connection per stream, or a large body on the shared connection held every other stream
+# behind it until the message timeout, and the requests it timed out were never counted.
+_EXTPROC_HTTP2_OPTIONS = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": _type("extensions.upstreams.http.v3.HttpProtocolOptions"),
+        "common_http_protocol_options": {"max_requests_per_connection": 1},
+        "explicit_http_config": {
+            "http2_protocol_options": {
+                "initial_stream_window_size": 1024 * 1024,
+                "initial_connection_window_size": 4 * 1024 * 1024,
+            }
+        },
+    }
+}
+
 # The JSON access log line of each request. `path` is what the client called (the
 # processor sets x-ai-gateway-original-path when it rewrites :path), `upstream_path` what the
 # backend got. The rest is every fact the request published (instrumentation/facts.py),
@@ -137,7 +153,7 @@ def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
         "per_connection_buffer_limit_bytes": buffer_limit * 2,
-        "typed_extension_protocol_options": _HTTP2_OPTIONS,
+        "typed_extension_protocol_options": _EXTPROC_HTTP2_OPTIONS,
         "load_assignment": {
             "cluster_name": EXTPROC_CLUSTER,
             "endpoints": [{"lb_endpoints": endpoints}],
