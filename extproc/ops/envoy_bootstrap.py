@@ -154,6 +154,26 @@ def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]
         "lb_policy": "LEAST_REQUEST",
         "per_connection_buffer_limit_bytes": buffer_limit * 2,
         "typed_extension_protocol_options": _EXTPROC_HTTP2_OPTIONS,
+        # A worker that is down or draining (health NOT_SERVING) gets no new streams: the
+        # first refused connection ejects it at once, health checks keep it out until it
+        # serves again (docs/reliability.md, "Workers").
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "0.5s",
+                "no_traffic_interval": "0.5s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "interval": "1s",
+            "base_ejection_time": "1s",
+            "max_ejection_percent": 100,
+        },
         "load_assignment": {
             "cluster_name": EXTPROC_CLUSTER,
             "endpoints": [{"lb_endpoints": endpoints}],
@@ -231,7 +251,16 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": _type("extensions.filters.http.ext_proc.v3.ExternalProcessor"),
-            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+                # A stream refused by a dead or restarting worker is opened again on another
+                # (docs/reliability.md, "Workers"); nothing was sent to it yet.
+                "retry_policy": {
+                    "retry_on": "connect-failure,refused-stream,reset-before-request",
+                    "num_retries": 2,
+                    "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.25s"},
+                },
+            },
             # Without the processor, requests would reach backends unrouted and unmetered.
             "failure_mode_allow": False,
             "allow_mode_override": True,

@@ -36,6 +36,7 @@ def requests_total(stack: Stack) -> float:
     )
 
 
+@pytest.mark.timeout(900)  # ten bursts of 480 MB on a shared machine
 def test_large_body_burst_ten_times_every_request_answered_and_counted(stack: Stack) -> None:
     pid = stack.procs["serve"].popen.pid
     for run in range(RUNS):
