@@ -24,6 +24,13 @@ restarted on its own addresses, after a backoff that doubles from
 young (within ``HEALTHY_RUN_SECONDS``); the other workers keep serving meanwhile. Only the
 streams the dead worker held fail. A worker that exits before the group was ever ready
 (a bad config, a port taken) stops the group with exit code 1, as a crash loop should.
+
+A worker is recycled (SIGTERM: it drains its streams, then a fresh one takes its place,
+one worker at a time) once it has counted ``--max-requests`` requests (read from its
+``/metrics``) or its RSS passes ``--max-rss-mb``, both checked every
+``RECYCLE_CHECK_SECONDS``. Envoy sends a draining or restarting worker no new streams:
+it health-checks each worker and retries a refused stream on another
+(``envoy_bootstrap.py``), so recycling fails no request.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ import asyncio
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.gateway.app import run_event_loop
@@ -48,6 +57,46 @@ RESTART_BACKOFF_SECONDS = 0.5
 MAX_RESTART_BACKOFF_SECONDS = 30.0
 #: A worker that ran this long before exiting restarts after the first delay again.
 HEALTHY_RUN_SECONDS = 60.0
+#: How often the parent reads each worker's request count and RSS (recycling).
+RECYCLE_CHECK_SECONDS = 1.0
+
+
+@dataclass(slots=True, frozen=True)
+class Recycle:
+    """When to replace a worker; ``None`` turns a limit off."""
+
+    max_requests: int | None = None
+    max_rss_mb: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_requests is not None or self.max_rss_mb is not None
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def requests_counted(metrics_url: str) -> float:
+    """``aigateway_requests_total`` over its series, from one worker's ``/metrics``."""
+    try:
+        # An http URL built from our own --metrics-addr.
+        with urllib.request.urlopen(metrics_url, timeout=2) as resp:  # noqa: S310
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("aigateway_requests_total{")
+    )
 
 
 def worker_addresses(address: Address, workers: int) -> list[Address]:
@@ -92,9 +141,19 @@ class Supervisor:
     """Runs one ``aigateway serve`` process per command line until a stop signal,
     restarting any that exits; see the module docstring."""
 
-    def __init__(self, commands: Sequence[Sequence[str]], *, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        commands: Sequence[Sequence[str]],
+        *,
+        drain_timeout: float,
+        recycle: Recycle = Recycle(),
+        metrics_urls: Sequence[str] = (),
+    ) -> None:
         self.commands = [list(c) for c in commands]
         self.drain_timeout = drain_timeout
+        self.recycle = recycle
+        self.metrics_urls = list(metrics_urls)
+        self._recycling = asyncio.Lock()  # one worker at a time, the others keep serving
         self.workers: list[_Worker] = []
         self._stderr_tasks: list[asyncio.Task[None]] = []
         #: Times a worker was restarted, by index (for tests and the log).
@@ -160,7 +219,21 @@ class Supervisor:
         backoff = RESTART_BACKOFF_SECONDS
         started = loop.time()
         while True:
-            await self.workers[index].process.wait()
+            if await self._until_exit_or_recycled(index):
+                async with self._recycling:
+                    await self._drain(self.workers[index])
+                    if stop.is_set():
+                        return
+                    fresh = self.workers[index] = await self._spawn(index)
+                    # Serving before the next worker may go (or dead: then restarted below).
+                    ready = asyncio.create_task(fresh.ready.wait())
+                    gone = asyncio.create_task(fresh.process.wait())
+                    await asyncio.wait({ready, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    ready.cancel()
+                    gone.cancel()
+                self.restarts[index] += 1
+                started = loop.time()
+                continue
             if stop.is_set():
                 return
             if loop.time() - started >= HEALTHY_RUN_SECONDS:
@@ -175,6 +248,50 @@ class Supervisor:
             self.workers[index] = await self._spawn(index)
             self.restarts[index] += 1
             started = loop.time()
+
+    async def _until_exit_or_recycled(self, index: int) -> bool:
+        """Waits for worker ``index`` to exit (``False``) or to pass a recycling limit
+        (``True``, the worker still running)."""
+        process = self.workers[index].process
+        if not self.recycle.enabled:
+            await process.wait()
+            return False
+        exited = asyncio.create_task(process.wait())
+        while True:
+            await asyncio.wait({exited}, timeout=RECYCLE_CHECK_SECONDS)
+            if exited.done():
+                return False
+            reason = await asyncio.to_thread(self._recycle_reason, index, process.pid)
+            if reason:
+                exited.cancel()
+                print(
+                    f"aigateway: recycling worker {index} (pid {process.pid}): {reason}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return True
+
+    def _recycle_reason(self, index: int, pid: int) -> str:
+        limit = self.recycle
+        if limit.max_rss_mb is not None and (rss := rss_mb(pid)) > limit.max_rss_mb:
+            return f"RSS {rss:.0f} MiB over --max-rss-mb {limit.max_rss_mb}"
+        if limit.max_requests is not None and index < len(self.metrics_urls):
+            counted = requests_counted(self.metrics_urls[index])
+            if counted >= limit.max_requests:
+                return f"{counted:.0f} requests, --max-requests {limit.max_requests}"
+        return ""
+
+    async def _drain(self, worker: _Worker) -> None:
+        """SIGTERM: the worker turns NOT_SERVING, finishes its streams and exits."""
+        try:
+            worker.process.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            await asyncio.wait_for(worker.process.wait(), self.drain_timeout + EXIT_GRACE_SECONDS)
+        except TimeoutError:
+            worker.process.kill()
+            await worker.process.wait()
 
     @staticmethod
     def _report_exit(worker: _Worker, then: str) -> None:
@@ -262,7 +379,13 @@ def serve_workers(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         nonlocal code
-        code = await Supervisor(commands, drain_timeout=args.drain_timeout).run()
+        supervisor = Supervisor(
+            commands,
+            drain_timeout=args.drain_timeout,
+            recycle=Recycle(args.max_requests, args.max_rss_mb),
+            metrics_urls=[f"http://{m.url_host()}:{m.port}/metrics" for m in metrics],
+        )
+        code = await supervisor.run()
 
     run_event_loop(run())
     return code

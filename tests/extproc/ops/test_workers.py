@@ -136,6 +136,28 @@ def test_a_killed_worker_is_restarted_and_the_group_keeps_serving(stack: Workers
     assert stack.procs["serve"].stop(signal.SIGTERM) == 0
 
 
+def test_workers_are_recycled_after_max_requests_and_no_request_fails(tmp_path: Path) -> None:
+    recycled = WorkersStack(
+        tmp_path / "stack", config_factory=one_backend, serve_args=["--max-requests", "5"]
+    )
+    with running(recycled) as stack:
+        serve = stack.procs["serve"]
+        client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0)
+        sent = 0
+
+        def both_recycled() -> bool:
+            nonlocal sent
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            assert reply.choices  # every request answered, through every recycling
+            sent += 1
+            output = serve.output()
+            return "recycling worker 0" in output and "recycling worker 1" in output
+
+        wait_until("both workers recycled", both_recycled, timeout=90)
+        assert "exited with code" not in serve.output()  # drained, not crashed
+        assert serve.popen.poll() is None
+
+
 def _serves(stack: WorkersStack, index: int) -> bool:
     try:
         return http_get(f"http://127.0.0.1:{stack.metrics_port + index}/metrics", 1)[0] == 200
