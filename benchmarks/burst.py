@@ -62,7 +62,12 @@ def chat_body(size: int, model: str = "gpt-4o-mini") -> bytes:
 
 
 async def burst(
-    base_url: str, *, big: int = 16, big_mb: int = 30, small: int = 20, path: str = "/v1/chat/completions"
+    base_url: str,
+    *,
+    big: int = 16,
+    big_mb: int = 30,
+    small: int = 20,
+    path: str = "/v1/chat/completions",
 ) -> BurstResult:
     result = BurstResult()
     big_body = chat_body(big_mb * 1000 * 1000)

@@ -1,4 +1,4 @@
-"""The gateway's metric families (README, "Metrics") and the
+"""The gateway's metric families (docs/metrics.md, "Families") and the
 OpenTelemetry setup that exports them to Prometheus (and, on request, over OTLP).
 
 Two sets of families, chosen by ``metrics.schema``: the gateway's own ``aigateway_*``
@@ -39,6 +39,7 @@ log = logging.getLogger("aigateway.metrics")
 METER_NAME = "aigateway"
 
 REQUESTS = "aigateway_requests_total"
+ATTEMPTS = "aigateway_backend_attempts"  # exported as aigateway_backend_attempts_total
 TOKENS = "aigateway_model_tokens"  # the Prometheus exporter adds "_total" to counters
 COST = "aigateway_model_cost_usd"  # exported as aigateway_model_cost_usd_total
 FIRST_TOKEN_LATENCY = "aigateway_first_token_latency_seconds"
@@ -54,13 +55,14 @@ TOTAL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 FAMILIES = {
     "aigateway_requests": "Total number of requests processed",
     "aigateway_model_tokens": "Total number of tokens processed by model and type",
+    "aigateway_backend_attempts": "Attempts to send a request to a backend, by result",
     FIRST_TOKEN_LATENCY: "Time to receive first token in streaming responses",
     INTER_TOKEN_LATENCY: "Time between consecutive tokens in streaming responses",
     TOTAL_LATENCY: "Time spent processing request",
 }
 COST_HELP = "Estimated cost in US dollars of the tokens processed, from configured prices"
 
-# -- the GenAI semantic conventions (README, "GenAI semantic conventions") ---------------
+# -- the GenAI semantic conventions (docs/metrics.md, "GenAI semantic conventions") ---------------
 
 GENAI_TOKEN_USAGE = "gen_ai.client.token.usage"
 GENAI_DURATION = "gen_ai.server.request.duration"
@@ -114,6 +116,9 @@ class GatewayMetrics:
 
     requests: CounterTotals
     tokens: CounterTotals
+    #: Every attempt of a request to a model with several backends (no header labels:
+    #: Envoy's per-attempt log carries none of the client's headers).
+    attempts: CounterTotals
     first_token_latency: HistogramTotals
     inter_token_latency: HistogramTotals
     total_latency: HistogramTotals
@@ -135,6 +140,10 @@ class GatewayMetrics:
         meter.create_observable_counter(
             TOKENS, callbacks=[tokens.observe], description=FAMILIES["aigateway_model_tokens"]
         )
+        attempts = CounterTotals(("backend", "model", "result"))
+        meter.create_observable_counter(
+            ATTEMPTS, callbacks=[attempts.observe], description=FAMILIES[ATTEMPTS]
+        )
 
         def histogram(name: str, labels: tuple[str, ...], bounds: Sequence[float]) -> Any:
             # No unit: with unit "s" the exporter would append "_seconds" to a name that has it.
@@ -151,6 +160,7 @@ class GatewayMetrics:
         return cls(
             requests=requests,
             tokens=tokens,
+            attempts=attempts,
             first_token_latency=histogram(
                 FIRST_TOKEN_LATENCY, ("backend", "model"), FIRST_TOKEN_BUCKETS
             ),
@@ -213,7 +223,7 @@ class GenAIMetrics:
 class Price:
     """A model's price in USD per million tokens (``models[].price``). Cached prompt
     tokens (cache reads) cost ``cached_input``, cache writes ``cache_write``; either
-    missing costs ``input`` (README, "Costs")."""
+    missing costs ``input`` (docs/metrics.md, "Costs")."""
 
     input: float
     output: float
