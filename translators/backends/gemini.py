@@ -255,7 +255,8 @@ def _model_parts(
 
 
 # Gemini 3 refuses a function call sent back without the thoughtSignature it came with;
-# the tool call id every client echoes carries it (docs/client-apis.md, Gemini translation).
+# the tool call id every client echoes carries it
+# (docs/client-apis.md, "Endpoints and backend schemas").
 _SIGNATURE_MARK = "__ts_"
 
 

@@ -218,7 +218,8 @@ def test_google_backends_load_and_route(tmp_path: Path, sa_key: str) -> None:
         routes["vertex-claude"].translator("chat_completions"), AnthropicMessagesTranslator
     )
     assert table.routes["embed"].translators.supports("embeddings")
-    assert not routes["vertex-flash"].translators.supports("embeddings")
+    assert routes["vertex-flash"].translators.supports("embeddings")
+    assert not routes["vertex-claude"].translators.supports("embeddings")
 
 
 @pytest.mark.parametrize(
