@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aigateway.extproc.gateway.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
+from aigateway.extproc.gateway.body_budget import BodyBudget
 from aigateway.extproc.gateway.config import (
     Backend,
     ConfigError,
@@ -181,6 +182,7 @@ class RoutingTable:
 
     def __init__(self, config: GatewayConfig, secrets: ResolvedSecrets) -> None:
         self.config = config
+        self.body_budget = BodyBudget(config.max_body_bytes_in_flight)
         self.model_header = config.headers.model
         self.backend_header = config.headers.backend
         auth: dict[str, Authenticator] = {}

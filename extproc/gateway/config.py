@@ -579,6 +579,8 @@ class GatewayConfig(_Strict):
     limits: LimitsOptions = LimitsOptions()
     #: Largest request body Envoy buffers; bigger ones get 413.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
+    #: Request body bytes one processor holds at once; a request past it gets a 503.
+    max_body_bytes_in_flight: int = Field(default=128 * 1024 * 1024, gt=0)
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -598,6 +600,11 @@ class GatewayConfig(_Strict):
                         f"models[{i}].{where}: no backend named {target.backend!r}"
                         f" (backends: {', '.join(names)})"
                     )
+        if self.max_body_bytes_in_flight < self.max_request_bytes:
+            raise ValueError(
+                "max_body_bytes_in_flight must be at least max_request_bytes"
+                f" ({self.max_request_bytes}), or the largest request is always refused"
+            )
         if self.headers.model == self.headers.backend:
             raise ValueError("headers: model and backend header names must differ")
         for i, label in enumerate(self.metrics.labels_from_headers):

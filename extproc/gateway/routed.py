@@ -180,6 +180,7 @@ class RoutedProcessor(Processor):
         "_answer_remove",
         "_attempt",
         "_body",
+        "_body_held",
         "_completed",
         "_decoder",
         "_error",
@@ -220,6 +221,7 @@ class RoutedProcessor(Processor):
         self._restore: dict[str, str | None] = {}  # attempt: the client's header values
         self._answer_remove: tuple[str, ...] = ()  # response headers only for us
         self._request_headers: Headers | None = None
+        self._body_held = 0  # bytes reserved in the table's BodyBudget
         self._route: ModelRoute | None = None
         self._translator: Translator | None = None
         self._mode = ResponseMode.UNROUTED
@@ -309,6 +311,21 @@ class RoutedProcessor(Processor):
             )
         return CONTINUE
 
+    def _reserve_body(self, size: int) -> None:
+        if not self.table.body_budget.reserve(size):
+            raise ImmediateResponse.error(
+                503,
+                "The gateway is busy with other large requests; retry shortly.",
+                type="server_error",
+                code="overloaded",
+                headers=(("retry-after", "1"),),
+            )
+        self._body_held = size
+
+    def _release_body(self) -> None:
+        self.table.body_budget.release(self._body_held)
+        self._body_held = 0
+
     def _client_view(self, headers: Headers) -> Headers:
         """An attempt's request headers as the client's request had them: Envoy hands
         every attempt the header map the previous attempts changed, and each attempt
@@ -335,9 +352,14 @@ class RoutedProcessor(Processor):
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
         try:
+            # Refused at the body, not the headers: a reply before the upload ends makes
+            # Envoy close the client's connection with the answer unread.
+            self._reserve_body(len(body))
             return await self._route_body(body, end_of_stream)
         except ImmediateResponse as reply:
             raise self._local_reply(reply) from None
+        finally:
+            self._release_body()
 
     async def _route_body(self, body: bytes, end_of_stream: bool) -> Result:
         if not end_of_stream:

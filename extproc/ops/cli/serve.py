@@ -50,6 +50,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " port + i; pair with `envoy-config --workers N`",
     )
     parser.add_argument(
+        "--max-requests",
+        type=worker_count,
+        default=None,
+        metavar="N",
+        help="with --workers: replace a worker once it has counted N requests, draining it"
+        " first (default: never)",
+    )
+    parser.add_argument(
+        "--max-rss-mb",
+        type=worker_count,
+        default=None,
+        metavar="MB",
+        help="with --workers: replace a worker whose resident memory passes MB MiB,"
+        " draining it first (default: never)",
+    )
+    parser.add_argument(
         "--wrap",
         action="append",
         default=[],
