@@ -54,3 +54,16 @@ def feed_split(
         bodies.append(out.body)
     assert out is not None
     return b"".join(bodies), out
+
+
+def openai_error(message: str, type: str, code: str | int | None) -> dict[str, Any]:
+    """The OpenAI error document a translator's ``error_body`` writes."""
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+
+#: A body that is not JSON (Envoy's own text on a failed connect), for error-body tables.
+UPSTREAM_CONNECT_ERROR = (
+    502,
+    b"upstream connect error",
+    openai_error("upstream connect error", "server_error", 502),
+)

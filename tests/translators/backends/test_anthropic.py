@@ -25,8 +25,10 @@ from tests.translators.backends.shared import (
     HOUR,
     PDF_B64,
     PNG_B64,
+    UPSTREAM_CONNECT_ERROR,
     chunks_of,
     feed_split,
+    openai_error,
     requested,
     sse_data,
 )
@@ -706,91 +708,55 @@ def test_crlf_stream_matches_lf_stream() -> None:
             400,
             b'{"type":"error","error":{"type":"invalid_request_error",'
             b'"message":"max_tokens: Field required"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}',
-            {
-                "message": "max_tokens: Field required",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_request_error",
-            },
+            openai_error(
+                "max_tokens: Field required",
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
         ),
         (
             401,
             b'{"type":"error","error":{"type":"authentication_error",'
             b'"message":"invalid x-api-key"}}',
-            {
-                "message": "invalid x-api-key",
-                "type": "authentication_error",
-                "param": None,
-                "code": "authentication_error",
-            },
+            openai_error("invalid x-api-key", "authentication_error", "authentication_error"),
         ),
         (
             404,
             b'{"type":"error","error":{"type":"not_found_error","message":"model: claude-9"}}',
-            {
-                "message": "model: claude-9",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "not_found_error",
-            },
+            openai_error("model: claude-9", "invalid_request_error", "not_found_error"),
         ),
         (
             429,
             b'{"type":"error","error":{"type":"rate_limit_error",'
             b'"message":"Number of request tokens has exceeded your per-minute rate limit"}}',
-            {
-                "message": "Number of request tokens has exceeded your per-minute rate limit",
-                "type": "rate_limit_error",
-                "param": None,
-                "code": "rate_limit_error",
-            },
+            openai_error(
+                "Number of request tokens has exceeded your per-minute rate limit",
+                "rate_limit_error",
+                "rate_limit_error",
+            ),
         ),
         (
             529,
             b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
-            {
-                "message": "Overloaded",
-                "type": "server_error",
-                "param": None,
-                "code": "overloaded_error",
-            },
+            openai_error("Overloaded", "server_error", "overloaded_error"),
         ),
         (
             429,
             b'[{"error":{"code":429,"message":"Quota exceeded for aiplatform",'
             b'"status":"RESOURCE_EXHAUSTED"}}]',
-            {
-                "message": "Quota exceeded for aiplatform",
-                "type": "rate_limit_error",
-                "param": None,
-                "code": "RESOURCE_EXHAUSTED",
-            },
+            openai_error("Quota exceeded for aiplatform", "rate_limit_error", "RESOURCE_EXHAUSTED"),
         ),
         (
             400,
             b'[{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}]',
-            {
-                "message": "bad",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_request_error",
-            },
+            openai_error("bad", "invalid_request_error", "invalid_request_error"),
         ),
-        (
-            502,
-            b"upstream connect error",
-            {
-                "message": "upstream connect error",
-                "type": "server_error",
-                "param": None,
-                "code": 502,
-            },
-        ),
+        UPSTREAM_CONNECT_ERROR,
     ],
 )
 def test_error_body(status: int, body: bytes, expected: dict[str, Any]) -> None:
     out = translator().error_body(status, body, {"content-type": "application/json"})
-    assert json.loads(out) == {"error": expected}
+    assert json.loads(out) == expected
 
 
 # --- translation parity (issue 11) ---------------------------------------------------

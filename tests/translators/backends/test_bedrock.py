@@ -36,6 +36,7 @@ from tests.translators.backends.shared import (
     PNG_B64,
     chunks_of,
     feed_split,
+    openai_error,
     requested,
     sse_data,
 )
@@ -738,68 +739,54 @@ def test_byte_by_byte_feeding() -> None:
             429,
             "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
             b'{"message":"Too many requests, please wait before trying again."}',
-            {
-                "message": "Too many requests, please wait before trying again.",
-                "type": "rate_limit_error",
-                "param": None,
-                "code": "rate_limit_exceeded",
-            },
+            openai_error(
+                "Too many requests, please wait before trying again.",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
         ),
         (
             400,
             "ValidationException",
             b'{"message":"The model returned the following errors: Input is too long"}',
-            {
-                "message": "The model returned the following errors: Input is too long",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "ValidationException",
-            },
+            openai_error(
+                "The model returned the following errors: Input is too long",
+                "invalid_request_error",
+                "ValidationException",
+            ),
         ),
         (
             403,
             "AccessDeniedException",
             b'{"Message":"You don\'t have access to the model with the specified model ID."}',
-            {
-                "message": "You don't have access to the model with the specified model ID.",
-                "type": "permission_error",
-                "param": None,
-                "code": "AccessDeniedException",
-            },
+            openai_error(
+                "You don't have access to the model with the specified model ID.",
+                "permission_error",
+                "AccessDeniedException",
+            ),
         ),
         (
             404,
             None,
             b'{"__type":"com.amazon.bedrock#ResourceNotFoundException",'
             b'"message":"Model not found"}',
-            {
-                "message": "Model not found",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "model_not_found",
-            },
+            openai_error("Model not found", "invalid_request_error", "model_not_found"),
         ),
         (
             403,
             "UnrecognizedClientException",
             b'{"message":"The security token included in the request is invalid."}',
-            {
-                "message": "The security token included in the request is invalid.",
-                "type": "authentication_error",
-                "param": None,
-                "code": "UnrecognizedClientException",
-            },
+            openai_error(
+                "The security token included in the request is invalid.",
+                "authentication_error",
+                "UnrecognizedClientException",
+            ),
         ),
         (
             503,
             None,
             b"<html>Service Unavailable</html>",
-            {
-                "message": "<html>Service Unavailable</html>",
-                "type": "server_error",
-                "param": None,
-                "code": 503,
-            },
+            openai_error("<html>Service Unavailable</html>", "server_error", 503),
         ),
     ],
 )
@@ -810,7 +797,7 @@ def test_error_body(
     if error_type is not None:
         headers["x-amzn-errortype"] = error_type
     out = BedrockConverseTranslator(MODEL_ID).error_body(status, body, headers)
-    assert json.loads(out) == {"error": expected}
+    assert json.loads(out) == expected
 
 
 def test_bedrock_error_table() -> None:

@@ -29,8 +29,10 @@ from aigateway.translators.backends.gemini import (
 from aigateway.translators.contract import TokenUsage, TranslationError
 from tests.translators.backends.shared import (
     PNG_B64,
+    UPSTREAM_CONNECT_ERROR,
     chunks_of,
     feed_split,
+    openai_error,
     requested,
     sse_data,
 )
@@ -616,51 +618,39 @@ def test_lf_stream_matches_crlf_stream() -> None:
             b'{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.",'
             b'"status":"INVALID_ARGUMENT","details":[{"@type":'
             b'"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}',
-            {
-                "message": "API key not valid. Please pass a valid API key.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "INVALID_ARGUMENT",
-            },
+            openai_error(
+                "API key not valid. Please pass a valid API key.",
+                "invalid_request_error",
+                "INVALID_ARGUMENT",
+            ),
         ),
         (
             429,
             b'{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).",'
             b'"status":"RESOURCE_EXHAUSTED"}}',
-            {
-                "message": "Resource has been exhausted (e.g. check quota).",
-                "type": "rate_limit_error",
-                "param": None,
-                "code": "RESOURCE_EXHAUSTED",
-            },
+            openai_error(
+                "Resource has been exhausted (e.g. check quota).",
+                "rate_limit_error",
+                "RESOURCE_EXHAUSTED",
+            ),
         ),
         (
             401,
             # Vertex AI wraps the errors of streamGenerateContent in a list.
             b'[{"error":{"code":401,"message":"Request had invalid authentication credentials.",'
             b'"status":"UNAUTHENTICATED"}}]',
-            {
-                "message": "Request had invalid authentication credentials.",
-                "type": "authentication_error",
-                "param": None,
-                "code": "UNAUTHENTICATED",
-            },
+            openai_error(
+                "Request had invalid authentication credentials.",
+                "authentication_error",
+                "UNAUTHENTICATED",
+            ),
         ),
-        (
-            502,
-            b"upstream connect error",
-            {
-                "message": "upstream connect error",
-                "type": "server_error",
-                "param": None,
-                "code": 502,
-            },
-        ),
+        UPSTREAM_CONNECT_ERROR,
     ],
 )
 def test_error_body(status: int, body: bytes, expected: dict[str, Any]) -> None:
     out = translator().error_body(status, body, {"content-type": "application/json"})
-    assert json.loads(out) == {"error": expected}
+    assert json.loads(out) == expected
 
 
 # --- embeddings --------------------------------------------------------------------
