@@ -55,6 +55,21 @@ def sse(*events: Event) -> bytes:
     )
 
 
+def block_start(index: int, block: dict[str, Any]) -> Event:
+    return (
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": block},
+    )
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> Event:
+    return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+def block_stop(index: int) -> Event:
+    return ("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
 MESSAGE_START: Event = (
     "message_start",
     {
@@ -79,24 +94,11 @@ MESSAGE_START: Event = (
 
 TEXT_STREAM: list[Event] = [
     MESSAGE_START,
-    (
-        "content_block_start",
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    ),
+    block_start(0, {"type": "text", "text": ""}),
     ("ping", {"type": "ping"}),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "text_delta", "text": "Hello"},
-        },
-    ),
-    (
-        "content_block_delta",
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}},
-    ),
-    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    block_delta(0, {"type": "text_delta", "text": "Hello"}),
+    block_delta(0, {"type": "text_delta", "text": "!"}),
+    block_stop(0),
     (
         "message_delta",
         {
@@ -130,82 +132,26 @@ TOOL_STREAM: list[Event] = [
             },
         },
     ),
-    (
-        "content_block_start",
+    block_start(0, {"type": "thinking", "thinking": ""}),
+    block_delta(0, {"type": "thinking_delta", "thinking": "Hmm"}),
+    block_delta(0, {"type": "signature_delta", "signature": "EqQ"}),
+    block_stop(0),
+    block_start(1, {"type": "text", "text": ""}),
+    block_delta(1, {"type": "text_delta", "text": "Okay, let's check the weather"}),
+    block_stop(1),
+    block_start(
+        2,
         {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "thinking", "thinking": ""},
+            "type": "tool_use",
+            "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+            "name": "get_weather",
+            "input": {},
         },
     ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "thinking_delta", "thinking": "Hmm"},
-        },
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "signature_delta", "signature": "EqQ"},
-        },
-    ),
-    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-    (
-        "content_block_start",
-        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 1,
-            "delta": {"type": "text_delta", "text": "Okay, let's check the weather"},
-        },
-    ),
-    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
-    (
-        "content_block_start",
-        {
-            "type": "content_block_start",
-            "index": 2,
-            "content_block": {
-                "type": "tool_use",
-                "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
-                "name": "get_weather",
-                "input": {},
-            },
-        },
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 2,
-            "delta": {"type": "input_json_delta", "partial_json": ""},
-        },
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 2,
-            "delta": {"type": "input_json_delta", "partial_json": '{"location": "San Fra'},
-        },
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 2,
-            "delta": {"type": "input_json_delta", "partial_json": 'ncisco, CA"}'},
-        },
-    ),
-    ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+    block_delta(2, {"type": "input_json_delta", "partial_json": ""}),
+    block_delta(2, {"type": "input_json_delta", "partial_json": '{"location": "San Fra'}),
+    block_delta(2, {"type": "input_json_delta", "partial_json": 'ncisco, CA"}'}),
+    block_stop(2),
     (
         "message_delta",
         {
@@ -681,14 +627,7 @@ STREAMS = {
     # Non-ASCII text: a split may fall inside a multi-byte character.
     "unicode": sse(
         MESSAGE_START,
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": "héllo ✓ 日本"},
-            },
-        ),
+        block_delta(0, {"type": "text_delta", "text": "héllo ✓ 日本"}),
         *TEXT_STREAM[6:],
     ),
 }
@@ -972,49 +911,14 @@ def test_json_reasoning_becomes_reasoning_content_and_thinking_blocks() -> None:
 
 THINKING_STREAM: list[Event] = [
     MESSAGE_START,
-    (
-        "content_block_start",
-        {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
-        },
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "thinking_delta", "thinking": "Let me "},
-        },
-    ),
+    block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
+    block_delta(0, {"type": "thinking_delta", "thinking": "Let me "}),
     ("ping", {"type": "ping"}),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "thinking_delta", "thinking": "think."},
-        },
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "signature_delta", "signature": "EqQBCg=="},
-        },
-    ),
-    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-    (
-        "content_block_start",
-        {
-            "type": "content_block_start",
-            "index": 1,
-            "content_block": {"type": "redacted_thinking", "data": "EmwK"},
-        },
-    ),
-    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    block_delta(0, {"type": "thinking_delta", "thinking": "think."}),
+    block_delta(0, {"type": "signature_delta", "signature": "EqQBCg=="}),
+    block_stop(0),
+    block_start(1, {"type": "redacted_thinking", "data": "EmwK"}),
+    block_stop(1),
     *TEXT_STREAM[1:],
 ]
 
@@ -1231,36 +1135,18 @@ def test_json_answer_tool_input_is_the_message_content() -> None:
 
 ANSWER_STREAM: list[Event] = [
     MESSAGE_START,
-    (
-        "content_block_start",
+    block_start(
+        0,
         {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {
-                "type": "tool_use",
-                "id": "toolu_9",
-                "name": "json_tool_call",
-                "input": {},
-            },
+            "type": "tool_use",
+            "id": "toolu_9",
+            "name": "json_tool_call",
+            "input": {},
         },
     ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "input_json_delta", "partial_json": '{"city": "O'},
-        },
-    ),
-    (
-        "content_block_delta",
-        {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "input_json_delta", "partial_json": 'slo"}'},
-        },
-    ),
-    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    block_delta(0, {"type": "input_json_delta", "partial_json": '{"city": "O'}),
+    block_delta(0, {"type": "input_json_delta", "partial_json": 'slo"}'}),
+    block_stop(0),
     (
         "message_delta",
         {
