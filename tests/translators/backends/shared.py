@@ -67,3 +67,8 @@ UPSTREAM_CONNECT_ERROR = (
     b"upstream connect error",
     openai_error("upstream connect error", "server_error", 502),
 )
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """An assistant message's tool call in the chat completions request."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}

@@ -11,10 +11,11 @@ import pytest
 from aigateway.translators.backends.anthropic import messages_request
 from aigateway.translators.backends.gemini import GeminiChatTranslator
 from aigateway.translators.wire.jsoncodec import loads_or_none
+from tests.translators.backends.shared import tool_call
 
 PDF = "data:application/pdf;base64,JVBERi0xLjQK"
 SIGNED = {"type": "thinking", "thinking": "let me see", "signature": "sig"}
-CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+CALL = tool_call("c1", "f", "{}")
 MARK = {"type": "ephemeral"}
 
 

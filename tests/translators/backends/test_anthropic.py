@@ -31,6 +31,7 @@ from tests.translators.backends.shared import (
     openai_error,
     requested,
     sse_data,
+    tool_call,
 )
 
 Event = tuple[str, dict[str, Any]]
@@ -253,13 +254,7 @@ def test_tool_calls_and_results() -> None:
             {
                 "role": "assistant",
                 "content": "Checking.",
-                "tool_calls": [
-                    {
-                        "id": "toolu_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-                    }
-                ],
+                "tool_calls": [tool_call("toolu_1", "get_weather", '{"city":"Paris"}')],
             },
             {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"},
             {
@@ -854,13 +849,7 @@ def test_thinking_blocks_are_replayed_first_with_their_signature() -> None:
                 "content": "Checking.",
                 "reasoning_content": "Check the tool.",
                 "thinking_blocks": [SIGNED, REDACTED],
-                "tool_calls": [
-                    {
-                        "id": "toolu_1",
-                        "type": "function",
-                        "function": {"name": "f", "arguments": ""},
-                    }
-                ],
+                "tool_calls": [tool_call("toolu_1", "f", "")],
             },
             {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
         ],

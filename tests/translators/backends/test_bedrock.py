@@ -39,6 +39,7 @@ from tests.translators.backends.shared import (
     openai_error,
     requested,
     sse_data,
+    tool_call,
 )
 
 MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -224,16 +225,8 @@ def test_tool_calls_and_results_round_trip() -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-                    },
-                    {
-                        "id": "call_2",
-                        "type": "function",
-                        "function": {"name": "now", "arguments": ""},
-                    },
+                    tool_call("call_1", "get_weather", '{"city":"Paris"}'),
+                    tool_call("call_2", "now", ""),
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
@@ -347,9 +340,7 @@ HISTORY = [
     {"role": "user", "content": "x"},
     {
         "role": "assistant",
-        "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
-        ],
+        "tool_calls": [tool_call("c1", "get_weather", "{}")],
     },
     {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
 ]
@@ -397,13 +388,7 @@ def test_tool_history_keeps_a_tool_config_bedrock_requires() -> None:
                 "messages": [
                     {
                         "role": "assistant",
-                        "tool_calls": [
-                            {
-                                "id": "c",
-                                "type": "function",
-                                "function": {"name": "f", "arguments": "{"},
-                            }
-                        ],
+                        "tool_calls": [tool_call("c", "f", "{")],
                     }
                 ]
             },

@@ -10,6 +10,7 @@ import pytest
 from aigateway.translators.backends.anthropic import messages_request
 from aigateway.translators.backends.bedrock import converse_request
 from aigateway.translators.backends.claude_models import ClaudeModel, claude_model
+from tests.translators.backends.shared import tool_call
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}}
 FORMAT = {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}}
@@ -83,7 +84,7 @@ def test_json_schema_is_the_answer_tool_elsewhere_and_effort_thinking_then_left_
 
 
 def test_a_tool_turn_replayed_without_its_thinking_leaves_effort_thinking_out() -> None:
-    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    call = tool_call("c", "f", "{}")
     history = [
         *USER,
         {"role": "assistant", "content": None, "tool_calls": [call]},

@@ -35,6 +35,7 @@ from tests.translators.backends.shared import (
     openai_error,
     requested,
     sse_data,
+    tool_call,
 )
 
 MODEL_PATH = "/v1beta/models/gemini-2.5-flash"
@@ -205,16 +206,8 @@ def test_tool_calls_and_results() -> None:
                 "role": "assistant",
                 "content": "Let me check.",
                 "tool_calls": [
-                    {
-                        "id": "call_a",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                    },
-                    {
-                        "id": "call_b",
-                        "type": "function",
-                        "function": {"name": "get_time", "arguments": ""},
-                    },
+                    tool_call("call_a", "get_weather", '{"city": "Paris"}'),
+                    tool_call("call_b", "get_time", ""),
                 ],
             },
             {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
