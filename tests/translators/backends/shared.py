@@ -16,6 +16,16 @@ PNG_B64 = "iVBORw0KGgo="
 PDF_B64 = "JVBERi0xLjQK"
 EPHEMERAL = {"type": "ephemeral"}
 HOUR = {"type": "ephemeral", "ttl": "1h"}
+PNG_URL = f"data:image/png;base64,{PNG_B64}"
+PDF_URL = f"data:application/pdf;base64,{PDF_B64}"
+#: A system block marked for caching and a developer message marked for an hour.
+MARKED_SYSTEM: list[dict[str, Any]] = [
+    {
+        "role": "system",
+        "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}],
+    },
+    {"role": "developer", "content": "More rules.", "cache_control": HOUR},
+]
 
 
 def requested(translator: T, model: str, **payload: Any) -> T:

@@ -23,8 +23,11 @@ from aigateway.translators.contract import TokenUsage, TranslationError
 from tests.translators.backends.shared import (
     EPHEMERAL,
     HOUR,
+    MARKED_SYSTEM,
     PDF_B64,
+    PDF_URL,
     PNG_B64,
+    PNG_URL,
     UPSTREAM_CONNECT_ERROR,
     chunks_of,
     feed_split,
@@ -222,7 +225,7 @@ def test_images() -> None:
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {"type": "image_url", "image_url": {"url": PNG_URL}},
                     {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
                     {"type": "text", "text": "Compare"},
                 ],
@@ -699,37 +702,26 @@ def test_error_body(status: int, body: bytes, expected: dict[str, Any]) -> None:
 def test_cache_control_marks_every_kind_of_block() -> None:
     body = req(
         messages=[
-            {
-                "role": "system",
-                "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}],
-            },
-            {"role": "developer", "content": "More rules.", "cache_control": HOUR},
+            *MARKED_SYSTEM,
             {
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Read", "cache_control": EPHEMERAL},
                     {
                         "type": "image_url",
-                        "image_url": {"url": f"data:image/png;base64,{PNG_B64}"},
+                        "image_url": {"url": PNG_URL},
                         "cache_control": EPHEMERAL,
                     },
                     {
                         "type": "file",
-                        "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}"},
+                        "file": {"file_data": PDF_URL},
                         "cache_control": HOUR,
                     },
                 ],
             },
             {
                 "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": "toolu_1",
-                        "type": "function",
-                        "function": {"name": "f", "arguments": "{}"},
-                        "cache_control": EPHEMERAL,
-                    }
-                ],
+                "tool_calls": [{**tool_call("toolu_1", "f", "{}"), "cache_control": EPHEMERAL}],
             },
             {"role": "tool", "tool_call_id": "toolu_1", "content": "ok", "cache_control": HOUR},
         ],
@@ -973,14 +965,14 @@ def test_files_and_pdf_image_urls_become_documents() -> None:
                     {
                         "type": "file",
                         "file": {
-                            "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                            "file_data": PDF_URL,
                             "filename": "report.pdf",
                         },
                     },
                     {"type": "file", "file": {"file_data": f"data:text/plain;base64,{text_b64}"}},
                     {
                         "type": "image_url",
-                        "image_url": {"url": f"data:application/pdf;base64,{PDF_B64}"},
+                        "image_url": {"url": PDF_URL},
                     },
                 ],
             }
@@ -1174,10 +1166,10 @@ def test_tool_strict_and_tool_results_of_many_parts() -> None:
                 "tool_call_id": "t1",
                 "content": [
                     {"type": "text", "text": "chart:", "cache_control": EPHEMERAL},
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {"type": "image_url", "image_url": {"url": PNG_URL}},
                     {
                         "type": "file",
-                        "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}"},
+                        "file": {"file_data": PDF_URL},
                     },
                 ],
             },

@@ -32,8 +32,11 @@ from aigateway.translators.contract import TokenUsage, TranslationError
 from tests.translators.backends.shared import (
     EPHEMERAL,
     HOUR,
+    MARKED_SYSTEM,
     PDF_B64,
+    PDF_URL,
     PNG_B64,
+    PNG_URL,
     chunks_of,
     feed_split,
     openai_error,
@@ -183,7 +186,7 @@ def test_consecutive_same_role_messages_are_merged() -> None:
 @pytest.mark.parametrize(
     ("url", "fmt"),
     [
-        (f"data:image/png;base64,{PNG_B64}", "png"),
+        (PNG_URL, "png"),
         (f"data:image/jpeg;base64,{PNG_B64}", "jpeg"),
         (f"data:image/jpg;base64,{PNG_B64}", "jpeg"),
         (f"data:image/gif;base64,{PNG_B64}", "gif"),
@@ -844,18 +847,14 @@ def claude(**payload: Any) -> dict[str, Any]:
 def test_cache_points_follow_the_marked_blocks() -> None:
     body = req(
         messages=[
-            {
-                "role": "system",
-                "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}],
-            },
-            {"role": "developer", "content": "More.", "cache_control": HOUR},
+            *MARKED_SYSTEM,
             {
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Read", "cache_control": EPHEMERAL},
                     {
                         "type": "image_url",
-                        "image_url": {"url": f"data:image/png;base64,{PNG_B64}"},
+                        "image_url": {"url": PNG_URL},
                         "cache_control": HOUR,
                     },
                 ],
@@ -863,12 +862,7 @@ def test_cache_points_follow_the_marked_blocks() -> None:
             {
                 "role": "assistant",
                 "tool_calls": [
-                    {
-                        "id": "c1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": "{}"},
-                        "cache_control": EPHEMERAL,
-                    }
+                    {**tool_call("c1", "get_weather", "{}"), "cache_control": EPHEMERAL}
                 ],
             },
             {
@@ -879,7 +873,7 @@ def test_cache_points_follow_the_marked_blocks() -> None:
         ],
         tools=[{**WEATHER_TOOL, "cache_control": EPHEMERAL}],
     )
-    assert body["system"] == [{"text": "Long rules."}, POINT, {"text": "More."}, HOUR_POINT]
+    assert body["system"] == [{"text": "Long rules."}, POINT, {"text": "More rules."}, HOUR_POINT]
     user, assistant, result = body["messages"]
     assert user["content"] == [
         {"text": "Read"},
@@ -1096,7 +1090,7 @@ def test_files_become_documents_with_valid_unique_names() -> None:
                     file("text/markdown"),
                     {
                         "type": "image_url",
-                        "image_url": {"url": f"data:application/pdf;base64,{PDF_B64}"},
+                        "image_url": {"url": PDF_URL},
                     },
                     {"type": "text", "text": "Summarise"},
                 ],
@@ -1203,11 +1197,11 @@ def test_tool_strict_and_tool_results_of_many_parts() -> None:
                 "tool_call_id": "t1",
                 "content": [
                     {"type": "text", "text": "chart:"},
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {"type": "image_url", "image_url": {"url": PNG_URL}},
                     {
                         "type": "file",
                         "file": {
-                            "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                            "file_data": PDF_URL,
                             "filename": "a.pdf",
                         },
                     },

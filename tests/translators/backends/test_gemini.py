@@ -29,6 +29,7 @@ from aigateway.translators.backends.gemini import (
 from aigateway.translators.contract import TokenUsage, TranslationError
 from tests.translators.backends.shared import (
     PNG_B64,
+    PNG_URL,
     UPSTREAM_CONNECT_ERROR,
     chunks_of,
     feed_split,
@@ -178,7 +179,7 @@ def test_images() -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "What is this?"},
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {"type": "image_url", "image_url": {"url": PNG_URL}},
                 ],
             }
         ]
