@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aigateway.extproc.framework.server import ExternalProcessorServicer
-from aigateway.extproc.gateway.app import build_router
-from aigateway.extproc.gateway.backends import RoutingTable
-from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
 from tests.extproc.framework.fake_envoy import (
     Conversation,
     headers_set,
@@ -22,6 +17,7 @@ from tests.extproc.framework.fake_envoy import (
     response_body,
     response_headers,
 )
+from tests.extproc.gateway.shared import gateway_servicer
 
 CONFIG = {
     "backends": [
@@ -40,11 +36,6 @@ CONFIG = {
 }
 
 
-def servicer(config: dict[str, Any] = CONFIG) -> ExternalProcessorServicer:
-    cfg = parse_config(config)
-    return ExternalProcessorServicer(build_router(RoutingTable(cfg, ResolvedSecrets(cfg, Path()))))
-
-
 def chat(model: str = "phi4", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hi there"}], **extra}
 
@@ -55,7 +46,7 @@ async def routed(conv: Conversation, body: dict[str, Any] | bytes, **kw: Any) ->
 
 
 async def test_routes_rewrites_model_and_injects_the_api_key() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = await routed(conv, chat())
     assert headers_set(answer) == {
         "x-ai-gateway-model": "phi4",
@@ -71,7 +62,7 @@ async def test_routes_rewrites_model_and_injects_the_api_key() -> None:
 
 
 async def test_unchanged_body_is_not_reserialised_and_client_auth_is_removed() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = await routed(conv, chat("gpt"))
     assert not answer.HasField("body_mutation")
     assert "authorization" in answer.header_mutation.remove_headers
@@ -98,7 +89,7 @@ async def test_unchanged_body_is_not_reserialised_and_client_auth_is_removed() -
     ],
 )
 async def test_bad_requests_get_openai_errors(body: bytes, status: int, code: str | None) -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers())
     got_status, doc = immediate_json(await conv.send(request_body(body)))
     assert got_status == status
@@ -108,18 +99,18 @@ async def test_bad_requests_get_openai_errors(body: bytes, status: int, code: st
 
 
 async def test_request_without_body_and_wrong_method() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     status, _ = immediate_json(await conv.send(request_headers(end_of_stream=True)))
     assert status == 400
     await conv.close()
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     status, doc = immediate_json(await conv.send(request_headers(method="GET", end_of_stream=True)))
     assert status == 405 and doc["error"]["code"] == "method_not_allowed"
     await conv.close()
 
 
 async def test_non_streamed_response_passes_unchanged_and_publishes_usage() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, chat())
     answer = await conv.send(response_headers())
     assert not answer.HasField("mode_override")
@@ -170,7 +161,7 @@ USAGE = {
 
 
 async def test_streaming_adds_include_usage_and_hides_the_usage_chunk() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = await routed(conv, chat(stream=True))
     assert json.loads(answer.body_mutation.body)["stream_options"] == {"include_usage": True}
     answer = await conv.send(response_headers(content_type="text/event-stream"))
@@ -184,7 +175,7 @@ async def test_streaming_adds_include_usage_and_hides_the_usage_chunk() -> None:
 
 
 async def test_streaming_client_that_asked_for_usage_gets_it_untouched() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = await routed(conv, chat("gpt", stream=True, stream_options={"include_usage": True}))
     assert not answer.HasField("body_mutation")
     await conv.send(response_headers(content_type="text/event-stream"))
@@ -195,7 +186,7 @@ async def test_streaming_client_that_asked_for_usage_gets_it_untouched() -> None
 
 
 async def test_usage_chunk_split_across_body_chunks_is_still_hidden() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, chat(stream=True))
     await conv.send(response_headers(content_type="text/event-stream"))
     wire = sse(CHUNK, USAGE, b"[DONE]")
@@ -209,7 +200,7 @@ async def test_usage_chunk_split_across_body_chunks_is_still_hidden() -> None:
 
 
 async def test_truncated_stream_ends_with_an_error_event() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, chat(stream=True, stream_options={"include_usage": True}))
     await conv.send(response_headers(content_type="text/event-stream"))
     last = await conv.send(response_body(sse(CHUNK), end_of_stream=True))
@@ -235,7 +226,7 @@ async def test_truncated_stream_ends_with_an_error_event() -> None:
 async def test_upstream_errors_become_openai_errors_with_the_same_status(
     upstream: bytes, content_type: str, expect_unchanged: bool
 ) -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, chat(stream=True))
     answer = await conv.send(response_headers(429, content_type))
     assert not answer.HasField("mode_override")  # errors are buffered whole
@@ -259,7 +250,7 @@ async def test_upstream_errors_become_openai_errors_with_the_same_status(
 
 
 async def test_non_json_success_body_becomes_a_502() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, chat())
     await conv.send(response_headers(200, "application/json"))
     common = (await conv.send(response_body(b"<html>"))).response_body.response
@@ -269,7 +260,7 @@ async def test_non_json_success_body_becomes_a_502() -> None:
 
 
 async def test_bodiless_upstream_error_gets_an_openai_error_body() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, chat())
     answer = (
         await conv.send(response_headers(503, "text/plain", end_of_stream=True))
@@ -280,7 +271,7 @@ async def test_bodiless_upstream_error_gets_an_openai_error_body() -> None:
 
 
 async def test_undecodable_content_encoding_is_a_502() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, chat())
     answer = await conv.send(response_headers(200, extra=[("content-encoding", "br")]))
     common = answer.response_headers.response
@@ -294,7 +285,7 @@ async def test_undecodable_content_encoding_is_a_502() -> None:
 
 
 async def test_request_body_not_buffered_is_a_clear_misconfiguration_error() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers())
     status, doc = immediate_json(await conv.send(request_body(b'{"model":', end_of_stream=False)))
     assert status == 500
@@ -316,7 +307,7 @@ async def test_request_body_not_buffered_is_a_clear_misconfiguration_error() -> 
     ],
 )
 async def test_malformed_messages_are_400_for_every_schema(messages: list[Any], param: str) -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers())
     status, doc = immediate_json(
         await conv.send(request_body({"model": "phi4", "messages": messages}))
@@ -327,7 +318,7 @@ async def test_malformed_messages_are_400_for_every_schema(messages: list[Any], 
 
 
 async def test_assistant_may_leave_content_out_for_tool_calls() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     messages = [
         {"role": "user", "content": "x"},
         {
@@ -353,7 +344,7 @@ async def test_assistant_may_leave_content_out_for_tool_calls() -> None:
     ],
 )
 async def test_a_lone_surrogate_is_a_400_not_a_5xx(body: bytes) -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers())
     status, error = immediate_json(await conv.send(request_body(body)))
     assert status == 400
@@ -362,7 +353,7 @@ async def test_a_lone_surrogate_is_a_400_not_a_5xx(body: bytes) -> None:
 
 
 async def test_paired_surrogate_escapes_are_one_character_and_pass() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers())
     body = rb'{"model":"phi4","messages":[{"role":"user","content":"smile \ud83d\ude00"}]}'
     answer = (await conv.send(request_body(body))).request_body.response

@@ -5,17 +5,13 @@ an exception, on every kind of backend (passthrough and each chat pivot)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aigateway.extproc.framework.server import ExternalProcessorServicer
-from aigateway.extproc.gateway.app import build_router
-from aigateway.extproc.gateway.backends import RoutingTable
-from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
 from tests.extproc.framework.fake_envoy import Conversation, request_body, request_headers
+from tests.extproc.gateway.shared import gateway_servicer
 
 ENDPOINT = "http://127.0.0.1:8000"
 CONFIG = {
@@ -170,14 +166,9 @@ messages_bodies = st.fixed_dictionaries(
 )
 
 
-def servicer() -> ExternalProcessorServicer:
-    cfg = parse_config(CONFIG)
-    return ExternalProcessorServicer(build_router(RoutingTable(cfg, ResolvedSecrets(cfg, Path()))))
-
-
 async def outcome(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
     """``None`` when routed; else the local reply's status and JSON body."""
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers(path))
     answer = await conv.send(request_body(json.dumps(body).encode()))
     await conv.close()

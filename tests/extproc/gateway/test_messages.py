@@ -5,15 +5,10 @@ what is published for the access log and the metrics."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aigateway.extproc.framework.server import ExternalProcessorServicer
-from aigateway.extproc.gateway.app import build_router
-from aigateway.extproc.gateway.backends import RoutingTable
-from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
 from tests.extproc.framework.fake_envoy import (
     Conversation,
     headers_set,
@@ -24,6 +19,7 @@ from tests.extproc.framework.fake_envoy import (
     response_body,
     response_headers,
 )
+from tests.extproc.gateway.shared import gateway_servicer
 
 CONFIG = {
     "backends": [
@@ -55,11 +51,6 @@ CLIENT = [
 ]
 
 
-def servicer() -> ExternalProcessorServicer:
-    cfg = parse_config(CONFIG)
-    return ExternalProcessorServicer(build_router(RoutingTable(cfg, ResolvedSecrets(cfg, Path()))))
-
-
 def message(model: str = "claude", **extra: Any) -> dict[str, Any]:
     return {
         "model": model,
@@ -77,7 +68,7 @@ async def routed(
 
 
 async def test_anthropic_gets_the_client_s_version_and_betas_and_its_own_key() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = (await routed(conv, message("claude-sonnet-4-5"))).request_body.response
     sent = headers_set(answer)
     assert sent["x-api-key"] == "sk-ant-upstream"
@@ -91,7 +82,7 @@ async def test_anthropic_gets_the_client_s_version_and_betas_and_its_own_key() -
 
 
 async def test_anthropic_gets_a_version_when_the_client_sends_none() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = (await routed(conv, message(), client=[("x-api-key", "k")])).request_body.response
     assert headers_set(answer)["anthropic-version"] == "2023-06-01"
     assert json.loads(answer.body_mutation.body)["model"] == "claude-sonnet-4-5"
@@ -99,7 +90,7 @@ async def test_anthropic_gets_a_version_when_the_client_sends_none() -> None:
 
 
 async def test_other_backends_never_see_anthropic_headers_or_the_client_s_key() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = (await routed(conv, message("gpt", stream=True))).request_body.response
     sent = headers_set(answer)
     assert sent["authorization"] == "Bearer sk-upstream"
@@ -113,7 +104,7 @@ async def test_other_backends_never_see_anthropic_headers_or_the_client_s_key() 
 
 
 async def test_a_streamed_answer_from_openai_is_anthropic_events_ending_the_response() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, message("gpt", stream=True))
     await conv.send(response_headers(content_type="text/event-stream"))
     chunk = {"choices": [{"index": 0, "delta": {"content": "Hello"}}]}
@@ -150,7 +141,7 @@ async def test_a_streamed_answer_from_openai_is_anthropic_events_ending_the_resp
 async def test_the_gateway_s_own_refusals_come_in_anthropic_s_shape(
     body: bytes, status: int, kind: str
 ) -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers("/v1/messages", extra=CLIENT))
     reply = await conv.send(request_body(body))
     got, doc = immediate_json(reply)
@@ -162,7 +153,7 @@ async def test_the_gateway_s_own_refusals_come_in_anthropic_s_shape(
 
 
 async def test_a_refusal_after_routing_carries_the_routing_facts() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await conv.send(request_headers("/v1/messages", extra=CLIENT))
     reply = await conv.send(request_body(message("gpt", top_k=3)))
     assert immediate_json(reply)[1]["error"]["message"].startswith("'top_k'")
@@ -175,7 +166,7 @@ async def test_a_refusal_after_routing_carries_the_routing_facts() -> None:
 
 
 async def test_wrong_method_is_a_405_in_anthropic_s_shape() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     status, doc = immediate_json(
         await conv.send(request_headers("/v1/messages", method="GET", end_of_stream=True))
     )
@@ -184,7 +175,7 @@ async def test_wrong_method_is_a_405_in_anthropic_s_shape() -> None:
 
 
 async def test_upstream_errors_reach_the_client_in_anthropic_s_shape() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, message("gpt"))
     await conv.send(response_headers(status=429))
     answer = await conv.send(
@@ -199,7 +190,7 @@ async def test_upstream_errors_reach_the_client_in_anthropic_s_shape() -> None:
 
 
 async def test_count_tokens_passes_through_to_anthropic() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = (
         await routed(
             conv,
@@ -217,7 +208,7 @@ async def test_count_tokens_passes_through_to_anthropic() -> None:
 
 
 async def test_count_tokens_elsewhere_is_a_clear_400() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     reply = await routed(
         conv,
         {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]},
@@ -230,7 +221,7 @@ async def test_count_tokens_elsewhere_is_a_clear_400() -> None:
 
 
 async def test_a_stream_the_gateway_must_end_gets_an_anthropic_error_event() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, message("gpt", stream=True))
     await conv.send(
         response_headers(content_type="text/event-stream", extra=[("content-encoding", "gzip")])
@@ -244,7 +235,7 @@ async def test_a_stream_the_gateway_must_end_gets_an_anthropic_error_event() -> 
 
 
 async def test_an_undecodable_answer_is_a_502_in_anthropic_s_shape() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     await routed(conv, message("gpt"))
     await conv.send(response_headers(extra=[("content-encoding", "br-unknown")]))
     answer = await conv.send(response_body(b"x"))

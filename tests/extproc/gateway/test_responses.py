@@ -4,15 +4,10 @@ and Azure's v1 API, the pivot elsewhere, and refusals naming the Responses field
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aigateway.extproc.framework.server import ExternalProcessorServicer
-from aigateway.extproc.gateway.app import build_router
-from aigateway.extproc.gateway.backends import RoutingTable
-from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
 from tests.extproc.framework.fake_envoy import (
     Conversation,
     headers_set,
@@ -23,6 +18,7 @@ from tests.extproc.framework.fake_envoy import (
     response_body,
     response_headers,
 )
+from tests.extproc.gateway.shared import gateway_servicer
 
 KEY = {"api_key": {"value": "sk-upstream"}}
 CONFIG = {
@@ -50,11 +46,6 @@ CONFIG = {
 }
 
 
-def servicer() -> ExternalProcessorServicer:
-    cfg = parse_config(CONFIG)
-    return ExternalProcessorServicer(build_router(RoutingTable(cfg, ResolvedSecrets(cfg, Path()))))
-
-
 def request(model: str, **extra: Any) -> dict[str, Any]:
     return {"model": model, "input": "hello there", **extra}
 
@@ -65,7 +56,7 @@ async def routed(conv: Conversation, body: Any) -> Any:
 
 
 async def test_openai_gets_the_request_unchanged() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = (await routed(conv, request("gpt", store=True))).request_body.response
     assert not answer.HasField("body_mutation")
     sent = headers_set(answer)
@@ -84,7 +75,7 @@ async def test_openai_gets_the_request_unchanged() -> None:
 
 
 async def test_azure_gets_its_v1_path_with_the_deployment_as_model() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = (await routed(conv, request("gpt-azure"))).request_body.response
     sent = headers_set(answer)
     assert sent[":path"] == "/openai/v1/responses"
@@ -94,7 +85,7 @@ async def test_azure_gets_its_v1_path_with_the_deployment_as_model() -> None:
 
 
 async def test_other_schemas_get_their_own_api_through_the_pivot() -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     answer = (await routed(conv, request("claude", instructions="Be brief"))).request_body.response
     sent = headers_set(answer)
     assert sent[":path"] == "/v1/messages" and sent["x-api-key"] == "sk-upstream"
@@ -126,7 +117,7 @@ async def test_other_schemas_get_their_own_api_through_the_pivot() -> None:
 async def test_what_the_backend_cannot_do_is_a_400_naming_the_field(
     extra: dict[str, Any], param: str
 ) -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     reply = await routed(conv, request("claude", **extra))
     status, doc = immediate_json(reply)
     assert (status, doc["error"]["param"]) == (400, param)
@@ -136,7 +127,7 @@ async def test_what_the_backend_cannot_do_is_a_400_naming_the_field(
 
 @pytest.mark.parametrize("value", [None, "", [], 5, ["text"]])
 async def test_malformed_input_is_a_400(value: Any) -> None:
-    conv = Conversation(servicer())
+    conv = Conversation(gateway_servicer(CONFIG))
     status, doc = immediate_json(await routed(conv, {"model": "gpt", "input": value}))
     assert (status, doc["error"]["param"]) == (
         400,
