@@ -25,44 +25,6 @@ served with ``aigateway serve --config gateway.yaml --wrap my_policy.py:RequireT
 or ``aigateway.extproc.gateway.serve("gateway.yaml", wrap=RequireTenant)``.
 """
 
-from aigateway.extproc.framework import (
-    CONTINUE,
-    Address,
-    ErrorFormatter,
-    ExternalProcessorServicer,
-    ExtProcServer,
-    Headers,
-    ImmediateResponse,
-    LocalError,
-    NotFoundProcessor,
-    Outcome,
-    Processor,
-    ProcessorFactory,
-    ProcessorWrapper,
-    Result,
-    Router,
-    Wrap,
-    compose,
-    plain_error,
-)
-
-__all__ = [
-    "CONTINUE",
-    "Address",
-    "ErrorFormatter",
-    "ExtProcServer",
-    "ExternalProcessorServicer",
-    "Headers",
-    "ImmediateResponse",
-    "LocalError",
-    "NotFoundProcessor",
-    "Outcome",
-    "Processor",
-    "ProcessorFactory",
-    "ProcessorWrapper",
-    "Result",
-    "Router",
-    "Wrap",
-    "compose",
-    "plain_error",
-]
+# The framework's names, one list: extproc re-exports exactly what framework exports.
+from aigateway.extproc.framework import *  # noqa: F403
+from aigateway.extproc.framework import __all__ as __all__
