@@ -77,6 +77,14 @@ class ErrorDialect(Protocol):
     def render(self, error: MockError) -> RenderedError: ...
 
 
+def _by_status(table: dict[int, str], status: int, *, server: str, client: str) -> str:
+    """``table``'s name for ``status``, else the provider's catch-all for its class."""
+    name = table.get(status)
+    if name is not None:
+        return name
+    return server if status >= 500 else client
+
+
 def openai_error_type(status: int) -> str:
     """OpenAI's ``error.type`` for an HTTP status."""
     if status == 429:
@@ -117,10 +125,9 @@ _BEDROCK_EXCEPTIONS = {
 
 def bedrock_exception_name(status: int) -> str:
     """The Bedrock exception name (``x-amzn-errortype`` prefix) for an HTTP status."""
-    name = _BEDROCK_EXCEPTIONS.get(status)
-    if name is not None:
-        return name
-    return "InternalServerException" if status >= 500 else "ValidationException"
+    return _by_status(
+        _BEDROCK_EXCEPTIONS, status, server="InternalServerException", client="ValidationException"
+    )
 
 
 class _BedrockErrors:
@@ -157,10 +164,7 @@ _GOOGLE_STATUS_NAMES = {
 
 def google_status_name(status: int) -> str:
     """The canonical Google error status (``google.rpc.Code`` name) for an HTTP status."""
-    name = _GOOGLE_STATUS_NAMES.get(status)
-    if name is not None:
-        return name
-    return "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+    return _by_status(_GOOGLE_STATUS_NAMES, status, server="INTERNAL", client="FAILED_PRECONDITION")
 
 
 def _google_error(error: MockError) -> dict[str, object]:
