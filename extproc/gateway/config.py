@@ -394,6 +394,10 @@ class GatewayConfig(_Strict):
                     f"models[{i}].backend: no backend named {model.backend!r}"
                     f" (backends: {', '.join(names)})"
                 )
+            problem = _google_model_problem(self.backend(model.backend).schema_, model)
+            if problem is not None:
+                key = "backend_model" if model.backend_model is not None else "name"
+                raise ValueError(f"models[{i}].{key}: {problem}")
         if self.headers.model == self.headers.backend:
             raise ValueError("headers: model and backend header names must differ")
         for i, label in enumerate(self.metrics.labels_from_headers):
@@ -409,6 +413,27 @@ class GatewayConfig(_Strict):
             if backend.name == name:
                 return backend
         raise KeyError(name)
+
+
+# One segment of a Google model resource name: no dot segments, escapes or delimiters.
+_GOOGLE_MODEL_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+
+
+def _google_model_problem(schema: Schema, model: Model) -> str | None:
+    """Why ``model``'s upstream name cannot go in a Gemini or Vertex AI path, if it
+    cannot: it becomes a path segment of the backend's URL."""
+    if schema not in ("gcp-gemini", "gcp-vertex-ai"):
+        return None
+    name = model.upstream_name
+    segments = name.split("/")
+    if schema == "gcp-gemini" and len(segments) == 2 and segments[0] in ("models", "tunedModels"):
+        segments = segments[1:]  # the Gemini API's own collections
+    if len(segments) == 1 and _GOOGLE_MODEL_SEGMENT.fullmatch(segments[0]):
+        return None
+    return (
+        f"{name[:100]!r} is not a {schema} model name (letters, digits, '.', '-', '_', '@';"
+        " no '/', '..', '%', '?' or '#')"
+    )
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
