@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import json
 import logging
 import re
 from typing import Any, ClassVar
@@ -43,6 +42,7 @@ from aigateway.translators.base import (
 )
 from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
 from aigateway.translators.errors import openai_error_body
+from aigateway.translators.jsoncodec import loads_strict
 from aigateway.translators.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
@@ -59,7 +59,7 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ImmediateResponse.error(400, "The request body is empty; expected a JSON object.")
     try:
-        doc = json.loads(body)
+        doc = loads_strict(body)
     except UnicodeDecodeError:
         raise ImmediateResponse.error(400, "The request body is not valid UTF-8.") from None
     except ValueError as exc:
