@@ -23,6 +23,12 @@ from aigateway.extproc.gateway.config import (
     ResolvedSecrets,
     Secret,
 )
+from aigateway.extproc.gateway.forwarded_headers import (
+    BASELINE,
+    ForwardedHeaders,
+    claude_on_vertex,
+    forwarded_headers,
+)
 from aigateway.extproc.gateway.gcp_auth import (
     GcpAuthError,
     GcpTokenError,
@@ -40,9 +46,6 @@ from aigateway.translators.gemini import (
     vertex_model_path,
 )
 from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
-
-# Client credentials are for the gateway, never for a backend.
-CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
 class BackendAuthError(Exception):
@@ -176,8 +179,7 @@ def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFact
         return lambda: GeminiChatTranslator(path)
     if schema == "gcp-vertex-ai":
         project, region = backend.project or "", backend.region or ""
-        if upstream_model.startswith("claude-"):
-            # Vertex AI serves Anthropic's models with the Messages API (README, gcp-vertex-ai).
+        if claude_on_vertex(schema, upstream_model):
             vertex = VertexRawPredict(
                 vertex_model_path(project, region, "anthropic", upstream_model)
             )
@@ -206,6 +208,8 @@ class ModelRoute:
     new_messages_translator: MessagesTranslatorFactory | None = None
     #: Messages token counting; ``None`` when the backend cannot count tokens.
     new_count_tokens_translator: MessagesTranslatorFactory | None = None
+    #: The client headers the backend receives (docs/architecture.md).
+    forwarded: ForwardedHeaders = BASELINE
 
     @property
     def upstream_path_prefix(self) -> str:
@@ -259,6 +263,9 @@ class RoutingTable:
                 new_responses_translator=responses_factory(backend, model.upstream_name, chat),
                 new_messages_translator=messages_factory(backend, model.upstream_name, chat),
                 new_count_tokens_translator=count_tokens_factory(backend, model.upstream_name),
+                forwarded=forwarded_headers(
+                    backend.schema_, model.upstream_name, backend.forward_headers
+                ),
             )
 
     def lookup(self, model: str) -> ModelRoute | None:

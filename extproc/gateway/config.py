@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX, NEVER_FORWARDED
+
 Schema = Literal[
     "openai", "azure-openai", "aws-bedrock", "anthropic", "gcp-gemini", "gcp-vertex-ai"
 ]
@@ -178,8 +180,24 @@ class Backend(_Strict):
     #: Vertex AI: the Google Cloud project and region (location) of the models.
     project: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.:-]*$", max_length=100)] | None = None
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=60)] | None = None
+    #: Client headers this backend receives besides what its API needs: names, or
+    #: prefixes ending in ``*`` (docs/architecture.md, "Headers a backend receives").
+    forward_headers: tuple[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'+.^_`|~-]+\*?$", max_length=100)], ...
+    ] = ()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forward_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(name.lower() for name in value)
+        for name in names:
+            if name in NEVER_FORWARDED or name.startswith(GATEWAY_HEADER_PREFIX):
+                raise ValueError(f"{name} is never forwarded to a backend")
+            if name.startswith("x-envoy-"):
+                raise ValueError(f"{name} is Envoy's own: a processor cannot forward it")
+        return names
 
     @field_validator("endpoint")
     @classmethod

@@ -29,11 +29,11 @@ from aigateway.extproc.framework.processor import (
     Result,
 )
 from aigateway.extproc.gateway.backends import (
-    CLIENT_AUTH_HEADERS,
     BackendAuthError,
     ModelRoute,
     RoutingTable,
 )
+from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
 from aigateway.translators.base import (
     ChatTranslator,
     StreamEnding,
@@ -48,10 +48,7 @@ from aigateway.translators.sse import encode_sse_event
 log = logging.getLogger("aigateway.gateway")
 
 #: Set on the upstream request when the processor rewrites ``:path``: the client's path.
-ORIGINAL_PATH_HEADER = "x-ai-gateway-original-path"
-
-# Removed from every upstream request: the client's credentials are for the gateway.
-_REMOVE_UPSTREAM = CLIENT_AUTH_HEADERS
+ORIGINAL_PATH_HEADER = GATEWAY_HEADER_PREFIX + "original-path"
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
@@ -315,13 +312,15 @@ class RoutedProcessor(Processor):
                 type="server_error" if exc.status >= 500 else None,
                 code="backend_auth_failed",
             ) from None
+        client_headers = self._request_headers
+        remove = (
+            route.forwarded.removals(client_headers, frozenset(name for name, _ in set_headers))
+            if client_headers is not None
+            else ()
+        )
         return Result(
             set_headers=tuple(set_headers),
-            remove_headers=tuple(
-                h
-                for h in (*_REMOVE_UPSTREAM, *upstream.remove_headers)
-                if not any(h == s for s, _ in set_headers)
-            ),
+            remove_headers=remove,
             body=upstream.body,
             clear_route_cache=True,
             dynamic_metadata=self._metadata(),
