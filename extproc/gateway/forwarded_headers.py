@@ -15,6 +15,7 @@ from aigateway.extproc.framework.processor import Headers
 
 __all__ = [
     "BASELINE",
+    "ENVOY_OWNED",
     "GATEWAY_HEADER_PREFIX",
     "NEVER_FORWARDED",
     "ForwardedHeaders",
@@ -54,6 +55,12 @@ NEVER_FORWARDED = frozenset(
 )
 
 
+#: Headers Envoy owns, besides pseudo-headers and ``x-envoy-*`` (which ext_proc may not
+#: change): the body's framing, and the scheme Envoy's connection manager sets and its
+#: route matching reads (without it, no route matches).
+ENVOY_OWNED = frozenset({"transfer-encoding", "x-forwarded-proto"})
+
+
 @dataclass(slots=True, frozen=True)
 class ForwardedHeaders:
     """The client headers one route's backend receives: exact ``names``, and names
@@ -76,16 +83,15 @@ class ForwardedHeaders:
 
     def removals(self, headers: Headers, kept: frozenset[str]) -> tuple[str, ...]:
         """The names in ``headers`` to remove upstream: every one not allowed, except
-        ``kept`` (the headers the gateway sets) and those only Envoy may change
-        (pseudo-headers, ``x-envoy-*``, ``transfer-encoding``)."""
+        ``kept`` (the headers the gateway sets) and Envoy's own (:data:`ENVOY_OWNED`)."""
         remove: list[str] = []
         for name, _ in headers.pairs:
             if (
                 name in self.names
                 or name in kept
                 or name[:1] == ":"
+                or name in ENVOY_OWNED
                 or name.startswith("x-envoy-")
-                or name == "transfer-encoding"
                 or name in remove
                 or self.allows(name)
             ):

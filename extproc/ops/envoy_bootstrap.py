@@ -12,6 +12,7 @@ from typing import Any
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX, METADATA_NAMESPACE
 from aigateway.extproc.gateway.config import Backend, GatewayConfig
+from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
 
 EXTPROC_CLUSTER = "aigateway-extproc"
 SYSTEM_CA_BUNDLES = (
@@ -350,6 +351,26 @@ def _local_reply_config() -> dict[str, Any]:
     }
 
 
+def _early_header_mutation(config: GatewayConfig) -> dict[str, Any]:
+    """Removes the gateway's own headers from what the client sent, before any filter or
+    the access log reads them (docs/architecture.md, "Headers a backend receives")."""
+    mutations: list[dict[str, Any]] = [
+        {"remove_on_match": {"key_matcher": {"prefix": GATEWAY_HEADER_PREFIX}}}
+    ]
+    for name in (config.headers.model, config.headers.backend):
+        if not name.startswith(GATEWAY_HEADER_PREFIX):
+            mutations.append({"remove": name})
+    return {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": _type(
+                "extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
+            ),
+            "mutations": mutations,
+        },
+    }
+
+
 def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
     """The Envoy bootstrap as a dict (dump it as YAML or JSON)."""
     buffer_limit = config.max_request_bytes
@@ -360,6 +381,7 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
         "stat_prefix": "aigateway",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        "early_header_mutation_extensions": [_early_header_mutation(config)],
         "route_config": {
             "name": "aigateway",
             "virtual_hosts": [{"name": "aigateway", "domains": ["*"], "routes": _routes(config)}],
