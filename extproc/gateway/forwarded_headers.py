@@ -56,9 +56,9 @@ NEVER_FORWARDED = frozenset(
 
 
 #: Headers Envoy owns, besides pseudo-headers and ``x-envoy-*`` (which ext_proc may not
-#: change): the body's framing, and the scheme Envoy's connection manager sets and its
-#: route matching reads (without it, no route matches).
-ENVOY_OWNED = frozenset({"transfer-encoding", "x-forwarded-proto"})
+#: change): the body's framing, the scheme its route matching reads (without it no route
+#: matches), and its request id (removed upstream, it is gone from the access log too).
+ENVOY_OWNED = frozenset({"transfer-encoding", "x-forwarded-proto", "x-request-id"})
 
 
 @dataclass(slots=True, frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.stack import Stack, default_config, running, wait_until
 
 #: The client headers every backend of this stack forwards, by name and by prefix.
-FORWARD = ["x-request-id", "x-tenant-*"]
+FORWARD = ["x-custom-debug", "x-tenant-*"]
 
 HOSTILE = {
     "authorization": "Bearer client-own-key",
@@ -70,6 +70,7 @@ EVERY = {
     "traceparent",
     "tracestate",
     "x-request-id",
+    "x-custom-debug",
     "x-tenant-id",
     "accept-encoding",
     "x-ai-gateway-model",
@@ -157,7 +158,7 @@ def test_a_backend_receives_only_what_it_needs(
         assert received["x-ai-gateway-original-path"] == path
     assert set(received) == expected, sorted(set(received) ^ expected)
     # The forwarded ones arrive as sent; the gateway's own are the gateway's.
-    for name in ("traceparent", "tracestate", "x-tenant-id"):
+    for name in ("traceparent", "tracestate", "x-custom-debug", "x-tenant-id"):
         assert received[name] == HOSTILE[name]
     assert received["x-request-id"] == request_id
     assert received["x-ai-gateway-model"] == model
