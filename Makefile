@@ -50,12 +50,11 @@ bench: $(VENV)/.installed-dev
 	    --benchmark-columns=median,iqr,ops,rounds --benchmark-sort=name; fi
 	@if [ "$(BENCH)" != micro ]; then $(BIN)/python -m benchmarks.macro $(BENCH_ARGS); fi
 
-# The API reference, generated from the docstrings of the public packages into docs/api/
-# (a warning is an error; tests/test_docs.py runs the same in `make test`).
-DOCS_MODULES = aigateway aigateway.extproc.gateway
+# The docs site (mkdocs, Material theme; the API reference from the docstrings by
+# mkdocstrings) from docs/ into site/; a warning is an error, as in tests/test_docs.py.
 docs: $(VENV)/.installed-dev
-	$(BIN)/python -W error -m pdoc -o docs/api $(DOCS_MODULES)
-	@echo "API reference: docs/api/index.html"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "docs site: site/index.html"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -67,4 +66,4 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) docs/api .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,48 +1,63 @@
-"""The repository explains itself: the API reference builds from the docstrings without
-a warning, and comments point only at documents (and sections) that exist."""
+"""The repository explains itself: the docs site (with its API reference from the
+docstrings) builds without a warning, and comments point only at documents (and
+sections) that exist."""
 
 from __future__ import annotations
 
+import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("extproc", "instrumentation", "translators", "aigateway", "examples", "tests")
 
 
-def test_the_api_reference_builds_without_warnings(tmp_path: Path) -> None:
+def test_make_docs_builds_the_site_strictly() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    modules = shlex.split(re.search(r"^DOCS_MODULES = (.+)$", makefile, re.M)[1])  # type: ignore[index]
+    recipe = re.search(r"^docs:.*\n\t(.+)$", makefile, re.M)[1]  # type: ignore[index]
+    assert recipe == "NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict"
+    assert "site/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_site_builds_without_warnings(tmp_path: Path) -> None:
     built = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "pdoc", "-o", str(tmp_path), *modules],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=120,
-        cwd=tmp_path,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert built.returncode == 0, built.stderr
-    assert built.stderr == ""
-    pages = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.html")}
-    assert {
-        "aigateway/extproc.html",
-        "aigateway/extproc/gateway.html",
-        "aigateway/instrumentation.html",
-        "aigateway/translators.html",
-    } <= pages
-    framework = (tmp_path / "aigateway" / "extproc.html").read_text()
+    assert "WARNING" not in built.stderr, built.stderr
+    # Every page of docs/ is in the nav, and the nav names no page that is missing.
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    nav = {page for entry in config["nav"] for page in entry.values()}
+    assert nav == {p.name for p in (ROOT / "docs").glob("*.md")}
+    for page in nav:
+        name = page.removesuffix(".md")
+        assert (tmp_path / ("index.html" if name == "index" else f"{name}/index.html")).is_file()
+    # The API reference documents the public package roots and their members.
+    api = (tmp_path / "api" / "index.html").read_text()
+    for root in ("aigateway.extproc", "aigateway.extproc.gateway", "aigateway.instrumentation"):
+        assert f'id="{root}"' in api, root
     for name in ("Processor", "ProcessorWrapper", "Result", "ImmediateResponse", "Outcome"):
-        assert f'id="{name}"' in framework, name
+        assert f'id="aigateway.extproc.{name}"' in api, name
+    assert 'id="aigateway.extproc.gateway.serve"' in api
+    assert 'id="aigateway.instrumentation.InstrumentedProcessor"' in api
+    # The pages the site shares with the README are included, not left as markers.
+    started = (tmp_path / "getting-started" / "index.html").read_text()
+    assert "--8&lt;--" not in started and "chat.completions.create" in started
 
 
 def test_comments_cite_only_documents_in_the_repository() -> None:
-    headings = {
-        doc: set(re.findall(r"^#+ (.+)$", (ROOT / doc).read_text(), re.M))
-        for doc in ("docs/architecture.md", "README.md")
-    }
-    cited = re.compile(r"(docs/architecture\.md|README)(?:, | \()\"?([A-Z][\w \n-]+)\"?")
+    docs = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")}
+    headings = {doc: set(re.findall(r"^#+ (.+)$", (ROOT / doc).read_text(), re.M)) for doc in docs}
+    cited = re.compile(r"(docs/[\w-]+\.md|README)(?:, | \()\"?([A-Z][\w \n`:-]+)\"?")
     for folder in SOURCES:
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
@@ -50,5 +65,6 @@ def test_comments_cite_only_documents_in_the_repository() -> None:
                 f"{path} cites a design document that is not in the repository"
             )
             for doc, section in cited.findall(text):
-                doc = "README.md" if doc == "README" else doc
+                assert doc != "README", f"{path} cites the README's {section!r}: cite docs/"
+                assert doc in headings, (path, doc)
                 assert " ".join(section.split()) in headings[doc], (path, doc, section)

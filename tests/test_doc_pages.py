@@ -1,6 +1,7 @@
-"""The README matches the code: its config snippets validate, its CLI synopsis names only
-real flags, its metric table is the exported set, its PromQL parses, and its shell and
-Python snippets run as written."""
+"""The docs (README.md and every page of docs/) match the code: their config snippets
+validate, the CLI synopsis names only real flags, the metric table is the exported set,
+the PromQL parses, the paths they name exist, and every shell and Python block runs as
+written (or says why not)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ from aigateway.extproc.gateway.config import parse_config
 from aigateway.extproc.ops.cli import build_parser
 from aigateway.instrumentation.metrics import COST, FAMILIES
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+#: Every page, by its path in the repository: the README, then docs/ (the site's pages).
+PAGES = {
+    path.relative_to(REPO).as_posix(): path.read_text()
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+}
 
 
 def fenced(text: str) -> list[tuple[str, str]]:
@@ -40,8 +48,33 @@ def fenced(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def blocks(lang: str, text: str = README) -> list[str]:
-    return [body for block_lang, body in fenced(text) if block_lang == lang]
+def blocks(lang: str, text: str | None = None) -> list[str]:
+    """The ``lang`` blocks of ``text``, or of every page."""
+    texts = [text] if text is not None else list(PAGES.values())
+    return [body for t in texts for block_lang, body in fenced(t) if block_lang == lang]
+
+
+def section(page: str, title: str) -> str:
+    """The section of ``page`` under the heading ``title`` (any level), through its
+    subsections, up to the next heading of its level or above; fenced code is not
+    searched for headings (a shell comment is not one)."""
+    lines = PAGES[page].splitlines(keepends=True)
+    start: int | None = None
+    level = 0
+    in_fence = False
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+            continue
+        heading = None if in_fence else re.match(r"^(#+) (.+)$", line)
+        if heading is None:
+            continue
+        if start is None and heading[2].strip() == title:
+            start, level = i, len(heading[1])
+        elif start is not None and len(heading[1]) <= level:
+            return "".join(lines[start:i])
+    assert start is not None, f"{page} has no section {title!r}"
+    return "".join(lines[start:])
 
 
 def test_yaml_config_snippets_validate() -> None:
@@ -49,13 +82,11 @@ def test_yaml_config_snippets_validate() -> None:
     for text in blocks("yaml"):
         doc: Any = yaml.safe_load(text)
         if isinstance(doc, dict) and "backends" in doc:
-            parse_config(doc, "README")
+            parse_config(doc, "docs")
         elif isinstance(doc, list) and doc and "schema" in doc[0]:
             # A backend snippet: it must validate as a backend of some config.
             names = [b["name"] for b in doc]
-            parse_config(
-                {"backends": doc, "models": [{"name": "m", "backend": names[0]}]}, "README"
-            )
+            parse_config({"backends": doc, "models": [{"name": "m", "backend": names[0]}]}, "docs")
         else:
             continue
         checked += 1
@@ -63,8 +94,11 @@ def test_yaml_config_snippets_validate() -> None:
 
 
 def test_cli_synopsis_names_real_flags() -> None:
-    section = README.split("## Command line", 1)[1].split("\n## ", 1)[0]
-    text = next(b for b in blocks("", section) if "aigateway serve" in b)
+    text = next(
+        b
+        for b in blocks("", section("docs/configuration.md", "Command line"))
+        if "aigateway serve" in b
+    )
     commands = [
         c for c in re.split(r"\n(?=aigateway )", text.strip()) if c.split()[1] != "--version"
     ]
@@ -79,7 +113,7 @@ def test_cli_synopsis_names_real_flags() -> None:
 
 
 def test_metric_table_is_the_exported_set() -> None:
-    table = README.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    table = section("docs/metrics.md", "Families")
     named = set(re.findall(r"^\| `(aigateway_[a-z_]+)`", table, flags=re.M))
     exported = {
         n if n != "aigateway_requests" and n != "aigateway_model_tokens" else n + "_total"
@@ -93,10 +127,10 @@ def test_promql_examples_are_valid(tmp_path: Path) -> None:
     rules = []
     for i, query in enumerate(queries):
         expr = "\n".join(line for line in query.splitlines() if not line.startswith("#"))
-        rules.append({"record": f"readme:query_{i}", "expr": expr})
+        rules.append({"record": f"docs:query_{i}", "expr": expr})
     assert len(rules) >= 5
     path = tmp_path / "rules.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "readme", "rules": rules}]}))
+    path.write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
     promtool = shutil.which("promtool")
     assert promtool, "promtool is installed by `make test`"
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
@@ -105,23 +139,68 @@ def test_promql_examples_are_valid(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("target", ["up", "test"])
 def test_quick_start_commands_exist(target: str) -> None:
-    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text()
     assert re.search(rf"^{target}:", makefile, flags=re.M)
-    assert f"make {target}" in README
+    assert f"make {target}" in section("README.md", "Quick start")
+
+
+def test_the_readme_fits_on_a_few_screens() -> None:
+    # The reference lives in docs/; the README is the front page (what, quick start, links).
+    assert len(PAGES["README.md"].encode()) <= 15 * 1024
+
+
+@pytest.mark.parametrize("part", ["intro", "quick-start", "tour"])
+def test_the_site_includes_the_readme_parts_it_shares(part: str) -> None:
+    # One copy of the introduction, the quick start and the tour: the README's, which the
+    # site's pages include (pymdownx.snippets) between these markers.
+    readme = PAGES["README.md"]
+    assert f"<!-- --8<-- [start:{part}] -->" in readme
+    assert f"<!-- --8<-- [end:{part}] -->" in readme
+    assert any(f'--8<-- "README.md:{part}"' in text for text in PAGES.values())
+
+
+# Paths the pages name, in backquotes; docs/architecture.md is left out, as it sketches
+# layouts while they are being built.
+NAMED_PATH = re.compile(
+    r"`((?:benchmarks|docs|examples|extproc|instrumentation|tests|translators)/[\w./-]*)`"
+)
+
+
+def test_every_path_the_pages_name_exists() -> None:
+    for page, text in PAGES.items():
+        if page == "docs/architecture.md":
+            continue
+        for path in NAMED_PATH.findall(text):
+            if "{" not in path:  # `benchmarks/results/latest.{json,md}`: a pattern
+                assert (REPO / path).exists(), f"{page} names {path}"
+
+
+def test_every_test_the_pages_name_exists() -> None:
+    # docs/reliability.md says which test holds each guarantee, as `tests/...py::name`.
+    named = {m for text in PAGES.values() for m in re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text)}
+    assert named
+    for path, name in named:
+        source = (REPO / path).read_text()
+        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path} has no {name}"
 
 
 # --- the snippets run as written ------------------------------------------------------
 #
-# Each runs verbatim in a network and PID namespace of its own (unshare): the README's
-# fixed ports (10000, 9190, 8000...) are then this test's alone, a `make up` in another
+# Each runs verbatim in a network and PID namespace of its own (unshare): the pages' fixed
+# ports (10000, 9190, 8000...) are then this test's alone, a `make up` in another
 # terminal is not disturbed, and every process the snippet starts ends with the test.
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
+#: The shell blocks the tests below run, by (page, section): the first block of each.
+RUN = {
+    "tour": ("README.md", "A five-minute tour"),
+    "own-envoy": ("docs/operations.md", "Running behind your own Envoy"),
+    "workers": ("docs/operations.md", "More than one core: `--workers`"),
+    "scrape": ("docs/metrics.md", "A scrape example"),
+}
 
 
-def section(title: str) -> str:
-    return README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+def shell_block(name: str) -> str:
+    return blocks("sh", section(*RUN[name]))[0]
 
 
 def run_isolated(
@@ -152,7 +231,7 @@ wait_for() {  # wait_for DESCRIPTION COMMAND...
 
 
 def test_the_tour_runs_as_written_against_make_up(tmp_path: Path) -> None:
-    tour = blocks("sh", section("A five-minute tour"))[0]
+    tour = shell_block("tour")
     assert ".venv/bin/python" in tour and "curl" in tour
     (tmp_path / "tour.sh").write_text(tour)
     makefile = (REPO / "Makefile").read_text()
@@ -181,7 +260,7 @@ bash -euo pipefail {tmp_path / "tour.sh"}
 
 
 def test_running_behind_your_own_envoy_runs_as_written(tmp_path: Path) -> None:
-    block = blocks("sh", section("Running behind your own Envoy"))[0]
+    block = shell_block("own-envoy")
     (tmp_path / "block.sh").write_text(block)
     result = run_isolated(
         tmp_path,
@@ -208,7 +287,7 @@ curl -sf http://127.0.0.1:10000/v1/chat/completions -H 'content-type: applicatio
 
 
 def test_the_scrape_example_runs_as_written(tmp_path: Path) -> None:
-    part = section("A scrape example")
+    part = section(*RUN["scrape"])
     (config,) = blocks("yaml", part)
     (script,) = blocks("sh", part)
     (printed,) = blocks("", part)
@@ -230,14 +309,19 @@ bash -euo pipefail scrape.sh
     assert result.stdout == printed
 
 
-async def test_the_wrapper_snippet_runs_as_written(tmp_path: Path) -> None:
+PYTHON_BLOCKS = [(page, body) for page, text in PAGES.items() for body in blocks("python", text)]
+
+
+@pytest.mark.parametrize(
+    "snippet", [body for _, body in PYTHON_BLOCKS], ids=[page for page, _ in PYTHON_BLOCKS]
+)
+async def test_every_python_block_runs_as_written(snippet: str, tmp_path: Path) -> None:
+    # Every Python block of the pages is a wrapper, RequireTenant; loaded as `--wrap` loads
+    # it, it must refuse a chat request without the header and pass one with it.
     from aigateway.extproc import Headers, ImmediateResponse, Processor
     from aigateway.extproc.ops.plugins import load_wrap
 
-    snippet = next(
-        b for b in blocks("python", section("Writing a processor and composing wrappers"))
-    )
-    (tmp_path / "my_policy.py").write_text(textwrap.dedent(snippet))
+    (tmp_path / "my_policy.py").write_text(snippet)
     wrap = load_wrap(f"{tmp_path / 'my_policy.py'}:RequireTenant")
     chat = Headers([(":method", "POST"), (":path", "/v1/chat/completions")])
     with pytest.raises(ImmediateResponse) as refused:
@@ -247,12 +331,16 @@ async def test_the_wrapper_snippet_runs_as_written(tmp_path: Path) -> None:
     await wrap(Processor()).on_request_headers(tenant)  # passes to the inner processor
 
 
+def test_the_pages_have_python_blocks() -> None:
+    assert {page for page, _ in PYTHON_BLOCKS} >= {"README.md", "docs/processors.md"}
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
 def test_the_workers_snippet_runs_as_written(tmp_path: Path) -> None:
-    (block,) = blocks("sh", section("Performance").split("### More than one core", 1)[1])
+    block = shell_block("workers")
     (tmp_path / "block.sh").write_text(block)
     (tmp_path / "examples").symlink_to(REPO / "examples")  # the paths it names, read-only
     result = run_isolated(
@@ -282,20 +370,16 @@ for port in 9190 9191 9192 9193; do curl -sf "http://127.0.0.1:$port/metrics" > 
 NOT_RUN = {
     "make up      # creates .venv": "make up's command is what the tour test starts",
     "make bench": "minutes of load; `make bench` is its own check",
-    "make test                   # everything": "this is the test suite itself",
+    "make test ": "this is the test suite itself",
     "ANTHROPIC_BASE_URL=": "starts Claude Code's interactive CLI (from npm);"
     " tests/e2e/test_claude_code.py replays the requests it sends",
 }
 
 
 def test_every_shell_block_is_run_or_says_why() -> None:
-    run_by_tests = {
-        blocks("sh", section("A five-minute tour"))[0],
-        blocks("sh", section("Running behind your own Envoy"))[0],
-        blocks("sh", section("Performance").split("### More than one core", 1)[1])[0],
-        blocks("sh", section("A scrape example"))[0],
-    }
-    for block in blocks("sh"):
-        if block in run_by_tests:
-            continue
-        assert any(block.startswith(start) for start in NOT_RUN), block
+    run_by_tests = {shell_block(name) for name in RUN}
+    for page, text in PAGES.items():
+        for block in blocks("sh", text):
+            if block in run_by_tests:
+                continue
+            assert any(block.startswith(start) for start in NOT_RUN), (page, block)
