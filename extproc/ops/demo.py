@@ -8,8 +8,8 @@ from typing import Any
 #: Vertex AI's demo project and region (the mock accepts any).
 DEMO_PROJECT = "aigateway-demo"
 DEMO_REGION = "us-central1"
-#: The mock backend's request knobs, forwarded to it (docs/architecture.md, "Headers a
-#: backend receives").
+#: The mock backend's request knobs, forwarded to it
+#: (docs/architecture.md, "Headers a backend receives").
 MOCK_KNOBS = "x-mock-*"
 
 

@@ -37,7 +37,7 @@ _HTTP2_OPTIONS = {
 }
 
 # The per-request timings the metrics wrapper publishes when a request completes
-# (README, "Per-request timings": a request that never completed has none).
+# (docs/traces-and-logs.md, "Per-request timings": a request that never completed has none).
 _TIMING_FIELDS = ("first_token_latency_ms", "inter_token_latency_ms", "total_latency_ms")
 
 # Envoy's own local replies (no route, payload too large, upstream unreachable...) in
