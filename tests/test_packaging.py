@@ -1,5 +1,5 @@
 """The wheel works in a fresh virtual environment whatever extras are installed and in
-whichever order (docs/operations.md, "Packaging"): no dependency ships another
+whichever order (docs/getting-started.md, "Installing"): no dependency ships another
 package's modules, so ``serve`` exports a span over OTLP whether ``[otlp]`` went in first,
 last or alone."""
 

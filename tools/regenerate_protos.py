@@ -8,7 +8,7 @@ the compiled .proto descriptors of Envoy's API) and ``grpcio-tools``, collects
 ``external_processor.proto`` and everything it imports, and compiles them with protoc from
 those descriptors. The generated modules import each other under our package, so nothing
 of ours lands in a top-level ``envoy``, ``xds``, ``udpa`` or ``validate`` package, which
-other distributions own (docs/operations.md, "Packaging").
+other distributions own (docs/getting-started.md, "Installing").
 """
 
 from __future__ import annotations

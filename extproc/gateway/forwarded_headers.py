@@ -105,8 +105,8 @@ BASELINE = ForwardedHeaders(_EVERY_BACKEND)
 
 
 def claude_on_vertex(schema: str, upstream_model: str) -> bool:
-    """Whether Vertex AI serves this model with Anthropic's Messages API (README,
-    gcp-vertex-ai)."""
+    """Whether Vertex AI serves this model with Anthropic's Messages API
+    (docs/client-apis.md, "Endpoints and backend schemas")."""
     return schema == "gcp-vertex-ai" and upstream_model.startswith("claude-")
 
 
