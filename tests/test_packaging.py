@@ -25,6 +25,7 @@ from tests.e2e.stack import Proc, Stack, running, spawn, wait_until
 ROOT = Path(__file__).resolve().parents[1]
 #: Every extra but otlp, and the install orders: otlp alone, first, last.
 OTHERS = "aws,gcp,envoy,fast"
+PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
 ORDERS = {"otlp-alone": ["otlp"], "otlp-first": ["otlp", OTHERS], "otlp-last": [OTHERS, "otlp"]}
 
 
@@ -57,8 +58,7 @@ def collector() -> Iterator[tuple[Collector, int]]:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(out), str(ROOT)],
+        [*PIP_WHEEL, "-w", str(out), str(ROOT)],
         check=True,
     )
     (built,) = out.glob("aigateway-*.whl")
