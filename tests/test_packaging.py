@@ -5,6 +5,7 @@ last or alone."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -25,6 +26,7 @@ from tests.e2e.stack import Proc, Stack, running, spawn, wait_until
 ROOT = Path(__file__).resolve().parents[1]
 #: Every extra but otlp, and the install orders: otlp alone, first, last.
 OTHERS = "aws,gcp,envoy,fast"
+NOT_SOURCE = (".*", "build", "dist", "site", "*.egg-info", "__pycache__")
 PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
 ORDERS = {"otlp-alone": ["otlp"], "otlp-first": ["otlp", OTHERS], "otlp-last": [OTHERS, "otlp"]}
 
@@ -57,10 +59,10 @@ def collector() -> Iterator[tuple[Collector, int]]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [*PIP_WHEEL, "-w", str(out), str(ROOT)],
-        check=True,
-    )
+    # Built from a copy: setuptools leaves build/ behind, and would reuse a stale one.
+    source = tmp_path_factory.mktemp("source") / "aigateway"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    subprocess.run([*PIP_WHEEL, "-w", str(out), str(source)], check=True)
     (built,) = out.glob("aigateway-*.whl")
     return built
 
