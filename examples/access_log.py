@@ -1,12 +1,12 @@
 """Example: an access log as a ``ProcessorWrapper``, one JSON line per request.
 
 Written when the request's ext_proc stream ends, whatever happened: request id, method,
-path, status, outcome, backend and model (from the routing headers the processor sets),
-token counts, duration, and the values of a few chosen headers. It leaves out what
-carries credentials: other header values, query strings, exception messages.
+path, status, outcome, backend and model, token counts (from the facts the processor
+publishes, ``aigateway.instrumentation.Facts``), duration, and the values of a few chosen
+headers. It leaves out what carries credentials: other header values, query strings,
+exception messages.
 
-It needs no configuration (its defaults are the gateway's default routing header
-names), so ``aigateway serve`` can load it by itself::
+It needs no configuration, so ``aigateway serve`` can load it by itself::
 
     aigateway serve --config examples/envoy/config.yaml --wrap examples/access_log.py:AccessLog
 
@@ -21,18 +21,13 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from aigateway.extproc import (
-    METADATA_NAMESPACE,
-    Headers,
-    Outcome,
-    Processor,
-    ProcessorWrapper,
-    Result,
-)
+from aigateway.extproc import Headers, Outcome, Processor, ProcessorWrapper, Result
+from aigateway.instrumentation import FactKey, facts_in
 
 ACCESS_LOG = logging.getLogger("aigateway.access")
 
 _MAX_FIELD = 128  # client-supplied values in a log line are bounded
+_FACTS: tuple[FactKey, ...] = ("backend", "model", "input_tokens", "output_tokens", "error")
 
 
 class AccessLog(ProcessorWrapper):
@@ -49,26 +44,20 @@ class AccessLog(ProcessorWrapper):
     __slots__ = (
         "_fields",
         "_start",
-        "backend_header",
         "clock",
         "log_headers",
         "logger",
-        "model_header",
     )
 
     def __init__(
         self,
         inner: Processor,
         *,
-        model_header: str = "x-ai-gateway-model",
-        backend_header: str = "x-ai-gateway-backend",
         log_headers: Collection[str] = (),
         logger: logging.Logger = ACCESS_LOG,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(inner)
-        self.model_header = model_header
-        self.backend_header = backend_header
         self.log_headers = log_headers
         self.logger = logger
         self.clock = clock
@@ -102,18 +91,13 @@ class AccessLog(ProcessorWrapper):
             self._write(outcome)
 
     def _note(self, result: Result) -> Result:
-        # Learn backend and model from what the processor tells Envoy; never change it.
-        if result.set_headers:
-            backend, model = result.header(self.backend_header), result.header(self.model_header)
-            if backend is not None:
-                self._fields["backend"] = backend
-            if model is not None:
-                self._fields["model"] = model
-        if result.dynamic_metadata:
-            usage = result.dynamic_metadata.get(METADATA_NAMESPACE) or {}
-            for key in ("input_tokens", "output_tokens", "error"):
-                if key in usage:
-                    self._fields[key] = usage[key]
+        # Learn what the processor tells Envoy; never change it.
+        facts = facts_in(result.dynamic_metadata)
+        if facts:
+            fields = self._fields
+            for key in _FACTS:
+                if key in facts:
+                    fields[key] = facts[key]
         return result
 
     def _write(self, outcome: Outcome) -> None:

@@ -27,12 +27,13 @@ or ``aigateway.extproc.gateway.serve("gateway.yaml", wrap=RequireTenant)``.
 
 from aigateway.extproc.framework import (
     CONTINUE,
-    METADATA_NAMESPACE,
     Address,
+    ErrorFormatter,
     ExternalProcessorServicer,
     ExtProcServer,
     Headers,
     ImmediateResponse,
+    LocalError,
     NotFoundProcessor,
     Outcome,
     Processor,
@@ -42,16 +43,18 @@ from aigateway.extproc.framework import (
     Router,
     Wrap,
     compose,
+    plain_error,
 )
 
 __all__ = [
     "CONTINUE",
-    "METADATA_NAMESPACE",
     "Address",
+    "ErrorFormatter",
     "ExtProcServer",
     "ExternalProcessorServicer",
     "Headers",
     "ImmediateResponse",
+    "LocalError",
     "NotFoundProcessor",
     "Outcome",
     "Processor",
@@ -61,4 +64,5 @@ __all__ = [
     "Router",
     "Wrap",
     "compose",
+    "plain_error",
 ]

@@ -7,8 +7,16 @@ the processor itself never touches a metric.
 :class:`Instrumentation` holds what every request shares (the instruments, the label
 values the config allows) and makes one :class:`InstrumentedProcessor` per request;
 :func:`setup_telemetry` builds it with the Prometheus (and OTLP) exporters.
+:class:`Facts` is what a processor publishes for it and for Envoy's access log.
 """
 
+from aigateway.instrumentation.facts import (
+    METADATA_NAMESPACE,
+    FactKey,
+    Facts,
+    facts_in,
+    published,
+)
 from aigateway.instrumentation.instrumented import (
     HeaderLabel,
     Instrumentation,
@@ -24,6 +32,9 @@ from aigateway.instrumentation.metrics import (
 from aigateway.instrumentation.telemetry import Telemetry, setup_telemetry
 
 __all__ = [
+    "METADATA_NAMESPACE",
+    "FactKey",
+    "Facts",
     "GatewayMetrics",
     "GenAIMetrics",
     "HeaderLabel",
@@ -32,6 +43,8 @@ __all__ = [
     "MetricsSetupError",
     "Price",
     "Telemetry",
+    "facts_in",
+    "published",
     "setup_telemetry",
     "start_metrics_http_server",
 ]

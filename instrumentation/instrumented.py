@@ -1,10 +1,11 @@
 """``InstrumentedProcessor``: the telemetry decorator around any :class:`Processor`.
 
 The wrapped processor knows nothing of metrics: it reports facts (which backend and model
-it routed to, the usage the backend reported, an error) as dynamic metadata and routing
-headers. The wrapper starts the clock at request headers, watches every phase through
-one helper, times streamed body chunks, and records each request exactly once, at the
-moment its response is complete (``docs/architecture.md``, "Accounting rules"):
+it routed to, the usage the backend reported, an error) as dynamic metadata, typed by
+:class:`~aigateway.instrumentation.facts.Facts`; the wrapper reads them from there only.
+The wrapper starts the clock at request headers, watches every phase through one helper,
+times streamed body chunks, and records each request exactly once, at the moment its
+response is complete (``docs/architecture.md``, "Accounting rules"):
 
 - the answer to the end of the response body, or to bodiless response headers;
 - an immediate response (a local reply, or the error reply for a processor exception);
@@ -15,7 +16,7 @@ moment its response is complete (``docs/architecture.md``, "Accounting rules"):
 That one record step feeds every family the config asks for (``aigateway_*``, the
 GenAI conventions' ``gen_ai.*``, costs), ends the request's span when tracing is on, and
 adds the request's timings to the dynamic metadata of the answer that completes it
-(:data:`TIMING_FIELDS`, for Envoy's access log). A request recorded by the fallback has
+(the ``*_latency_ms`` facts, for Envoy's access log). A request recorded by the fallback has
 no answer left to carry them: its access-log line shows no timings.
 """
 
@@ -31,7 +32,6 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from aigateway.extproc.framework.processor import (
     LOCAL_REPLY_DETAILS_PREFIX,
-    METADATA_NAMESPACE,
     Headers,
     ImmediateResponse,
     Outcome,
@@ -39,6 +39,7 @@ from aigateway.extproc.framework.processor import (
     ProcessorWrapper,
     Result,
 )
+from aigateway.instrumentation.facts import METADATA_NAMESPACE, Facts, TokenFact, facts_in
 from aigateway.instrumentation.metrics import (
     ERROR_TYPE,
     OPERATION,
@@ -59,8 +60,8 @@ OTHER = "_OTHER"
 OTHER_HEADER_VALUE = "other"
 NO_HEADER_VALUE = "none"
 
-# Token types by the metadata field that carries them.
-TOKEN_TYPES = (
+# Token types by the fact that carries them.
+TOKEN_TYPES: tuple[tuple[TokenFact, str], ...] = (
     ("input_tokens", "prompt"),
     ("output_tokens", "completion"),
     ("total_tokens", "total"),
@@ -68,10 +69,6 @@ TOKEN_TYPES = (
     ("cache_write_input_tokens", "cache_write_prompt"),
     ("reasoning_tokens", "reasoning"),
 )
-
-#: The per-request timings the wrapper publishes under ``aigateway`` (milliseconds):
-#: first token and mean inter-token latency only when the metrics observe them.
-TIMING_FIELDS = ("first_token_latency_ms", "inter_token_latency_ms", "total_latency_ms")
 
 #: ``gen_ai.operation.name`` values the conventions define; a processor reporting
 #: anything else is recorded as ``_OTHER``.
@@ -90,7 +87,7 @@ GENAI_OPERATIONS = frozenset(
 )
 
 #: Span attributes for the token counts the backend reported.
-_SPAN_TOKENS = (
+_SPAN_TOKENS: tuple[tuple[TokenFact, str], ...] = (
     ("input_tokens", "gen_ai.usage.input_tokens"),
     ("output_tokens", "gen_ai.usage.output_tokens"),
     ("cached_input_tokens", "gen_ai.usage.cache_read.input_tokens"),
@@ -115,15 +112,12 @@ class Instrumentation:
     """What every :class:`InstrumentedProcessor` shares: the families to record (any of
     ``metrics``, ``genai``, ``costs`` may be ``None``), the label values allowed (from
     the config, so clients cannot grow the label set), the header labels, each backend's
-    ``gen_ai.provider.name``, the routing header names the processors set, the tracer
-    (``None``: no tracing) and the clocks. Use it as a wrap:
+    ``gen_ai.provider.name``, the tracer (``None``: no tracing) and the clocks. Use it as a wrap:
     ``Router(..., wrap=instrumentation.wrap)``."""
 
     metrics: GatewayMetrics | None
     models: frozenset[str]
     backends: frozenset[str]
-    model_header: str = "x-ai-gateway-model"
-    backend_header: str = "x-ai-gateway-backend"
     clock: Callable[[], float] = field(default=time.perf_counter)
     genai: GenAIMetrics | None = None
     costs: CostTotals | None = None
@@ -183,24 +177,17 @@ class Instrumentation:
         return reported
 
 
-def _innermost(processor: Processor) -> Processor:
-    while isinstance(processor, ProcessorWrapper):
-        processor = processor.inner
-    return processor
-
-
 class InstrumentedProcessor(ProcessorWrapper):
     """Records one request's telemetry around ``inner``; see the module docstring.
 
-    Labels come only from what the processor reports after routing (its routing headers
-    and its ``backend``/``model`` metadata), never from headers the client sent, and
-    only take values from the config; anything else is ``unknown``. Header labels take
+    Labels come only from what the processor reports after routing (its ``backend`` and
+    ``model`` facts), never from headers the client sent, and only take values from the
+    config; anything else is ``unknown``. Header labels take
     only the values the config lists.
     """
 
     __slots__ = (
         "_backend",
-        "_counted",
         "_error_type",
         "_extra",
         "_failed",
@@ -220,7 +207,6 @@ class InstrumentedProcessor(ProcessorWrapper):
     def __init__(self, inner: Processor, instrumentation: Instrumentation) -> None:
         super().__init__(inner)
         self.instrumentation = instrumentation
-        self._counted = _innermost(inner).counted
         self._start: float | None = None
         self._wall_start = 0
         self._backend = UNKNOWN
@@ -232,7 +218,7 @@ class InstrumentedProcessor(ProcessorWrapper):
         self._streamed = False
         self._first_chunk: float | None = None
         self._last_chunk = 0.0
-        self._metadata: dict[str, Any] = {}
+        self._metadata: Facts = {}
         self._recorded = False
         self._span: Span | None = None
 
@@ -244,7 +230,7 @@ class InstrumentedProcessor(ProcessorWrapper):
             inst = self.instrumentation
             self._start = inst.clock()
             self._extra = inst.header_values(headers)
-            if inst.tracer is not None and self._counted:
+            if inst.tracer is not None:
                 self._wall_start = inst.wall_clock()
                 self._span = start_request_span(inst.tracer, headers, self._wall_start)
         return await self._observe(self.inner.on_request_headers(headers))
@@ -307,7 +293,7 @@ class InstrumentedProcessor(ProcessorWrapper):
             self._complete()
             raise
         if result.set_headers:
-            self._note_headers(result)
+            self._note_status(result)
         if result.dynamic_metadata:
             self._note_metadata(result.dynamic_metadata)
         if result.end_of_response or ends:
@@ -326,45 +312,36 @@ class InstrumentedProcessor(ProcessorWrapper):
             self._error_type = type(exc).__qualname__
             raise
 
-    def _note_headers(self, result: Result) -> None:
-        inst = self.instrumentation
+    def _note_status(self, result: Result) -> None:
         status = result.header(":status")
         if status is not None and status.isdigit():
             self._status = int(status)  # the processor changed what the client gets
-        backend = result.header(inst.backend_header)
-        if backend is not None:
-            self._backend = backend if backend in inst.backends else UNKNOWN
-        model = result.header(inst.model_header)
-        if model is not None:
-            self._model = model if model in inst.models else UNKNOWN
 
     def _note_metadata(self, metadata: Mapping[str, Mapping[str, Any]]) -> None:
-        fields = metadata.get(METADATA_NAMESPACE)
-        if not fields:
+        facts = facts_in(metadata)
+        if not facts:
             return
-        self._metadata.update(fields)
+        self._metadata.update(facts)
         inst = self.instrumentation
-        backend = fields.get("backend")
+        backend = facts.get("backend")
         if isinstance(backend, str):
             self._backend = backend if backend in inst.backends else UNKNOWN
-        model = fields.get("model")
+        model = facts.get("model")
         if isinstance(model, str):
             self._model = model if model in inst.models else UNKNOWN
 
     def _succeeded(self) -> bool:
         return 200 <= self._status < 300 and not self._failed and "error" not in self._metadata
 
-    def _complete(self) -> dict[str, float] | None:
+    def _complete(self) -> Facts | None:
         """Record the request now that its response is complete (once); its timings."""
         if self._recorded:
             return None
         return self._record(self._succeeded())
 
-    def _record(self, success: bool) -> dict[str, float] | None:
+    def _record(self, success: bool) -> Facts | None:
         """The one record step: every family, the span; returns the timings to publish."""
         self._recorded = True
-        if not self._counted:
-            return None
         inst = self.instrumentation
         now = inst.clock()
         start = self._start if self._start is not None else now
@@ -435,7 +412,7 @@ class InstrumentedProcessor(ProcessorWrapper):
                     completion=completion,
                 )
 
-        timings = {"total_latency_ms": _ms(total)}
+        timings: Facts = {"total_latency_ms": _ms(total)}
         if first_token is not None:
             timings["first_token_latency_ms"] = _ms(first_token)
         if inter_token is not None:
@@ -500,9 +477,9 @@ def _ending(outcome: Outcome) -> str:
 
 
 def _with_fields(
-    metadata: Mapping[str, Mapping[str, Any]] | None, fields: Mapping[str, Any]
+    metadata: Mapping[str, Mapping[str, Any]] | None, fields: Facts
 ) -> dict[str, Mapping[str, Any]]:
-    """``metadata`` with ``fields`` added to the ``aigateway`` namespace (a copy)."""
+    """``metadata`` with ``fields`` added to its facts (a copy)."""
     out = dict(metadata or {})
     out[METADATA_NAMESPACE] = {**out.get(METADATA_NAMESPACE, {}), **fields}
     return out
@@ -520,6 +497,6 @@ def _is_count(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
-def _count(meta: Mapping[str, Any], key: str) -> int:
+def _count(meta: Facts, key: TokenFact) -> int:
     value = meta.get(key)
     return int(value) if _is_count(value) else 0

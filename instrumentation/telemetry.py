@@ -57,7 +57,7 @@ def create_instrumentation(
     ``models`` and ``backends`` are the only label values allowed (anything else is
     recorded as ``unknown``); ``providers`` maps each backend to its
     ``gen_ai.provider.name``; ``header_labels`` are added to every family. ``kwargs``
-    go to :class:`Instrumentation` (routing header names, tracer, clocks)."""
+    go to :class:`Instrumentation` (tracer, clocks)."""
     if schema not in SCHEMAS:
         raise ValueError(f"schema must be one of {', '.join(SCHEMAS)}, not {schema!r}")
     labels = tuple(header_labels)
@@ -86,8 +86,6 @@ def setup_telemetry(
     *,
     models: Collection[str],
     backends: Collection[str],
-    model_header: str = "x-ai-gateway-model",
-    backend_header: str = "x-ai-gateway-backend",
     schema: str = "aigateway",
     header_labels: Sequence[HeaderLabel] = (),
     prices: Mapping[str, Price] | None = None,
@@ -116,8 +114,6 @@ def setup_telemetry(
         header_labels=labels,
         prices=prices,
         providers=providers,
-        model_header=model_header,
-        backend_header=backend_header,
         tracer=None if tracer_provider is None else tracer_provider.get_tracer(TRACER_NAME),
     )
 

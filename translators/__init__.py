@@ -1,47 +1,52 @@
 """Pure format conversion between LLM APIs: bytes and dicts in, bytes and dicts out, no
-I/O, no protobuf, no metrics.
+I/O, no protobuf, no metrics (docs/architecture.md, "Layers").
 
-A translator serves one request: :meth:`ChatTranslator.request` turns the client's
-parsed body into an :class:`UpstreamRequest` for the backend's schema, then
+A translator serves one request: :meth:`Translator.request` turns the client's parsed
+body into an :class:`UpstreamRequest` for the backend's schema, then
 ``response_headers`` / ``response_body`` / ``error_body`` turn the backend's answer
-back, chunk by chunk, reporting :class:`TokenUsage` as it becomes known. One translator
-per backend schema: :class:`OpenAIChatTranslator`, :class:`AzureOpenAITranslator`,
-:class:`BedrockConverseTranslator`, :class:`AnthropicMessagesTranslator` (also Claude on Vertex
-AI, with :class:`VertexRawPredict`), :class:`GeminiChatTranslator` (the Gemini API and Vertex
-AI) and :class:`GeminiEmbeddingsTranslator`.
+back, chunk by chunk, reporting :class:`TokenUsage` as it becomes known.
 
-Shared pieces: :class:`SseDecoder` (server-sent events split anywhere), the OpenAI
-error shape (``openai_error_body``), and the JSON codec (``dumps``).
+- ``backends/``: one translator per backend schema, from and to chat completions:
+  :class:`OpenAIChatTranslator`, :class:`AzureOpenAITranslator`,
+  :class:`BedrockConverseTranslator`, :class:`AnthropicMessagesTranslator` (also Claude
+  on Vertex AI, with :class:`VertexRawPredict`), :class:`GeminiChatTranslator` (the
+  Gemini API and Vertex AI) and the embeddings translators.
+- ``client_apis/``: chat completions (the pivot), the Responses and Messages APIs.
+- ``wire/``: SSE (:class:`SseDecoder`), the AWS event stream, the JSON codec
+  (``dumps``), the error shapes (``openai_error_body``), content decoding.
+- ``matrix``: which translator serves a (client API, backend schema) pair.
 """
 
-from aigateway.translators.anthropic import AnthropicMessagesTranslator, VertexRawPredict
-from aigateway.translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
-from aigateway.translators.base import (
-    ChatTranslator,
-    ResponseBodyOutput,
-    ResponseHeadersDecision,
-    TokenUsage,
-    TranslationError,
-    UpstreamRequest,
+from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator, VertexRawPredict
+from aigateway.translators.backends.azure import (
+    AzureOpenAIEmbeddingsTranslator,
+    AzureOpenAITranslator,
 )
-from aigateway.translators.bedrock import BedrockConverseTranslator
-from aigateway.translators.errors import openai_error, openai_error_body
-from aigateway.translators.gemini import (
+from aigateway.translators.backends.bedrock import BedrockConverseTranslator
+from aigateway.translators.backends.gemini import (
     GeminiChatTranslator,
     GeminiEmbeddingsTranslator,
     gemini_model_path,
     vertex_model_path,
 )
-from aigateway.translators.jsoncodec import dumps
-from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
-from aigateway.translators.sse import SseDecoder, SseEvent, encode_sse_event
+from aigateway.translators.backends.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
+from aigateway.translators.contract import (
+    ResponseBodyOutput,
+    ResponseHeadersDecision,
+    TokenUsage,
+    TranslationError,
+    Translator,
+    UpstreamRequest,
+)
+from aigateway.translators.wire.errors import openai_error, openai_error_body
+from aigateway.translators.wire.jsoncodec import dumps
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
 
 __all__ = [
     "AnthropicMessagesTranslator",
     "AzureOpenAIEmbeddingsTranslator",
     "AzureOpenAITranslator",
     "BedrockConverseTranslator",
-    "ChatTranslator",
     "GeminiChatTranslator",
     "GeminiEmbeddingsTranslator",
     "OpenAIChatTranslator",
@@ -52,6 +57,7 @@ __all__ = [
     "SseEvent",
     "TokenUsage",
     "TranslationError",
+    "Translator",
     "UpstreamRequest",
     "VertexRawPredict",
     "dumps",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aigateway.extproc.ops.mock_backend.eventstream import event_frame
+from aigateway.mock_backend.eventstream import event_frame
 
 TOKENS = 64
 WORDS = [f" word{i}" for i in range(TOKENS)]

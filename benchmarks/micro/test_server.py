@@ -85,7 +85,7 @@ def instrumentation(both: bool = False) -> Instrumentation:
 
 def servicer(instrumented: bool) -> ExternalProcessorServicer:
     wrap = instrumentation().wrap if instrumented else None
-    return ExternalProcessorServicer(build_router(TABLE, wrap=wrap))
+    return ExternalProcessorServicer(build_router(TABLE, instrument=wrap))
 
 
 VARIANTS = pytest.mark.parametrize("instrumented", [False, True], ids=["bare", "instrumented"])

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from aigateway.extproc.gateway.routed import parse_json_body
-from aigateway.translators.anthropic import AnthropicMessagesTranslator
-from aigateway.translators.bedrock import BedrockConverseTranslator, EventStreamFrames
-from aigateway.translators.openai import OpenAIChatTranslator
-from aigateway.translators.sse import SseDecoder
+from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator
+from aigateway.translators.backends.bedrock import BedrockConverseTranslator
+from aigateway.translators.backends.openai import OpenAIChatTranslator
+from aigateway.translators.wire.eventstream import EventStreamFrames
+from aigateway.translators.wire.sse import SseDecoder
 from benchmarks.micro.streams import (
     TOKENS,
     bedrock_stream_frames,

@@ -8,13 +8,15 @@ Everything here is re-exported by ``aigateway.extproc``; import it from there.
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import (
     CONTINUE,
-    METADATA_NAMESPACE,
+    ErrorFormatter,
     Headers,
     ImmediateResponse,
+    LocalError,
     Outcome,
     Processor,
     ProcessorWrapper,
     Result,
+    plain_error,
 )
 from aigateway.extproc.framework.router import (
     NotFoundProcessor,
@@ -27,12 +29,13 @@ from aigateway.extproc.framework.server import ExternalProcessorServicer, ExtPro
 
 __all__ = [
     "CONTINUE",
-    "METADATA_NAMESPACE",
     "Address",
+    "ErrorFormatter",
     "ExtProcServer",
     "ExternalProcessorServicer",
     "Headers",
     "ImmediateResponse",
+    "LocalError",
     "NotFoundProcessor",
     "Outcome",
     "Processor",
@@ -42,4 +45,5 @@ __all__ = [
     "Router",
     "Wrap",
     "compose",
+    "plain_error",
 ]

@@ -11,16 +11,11 @@ they compose like ASGI middleware::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
-from aigateway.translators.errors import openai_error
-
-#: The dynamic metadata namespace processors publish usage under (Envoy access logs,
-#: rate limits and the metrics wrapper read it).
-METADATA_NAMESPACE = "aigateway"
 #: Immediate responses carry details starting with this (Envoy's access log shows them
 #: as %RESPONSE_CODE_DETAILS%); Envoy's own local replies are told apart by it.
 LOCAL_REPLY_DETAILS_PREFIX = "aigateway_"
@@ -95,7 +90,8 @@ class Result:
     ``body`` replaces the body (``b""`` empties it); in buffered phases the server sets
     ``content-length`` to match. ``clear_route_cache`` only acts in the request
     direction. ``stream_response_body`` (response headers only) switches the response
-    body to streamed processing. ``dynamic_metadata`` maps namespace -> fields; Envoy
+    body to streamed processing. A field set in a phase where Envoy would not honour it
+    is an error (``ResultError``), not ignored. ``dynamic_metadata`` maps namespace -> fields; Envoy
     merges each message's fields into the request's metadata, so a processor can
     publish facts as soon as it learns them.
 
@@ -127,11 +123,39 @@ class Result:
 CONTINUE = Result()
 
 
+@dataclass(slots=True, frozen=True)
+class LocalError:
+    """An error answered locally, before it is written in any format: what
+    :meth:`ImmediateResponse.error` raises and an :data:`ErrorFormatter` writes.
+
+    ``message`` is for people; ``code`` (machine-readable), ``type`` (its class) and
+    ``param`` (the request field at fault) are there for formats that carry them.
+    """
+
+    status: int
+    message: str
+    type: str | None = None
+    code: str | int | None = None
+    param: str | None = None
+
+
+#: Writes a :class:`LocalError` for a request to a path (with its query string):
+#: returns ``(content_type, body)``. The application gives one to the
+#: :class:`~aigateway.extproc.Router`, in its clients' format; the default is
+#: :func:`plain_error`.
+ErrorFormatter = Callable[[LocalError, str], tuple[str, bytes]]
+
+
+def plain_error(error: LocalError, path: str) -> tuple[str, bytes]:
+    """The framework's own format for errors: the message as plain text."""
+    return "text/plain; charset=utf-8", error.message.encode()
+
+
 class ImmediateResponse(Exception):
     """Raise from any phase to answer the client directly, without (more of) upstream.
 
     Before the response is committed the server sends it as Envoy's immediate response;
-    after, it can only abort the stream.
+    after, it can only abort the stream. A ``body`` that is not bytes is sent as JSON.
     """
 
     def __init__(
@@ -148,13 +172,18 @@ class ImmediateResponse(Exception):
             body = json.dumps(body, separators=(",", ":")).encode()
         super().__init__(f"HTTP {status}: {details or body[:200]!r}")
         self.status = status
-        self.body = body
-        self.headers = (("content-type", content_type), *headers)
+        #: ``None`` for an :meth:`error` not written yet (see :meth:`write`).
+        self.body: bytes | None = body
+        self.content_type = content_type
+        #: Headers besides ``content-type``.
+        self.headers = headers
         #: Published with the reply (Envoy's access log and the metrics wrapper read it).
         self.dynamic_metadata = dynamic_metadata
         #: Short machine-readable reason; Envoy's access log shows it as
         #: %RESPONSE_CODE_DETAILS% (prefixed with ``aigateway_``).
-        self.details = LOCAL_REPLY_DETAILS_PREFIX + _details_token(details or str(status))
+        self.details = local_reply_details(details or str(status))
+        #: What :meth:`error` was given.
+        self.local_error: LocalError | None = None
 
     @classmethod
     def error(
@@ -168,15 +197,33 @@ class ImmediateResponse(Exception):
         headers: tuple[tuple[str, str], ...] = (),
         dynamic_metadata: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> ImmediateResponse:
-        """An OpenAI-style error reply: ``{"error": {"message", "type", "param", "code"}}``."""
-        doc = openai_error(message, status=status, type=type, code=code, param=param)
-        details = str(code) if code is not None else doc["error"]["type"]
-        return cls(status, doc, headers=headers, details=details, dynamic_metadata=dynamic_metadata)
+        """An error reply, written in the clients' format when it is sent: by the
+        processor that knows that format (:meth:`write`), else by the router's
+        :data:`ErrorFormatter`. Its details are ``code``, else ``type``, else the status.
+        """
+        reply = cls(
+            status,
+            b"",
+            headers=headers,
+            details=str(code) if code is not None else type or "",
+            dynamic_metadata=dynamic_metadata,
+        )
+        reply.body = None
+        reply.local_error = LocalError(status, message, type, code, param)
+        return reply
+
+    def write(self, content_type: str, body: bytes) -> None:
+        """Give the reply its body."""
+        self.content_type = content_type
+        self.body = body
 
 
-def _details_token(text: str) -> str:
+def local_reply_details(reason: str) -> str:
+    """%RESPONSE_CODE_DETAILS% for a local reply: ``aigateway_<reason>``, which tells
+    it apart from Envoy's own replies."""
     # Envoy rejects response code details with whitespace.
-    return "".join(c if c.isalnum() or c in "_-.{}" else "_" for c in text)[:64]
+    token = "".join(c if c.isalnum() or c in "_-.{}" else "_" for c in reason)[:64]
+    return LOCAL_REPLY_DETAILS_PREFIX + token
 
 
 @dataclass(slots=True, frozen=True)
@@ -218,11 +265,6 @@ class Processor:
     """
 
     __slots__ = ()
-
-    #: Whether the metrics count this request. ``False`` for answers that are not LLM
-    #: requests (the gateway's own models list); wrappers look through to the innermost
-    #: processor's value.
-    counted: ClassVar[bool] = True
 
     async def on_request_headers(self, headers: Headers) -> Result:
         """The client's request headers (``:method``, ``:path``...). The first phase;

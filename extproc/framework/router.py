@@ -1,10 +1,18 @@
-"""Picks the processor for a request by its ``:path``, and wraps it."""
+"""Picks the processor for a request by its ``:path``, and wraps it; holds the format the
+application's clients get errors in."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from aigateway.extproc.framework.processor import Headers, ImmediateResponse, Processor, Result
+from aigateway.extproc.framework.processor import (
+    ErrorFormatter,
+    Headers,
+    ImmediateResponse,
+    Processor,
+    Result,
+    plain_error,
+)
 
 #: Makes one processor per request (one ext_proc stream).
 ProcessorFactory = Callable[[], Processor]
@@ -26,7 +34,8 @@ def compose(*wraps: Wrap) -> Wrap:
 
 
 class NotFoundProcessor(Processor):
-    """Answers 404 for paths no processor serves, shaped like OpenAI's."""
+    """Answers 404 for paths no processor serves (written by the router's
+    :data:`~aigateway.extproc.framework.processor.ErrorFormatter`)."""
 
     __slots__ = ()
 
@@ -38,9 +47,12 @@ class NotFoundProcessor(Processor):
 
 class Router:
     """Routing on the path with its query string stripped: exact matches first, then
-    the longest matching prefix (``prefixes``), then ``fallback``."""
+    the longest matching prefix (``prefixes``), then ``fallback``. ``wrap`` wraps every
+    processor it makes. ``errors`` writes the errors no processor wrote itself (an
+    unknown path, a processor that raised): plain text unless the application gives
+    its clients' format."""
 
-    __slots__ = ("_fallback", "_prefixes", "_routes", "_wrap")
+    __slots__ = ("_fallback", "_prefixes", "_routes", "_wrap", "errors")
 
     def __init__(
         self,
@@ -49,11 +61,13 @@ class Router:
         prefixes: Mapping[str, ProcessorFactory] | None = None,
         fallback: ProcessorFactory = NotFoundProcessor,
         wrap: Wrap | None = None,
+        errors: ErrorFormatter = plain_error,
     ) -> None:
         self._routes = dict(routes)
         self._prefixes = sorted((prefixes or {}).items(), key=lambda kv: -len(kv[0]))
         self._fallback = fallback
         self._wrap = wrap
+        self.errors = errors
 
     @property
     def paths(self) -> list[str]:

@@ -5,21 +5,19 @@ message, in order, of the matching type; header values read from ``raw_value`` a
 written only there; ``content-length`` kept true when a buffered body is replaced;
 ``clear_route_cache`` only in the request direction; streamed responses switched with
 ``mode_override`` and stripped of ``content-length``; errors before the response is
-committed become an immediate JSON error, after it an aborted stream; ``on_stream_end``
-exactly once."""
+committed become an immediate error reply (written by the router's ``ErrorFormatter``),
+after it an aborted stream; ``on_stream_end`` exactly once; a result field Envoy would
+not honour in its phase is a :class:`ResultError`. :func:`_answer` builds every answer
+to a headers or body message, :func:`_immediate` every immediate response."""
 
 from __future__ import annotations
 
 import logging
-import os
-import re
-import sys
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2_grpc
 
 from aigateway.extproc.framework._protos.envoy.config.core.v3 import base_pb2
@@ -32,19 +30,18 @@ from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
 from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
     external_processor_pb2_grpc as pb_grpc,
 )
-from aigateway.extproc.framework._protos.envoy.type.v3 import http_status_pb2
 from aigateway.extproc.framework.health import SERVING, HealthService
 from aigateway.extproc.framework.processor import (
     CONTINUE,
     LOCAL_REPLY_DETAILS_PREFIX,
     Headers,
     ImmediateResponse,
+    LocalError,
     Outcome,
     Processor,
     Result,
 )
 from aigateway.extproc.framework.router import Router
-from aigateway.translators.errors import openai_error_body
 
 log = logging.getLogger("aigateway.server")
 
@@ -57,12 +54,7 @@ _STREAMED_RESPONSE = processing_mode_pb2.ProcessingMode(
     response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED
 )
 _EMPTY_TRAILERS = pb.TrailersResponse()
-# Answers to a CONTINUE result, built once: most messages (request headers, streamed
-# chunks) need nothing else, and these are never mutated after this point.
-_CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
-_CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
-_CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
-_CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
+_PROCESSOR_ERROR = LOCAL_REPLY_DETAILS_PREFIX + "processor_error"
 
 
 class BindError(OSError):
@@ -74,48 +66,54 @@ class BindError(OSError):
         self.reason = reason
 
 
-def _bind_reason(log: str) -> str | None:
-    # grpc: "... add_port.cc:83] Failed to add port ... (Error in bind for address
-    # '[::1]:1063': Address already in use)"; the last parenthesised clause is the cause.
-    match = re.search(r":\s*([^:()]+)\)\s*$", log.strip().splitlines()[-1]) if log.strip() else None
-    return match.group(1).strip() if match else None
+#: Runs ``add_port``'s grpc call (``add``) for ``address``: returns the port, or raises
+#: :class:`BindError`. ``ops/logs.py`` has one that says why, from grpc's own log line.
+PortBinder = Callable[[Callable[[], int], str], int]
 
 
-class _CapturedStderr:
-    """File descriptor 2 redirected to a temporary file while the block runs. What was
-    written is copied back to stderr afterwards unless ``failed`` is set (grpc's native
-    log line for the failure the caller reports itself)."""
+def bind_port(add: Callable[[], int], address: str) -> int:
+    """The default :data:`PortBinder`: grpc says only that it failed."""
+    try:
+        return add()
+    except RuntimeError:
+        raise BindError(address, "cannot listen there") from None
 
-    def __init__(self) -> None:
-        self.failed = False
-        self._file: Any = None
-        self._saved = -1
 
-    def __enter__(self) -> _CapturedStderr:
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def text(self) -> str:
-        self._file.flush()
-        self._file.seek(0)
-        return str(self._file.read().decode("utf-8", "replace"))
-
-    def __exit__(self, *exc_info: object) -> None:
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        if not self.failed:
-            written = self.text()
-            if written:
-                sys.stderr.write(written)
-                sys.stderr.flush()
-        self._file.close()
+class ResultError(ValueError):
+    """A :class:`Result` asks for what Envoy does not do in that phase (a processor bug,
+    answered like any exception in a phase rather than dropped)."""
 
 
 class _Abort(Exception):
     """The response is committed; only resetting the stream is left."""
+
+
+@dataclass(slots=True, frozen=True)
+class _Phase:
+    """One kind of message Envoy sends and the answer it takes."""
+
+    #: The ``ProcessingResponse`` field of the answer (the request's own name).
+    name: str
+    #: The request direction: only there does ``clear_route_cache`` act.
+    request: bool
+    #: A headers message: a body set here replaces with ``CONTINUE_AND_REPLACE``.
+    headers: bool
+    #: The answer to :data:`CONTINUE`, built once and never mutated.
+    cont: pb.ProcessingResponse
+
+
+_REQUEST_HEADERS = _Phase(
+    "request_headers", True, True, pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+)
+_REQUEST_BODY = _Phase(
+    "request_body", True, False, pb.ProcessingResponse(request_body=pb.BodyResponse())
+)
+_RESPONSE_HEADERS = _Phase(
+    "response_headers", False, True, pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+)
+_RESPONSE_BODY = _Phase(
+    "response_body", False, False, pb.ProcessingResponse(response_body=pb.BodyResponse())
+)
 
 
 def _headers(msg: pb.HttpHeaders) -> Headers:
@@ -126,26 +124,92 @@ def _headers(msg: pb.HttpHeaders) -> Headers:
     return Headers(pairs, end_of_stream=msg.end_of_stream)
 
 
-def _header_mutation(
-    set_headers: tuple[tuple[str, str], ...] | list[tuple[str, str]],
-    remove_headers: tuple[str, ...] | list[str],
-) -> pb.HeaderMutation:
-    return pb.HeaderMutation(
-        set_headers=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=name, raw_value=value.encode("latin-1")),
-                append_action=_OVERWRITE,
-            )
-            for name, value in set_headers
-        ],
-        remove_headers=remove_headers,
+def _mutate_headers(
+    mutation: pb.HeaderMutation,
+    set_headers: tuple[tuple[str, str], ...],
+    remove_headers: tuple[str, ...],
+) -> None:
+    mutation.set_headers.extend(
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=name, raw_value=value.encode("latin-1")),
+            append_action=_OVERWRITE,
+        )
+        for name, value in set_headers
     )
+    mutation.remove_headers.extend(remove_headers)
 
 
-def _struct(metadata: Mapping[str, Mapping[str, Any]]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update({ns: dict(fields) for ns, fields in metadata.items()})
-    return out
+def _publish(response: pb.ProcessingResponse, metadata: Mapping[str, Mapping[str, Any]]) -> None:
+    response.dynamic_metadata.update({ns: dict(fields) for ns, fields in metadata.items()})
+
+
+def _check(phase: _Phase, result: Result, streamed: bool) -> None:
+    """Raises :class:`ResultError` for a field Envoy would not honour in ``phase``."""
+    if result.clear_route_cache and not phase.request:
+        raise ResultError(f"clear_route_cache in {phase.name}: Envoy routes only on requests")
+    if result.stream_response_body and phase is not _RESPONSE_HEADERS:
+        raise ResultError(
+            f"stream_response_body in {phase.name}: only response headers can switch it"
+        )
+    if result.end_of_response and phase is not _RESPONSE_BODY:
+        raise ResultError(f"end_of_response in {phase.name}: it marks a response body chunk")
+    if phase is _RESPONSE_HEADERS and result.stream_response_body and result.body is not None:
+        raise ResultError("a body set at response headers cannot also be streamed")
+    if streamed and phase is _RESPONSE_BODY and (result.set_headers or result.remove_headers):
+        raise ResultError("a streamed chunk cannot change headers the client already has")
+
+
+def _answer(
+    phase: _Phase, result: Result, *, buffered: bool, stream: bool = False
+) -> pb.ProcessingResponse:
+    """The one place the answer to a headers or body message is built from a result
+    (``buffered``: the body is whole, so a replaced one gets its ``content-length``;
+    ``stream``: switch the response body to streamed)."""
+    response = pb.ProcessingResponse()
+    answer = getattr(response, phase.name)
+    answer.SetInParent()
+    common = answer.response
+    set_headers, remove_headers, body = result.set_headers, result.remove_headers, result.body
+    if body is not None:
+        if buffered:
+            set_headers = (*set_headers, ("content-length", str(len(body))))
+        if body:
+            common.body_mutation.body = body
+        else:
+            common.body_mutation.clear_body = True
+        if phase.headers:
+            common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
+    if stream:
+        remove_headers = (*remove_headers, "content-length")
+        response.mode_override.CopyFrom(_STREAMED_RESPONSE)
+    if set_headers or remove_headers:
+        _mutate_headers(common.header_mutation, set_headers, remove_headers)
+    if result.clear_route_cache:
+        common.clear_route_cache = True
+    if result.dynamic_metadata:
+        _publish(response, result.dynamic_metadata)
+    return response
+
+
+def _immediate(
+    status: int,
+    content_type: str,
+    body: bytes,
+    *,
+    headers: tuple[tuple[str, str], ...] = (),
+    details: str,
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
+) -> pb.ProcessingResponse:
+    """The one place an immediate response is built."""
+    response = pb.ProcessingResponse()
+    reply = response.immediate_response
+    reply.status.code = status
+    _mutate_headers(reply.headers, (("content-type", content_type), *headers), ())
+    reply.body = body
+    reply.details = details
+    if metadata:
+        _publish(response, metadata)
+    return response
 
 
 class _Stream:
@@ -155,6 +219,7 @@ class _Stream:
         "committed",
         "error",
         "local_reply",
+        "path",
         "processor",
         "request_id",
         "response_complete",
@@ -166,6 +231,7 @@ class _Stream:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.processor: Processor | None = None
+        self.path = ""
         self.request_id = "-"
         self.status: int | None = None
         self.streamed = False
@@ -173,32 +239,6 @@ class _Stream:
         self.response_complete = False
         self.local_reply = False
         self.error: BaseException | None = None
-
-    def _common(
-        self, result: Result, *, request: bool, buffered_body: bool
-    ) -> pb.CommonResponse | None:
-        if result is CONTINUE:
-            return None
-        set_headers = result.set_headers
-        remove_headers = result.remove_headers
-        common = pb.CommonResponse()
-        if result.body is not None:
-            if buffered_body:
-                set_headers = (*set_headers, ("content-length", str(len(result.body))))
-            if result.body:
-                common.body_mutation.body = result.body
-            else:
-                common.body_mutation.clear_body = True
-        if set_headers or remove_headers:
-            common.header_mutation.CopyFrom(_header_mutation(set_headers, remove_headers))
-        if request and result.clear_route_cache:
-            common.clear_route_cache = True
-        return common
-
-    def _metadata(self, response: pb.ProcessingResponse, result: Result) -> pb.ProcessingResponse:
-        if result.dynamic_metadata:
-            response.dynamic_metadata.CopyFrom(_struct(result.dynamic_metadata))
-        return response
 
     async def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -213,45 +253,39 @@ class _Stream:
                     reply.status,
                 )
                 raise _Abort from reply
-            self.local_reply = True
-            self.response_complete = True
-            self.status = reply.status
-            response = pb.ProcessingResponse(
-                immediate_response=pb.ImmediateResponse(
-                    status=http_status_pb2.HttpStatus(code=reply.status),
-                    headers=_header_mutation(reply.headers, ()),
-                    body=reply.body,
-                    details=reply.details,
-                )
+            self._ends_locally(reply.status)
+            body = reply.body
+            if body is None:  # an error no processor wrote: in the application's format
+                error = reply.local_error or LocalError(reply.status, "")
+                content_type, body = self.router.errors(error, self.path)
+                reply.write(content_type, body)
+            return _immediate(
+                reply.status,
+                reply.content_type,
+                body,
+                headers=reply.headers,
+                details=reply.details,
+                metadata=reply.dynamic_metadata,
             )
-            if reply.dynamic_metadata:
-                response.dynamic_metadata.CopyFrom(_struct(reply.dynamic_metadata))
-            return response
         except Exception as exc:
             if self.error is None:
                 self.error = exc
             log.exception("request %s: processor failed in %s", self.request_id, kind)
             if self.committed:
                 raise _Abort from exc
-            self.local_reply = True
-            self.response_complete = True
-            self.status = 500
+            self._ends_locally(500)
             # The exception text may hold anything (even credentials): the client gets a
             # generic message and the request id to find the log line.
-            body = openai_error_body(
-                f"The gateway failed to process the request (request id {self.request_id}).",
-                status=500,
-                type="server_error",
-                code="internal_error",
+            message = f"The gateway failed to process the request (request id {self.request_id})."
+            content_type, body = self.router.errors(
+                LocalError(500, message, code="internal_error"), self.path
             )
-            return pb.ProcessingResponse(
-                immediate_response=pb.ImmediateResponse(
-                    status=http_status_pb2.HttpStatus(code=500),
-                    headers=_header_mutation((("content-type", "application/json"),), ()),
-                    body=body,
-                    details=LOCAL_REPLY_DETAILS_PREFIX + "processor_error",
-                )
-            )
+            return _immediate(500, content_type, body, details=_PROCESSOR_ERROR)
+
+    def _ends_locally(self, status: int) -> None:
+        self.local_reply = True
+        self.response_complete = True
+        self.status = status
 
     async def _dispatch(
         self, kind: str | None, request: pb.ProcessingRequest
@@ -260,19 +294,9 @@ class _Stream:
             headers = _headers(request.request_headers)
             self.request_id = headers.get("x-request-id", "-") or "-"
             if self.processor is None:
+                self.path = headers.path
                 self.processor = self.router.create(headers.path)
-            result = await self.processor.on_request_headers(headers)
-            if result is CONTINUE:
-                return _CONTINUE_REQUEST_HEADERS
-            response = pb.ProcessingResponse()
-            common = self._common(result, request=True, buffered_body=True)
-            if common is not None:
-                if result.body is not None:
-                    common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
-                response.request_headers.response.CopyFrom(common)
-            else:
-                response.request_headers.SetInParent()
-            return self._metadata(response, result)
+            return self._answer(_REQUEST_HEADERS, await self.processor.on_request_headers(headers))
 
         processor = self.processor
         if processor is None:
@@ -281,67 +305,22 @@ class _Stream:
 
         if kind == "request_body":
             body = request.request_body
-            result = await processor.on_request_body(body.body, body.end_of_stream)
-            if result is CONTINUE:
-                return _CONTINUE_REQUEST_BODY
-            response = pb.ProcessingResponse()
-            common = self._common(result, request=True, buffered_body=True)
-            if common is not None:
-                response.request_body.response.CopyFrom(common)
-            else:
-                response.request_body.SetInParent()
-            return self._metadata(response, result)
-
+            return self._answer(
+                _REQUEST_BODY, await processor.on_request_body(body.body, body.end_of_stream)
+            )
         if kind == "response_headers":
             headers = _headers(request.response_headers)
             self.status = headers.status
             result = await processor.on_response_headers(headers)
-            if result is CONTINUE:
-                if headers.end_of_stream:
-                    self.response_complete = True
-                return _CONTINUE_RESPONSE_HEADERS
-            response = pb.ProcessingResponse()
-            stream = result.stream_response_body and not headers.end_of_stream
-            if stream:
-                result = Result(
-                    set_headers=result.set_headers,
-                    remove_headers=(*result.remove_headers, "content-length"),
-                    clear_route_cache=False,
-                    dynamic_metadata=result.dynamic_metadata,
-                )
-            replaces = result.body is not None  # e.g. an error body for a bodiless error
-            common = self._common(result, request=False, buffered_body=replaces)
-            if common is not None:
-                if replaces:
-                    common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
-                response.response_headers.response.CopyFrom(common)
-            else:
-                response.response_headers.SetInParent()
-            if stream:
-                response.mode_override.CopyFrom(_STREAMED_RESPONSE)
-                self.streamed = True
-                self.committed = True
             if headers.end_of_stream:
                 self.response_complete = True
-            return self._metadata(response, result)
-
+            return self._answer(_RESPONSE_HEADERS, result, end_of_stream=headers.end_of_stream)
         if kind == "response_body":
             body = request.response_body
             result = await processor.on_response_body(body.body, body.end_of_stream)
-            if result is CONTINUE:
-                if body.end_of_stream:
-                    self.response_complete = True
-                return _CONTINUE_RESPONSE_BODY
-            response = pb.ProcessingResponse()
-            common = self._common(result, request=False, buffered_body=not self.streamed)
-            if common is not None:
-                response.response_body.response.CopyFrom(common)
-            else:
-                response.response_body.SetInParent()
             if body.end_of_stream or result.end_of_response:
                 self.response_complete = True
-            return self._metadata(response, result)
-
+            return self._answer(_RESPONSE_BODY, result)
         if kind == "request_trailers":
             return pb.ProcessingResponse(request_trailers=_EMPTY_TRAILERS)
         if kind == "response_trailers":
@@ -349,6 +328,21 @@ class _Stream:
             return pb.ProcessingResponse(response_trailers=_EMPTY_TRAILERS)
         log.warning("request %s: ignoring unknown ext_proc message %r", self.request_id, kind)
         return None
+
+    def _answer(
+        self, phase: _Phase, result: Result, *, end_of_stream: bool = False
+    ) -> pb.ProcessingResponse:
+        if result is CONTINUE:
+            return phase.cont
+        streamed = self.streamed
+        _check(phase, result, streamed)
+        # No body follows headers that end the stream: nothing to switch to streamed.
+        stream = result.stream_response_body and not end_of_stream
+        if stream:
+            self.streamed = self.committed = True
+        return _answer(
+            phase, result, buffered=not (streamed and phase is _RESPONSE_BODY), stream=stream
+        )
 
     async def end(self, cancelled: bool) -> None:
         processor = self.processor
@@ -402,8 +396,15 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ign
 class ExtProcServer:
     """A ``grpc.aio`` server with the ext_proc and health services."""
 
-    def __init__(self, router: Router, *, options: list[tuple[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        options: list[tuple[str, Any]] | None = None,
+        binder: PortBinder = bind_port,
+    ) -> None:
         self.servicer = ExternalProcessorServicer(router)
+        self.binder = binder
         self.health = HealthService()
         self.server = grpc.aio.server(
             options=[
@@ -419,20 +420,11 @@ class ExtProcServer:
     def add_port(self, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
         """Listen on a gRPC address (``host:port`` or ``unix:path``); returns the port.
 
-        Raises :class:`BindError` with the reason (``Address already in use``...) when it
-        cannot. grpc's C core also writes its own log line to stderr for this; that line
-        is held back (the caller reports the failure in its own words) and anything else
-        written meanwhile is passed on.
-        """
-        with _CapturedStderr() as captured:
-            try:
-                if credentials is not None:
-                    return self.server.add_secure_port(address, credentials)
-                return self.server.add_insecure_port(address)
-            except RuntimeError:
-                captured.failed = True
-                reason = _bind_reason(captured.text()) or "cannot listen there"
-                raise BindError(address, reason) from None
+        Raises :class:`BindError` when it cannot, with the reason the server's
+        :data:`PortBinder` finds."""
+        if credentials is not None:
+            return self.binder(lambda: self.server.add_secure_port(address, credentials), address)
+        return self.binder(lambda: self.server.add_insecure_port(address), address)
 
     async def start(self) -> None:
         """Start accepting; health reports SERVING for ext_proc."""
@@ -450,4 +442,11 @@ class ExtProcServer:
         await self.server.wait_for_termination()
 
 
-__all__ = ["BindError", "ExtProcServer", "ExternalProcessorServicer"]
+__all__ = [
+    "BindError",
+    "ExtProcServer",
+    "ExternalProcessorServicer",
+    "PortBinder",
+    "ResultError",
+    "bind_port",
+]

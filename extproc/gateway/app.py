@@ -18,8 +18,15 @@ from typing import Any
 import grpc
 
 from aigateway.extproc.framework.addresses import Address
-from aigateway.extproc.framework.router import ProcessorFactory, Router, Wrap, compose
-from aigateway.extproc.framework.server import BindError, ExtProcServer
+from aigateway.extproc.framework.processor import LocalError
+from aigateway.extproc.framework.router import (
+    NotFoundProcessor,
+    ProcessorFactory,
+    Router,
+    Wrap,
+    compose,
+)
+from aigateway.extproc.framework.server import BindError, ExtProcServer, PortBinder, bind_port
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import (
@@ -29,6 +36,7 @@ from aigateway.extproc.gateway.config import (
     load_secrets,
 )
 from aigateway.extproc.gateway.embeddings import EmbeddingsProcessor
+from aigateway.extproc.gateway.errors import JSON, anthropic_error_reply, openai_error_reply
 from aigateway.extproc.gateway.messages import CountTokensProcessor, MessagesProcessor
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
 from aigateway.extproc.gateway.responses import ResponsesProcessor
@@ -48,6 +56,10 @@ EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
+#: The paths whose answers are not LLM requests (the models list, and token counting,
+#: which is no generation and is not billed): the metrics wrapper does not see them
+#: (docs/architecture.md, "Accounting rules").
+NOT_COUNTED = frozenset({MODELS_PATH, COUNT_TOKENS})
 
 #: Where ``serve`` listens unless told otherwise: ext_proc on loopback only (its answers
 #: carry backend credentials), metrics on every interface.
@@ -77,17 +89,42 @@ def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
 RouteOverrides = Callable[[RoutingTable], Mapping[str, ProcessorFactory]]
 
 
+def error_formatter(error: LocalError, path: str) -> tuple[str, bytes]:
+    """The router's formatter: the errors no endpoint wrote itself (a wrapper's refusal,
+    an unknown path, a processor that raised) in the client API of the path."""
+    route = path.partition("?")[0]
+    if route == MESSAGES or route.startswith(MESSAGES + "/"):
+        return JSON, anthropic_error_reply(error)
+    return JSON, openai_error_reply(error)
+
+
 def build_router(
     table: RoutingTable,
     wrap: Wrap | None = None,
     routes: RouteOverrides | None = None,
+    *,
+    instrument: Wrap | None = None,
 ) -> Router:
     """The gateway's router: :func:`processor_routes`, with ``routes`` (if given) merged
-    over them, every processor wrapped by ``wrap``."""
+    over them, every processor wrapped by ``wrap``, and that by ``instrument`` (the
+    metrics wrapper) on every path but :data:`NOT_COUNTED`."""
     paths = processor_routes(table)
     if routes is not None:
         paths.update(routes(table))
-    return Router(paths, prefixes={MODELS_PATH + "/": paths[MODELS_PATH]}, wrap=wrap)
+    counted = (
+        wrap if instrument is None else instrument if wrap is None else compose(instrument, wrap)
+    )
+
+    def wrapped(path: str, factory: ProcessorFactory) -> ProcessorFactory:
+        outer = wrap if path in NOT_COUNTED else counted
+        return factory if outer is None else lambda: outer(factory())
+
+    return Router(
+        {path: wrapped(path, factory) for path, factory in paths.items()},
+        prefixes={MODELS_PATH + "/": wrapped(MODELS_PATH, paths[MODELS_PATH])},
+        fallback=wrapped("", NotFoundProcessor),
+        errors=error_formatter,
+    )
 
 
 def build_telemetry(table: RoutingTable) -> Telemetry:
@@ -98,8 +135,6 @@ def build_telemetry(table: RoutingTable) -> Telemetry:
     return setup_telemetry(
         models=table.model_names,
         backends=table.backend_names,
-        model_header=table.model_header,
-        backend_header=table.backend_header,
         schema=config.metrics.schema_,
         header_labels=[
             HeaderLabel(h.header, h.label, frozenset(h.values))
@@ -128,6 +163,8 @@ class ServeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    #: Binds the ext_proc port; ``aigateway serve`` gives one that says why it cannot.
+    binder: PortBinder = bind_port
 
 
 def _credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
@@ -182,13 +219,13 @@ class Gateway:
             self.telemetry = build_telemetry(self.table)
         except MetricsSetupError as exc:
             raise StartupError(str(exc)) from None
-        instrument = self.telemetry.instrumentation.wrap
         self.router = build_router(
             self.table,
-            wrap=instrument if wrap is None else compose(instrument, wrap),
+            wrap=wrap,
             routes=routes,
+            instrument=self.telemetry.instrumentation.wrap,
         )
-        self.server = ExtProcServer(self.router)
+        self.server = ExtProcServer(self.router, binder=options.binder)
         self.extproc_port = 0
         self.metrics_port: int | None = None
         self._metrics_server: Any = None

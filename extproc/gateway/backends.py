@@ -8,13 +8,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aigateway.extproc.gateway.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
-from aigateway.extproc.gateway.client_apis import (
-    MessagesTranslatorFactory,
-    TranslatorFactory,
-    count_tokens_factory,
-    messages_factory,
-    responses_factory,
-)
 from aigateway.extproc.gateway.config import (
     Backend,
     ConfigError,
@@ -26,7 +19,6 @@ from aigateway.extproc.gateway.config import (
 from aigateway.extproc.gateway.forwarded_headers import (
     BASELINE,
     ForwardedHeaders,
-    claude_on_vertex,
     forwarded_headers,
 )
 from aigateway.extproc.gateway.gcp_auth import (
@@ -36,16 +28,13 @@ from aigateway.extproc.gateway.gcp_auth import (
     default_source,
     service_account_source,
 )
-from aigateway.translators.anthropic import AnthropicMessagesTranslator, VertexRawPredict
-from aigateway.translators.azure import AzureOpenAIEmbeddingsTranslator, AzureOpenAITranslator
-from aigateway.translators.bedrock import BedrockConverseTranslator
-from aigateway.translators.gemini import (
-    GeminiChatTranslator,
-    GeminiEmbeddingsTranslator,
-    gemini_model_path,
-    vertex_model_path,
+from aigateway.translators.contract import Translator
+from aigateway.translators.matrix import (
+    BackendOptions,
+    ClientApi,
+    RouteTranslators,
+    route_translators,
 )
-from aigateway.translators.openai import OpenAIChatTranslator, OpenAIEmbeddingsTranslator
 
 
 class BackendAuthError(Exception):
@@ -149,47 +138,17 @@ class GcpOAuth:
         return f"GcpOAuth({self._tokens!r})"
 
 
-def _embeddings_factory(backend: Backend, upstream_model: str) -> TranslatorFactory | None:
-    if backend.schema_ == "openai":
-        return lambda: OpenAIEmbeddingsTranslator(upstream_model)
-    if backend.schema_ == "azure-openai":
-        api_version = backend.api_version or ""
-        return lambda: AzureOpenAIEmbeddingsTranslator(upstream_model, api_version)
-    if backend.schema_ == "gcp-gemini":
-        path = gemini_model_path(upstream_model)
-        return lambda: GeminiEmbeddingsTranslator(path, upstream_model)
-    # Bedrock Converse, Anthropic Messages and Vertex AI's generateContent: no embeddings
-    return None
-
-
-def _translator_factory(backend: Backend, upstream_model: str) -> TranslatorFactory:
-    schema = backend.schema_
-    if schema == "azure-openai":
-        api_version = backend.api_version or ""
-        return lambda: AzureOpenAITranslator(upstream_model, api_version)
-    if schema == "aws-bedrock":
-        return lambda: BedrockConverseTranslator(upstream_model)
-    if schema == "anthropic":
-        version, max_tokens = backend.anthropic_version, backend.default_max_tokens
-        return lambda: AnthropicMessagesTranslator(
-            upstream_model, version=version, default_max_tokens=max_tokens
-        )
-    if schema == "gcp-gemini":
-        path = gemini_model_path(upstream_model)
-        return lambda: GeminiChatTranslator(path)
-    if schema == "gcp-vertex-ai":
-        project, region = backend.project or "", backend.region or ""
-        if claude_on_vertex(schema, upstream_model):
-            vertex = VertexRawPredict(
-                vertex_model_path(project, region, "anthropic", upstream_model)
-            )
-            max_tokens = backend.default_max_tokens
-            return lambda: AnthropicMessagesTranslator(
-                upstream_model, default_max_tokens=max_tokens, vertex=vertex
-            )
-        path = vertex_model_path(project, region, "google", upstream_model)
-        return lambda: GeminiChatTranslator(path)
-    return lambda: OpenAIChatTranslator(upstream_model)
+def backend_options(backend: Backend, upstream_model: str) -> BackendOptions:
+    """The plain options the translator matrix takes, from a backend's config."""
+    return BackendOptions(
+        schema=backend.schema_,
+        upstream_model=upstream_model,
+        api_version=backend.api_version or "",
+        anthropic_version=backend.anthropic_version,
+        default_max_tokens=backend.default_max_tokens,
+        project=backend.project or "",
+        region=backend.region or "",
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -199,17 +158,15 @@ class ModelRoute:
     model: Model
     backend: Backend
     auth: Authenticator
-    new_translator: TranslatorFactory
-    #: ``None`` when the backend's schema has no embeddings endpoint.
-    new_embeddings_translator: TranslatorFactory | None = None
-    #: The OpenAI Responses API on this route (README, "Client APIs").
-    new_responses_translator: TranslatorFactory | None = None
-    #: The Anthropic Messages API on this route, given the client's ``anthropic-version``.
-    new_messages_translator: MessagesTranslatorFactory | None = None
-    #: Messages token counting; ``None`` when the backend cannot count tokens.
-    new_count_tokens_translator: MessagesTranslatorFactory | None = None
+    #: Each client API's translator on this route (translators.matrix).
+    translators: RouteTranslators
     #: The client headers the backend receives (docs/architecture.md).
     forwarded: ForwardedHeaders = BASELINE
+
+    def translator(self, api: ClientApi, client_version: str | None = None) -> Translator:
+        """A new translator for one request in ``api`` (``client_version``: the client's
+        ``anthropic-version``); raises ``UnsupportedEndpoint`` when the backend has none."""
+        return self.translators.translator(api, client_version)
 
     @property
     def upstream_path_prefix(self) -> str:
@@ -253,19 +210,13 @@ class RoutingTable:
         self.routes: dict[str, ModelRoute] = {}
         for model in config.models:
             backend = config.backend(model.backend)
-            chat = _translator_factory(backend, model.upstream_name)
+            options = backend_options(backend, model.upstream_name)
             self.routes[model.name] = ModelRoute(
                 model=model,
                 backend=backend,
                 auth=auth[backend.name],
-                new_translator=chat,
-                new_embeddings_translator=_embeddings_factory(backend, model.upstream_name),
-                new_responses_translator=responses_factory(backend, model.upstream_name, chat),
-                new_messages_translator=messages_factory(backend, model.upstream_name, chat),
-                new_count_tokens_translator=count_tokens_factory(backend, model.upstream_name),
-                forwarded=forwarded_headers(
-                    backend.schema_, model.upstream_name, backend.forward_headers
-                ),
+                translators=route_translators(options),
+                forwarded=forwarded_headers(options, backend.forward_headers),
             )
 
     def lookup(self, model: str) -> ModelRoute | None:

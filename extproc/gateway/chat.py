@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigateway.extproc.framework.processor import ImmediateResponse
-from aigateway.extproc.gateway.backends import ModelRoute
 from aigateway.extproc.gateway.routed import RoutedProcessor
-from aigateway.translators.base import ChatTranslator
 
 MAX_MESSAGES = 100_000
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -72,6 +70,3 @@ class ChatCompletionProcessor(RoutedProcessor):
 
     def validate(self, payload: dict[str, Any]) -> None:
         validate_chat_request(payload)
-
-    def new_translator(self, route: ModelRoute) -> ChatTranslator:
-        return route.new_translator()

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigateway.extproc.framework.processor import ImmediateResponse
-from aigateway.extproc.gateway.backends import ModelRoute
 from aigateway.extproc.gateway.routed import RoutedProcessor
-from aigateway.translators.base import ChatTranslator
 
 
 class EmbeddingsProcessor(RoutedProcessor):
@@ -17,6 +15,7 @@ class EmbeddingsProcessor(RoutedProcessor):
 
     operation = "embeddings"
     api = "embeddings"
+    endpoint = "embeddings"
 
     def validate(self, payload: dict[str, Any]) -> None:
         value = payload.get("input")
@@ -27,14 +26,3 @@ class EmbeddingsProcessor(RoutedProcessor):
                 param="input",
                 code="invalid_input",
             )
-
-    def new_translator(self, route: ModelRoute) -> ChatTranslator:
-        if route.new_embeddings_translator is None:
-            raise ImmediateResponse.error(
-                400,
-                f"The model `{route.model.name}` does not support embeddings"
-                f" (its backend's schema is {route.backend.schema_}).",
-                param="model",
-                code="unsupported_endpoint",
-            )
-        return route.new_embeddings_translator()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigateway.extproc.framework.processor import Headers
+from aigateway.translators.matrix import BackendOptions, vertex_claude
 
 __all__ = [
     "BASELINE",
@@ -19,7 +20,6 @@ __all__ = [
     "GATEWAY_HEADER_PREFIX",
     "NEVER_FORWARDED",
     "ForwardedHeaders",
-    "claude_on_vertex",
     "forwarded_headers",
 ]
 
@@ -104,21 +104,13 @@ class ForwardedHeaders:
 BASELINE = ForwardedHeaders(_EVERY_BACKEND)
 
 
-def claude_on_vertex(schema: str, upstream_model: str) -> bool:
-    """Whether Vertex AI serves this model with Anthropic's Messages API
-    (docs/client-apis.md, "Endpoints and backend schemas")."""
-    return schema == "gcp-vertex-ai" and upstream_model.startswith("claude-")
-
-
-def forwarded_headers(
-    schema: str, upstream_model: str, configured: tuple[str, ...]
-) -> ForwardedHeaders:
+def forwarded_headers(options: BackendOptions, configured: tuple[str, ...]) -> ForwardedHeaders:
     """The allowlist of a route: its schema's needs plus the backend's
     ``forward_headers`` (names, or prefixes ending in ``*``)."""
     names = set(_EVERY_BACKEND)
-    if schema == "anthropic":
+    if options.schema == "anthropic":
         names |= _ANTHROPIC
-    elif claude_on_vertex(schema, upstream_model):
+    elif vertex_claude(options) is not None:
         names |= _VERTEX_CLAUDE
     prefixes: list[str] = []
     for entry in configured:

@@ -3,13 +3,12 @@ backend schema, with errors in Anthropic's shape (README, "Anthropic Messages AP
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from aigateway.extproc.framework.processor import ImmediateResponse
-from aigateway.extproc.gateway.backends import ModelRoute
+from aigateway.extproc.framework.processor import ImmediateResponse, LocalError
+from aigateway.extproc.gateway.errors import anthropic_error_reply
 from aigateway.extproc.gateway.routed import RoutedProcessor
-from aigateway.translators.base import ChatTranslator
-from aigateway.translators.errors import anthropic_error_from_openai
+from aigateway.translators.matrix import ClientApi
 
 MAX_MESSAGES = 100_000
 ROLES = frozenset({"user", "assistant", "system"})
@@ -56,11 +55,12 @@ class _AnthropicShaped(RoutedProcessor):
     __slots__ = ()
 
     api = "messages"
+    endpoint: ClassVar[ClientApi] = "messages"
 
-    def local_error_body(self, status: int, body: bytes) -> bytes:
-        return anthropic_error_from_openai(status, body)
+    def local_error_body(self, error: LocalError) -> bytes:
+        return anthropic_error_reply(error)
 
-    def _client_version(self) -> str | None:
+    def client_version(self) -> str | None:
         headers = self._request_headers
         return headers.get("anthropic-version") if headers is not None else None
 
@@ -79,40 +79,20 @@ class MessagesProcessor(_AnthropicShaped):
         if stream is not None and not isinstance(stream, bool):
             raise _invalid("stream: must be a boolean.", "stream")
 
-    def new_translator(self, route: ModelRoute) -> ChatTranslator:
-        if route.new_messages_translator is None:
-            raise ImmediateResponse.error(
-                400,
-                f"The model `{route.model.name}` does not support the Messages API.",
-                param="model",
-                code="unsupported_endpoint",
-            )
-        return route.new_messages_translator(self._client_version())
-
 
 class CountTokensProcessor(_AnthropicShaped):
     """``/v1/messages/count_tokens``, passed through to Anthropic backends.
 
-    Not counted (``counted = False``): a token count is not an LLM generation, Anthropic
-    does not bill it, and Claude Code sends one with many turns, so counting it would
-    skew each model's request rate and latency. Its access-log line still shows it.
+    Not counted in the metrics (``app.py`` does not instrument its path): a token count
+    is not an LLM generation, Anthropic does not bill it, and Claude Code sends one with
+    many turns, so counting it would skew each model's request rate and latency. Its
+    access-log line still shows it.
     """
 
     __slots__ = ()
 
-    counted = False
     operation = "count_tokens"
+    endpoint = "count_tokens"
 
     def validate(self, payload: dict[str, Any]) -> None:
         validate_messages(payload)
-
-    def new_translator(self, route: ModelRoute) -> ChatTranslator:
-        if route.new_count_tokens_translator is None:
-            raise ImmediateResponse.error(
-                400,
-                f"The model `{route.model.name}` cannot count tokens: token counting is"
-                f" Anthropic's (its backend's schema is {route.backend.schema_}).",
-                param="model",
-                code="unsupported_endpoint",
-            )
-        return route.new_count_tokens_translator(self._client_version())

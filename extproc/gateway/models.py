@@ -28,12 +28,10 @@ class ModelCatalog:
 
 
 class ModelsProcessor(Processor):
-    """Answers the models list and single models from the config."""
+    """Answers the models list and single models from the config. The gateway's own
+    answer, not an LLM request: ``app.py`` does not instrument its paths."""
 
     __slots__ = ("catalog",)
-
-    #: The gateway's own answer, not an LLM request: the metrics do not count it.
-    counted = False
 
     def __init__(self, catalog: ModelCatalog) -> None:
         self.catalog = catalog

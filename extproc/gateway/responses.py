@@ -6,9 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigateway.extproc.framework.processor import ImmediateResponse
-from aigateway.extproc.gateway.backends import ModelRoute
 from aigateway.extproc.gateway.routed import RoutedProcessor
-from aigateway.translators.base import ChatTranslator
 
 MAX_INPUT_ITEMS = 100_000
 
@@ -50,16 +48,7 @@ class ResponsesProcessor(RoutedProcessor):
     __slots__ = ()
 
     api = "responses"
+    endpoint = "responses"
 
     def validate(self, payload: dict[str, Any]) -> None:
         validate_responses_request(payload)
-
-    def new_translator(self, route: ModelRoute) -> ChatTranslator:
-        if route.new_responses_translator is None:
-            raise ImmediateResponse.error(
-                400,
-                f"The model `{route.model.name}` does not support the Responses API.",
-                param="model",
-                code="unsupported_endpoint",
-            )
-        return route.new_responses_translator()

@@ -17,14 +17,15 @@ import copy
 import enum
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from aigateway.extproc.framework.processor import (
     CONTINUE,
     LOCAL_REPLY_DETAILS_PREFIX,
-    METADATA_NAMESPACE,
     Headers,
     ImmediateResponse,
+    LocalError,
     Processor,
     Result,
 )
@@ -33,17 +34,19 @@ from aigateway.extproc.gateway.backends import (
     ModelRoute,
     RoutingTable,
 )
+from aigateway.extproc.gateway.errors import openai_error_reply, written
 from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
-from aigateway.translators.base import (
-    ChatTranslator,
+from aigateway.instrumentation.facts import Facts, published
+from aigateway.translators.contract import (
     StreamEnding,
     TokenUsage,
     TranslationError,
+    Translator,
 )
-from aigateway.translators.encoding import ContentDecoder, ContentDecodingError
-from aigateway.translators.errors import openai_error_body
-from aigateway.translators.jsoncodec import loads_strict
-from aigateway.translators.sse import encode_sse_event
+from aigateway.translators.matrix import ClientApi, UnsupportedEndpoint
+from aigateway.translators.wire.encoding import ContentDecoder, ContentDecodingError
+from aigateway.translators.wire.jsoncodec import loads_strict
+from aigateway.translators.wire.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
 
@@ -98,19 +101,17 @@ def _has_lone_surrogate(doc: Any) -> bool:
     return False
 
 
-def usage_metadata(usage: TokenUsage) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-    }
+def add_usage(facts: Facts, usage: TokenUsage) -> None:
+    """Adds the token counts the backend reported to ``facts``."""
+    facts["input_tokens"] = usage.input_tokens
+    facts["output_tokens"] = usage.output_tokens
+    facts["total_tokens"] = usage.total_tokens
     if usage.cached_input_tokens is not None:
-        fields["cached_input_tokens"] = usage.cached_input_tokens
+        facts["cached_input_tokens"] = usage.cached_input_tokens
     if usage.cache_write_input_tokens is not None:
-        fields["cache_write_input_tokens"] = usage.cache_write_input_tokens
+        facts["cache_write_input_tokens"] = usage.cache_write_input_tokens
     if usage.reasoning_tokens is not None:
-        fields["reasoning_tokens"] = usage.reasoning_tokens
-    return fields
+        facts["reasoning_tokens"] = usage.reasoning_tokens
 
 
 class ResponseMode(enum.Enum):
@@ -141,6 +142,8 @@ class RoutedProcessor(Processor):
     operation: ClassVar[str] = "chat"
     #: The client API this endpoint speaks, published as ``api`` (for the access log).
     api: ClassVar[str] = "chat_completions"
+    #: Which translator this endpoint asks a route for (``translators.matrix``).
+    endpoint: ClassVar[ClientApi] = "chat_completions"
 
     __slots__ = (
         "_completed",
@@ -165,7 +168,7 @@ class RoutedProcessor(Processor):
         self.table = table
         self._request_headers: Headers | None = None
         self._route: ModelRoute | None = None
-        self._translator: ChatTranslator | None = None
+        self._translator: Translator | None = None
         self._mode = ResponseMode.UNROUTED
         self._status = 0
         self._response_headers: Headers | None = None
@@ -187,19 +190,32 @@ class RoutedProcessor(Processor):
         Runs on the parsed body once its ``model`` is found in the config (so refusals
         are counted as that model's), before the body is translated."""
 
-    def new_translator(self, route: ModelRoute) -> ChatTranslator:
+    def new_translator(self, route: ModelRoute) -> Translator:
         """The translator for this request on ``route`` (400 if the backend cannot)."""
-        raise NotImplementedError
+        try:
+            return route.translator(self.endpoint, self.client_version())
+        except UnsupportedEndpoint as exc:
+            raise ImmediateResponse.error(
+                400,
+                f"The model `{route.model.name}` {exc.reason}.",
+                param="model",
+                code="unsupported_endpoint",
+            ) from None
 
-    def local_error_body(self, status: int, body: bytes) -> bytes:
-        """An error the gateway answers itself (``body``, OpenAI's error JSON) in this
-        endpoint's client API; endpoints of other client APIs override it."""
-        return body
+    def client_version(self) -> str | None:
+        """The version of its API the client asked for, when its API has one."""
+        return None
+
+    def local_error_body(self, error: LocalError) -> bytes:
+        """An error the gateway answers itself, in this endpoint's client API (OpenAI's
+        error JSON; endpoints of other client APIs override it)."""
+        return openai_error_reply(error)
 
     def _local_reply(self, reply: ImmediateResponse) -> ImmediateResponse:
-        reply.body = self.local_error_body(reply.status, reply.body)
+        if reply.body is None and reply.local_error is not None:
+            written(reply, self.local_error_body(reply.local_error))
         if reply.dynamic_metadata is None:  # refused before routing: no backend yet
-            reply.dynamic_metadata = {METADATA_NAMESPACE: {"api": self.api}}
+            reply.dynamic_metadata = published({"api": self.api})
         return reply
 
     # -- request ---------------------------------------------------------------------
@@ -263,7 +279,7 @@ class RoutedProcessor(Processor):
         try:
             return await self._route_request(route, payload, body)
         except ImmediateResponse as reply:
-            self._error = reply.details.removeprefix(LOCAL_REPLY_DETAILS_PREFIX)
+            self._error = self._local_reply(reply).details.removeprefix(LOCAL_REPLY_DETAILS_PREFIX)
             reply.dynamic_metadata = self._metadata()
             raise
         except Exception:
@@ -347,13 +363,12 @@ class RoutedProcessor(Processor):
                 self._error = "upstream_unsupported_encoding"
                 self._mode = ResponseMode.FIXED_REPLY
                 self._fixed_reply = self.local_error_body(
-                    502,
-                    openai_error_body(
+                    LocalError(
+                        502,
                         f"The upstream answered with content-encoding {encoding!r}, which the"
                         " gateway cannot decode.",
-                        status=502,
                         code="upstream_unsupported_encoding",
-                    ),
+                    )
                 )
                 return Result(
                     set_headers=((":status", "502"), ("content-type", "application/json")),
@@ -446,7 +461,7 @@ class RoutedProcessor(Processor):
         self._error = "upstream_bad_encoding"
         self._decoder = None
         text = "The upstream sent a body that does not match its content-encoding."
-        message = openai_error_body(text, status=502, code="upstream_bad_encoding")
+        error = LocalError(502, text, code="upstream_bad_encoding")
         if self._streamed:
             # The response is committed: end the stream with an error event.
             self._mode = ResponseMode.FINISHED
@@ -455,7 +470,7 @@ class RoutedProcessor(Processor):
             event = (
                 translator.end_stream(text, "upstream_bad_encoding")
                 if isinstance(translator, StreamEnding)
-                else encode_sse_event(message)
+                else encode_sse_event(openai_error_reply(error))
             )
             return Result(
                 body=event,
@@ -463,7 +478,7 @@ class RoutedProcessor(Processor):
                 end_of_response=True,
             )
         self._mode = ResponseMode.FIXED_REPLY
-        self._fixed_reply = self.local_error_body(502, message)
+        self._fixed_reply = self.local_error_body(error)
         return Result(
             set_headers=((":status", "502"), ("content-type", "application/json")),
             body=self._fixed_reply if end_of_stream else b"",
@@ -495,21 +510,22 @@ class RoutedProcessor(Processor):
                 body = body.replace(secret, b"[redacted]")
         return body
 
-    def _metadata(self) -> dict[str, dict[str, Any]]:
+    def _metadata(self) -> dict[str, Mapping[str, Any]]:
+        """What the request has learnt so far (:class:`Facts`), as dynamic metadata."""
         route = self._route
         assert route is not None
-        fields: dict[str, Any] = {
+        facts: Facts = {
             "backend": route.backend.name,
             "model": route.model.name,
             "operation": self.operation,
             "api": self.api,
         }
         if self._usage is not None:
-            fields.update(usage_metadata(self._usage))
+            add_usage(facts, self._usage)
         if self._error is not None:
-            fields["error"] = self._error
+            facts["error"] = self._error
         if self._response_model is not None:
-            fields["response_model"] = self._response_model
+            facts["response_model"] = self._response_model
         if self._finish_reasons:
-            fields["finish_reasons"] = list(self._finish_reasons)
-        return {METADATA_NAMESPACE: fields}
+            facts["finish_reasons"] = list(self._finish_reasons)
+        return published(facts)

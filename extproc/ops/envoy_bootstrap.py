@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from aigateway.extproc.framework.addresses import Address
-from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX, METADATA_NAMESPACE
+from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX
 from aigateway.extproc.gateway.config import Backend, GatewayConfig
 from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
+from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE
 
 EXTPROC_CLUSTER = "aigateway-extproc"
 SYSTEM_CA_BUNDLES = (
@@ -36,29 +37,11 @@ _HTTP2_OPTIONS = {
     }
 }
 
-# The per-request timings the metrics wrapper publishes when a request completes
-# (docs/traces-and-logs.md, "Per-request timings": a request that never completed has none).
-_TIMING_FIELDS = ("first_token_latency_ms", "inter_token_latency_ms", "total_latency_ms")
-
-# Envoy's own local replies (no route, payload too large, upstream unreachable...) in
-# the OpenAI error shape, so clients parse every error the same way.
 # The JSON access log line of each request. `path` is what the client called (the
 # processor sets x-ai-gateway-original-path when it rewrites :path), `upstream_path` what the
-# backend got. The rest is what the processor published as metadata, from routing on,
-# so requests refused after routing, cut short or reset still show backend and model.
-_METADATA_FIELDS = (
-    "backend",
-    "model",
-    "operation",
-    "api",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_input_tokens",
-    "cache_write_input_tokens",
-    "reasoning_tokens",
-    "error",
-)
+# backend got. The rest is every fact the request published (instrumentation/facts.py),
+# from routing on, so requests refused after routing, cut short or reset still show
+# backend and model; the timings come with the answer that completes the response.
 _ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
@@ -70,8 +53,7 @@ _ACCESS_LOG_FORMAT = {
     "flags": "%RESPONSE_FLAGS%",
     "duration_ms": "%DURATION%",
     "upstream": "%UPSTREAM_HOST%",
-    **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in _METADATA_FIELDS},
-    **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in _TIMING_FIELDS},
+    **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in FACT_KEYS},
 }
 
 

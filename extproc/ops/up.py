@@ -41,9 +41,10 @@ from aigateway.extproc.ops.envoy_process import (
     envoy_command,
     stop_process,
 )
+from aigateway.extproc.ops.logs import bind_explained
 
 if TYPE_CHECKING:
-    from aigateway.extproc.ops.mock_backend import GcpServiceAccount
+    from aigateway.mock_backend import GcpServiceAccount
 
 ENVOY_START_TIMEOUT = 30.0
 
@@ -88,7 +89,7 @@ def _mock_address(config: GatewayConfig, mock: Address) -> bool:
 async def _mock_backend(
     address: Address, accounts: Sequence[GcpServiceAccount]
 ) -> AsyncIterator[None]:
-    from aigateway.extproc.ops.mock_backend import create_app, run_mock_backend
+    from aigateway.mock_backend import create_app, run_mock_backend
 
     app = create_app(gcp_service_accounts=accounts)
     try:
@@ -104,7 +105,7 @@ def _demo_vertex_key(mock_url: str, workdir: Path) -> tuple[str | None, list[Gcp
     if importlib.util.find_spec("google.auth") is None:
         return None, []
     try:
-        from aigateway.extproc.ops.mock_backend import new_service_account_key
+        from aigateway.mock_backend import new_service_account_key
 
         text, account = new_service_account_key(
             f"{mock_url}/token",
@@ -247,7 +248,12 @@ async def run_up(options: UpOptions) -> None:
         gateway = Gateway(
             config,
             secrets,
-            ServeOptions(extproc=extproc, metrics=metrics, drain_timeout=options.drain_timeout),
+            ServeOptions(
+                extproc=extproc,
+                metrics=metrics,
+                drain_timeout=options.drain_timeout,
+                binder=bind_explained,
+            ),
         )
         await gateway.start()
         stack.push_async_callback(gateway.stop)

@@ -164,14 +164,14 @@ VERTEX_GEMINI_MODEL = "gemini-2.0-flash-001"
 VERTEX_CLAUDE_MODEL = "claude-3-5-sonnet-v2@20241022"
 #: Service-account key files next to the config: one the mock trusts, one of the same
 #: account signed with another key, and one whose token endpoint resets the connection
-#: (a query knob, see extproc/ops/mock_backend/gcp_tokens.py).
+#: (a query knob, see mock_backend/gcp_tokens.py).
 SA_FILE, SA_REFUSED_FILE, SA_DOWN_FILE = "sa.json", "sa-refused.json", "sa-down.json"
 
 
 @functools.cache
 def _service_account_keys() -> tuple[dict[str, Any], dict[str, Any]]:
     """Two throwaway keys, made once per test process (RSA key generation is slow)."""
-    from aigateway.extproc.ops.mock_backend import new_service_account_key
+    from aigateway.mock_backend import new_service_account_key
 
     trusted, _ = new_service_account_key("http://unset/token")
     stranger, _ = new_service_account_key("http://unset/token")

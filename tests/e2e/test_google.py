@@ -13,7 +13,7 @@ import openai
 import pytest
 import trustme
 
-from aigateway.extproc.ops.mock_backend.vectors import embedding_vector
+from aigateway.mock_backend.vectors import embedding_vector
 from tests.e2e.stack import GEMINI_KEY, Stack, running, wait_until
 from tests.e2e.test_chat_openai import MESSAGES, PROMPT_WORDS
 from tests.e2e.test_metrics import delta, snapshot

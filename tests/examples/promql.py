@@ -19,13 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aigateway.extproc.framework.processor import (
     CONTINUE,
-    METADATA_NAMESPACE,
     Headers,
     Outcome,
     Processor,
     Result,
 )
 from aigateway.instrumentation.aggregation import InProcessHistograms
+from aigateway.instrumentation.facts import METADATA_NAMESPACE
 from aigateway.instrumentation.instrumented import HeaderLabel, Instrumentation
 from aigateway.instrumentation.metrics import (
     METER_NAME,

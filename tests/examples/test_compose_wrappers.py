@@ -20,6 +20,7 @@ from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import load_config, load_secrets
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelsProcessor
 from aigateway.extproc.ops.plugins import load_wrap
+from aigateway.instrumentation.facts import published
 from aigateway.instrumentation.instrumented import InstrumentedProcessor
 from tests.e2e.stack import UPSTREAM_KEY, Stack, running, wait_until
 from tests.e2e.test_metrics import snapshot
@@ -89,8 +90,10 @@ async def test_wrappers_sit_inside_the_metrics_decorator(tmp_path: Path) -> None
             compose_wrappers.TenantBudget,
             ChatCompletionProcessor,
         ]
+        # The models list is not an LLM request: your wrappers only, no metrics wrapper.
         models = gateway.router.create(MODELS_PATH)
-        assert isinstance(models.inner.inner.inner, ModelsProcessor)  # type: ignore[attr-defined]
+        assert type(models) is compose_wrappers.AccessLog
+        assert isinstance(models.inner.inner, ModelsProcessor)  # type: ignore[attr-defined]
     finally:
         gateway.telemetry.shutdown()
 
@@ -163,7 +166,8 @@ async def test_the_access_log_loads_with_serve_wrap_and_logs_a_broken_answer(
     access_log = load_wrap(f"{EXAMPLES / 'access_log.py'}:AccessLog")
 
     class Broken(Processor):
-        """Routes, then reports an upstream 2xx it could not use (metadata `error`)."""
+        """Routes (and says so in its facts), then reports an upstream 2xx it could not use
+        (the `error` fact)."""
 
         async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
             return Result(
@@ -171,11 +175,12 @@ async def test_the_access_log_loads_with_serve_wrap_and_logs_a_broken_answer(
                     ("x-ai-gateway-model", "m"),
                     ("x-ai-gateway-backend", "b"),
                     ("authorization", f"Bearer {UPSTREAM_KEY}"),
-                )
+                ),
+                dynamic_metadata=published({"backend": "b", "model": "m"}),
             )
 
         async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
-            return Result(dynamic_metadata={"aigateway": {"error": "upstream_bad_json"}})
+            return Result(dynamic_metadata=published({"error": "upstream_bad_json"}))
 
     processor = access_log(Broken())
     with caplog.at_level("INFO", logger="aigateway.access"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aigateway.extproc.gateway.config import SCHEMAS, load_config
 from aigateway.extproc.ops.envoy_process import find_envoy
-from aigateway.extproc.ops.mock_backend import new_service_account_key
+from aigateway.mock_backend import new_service_account_key
 from tests.e2e.stack import AIGATEWAY
 from tests.examples.conftest import EXAMPLES
 

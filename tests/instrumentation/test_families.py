@@ -15,7 +15,6 @@ import pytest
 from prometheus_client import generate_latest
 
 from aigateway.extproc.framework.processor import (
-    METADATA_NAMESPACE,
     Headers,
     Processor,
     Result,
@@ -29,6 +28,7 @@ from aigateway.instrumentation.aggregation import (
     InProcessHistograms,
     ProducingInMemoryMetricReader,
 )
+from aigateway.instrumentation.facts import METADATA_NAMESPACE
 from aigateway.instrumentation.instrumented import HeaderLabel, Instrumentation
 from aigateway.instrumentation.metrics import Price, create_meter_provider
 from aigateway.instrumentation.telemetry import create_instrumentation, setup_telemetry
@@ -109,7 +109,7 @@ class Recorded:
         wrap = self.instrumentation.wrap
         if factory is None:
             table = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
-            return ExternalProcessorServicer(build_router(table, wrap=wrap))
+            return ExternalProcessorServicer(build_router(table, instrument=wrap))
         return ExternalProcessorServicer(Router({"/v1/chat/completions": factory}, wrap=wrap))
 
 

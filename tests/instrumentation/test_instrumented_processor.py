@@ -17,6 +17,7 @@ from aigateway.extproc.framework.processor import (
     ImmediateResponse,
     Outcome,
     Processor,
+    ProcessorWrapper,
     Result,
 )
 from aigateway.extproc.framework.router import Router
@@ -28,6 +29,7 @@ from aigateway.instrumentation.aggregation import (
     InProcessHistograms,
     ProducingInMemoryMetricReader,
 )
+from aigateway.instrumentation.facts import published
 from aigateway.instrumentation.instrumented import Instrumentation, InstrumentedProcessor
 from aigateway.instrumentation.metrics import GatewayMetrics, create_meter_provider
 from tests.contract import BUCKETS
@@ -109,7 +111,8 @@ def metrics() -> Metrics:
 def servicer(metrics: Metrics, factory: Any = None) -> ExternalProcessorServicer:
     if factory is None:
         router = build_router(
-            RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path())), wrap=metrics.instrumentation.wrap
+            RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path())),
+            instrument=metrics.instrumentation.wrap,
         )
     else:
         router = Router({"/v1/chat/completions": factory}, wrap=metrics.instrumentation.wrap)
@@ -245,6 +248,7 @@ def failing_in(phase: str, exc: BaseException) -> type[Processor]:
             return Result(
                 set_headers=(("x-ai-gateway-model", "m1"), ("x-ai-gateway-backend", "b1")),
                 clear_route_cache=True,
+                dynamic_metadata=published({"backend": "b1", "model": "m1"}),
             )
 
         async def on_response_headers(self, headers: Headers) -> Result:
@@ -285,6 +289,26 @@ async def test_a_failure_in_any_phase_is_exactly_one_error(
     routed = PHASES.index(phase) > 1
     labels = ("b1", "m1") if routed else ("unknown", "unknown")
     assert metrics.requests() == {(*labels, "error"): 1}
+
+
+async def test_labels_come_from_the_facts_only_not_from_routing_headers(
+    metrics: Metrics,
+) -> None:
+    # One channel: a processor that routes with headers but publishes no facts is unknown.
+    class HeadersOnly(Processor):
+        async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return Result(
+                set_headers=(("x-ai-gateway-model", "m1"), ("x-ai-gateway-backend", "b1")),
+                clear_route_cache=True,
+            )
+
+    conv = Conversation(servicer(metrics, HeadersOnly))
+    await conv.send(request_headers())
+    await conv.send(request_body(chat()))
+    await conv.send(response_headers())
+    await conv.send(response_body(b"{}"))
+    await conv.close()
+    assert metrics.requests() == {("unknown", "unknown", "success"): 1}
 
 
 class Repeats(Processor):
@@ -445,16 +469,45 @@ async def test_a_refusal_after_routing_is_labelled_with_the_model(
     assert metrics.requests() == {(backend, model, "error"): 1}
 
 
-async def test_the_models_list_is_not_counted(metrics: Metrics) -> None:
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/models/m1", "/v1/messages/count_tokens"])
+async def test_answers_that_are_not_llm_requests_are_not_counted_but_still_wrapped(
+    metrics: Metrics, path: str
+) -> None:
+    # The gateway leaves these paths out of the metrics wrapper; your wraps see them all.
+    seen: list[str] = []
+
+    class Sees(ProcessorWrapper):
+        async def on_request_headers(self, headers: Headers) -> Result:
+            seen.append(headers.path)
+            return await self.inner.on_request_headers(headers)
+
     router = build_router(
-        RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path())), wrap=metrics.instrumentation.wrap
+        RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path())),
+        wrap=Sees,
+        instrument=metrics.instrumentation.wrap,
     )
     conv = Conversation(ExternalProcessorServicer(router))
-    answer = await conv.send(request_headers("/v1/models", method="GET", end_of_stream=True))
-    assert answer.immediate_response.status.code == 200
+    if path.startswith("/v1/models"):
+        answer = await conv.send(request_headers(path, method="GET", end_of_stream=True))
+        assert answer.immediate_response.status.code == 200
+    else:
+        await conv.send(request_headers(path))
+        tokens = {"model": "m2", "messages": [{"role": "user", "content": "a b"}]}
+        assert (await conv.send(request_body(tokens))).HasField("request_body")
+        await conv.send(response_headers())
+        await conv.send(response_body({"input_tokens": 2}))
     await conv.close()
+    assert seen == [path]
     assert metrics.requests() == {}
     assert metrics.histogram("aigateway_total_latency_seconds") == []
+
+
+async def test_an_unknown_path_is_a_counted_error(metrics: Metrics) -> None:
+    conv = Conversation(servicer(metrics))
+    answer = await conv.send(request_headers("/v1/nothing-here"))
+    assert answer.immediate_response.status.code == 404
+    await conv.close()
+    assert metrics.requests() == {("unknown", "unknown", "error"): 1}
 
 
 async def test_cache_writes_have_their_own_token_type(metrics: Metrics) -> None:

@@ -71,7 +71,7 @@ class Traced:
 
     def servicer(self) -> ExternalProcessorServicer:
         table = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
-        return ExternalProcessorServicer(build_router(table, wrap=self.instrumentation.wrap))
+        return ExternalProcessorServicer(build_router(table, instrument=self.instrumentation.wrap))
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
@@ -209,7 +209,7 @@ async def test_spans_are_pushed_over_otlp(
     )
     table = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
     conv = Conversation(
-        ExternalProcessorServicer(build_router(table, wrap=telemetry.instrumentation.wrap))
+        ExternalProcessorServicer(build_router(table, instrument=telemetry.instrumentation.wrap))
     )
     await conv.send(request_headers(extra=[("traceparent", TRACEPARENT)]))
     await conv.send(request_body(chat()))

@@ -26,7 +26,7 @@ Run the deterministic mock backend that `up`, the tests and the benchmarks use: 
 answers OpenAI, Azure OpenAI, Bedrock, Anthropic, Gemini API and Vertex AI requests in
 their real wire formats, and serves a Google OAuth2 token endpoint at /token. Request
 headers tune it (x-mock-output-tokens, x-mock-status, x-mock-fault, ...; see
-aigateway/extproc/ops/mock_backend/knobs.py)."""
+aigateway/mock_backend/knobs.py)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aigateway.extproc.ops.mock_backend import (
+    from aigateway.mock_backend import (
         AwsCredentials,
         GcpServiceAccount,
         create_app,

@@ -25,6 +25,7 @@ from aigateway.extproc.ops.cli.common import (
     fail,
     worker_count,
 )
+from aigateway.extproc.ops.logs import bind_explained
 from aigateway.extproc.ops.plugins import PluginError, load_routes, load_wrap
 
 HELP = "run the ext_proc gRPC server and the metrics endpoint"
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        binder=bind_explained,
     )
     try:
         run_event_loop(run_gateway(config, secrets, options, wrap=wrap, routes=routes))

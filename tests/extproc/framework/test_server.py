@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from typing import Any
+
 import pytest
 
 from aigateway.extproc.framework._protos.envoy.extensions.filters.http.ext_proc.v3 import (
@@ -14,12 +18,13 @@ from aigateway.extproc.framework.processor import (
     CONTINUE,
     Headers,
     ImmediateResponse,
+    LocalError,
     Outcome,
     Processor,
     Result,
 )
 from aigateway.extproc.framework.router import Router
-from aigateway.extproc.framework.server import ExternalProcessorServicer
+from aigateway.extproc.framework.server import ExternalProcessorServicer, ResultError
 from tests.extproc.framework.fake_envoy import (
     Aborted,
     Conversation,
@@ -47,8 +52,14 @@ class Recorder(Processor):
         self.log.append(outcome)
 
 
-def servicer_for(factory: object, path: str = "/p") -> ExternalProcessorServicer:
-    return ExternalProcessorServicer(Router({path: factory}))  # type: ignore[dict-item]
+def servicer_for(factory: object, path: str = "/p", **router: Any) -> ExternalProcessorServicer:
+    return ExternalProcessorServicer(Router({path: factory}, **router))  # type: ignore[dict-item]
+
+
+def json_errors(error: LocalError, path: str) -> tuple[str, bytes]:
+    """An application's error format: what the router writes errors with."""
+    doc = {"status": error.status, "message": error.message, "code": error.code, "path": path}
+    return "application/json", json.dumps(doc).encode()
 
 
 async def test_one_answer_per_message_of_the_matching_type() -> None:
@@ -72,12 +83,26 @@ async def test_router_strips_the_query_and_keeps_repeated_headers() -> None:
     await conv.close()
 
 
-async def test_unknown_path_is_an_openai_404() -> None:
+async def test_unknown_path_is_a_plain_404_unless_the_application_gives_its_format() -> None:
     conv = Conversation(servicer_for(Processor))
-    status, doc = immediate_json(await conv.send(request_headers("/v1/nope")))
-    assert status == 404
-    assert doc["error"]["message"] == "Invalid URL (POST /v1/nope)"
-    assert doc["error"]["type"] == "invalid_request_error"
+    reply = (await conv.send(request_headers("/v1/nope"))).immediate_response
+    assert reply.status.code == 404
+    assert reply.body == b"Invalid URL (POST /v1/nope)"
+    content_type = pb.CommonResponse(header_mutation=reply.headers)
+    assert headers_set(content_type) == {"content-type": "text/plain; charset=utf-8"}
+    await conv.close()
+
+    conv = Conversation(servicer_for(Processor, errors=json_errors))
+    status, doc = immediate_json(await conv.send(request_headers("/v1/nope?x=1")))
+    assert (status, doc) == (
+        404,
+        {
+            "status": 404,
+            "message": "Invalid URL (POST /v1/nope)",
+            "code": None,
+            "path": "/v1/nope?x=1",
+        },
+    )
     await conv.close()
 
 
@@ -86,7 +111,7 @@ class ReplaceBody(Processor):
         return Result(set_headers=(("x-a", "1"),), body=b"new body", clear_route_cache=True)
 
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
-        return Result(body=b"", clear_route_cache=True)
+        return Result(body=b"")
 
 
 async def test_body_replacement_sets_content_length_and_raw_values() -> None:
@@ -101,8 +126,141 @@ async def test_body_replacement_sets_content_length_and_raw_values() -> None:
     answer = (await conv.send(response_body(b"old"))).response_body.response
     assert answer.body_mutation.clear_body
     assert headers_set(answer) == {"content-length": "0"}
-    assert not answer.clear_route_cache  # only in the request direction
     await conv.close()
+
+
+# -- every Result field reaches Envoy where Envoy honours it, and is an error elsewhere --
+
+PHASES = ("request_headers", "request_body", "response_headers", "response_body")
+METADATA = {"ns": {"k": "v"}}
+
+#: Each Result field, the phases where Envoy honours it, and the result that sets it.
+HONOURED: dict[str, tuple[tuple[str, ...], Result]] = {
+    "set_headers": (PHASES, Result(set_headers=(("x-set", "1"),))),
+    "remove_headers": (PHASES, Result(remove_headers=("x-gone",))),
+    "body": (PHASES, Result(body=b"new")),
+    "clear_route_cache": (PHASES[:2], Result(clear_route_cache=True)),
+    "stream_response_body": (("response_headers",), Result(stream_response_body=True)),
+    "dynamic_metadata": (PHASES, Result(dynamic_metadata=METADATA)),
+    "end_of_response": (("response_body",), Result(end_of_response=True)),
+}
+
+
+def returning(phase: str, result: Result, log: list[Outcome]) -> type[Processor]:
+    """A processor that answers ``result`` in ``phase`` and continues elsewhere."""
+
+    class Returns(Processor):
+        async def on_request_headers(self, headers: Headers) -> Result:
+            return result if phase == "request_headers" else CONTINUE
+
+        async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return result if phase == "request_body" else CONTINUE
+
+        async def on_response_headers(self, headers: Headers) -> Result:
+            return result if phase == "response_headers" else CONTINUE
+
+        async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return result if phase == "response_body" else CONTINUE
+
+        async def on_stream_end(self, outcome: Outcome) -> None:
+            log.append(outcome)
+
+    return Returns
+
+
+def test_the_table_covers_every_result_field() -> None:
+    assert set(HONOURED) == {f.name for f in dataclasses.fields(Result)}
+
+
+@pytest.mark.parametrize(
+    ("field", "phase"),
+    [(field, phase) for field, (phases, _) in HONOURED.items() for phase in phases],
+)
+async def test_each_result_field_reaches_envoy_in_every_phase_that_honours_it(
+    field: str, phase: str
+) -> None:
+    outcomes: list[Outcome] = []
+    conv = Conversation(servicer_for(returning(phase, HONOURED[field][1], outcomes)))
+    steps = {
+        "request_headers": request_headers("/p"),
+        "request_body": request_body(b"{}"),
+        "response_headers": response_headers(),
+        # Not the last chunk: only the result can end the response here.
+        "response_body": response_body(b"{}", end_of_stream=False),
+    }
+    answers = {name: await conv.send(step) for name, step in steps.items()}
+    await conv.cancel()
+    answer = answers[phase]
+    common = getattr(answer, phase).response
+    if field == "set_headers":
+        assert headers_set(common)["x-set"] == "1"
+    elif field == "remove_headers":
+        assert list(common.header_mutation.remove_headers) == ["x-gone"]
+    elif field == "body":
+        assert common.body_mutation.body == b"new"
+        assert headers_set(common) == {"content-length": "3"}
+        replace = pb.CommonResponse.CONTINUE_AND_REPLACE
+        assert (common.status == replace) is phase.endswith("headers")
+    elif field == "clear_route_cache":
+        assert common.clear_route_cache
+    elif field == "stream_response_body":
+        assert (
+            answer.mode_override.response_body_mode == processing_mode_pb2.ProcessingMode.STREAMED
+        )
+        assert "content-length" in common.header_mutation.remove_headers
+    elif field == "dynamic_metadata":
+        assert metadata(answer, "ns") == {"k": "v"}
+    else:  # end_of_response: the response is complete, a hang-up after it is no cancel
+        assert outcomes[0].response_complete and not outcomes[0].cancelled
+
+
+@pytest.mark.parametrize(
+    ("phase", "result"),
+    [
+        *[(p, Result(clear_route_cache=True)) for p in PHASES[2:]],
+        *[(p, Result(stream_response_body=True)) for p in PHASES if p != "response_headers"],
+        *[(p, Result(end_of_response=True)) for p in PHASES[:3]],
+        ("response_headers", Result(body=b"x", stream_response_body=True)),
+    ],
+)
+async def test_a_field_envoy_would_not_honour_is_an_error_not_silence(
+    phase: str, result: Result
+) -> None:
+    outcomes: list[Outcome] = []
+    conv = Conversation(servicer_for(returning(phase, result, outcomes)))
+    steps = [request_headers("/p"), request_body(b"{}"), response_headers(), response_body(b"{}")]
+    for step in steps[: PHASES.index(phase) + 1]:
+        answer = await conv.send(step)
+    assert answer.WhichOneof("response") == "immediate_response"
+    assert answer.immediate_response.status.code == 500
+    await conv.close()
+    assert isinstance(outcomes[0].error, ResultError)
+
+
+@pytest.mark.parametrize(
+    "result", [Result(set_headers=(("x", "1"),)), Result(remove_headers=("x",))]
+)
+async def test_a_streamed_chunk_cannot_change_headers_the_client_has(result: Result) -> None:
+    outcomes: list[Outcome] = []
+
+    class Streamed(Processor):
+        async def on_response_headers(self, headers: Headers) -> Result:
+            return Result(stream_response_body=True)
+
+        async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
+            return result
+
+        async def on_stream_end(self, outcome: Outcome) -> None:
+            outcomes.append(outcome)
+
+    conv = Conversation(servicer_for(Streamed))
+    await conv.send(request_headers("/p"))
+    await conv.send(request_body(b"{}"))
+    await conv.send(response_headers())
+    await conv.context.inbox.put(response_body(b"chunk", end_of_stream=False))
+    with pytest.raises(Aborted):
+        await conv.task
+    assert isinstance(outcomes[0].error, ResultError)
 
 
 class Streams(Processor):
@@ -186,7 +344,7 @@ async def test_exception_before_commit_is_a_500_json_and_the_server_keeps_servin
         pass
 
     Failing.phase = phase
-    servicer = servicer_for(Failing)
+    servicer = servicer_for(Failing, errors=json_errors)
     conv = Conversation(servicer)
     steps = [request_headers("/p"), request_body(b"{}"), response_headers(), response_body(b"{}")]
     for step in steps:
@@ -195,9 +353,9 @@ async def test_exception_before_commit_is_a_500_json_and_the_server_keeps_servin
             break
     status, doc = immediate_json(answer)
     assert status == 500
-    assert doc["error"]["type"] == "server_error"
-    assert "req-1" in doc["error"]["message"]
-    assert "secret" not in doc["error"]["message"]
+    assert doc["code"] == "internal_error"
+    assert "req-1" in doc["message"]
+    assert "secret" not in doc["message"]
     await conv.close()
     # The next stream on the same servicer works.
     log: list[object] = []
@@ -212,26 +370,19 @@ class Refuses(Processor):
         raise ImmediateResponse.error(429, "slow down", code="budget")
 
 
-async def test_immediate_response_carries_status_json_and_details() -> None:
+async def test_an_error_reply_is_written_in_the_application_format_with_its_details() -> None:
     outcomes: list[Outcome] = []
 
     class R(Refuses):
         async def on_stream_end(self, outcome: Outcome) -> None:
             outcomes.append(outcome)
 
-    conv = Conversation(servicer_for(R))
+    conv = Conversation(servicer_for(R, errors=json_errors))
     await conv.send(request_headers("/p"))
     answer = await conv.send(request_body(b"{}"))
     status, doc = immediate_json(answer)
     assert status == 429
-    assert doc == {
-        "error": {
-            "message": "slow down",
-            "type": "rate_limit_error",
-            "param": None,
-            "code": "budget",
-        }
-    }
+    assert doc == {"status": 429, "message": "slow down", "code": "budget", "path": "/p"}
     assert answer.immediate_response.details == "aigateway_budget"
     assert headers_set(pb.CommonResponse(header_mutation=answer.immediate_response.headers)) == {
         "content-type": "application/json"

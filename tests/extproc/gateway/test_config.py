@@ -177,7 +177,7 @@ models:
 
 @pytest.fixture(scope="module")
 def sa_key() -> str:
-    from aigateway.extproc.ops.mock_backend import new_service_account_key
+    from aigateway.mock_backend import new_service_account_key
 
     return new_service_account_key("https://oauth2.example/token")[0]
 
@@ -203,7 +203,8 @@ def test_google_backends_load_and_route(tmp_path: Path, sa_key: str) -> None:
     payload = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
     routes = {name: table.routes[name] for name in ("flash", "vertex-flash", "vertex-claude")}
     paths = {
-        name: route.new_translator().request(payload, b"").path for name, route in routes.items()
+        name: route.translator("chat_completions").request(payload, b"").path
+        for name, route in routes.items()
     }
     assert paths == {
         "flash": "/v1beta/models/gemini-2.5-flash:generateContent",
@@ -212,10 +213,12 @@ def test_google_backends_load_and_route(tmp_path: Path, sa_key: str) -> None:
         "vertex-claude": "/v1/projects/my-project/locations/us-central1/publishers/anthropic/"
         "models/claude-3-5-sonnet-v2@20241022:rawPredict",
     }
-    assert isinstance(routes["vertex-flash"].new_translator(), GeminiChatTranslator)
-    assert isinstance(routes["vertex-claude"].new_translator(), AnthropicMessagesTranslator)
-    assert table.routes["embed"].new_embeddings_translator is not None
-    assert routes["vertex-flash"].new_embeddings_translator is None
+    assert isinstance(routes["vertex-flash"].translator("chat_completions"), GeminiChatTranslator)
+    assert isinstance(
+        routes["vertex-claude"].translator("chat_completions"), AnthropicMessagesTranslator
+    )
+    assert table.routes["embed"].translators.supports("embeddings")
+    assert not routes["vertex-flash"].translators.supports("embeddings")
 
 
 @pytest.mark.parametrize(

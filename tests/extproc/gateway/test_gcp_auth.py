@@ -25,7 +25,7 @@ from aigateway.extproc.gateway.gcp_auth import (
     default_source,
     service_account_source,
 )
-from aigateway.extproc.ops.mock_backend import (
+from aigateway.mock_backend import (
     GcpServiceAccount,
     MockBackendServer,
     create_app,

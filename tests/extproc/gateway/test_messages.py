@@ -14,7 +14,6 @@ from aigateway.extproc.framework.server import ExternalProcessorServicer
 from aigateway.extproc.gateway.app import build_router
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
-from aigateway.extproc.gateway.messages import CountTokensProcessor
 from tests.extproc.framework.fake_envoy import (
     Conversation,
     headers_set,
@@ -199,8 +198,7 @@ async def test_upstream_errors_reach_the_client_in_anthropic_s_shape() -> None:
     await conv.close()
 
 
-async def test_count_tokens_passes_through_to_anthropic_and_is_not_counted() -> None:
-    assert CountTokensProcessor.counted is False
+async def test_count_tokens_passes_through_to_anthropic() -> None:
     conv = Conversation(servicer())
     answer = (
         await routed(

@@ -217,9 +217,12 @@ def test_the_wheel_has_one_top_level_package(tmp_path: Path) -> None:
         "aigateway/extproc/framework/processor.py",
         "aigateway/extproc/gateway/app.py",
         "aigateway/extproc/ops/cli/serve.py",
-        "aigateway/extproc/ops/mock_backend/knobs.py",
+        "aigateway/mock_backend/knobs.py",
         "aigateway/instrumentation/instrumented.py",
-        "aigateway/translators/openai_stream.py",
+        "aigateway/translators/client_apis/chat/stream.py",
+        "aigateway/translators/backends/bedrock.py",
+        "aigateway/translators/wire/eventstream.py",
+        "aigateway/translators/matrix.py",
         "aigateway/py.typed",
     ):
         assert module in names, module

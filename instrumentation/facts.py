@@ -1,0 +1,96 @@
+"""The facts a request publishes: the one typed contract between the processor that
+learns them, the wrapper that records them and Envoy's access log that prints them
+(``docs/architecture.md``, "Request lifecycle").
+
+A processor publishes them as dynamic metadata under :data:`METADATA_NAMESPACE`, as soon
+as it learns each one; Envoy merges what every message carries. :class:`Facts` is a
+``TypedDict``: a plain dict at run time (nothing to pay on the request path), and a key
+spelled wrong is a mypy error. A new fact is a new key here; the access log picks it up.
+
+This module imports nothing, so the gateway may use it without depending on telemetry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal, TypedDict, cast
+
+#: The dynamic metadata namespace the facts are published under (Envoy's access log,
+#: rate limits and the metrics wrapper read it).
+METADATA_NAMESPACE: Final = "aigateway"
+
+
+class Facts(TypedDict, total=False):
+    """What one request published so far; every key is optional."""
+
+    #: The configured backend and model that serve the request, from routing on.
+    backend: str
+    model: str
+    #: The GenAI operation (``chat``, ``embeddings``, ``count_tokens``...).
+    operation: str
+    #: The client API (``chat_completions``, ``embeddings``, ``responses``, ``messages``).
+    api: str
+    #: Token counts as the backend reported them.
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cached_input_tokens: int
+    cache_write_input_tokens: int
+    reasoning_tokens: int
+    #: The model the backend says answered, and why each choice ended.
+    response_model: str
+    finish_reasons: list[str]
+    #: Why the request failed (``upstream_http_429``, ``model_not_found``...).
+    error: str
+    #: The metrics wrapper's timings, in milliseconds, on the answer that completes the
+    #: response (none for a request that never completed).
+    first_token_latency_ms: float
+    inter_token_latency_ms: float
+    total_latency_ms: float
+
+
+#: A fact's key, for tables of keys that mypy checks (``tests/instrumentation``
+#: checks it lists every key of :class:`Facts`).
+FactKey = Literal[
+    "backend",
+    "model",
+    "operation",
+    "api",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+    "response_model",
+    "finish_reasons",
+    "error",
+    "first_token_latency_ms",
+    "inter_token_latency_ms",
+    "total_latency_ms",
+]
+#: A token count's key.
+TokenFact = Literal[
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+]
+
+#: Every fact's key, in the order Envoy's access log shows them.
+FACT_KEYS: Final[tuple[str, ...]] = tuple(Facts.__annotations__)
+
+
+def published(facts: Facts) -> dict[str, Mapping[str, Any]]:
+    """``facts`` as a result's ``dynamic_metadata``."""
+    return {METADATA_NAMESPACE: facts}
+
+
+def facts_in(metadata: Mapping[str, Mapping[str, Any]] | None) -> Facts | None:
+    """The facts a result's ``dynamic_metadata`` carries, if any (values unchecked: a
+    processor of someone else's may publish anything)."""
+    if not metadata:
+        return None
+    return cast("Facts | None", metadata.get(METADATA_NAMESPACE))

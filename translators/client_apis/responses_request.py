@@ -1,0 +1,377 @@
+"""Reading an OpenAI Responses request (``POST /v1/responses``) as a chat completion
+request, for backends reached through the chat pivot (README, "OpenAI Responses API").
+
+What a backend other than OpenAI cannot do (state kept at OpenAI, built-in tools, runs in
+the background) is a 400 naming the field, never dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigateway.translators.contract import TranslationError
+
+#: ``encrypted_content`` of the reasoning items the gateway writes: the signed reasoning
+#: blocks of a turn, for the client to send back (README, "OpenAI Responses API").
+REASONING_PREFIX = "aigw-thinking-v1:"
+
+_INCLUDABLE = frozenset({"reasoning.encrypted_content"})
+# Fields that concern OpenAI's platform only and do not change the answer.
+_IGNORED = frozenset({"metadata", "safety_identifier", "prompt_cache_key", "stream_options"})
+_STATEFUL = {
+    "previous_response_id": "a conversation kept at OpenAI",
+    "conversation": "a conversation kept at OpenAI",
+    "prompt": "prompt templates kept at OpenAI",
+}
+_TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
+_ROLES = frozenset({"user", "assistant", "system", "developer"})
+_TOOL_OPTIONS = frozenset({"auto", "none", "required"})
+
+
+def _error(message: str, param: str) -> TranslationError:
+    return TranslationError(message, param=param)
+
+
+def encode_reasoning(blocks: list[dict[str, Any]]) -> str:
+    """Signed reasoning blocks as a reasoning item's ``encrypted_content``."""
+    raw = json.dumps(blocks, separators=(",", ":")).encode()
+    return REASONING_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def decode_reasoning(text: Any, param: str) -> list[dict[str, Any]]:
+    """The blocks :func:`encode_reasoning` wrote (a 400 for anything else)."""
+    if not isinstance(text, str) or not text.startswith(REASONING_PREFIX):
+        raise _error(
+            "only reasoning items this gateway returned can be sent back to this model",
+            f"{param}.encrypted_content",
+        )
+    try:
+        blocks = json.loads(base64.urlsafe_b64decode(text[len(REASONING_PREFIX) :]))
+    except (ValueError, binascii.Error):
+        raise _error("'encrypted_content' is damaged", f"{param}.encrypted_content") from None
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        raise _error("'encrypted_content' is damaged", f"{param}.encrypted_content")
+    return blocks
+
+
+@dataclass(slots=True)
+class ResponsesRequest:
+    """A Responses request read for the chat pivot.
+
+    ``chat``: the chat completion request. ``echo``: the request fields the response
+    object repeats. ``params``: chat field -> the client's field, for 400s the backend's
+    chat translator raises.
+    """
+
+    chat: dict[str, Any]
+    echo: dict[str, Any]
+    streamed: bool
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def read_responses_request(payload: dict[str, Any]) -> ResponsesRequest:
+    """The chat completion request for a Responses request (``TranslationError`` naming
+    the Responses field for what cannot be expressed)."""
+    chat: dict[str, Any] = {"model": payload.get("model")}
+    params: dict[str, str] = {
+        "max_completion_tokens": "max_output_tokens",
+        "response_format": "text.format",
+        "reasoning_effort": "reasoning.effort",
+    }
+    messages: list[dict[str, Any]] = []
+    for key, value in payload.items():
+        if value is None or key in ("model", "input", "instructions") or key in _IGNORED:
+            continue
+        if key in _STATEFUL:
+            raise _error(f"'{key}' ({_STATEFUL[key]}) is only supported by OpenAI models", key)
+        if key == "store":
+            if value is True:
+                raise _error(
+                    "'store': true (responses kept at OpenAI) is only supported by OpenAI"
+                    " models; send 'store': false",
+                    key,
+                )
+        elif key == "background":
+            if value is True:
+                raise _error("'background' responses are only supported by OpenAI models", key)
+        elif key == "truncation":
+            if value != "disabled":
+                raise _error("only 'truncation': 'disabled' is supported for this model", key)
+        elif key == "include":
+            _check_include(value)
+        elif key == "stream":
+            if not isinstance(value, bool):
+                raise _error("'stream' must be a boolean", key)
+            if value:
+                chat["stream"] = True
+                chat["stream_options"] = {"include_usage": True}
+        elif key == "max_output_tokens":
+            chat["max_completion_tokens"] = value
+        elif key in ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier"):
+            chat[key] = value
+        elif key == "tools":
+            chat["tools"] = _tools(value)
+        elif key == "tool_choice":
+            chat["tool_choice"] = _tool_choice(value)
+        elif key == "text":
+            fmt = _text_format(value)
+            if fmt is not None:
+                chat["response_format"] = fmt
+        elif key == "reasoning":
+            effort = _reasoning_effort(value)
+            if effort is not None:
+                chat["reasoning_effort"] = effort
+        else:
+            raise _error(f"'{key}' is not supported for this model", key)
+    instructions = payload.get("instructions")
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise _error("'instructions' must be a string", "instructions")
+        if instructions:
+            params[f"messages[{len(messages)}]"] = "instructions"
+            messages.append({"role": "system", "content": instructions})
+    _read_input(payload.get("input"), messages, params)
+    if not messages:
+        raise _error("'input' must not be empty", "input")
+    chat["messages"] = messages
+    return ResponsesRequest(chat, _echo(payload), chat.get("stream") is True, params)
+
+
+def _check_include(value: Any) -> None:
+    if not isinstance(value, list):
+        raise _error("'include' must be a list", "include")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or item not in _INCLUDABLE:
+            raise _error(
+                f"'include' value {str(item)[:100]!r} is only supported by OpenAI models"
+                " (this model can include reasoning.encrypted_content)",
+                f"include[{i}]",
+            )
+
+
+def _tools(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise _error("'tools' must be a list", "tools")
+    out: list[dict[str, Any]] = []
+    for i, tool in enumerate(value):
+        param = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise _error("each tool must be an object", param)
+        kind = tool.get("type")
+        if kind != "function":
+            raise _error(
+                f"built-in tools ({str(kind)[:60]!r}) are only supported by OpenAI models;"
+                " use function tools",
+                f"{param}.type",
+            )
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise _error("a function tool needs 'name'", f"{param}.name")
+        for extra in ("allowed_callers", "output_schema"):
+            if tool.get(extra) is not None:
+                raise _error(f"'{extra}' is not supported for this model", f"{param}.{extra}")
+        # `defer_loading` (tool search loads the tool when needed): sent with the others.
+        function: dict[str, Any] = {"name": name}
+        for key in ("description", "parameters", "strict"):
+            if tool.get(key) is not None:
+                function[key] = tool[key]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(value: Any) -> Any:
+    if isinstance(value, str) and value in _TOOL_OPTIONS:
+        return value
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = value.get("name")
+        if isinstance(name, str) and name:
+            return {"type": "function", "function": {"name": name}}
+    raise _error(
+        "'tool_choice' must be auto, none, required or a function for this model", "tool_choice"
+    )
+
+
+def _text_format(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        raise _error("'text' must be an object", "text")
+    if value.get("verbosity") not in (None, "medium"):
+        raise _error("'text.verbosity' is only supported by OpenAI models", "text.verbosity")
+    fmt = value.get("format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise _error("'text.format.type' must be text, json_object or json_schema", "text.format")
+    assert isinstance(fmt, dict)
+    spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _reasoning_effort(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise _error("'reasoning' must be an object", "reasoning")
+    # `summary` asks OpenAI for summaries; other backends return their reasoning as text.
+    return value.get("effort")
+
+
+def _echo(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": payload.get("model"),
+        "instructions": payload.get("instructions"),
+        "max_output_tokens": payload.get("max_output_tokens"),
+        "metadata": payload.get("metadata") or {},
+        "parallel_tool_calls": payload.get("parallel_tool_calls") is not False,
+        "reasoning": payload.get("reasoning") or {"effort": None, "summary": None},
+        "store": False,
+        "temperature": payload.get("temperature"),
+        "text": payload.get("text") or {"format": {"type": "text"}},
+        "tool_choice": payload.get("tool_choice") or "auto",
+        "tools": payload.get("tools") or [],
+        "top_p": payload.get("top_p"),
+        "truncation": "disabled",
+        "user": payload.get("user"),
+    }
+
+
+# --- input items -------------------------------------------------------------------
+
+
+def _read_input(value: Any, messages: list[dict[str, Any]], params: dict[str, str]) -> None:
+    if isinstance(value, str):
+        if value:
+            messages.append({"role": "user", "content": value})
+        return
+    if not isinstance(value, list):
+        raise _error("'input' must be a string or a list of items", "input")
+    thinking: list[dict[str, Any]] = []  # signed reasoning for the next assistant message
+    for i, item in enumerate(value):
+        param = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise _error("each input item must be an object", param)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if not isinstance(role, str) or role not in _ROLES:
+                raise _error("'role' must be user, assistant, system or developer", f"{param}.role")
+            message: dict[str, Any] = {"role": role, "content": _content(item, param)}
+            if role == "assistant" and thinking:
+                message["thinking_blocks"], thinking = thinking, []
+            params[f"messages[{len(messages)}]"] = param
+            messages.append(message)
+        elif kind == "function_call":
+            call = _function_call(item, param)
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and not thinking:
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
+                if thinking:
+                    message["thinking_blocks"], thinking = thinking, []
+                params[f"messages[{len(messages)}]"] = param
+                messages.append(message)
+        elif kind == "function_call_output":
+            call_id = item.get("call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise _error("a function_call_output needs 'call_id'", f"{param}.call_id")
+            params[f"messages[{len(messages)}]"] = param
+            messages.append(
+                {"role": "tool", "tool_call_id": call_id, "content": _output(item, param)}
+            )
+        elif kind == "reasoning":
+            # Reasoning without our signed blocks cannot be replayed (as in chat history).
+            if item.get("encrypted_content") is not None:
+                thinking.extend(decode_reasoning(item["encrypted_content"], param))
+        elif kind == "item_reference":
+            raise _error(
+                "'item_reference' (items kept at OpenAI) is only supported by OpenAI models",
+                f"{param}.type",
+            )
+        else:
+            raise _error(
+                f"input items of type {str(kind)[:60]!r} are not supported for this model",
+                f"{param}.type",
+            )
+
+
+def _content(item: dict[str, Any], param: str) -> str | list[dict[str, Any]]:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _error("'content' must be a string or a list of parts", f"{param}.content")
+    return [_part(part, f"{param}.content[{j}]") for j, part in enumerate(content)]
+
+
+def _part(part: Any, param: str) -> dict[str, Any]:
+    if not isinstance(part, dict):
+        raise _error("each content part must be an object", param)
+    if part.get("prompt_cache_breakpoint") is not None:
+        raise _error(
+            "'prompt_cache_breakpoint' is only supported by OpenAI models",
+            f"{param}.prompt_cache_breakpoint",
+        )
+    kind = part.get("type")
+    if isinstance(kind, str) and kind in _TEXT_PART_TYPES:
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise _error("a text part needs 'text'", f"{param}.text")
+        return {"type": "text", "text": text}
+    if kind == "refusal":
+        refusal = part.get("refusal")
+        if not isinstance(refusal, str):
+            raise _error("a refusal part needs 'refusal'", f"{param}.refusal")
+        return {"type": "refusal", "refusal": refusal}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str) or not url:
+            if part.get("file_id") is not None:
+                raise _error(
+                    "uploaded files ('file_id') are only supported by OpenAI models",
+                    f"{param}.file_id",
+                )
+            raise _error("an input_image needs 'image_url'", f"{param}.image_url")
+        image: dict[str, Any] = {"url": url}
+        if isinstance(part.get("detail"), str):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_file":
+        data = part.get("file_data")
+        if not isinstance(data, str) or not data:
+            where = "file_id" if part.get("file_id") is not None else "file_url"
+            raise _error(
+                "only files sent as 'file_data' (a base64 data: URL) are supported for this model",
+                f"{param}.{where}",
+            )
+        file: dict[str, Any] = {"file_data": data}
+        if isinstance(part.get("filename"), str):
+            file["filename"] = part["filename"]
+        return {"type": "file", "file": file}
+    raise _error(f"content parts of type {str(kind)[:60]!r} are not supported", f"{param}.type")
+
+
+def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
+    if not isinstance(call_id, str) or not call_id:
+        raise _error("a function_call needs 'call_id'", f"{param}.call_id")
+    if not isinstance(name, str) or not name:
+        raise _error("a function_call needs 'name'", f"{param}.name")
+    if not isinstance(arguments, str):
+        raise _error("'arguments' must be a JSON string", f"{param}.arguments")
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _output(item: dict[str, Any], param: str) -> str | list[dict[str, Any]]:
+    output = item.get("output")
+    if isinstance(output, str):
+        return output
+    if not isinstance(output, list):
+        raise _error("'output' must be a string or a list of parts", f"{param}.output")
+    return [_part(part, f"{param}.output[{j}]") for j, part in enumerate(output)]
