@@ -1,4 +1,4 @@
-"""The gateway's metric families (README, "Metrics") and the
+"""The gateway's metric families (docs/metrics.md, "Families") and the
 OpenTelemetry setup that exports them to Prometheus (and, on request, over OTLP).
 
 Two sets of families, chosen by ``metrics.schema``: the gateway's own ``aigateway_*``
@@ -60,7 +60,7 @@ FAMILIES = {
 }
 COST_HELP = "Estimated cost in US dollars of the tokens processed, from configured prices"
 
-# -- the GenAI semantic conventions (README, "GenAI semantic conventions") ---------------
+# -- the GenAI semantic conventions (docs/metrics.md, "GenAI semantic conventions") ---------------
 
 GENAI_TOKEN_USAGE = "gen_ai.client.token.usage"
 GENAI_DURATION = "gen_ai.server.request.duration"
@@ -213,7 +213,7 @@ class GenAIMetrics:
 class Price:
     """A model's price in USD per million tokens (``models[].price``). Cached prompt
     tokens (cache reads) cost ``cached_input``, cache writes ``cache_write``; either
-    missing costs ``input`` (README, "Costs")."""
+    missing costs ``input`` (docs/metrics.md, "Costs")."""
 
     input: float
     output: float

@@ -1,6 +1,6 @@
 """Traces: one span per request, exported over OTLP when ``OTEL_TRACES_EXPORTER`` names
-``otlp`` (README, "Traces"). The span's parent is the request's W3C ``traceparent``, so
-a trace Envoy (or the client) started continues through the gateway.
+``otlp`` (docs/traces-and-logs.md, "Traces"). The span's parent is the request's W3C
+``traceparent``, so a trace Envoy (or the client) started continues through the gateway.
 """
 
 from __future__ import annotations

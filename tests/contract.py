@@ -1,6 +1,6 @@
-"""The metrics contract (README, "Metrics"; docs/architecture.md, "Accounting rules")
-written out once for the tests, independently of the code that implements it: names,
-types, labels, HELP texts and buckets."""
+"""The metrics contract (docs/metrics.md, "Metrics and accounting";
+docs/architecture.md, "Accounting rules") written out once for the tests, independently
+of the code that implements it: names, types, labels, HELP texts and buckets."""
 
 from __future__ import annotations
 

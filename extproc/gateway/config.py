@@ -274,7 +274,7 @@ _Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class ModelPrice(_Strict):
-    """USD per million tokens (README, "Costs"). Cached prompt tokens (cache reads)
+    """USD per million tokens (docs/metrics.md, "Costs"). Cached prompt tokens (cache reads)
     cost ``cached_input`` and cache writes ``cache_write``; either left out costs
     ``input``."""
 

@@ -1,5 +1,5 @@
 """``/v1/messages`` and ``/v1/messages/count_tokens``: the Anthropic Messages API to any
-backend schema, with errors in Anthropic's shape (README, "Anthropic Messages API")."""
+backend schema, with errors in Anthropic's shape (docs/client-apis.md, "Anthropic Messages API")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/v1/responses``: the OpenAI Responses API to any backend schema (README, "OpenAI
+"""``/v1/responses``: the OpenAI Responses API to any backend schema (docs/client-apis.md, "OpenAI
 Responses API")."""
 
 from __future__ import annotations

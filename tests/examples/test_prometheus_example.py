@@ -62,7 +62,7 @@ def test_promtool_accepts_the_scrape_config_and_its_commented_variant(tmp_path: 
 
 
 def test_the_exported_set_is_the_metrics_contract() -> None:
-    # The README's Metrics section; if this fails, the helper that derives the exported set
+    # docs/metrics.md, "Families"; if this fails, the helper that derives the exported set
     # is broken.
     # The helper drives a `tenant` header label, a price and both schemas.
     genai = {

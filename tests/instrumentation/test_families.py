@@ -299,7 +299,7 @@ async def test_an_operation_outside_the_conventions_is_other() -> None:
 # -- costs ------------------------------------------------------------------------------
 
 #: USD per million tokens; the rest of the prompt at input, cache reads at cached_input,
-#: cache writes at cache_write, the completion at output (README, "Costs").
+#: cache writes at cache_write, the completion at output (docs/metrics.md, "Costs").
 PRICE = Price(input=2, output=8, cached_input=0.5, cache_write=2.5)
 
 

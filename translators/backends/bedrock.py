@@ -347,7 +347,7 @@ def _tool_result_blocks(
 
 
 def is_claude(model_id: str) -> bool:
-    """A Bedrock model counts as Claude when its id names it (README, "Reasoning")."""
+    """A Bedrock model counts as Claude when its id names it (docs/client-apis.md, "Reasoning")."""
     return "claude" in model_id.lower()
 
 

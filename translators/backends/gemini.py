@@ -7,7 +7,7 @@ one ``GenerateContentResponse`` per event; the last one carries ``finishReason``
 the final ``usageMetadata``). Embeddings go to ``:batchEmbedContents``. Credentials
 (``x-goog-api-key``, OAuth2 bearer tokens) are the processor's job, not this module's.
 
-What cannot be expressed for Gemini is a 400 naming the field (README, "Endpoints and
+What cannot be expressed for Gemini is a 400 naming the field (docs/client-apis.md, "Endpoints and
 backend schemas"), never silently dropped.
 """
 
@@ -592,7 +592,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         usage = doc.get("usageMetadata")
         if usage is not None:
             stream.usage = usage_from_gemini(usage)
-        # The terminal event: the finish reason and the final usage (README, "gcp-gemini").
+        # The terminal event: the finish reason and the final usage
+        # (docs/client-apis.md, "Endpoints and backend schemas", `gcp-gemini`).
         if self._finish is not None and usage is not None:
             stream.finish(self._finish)
             stream.complete()

@@ -1,5 +1,5 @@
 """Anthropic Messages (``POST /v1/messages``, ``/v1/messages/count_tokens``) to every
-backend schema (README, "Anthropic Messages API").
+backend schema (docs/client-apis.md, "Anthropic Messages API").
 
 - Anthropic speaks it, and so does Claude on Vertex AI (``rawPredict``):
   :class:`MessagesPassthroughTranslator` passes bodies and events through (byte for byte

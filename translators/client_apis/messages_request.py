@@ -1,11 +1,12 @@
 """Reading an Anthropic Messages request (``POST /v1/messages``) as a chat completion
-request, for backends reached through the chat pivot (README, "Anthropic Messages API").
+request, for backends reached through the chat pivot (docs/client-apis.md, "Anthropic
+Messages API").
 
 Prompt-cache marks and Anthropic's ``thinking`` pass on in the chat dialect the
-Anthropic and Bedrock translators read (README, "Prompt caching", "Reasoning") when the
-backend takes them; elsewhere cache marks are dropped (those backends cache on their
-own) and ``thinking`` becomes ``reasoning_effort``. What cannot be expressed is a 400
-naming the field.
+Anthropic and Bedrock translators read (docs/client-apis.md, "Prompt caching",
+"Reasoning") when the backend takes them; elsewhere cache marks are dropped (those
+backends cache on their own) and ``thinking`` becomes ``reasoning_effort``. What cannot
+be expressed is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class MessagesRequest:
 
 
 def reasoning_effort_for_budget(budget: int) -> str:
-    """The ``reasoning_effort`` nearest a thinking budget (README, "Reasoning", read the
-    other way)."""
+    """The ``reasoning_effort`` nearest a thinking budget (docs/client-apis.md, "Reasoning",
+    read the other way)."""
     if budget < 4096:
         return "low"
     if budget < 16384:

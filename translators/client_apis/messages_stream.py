@@ -1,6 +1,6 @@
 """Writing Anthropic Messages answers from a chat answer: the whole ``message`` object
 (:func:`message_body`) and the streamed events (:class:`MessagesEventStream`), from
-``message_start`` to ``message_stop`` (README, "Anthropic Messages API").
+``message_start`` to ``message_stop`` (docs/client-apis.md, "Anthropic Messages API").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Another client API on top of a chat translator: the chat translators are the pivot
-(README, "Client APIs"). The client's request becomes a chat completion request, which
+(docs/client-apis.md, "Client APIs"). The client's request becomes a chat completion request, which
 the backend's own chat translator sends; the backend's answer, once that translator has
 made it a chat completion, becomes the client API's answer.
 

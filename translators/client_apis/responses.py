@@ -1,4 +1,4 @@
-"""OpenAI Responses (``POST /v1/responses``) to every backend schema (README, "OpenAI
+"""OpenAI Responses (``POST /v1/responses``) to every backend schema (docs/client-apis.md, "OpenAI
 Responses API").
 
 - OpenAI and Azure OpenAI speak it: :class:`ResponsesPassthroughTranslator` swaps the

@@ -1,5 +1,5 @@
 """Reading an OpenAI Responses request (``POST /v1/responses``) as a chat completion
-request, for backends reached through the chat pivot (README, "OpenAI Responses API").
+request, for backends reached through the chat pivot (docs/client-apis.md, "OpenAI Responses API").
 
 What a backend other than OpenAI cannot do (state kept at OpenAI, built-in tools, runs in
 the background) is a 400 naming the field, never dropped.
@@ -16,7 +16,7 @@ from typing import Any
 from aigateway.translators.contract import TranslationError
 
 #: ``encrypted_content`` of the reasoning items the gateway writes: the signed reasoning
-#: blocks of a turn, for the client to send back (README, "OpenAI Responses API").
+#: blocks of a turn, for the client to send back (docs/client-apis.md, "OpenAI Responses API").
 REASONING_PREFIX = "aigw-thinking-v1:"
 
 _INCLUDABLE = frozenset({"reasoning.encrypted_content"})

@@ -1,7 +1,7 @@
 """Writing OpenAI Responses answers from a chat answer: the whole ``response`` object
 (:func:`response_body`) and the streamed events (:class:`ResponsesEventStream`), each
 with its ``sequence_number``, ending with ``response.completed``, ``response.incomplete``
-or ``response.failed`` (README, "OpenAI Responses API").
+or ``response.failed`` (docs/client-apis.md, "OpenAI Responses API").
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def passthrough_error_body(status: int, body: bytes) -> bytes | None:
     return wrap_upstream_error(status, upstream_text(body))
 
 
-# Anthropic's error types by status (README, "Anthropic Messages API").
+# Anthropic's error types by status (docs/client-apis.md, "Anthropic Messages API").
 _ANTHROPIC_TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",

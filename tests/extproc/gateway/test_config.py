@@ -376,7 +376,7 @@ def test_vertex_without_auth_uses_adc_and_says_so(tmp_path: Path, sa_key: str) -
     assert found.stderr == ""
 
 
-# -- metrics options and prices (README, "Metrics") ---------------------------------------
+# -- metrics options and prices (docs/metrics.md, "Metrics and accounting") -------------
 
 METRICS = {
     "backends": [{"name": "b", "schema": "anthropic", "endpoint": "http://127.0.0.1:1"}],

@@ -465,7 +465,8 @@ def test_the_stream_runs_from_message_start_to_message_stop() -> None:
 
 
 def test_reasoning_streams_as_thinking_blocks_with_their_signature() -> None:
-    # The chat chunks a chat translator writes for signed reasoning (README, "Reasoning").
+    # The chat chunks a chat translator writes for signed reasoning
+    # (docs/client-apis.md, "Reasoning").
     t = PivotTranslator(OpenAIChatTranslator(), MessagesApi(CLAUDE))
     t.request(
         {

@@ -1,7 +1,7 @@
 """Reading chat completion answers back, as the chat translators write them: the whole
 ``chat.completion`` body (:func:`read_completion`) and the ``chat.completion.chunk``
 events of a stream (:class:`ChunkReader`). The Responses and Messages adapters put every
-backend's answer through these: the chat translators are their pivot (README, "Client
+backend's answer through these: the chat translators are their pivot (docs/client-apis.md, "Client
 APIs").
 """
 

@@ -253,7 +253,7 @@ def append_merged(
 
 
 # --- prompt caching, documents, reasoning, structured answers ------------------------
-# What the README's "mapped / not mapped" table promises for Anthropic and Bedrock.
+# What the "mapped / not mapped" table of docs/client-apis.md promises for Anthropic and Bedrock.
 
 _CACHE_TTLS = frozenset({"5m", "1h"})
 
@@ -364,7 +364,8 @@ def thinking_blocks_of(message: dict[str, Any], param: str) -> list[ThinkingBloc
     return out
 
 
-# Thinking budget per reasoning_effort (README, "Reasoning"); 1024 is Anthropic's minimum.
+# Thinking budget per reasoning_effort (docs/client-apis.md, "Reasoning"); 1024 is
+# Anthropic's minimum.
 REASONING_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 
 
@@ -426,7 +427,7 @@ def output_tokens_with_thinking(payload: dict[str, Any], thinking: Thinking, def
     return requested
 
 
-# The forced tool that carries a structured answer (README, "Structured answers").
+# The forced tool that carries a structured answer (docs/client-apis.md, "Structured answers").
 RESPONSE_FORMAT_TOOL = "json_tool_call"
 
 
@@ -496,7 +497,8 @@ def response_format_choice(
     if choice is not None and choice.mode in ("required", "named"):
         return None
     if thinking is not None and thinking.config.get("type") != "disabled":
-        # The backend refuses forced tool use while thinking (README, "Structured answers").
+        # The backend refuses forced tool use while thinking
+        # (docs/client-apis.md, "Structured answers").
         raise TranslationError(
             "'response_format' cannot be combined with reasoning on this backend",
             param="response_format",
