@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test lint format bench docs tools clean protos
+.PHONY: up test lint format bench bench-capacity docs tools clean protos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,13 +40,25 @@ test: $(VENV)/.installed-dev tools
 # Micro-benchmarks (pytest-benchmark), then Envoy alone vs Envoy + processor under wrk;
 # writes benchmarks/results/latest.{json,md}. BENCH=micro or BENCH=macro runs one half;
 # BENCH_DURATION / BENCH_WARMUP (seconds) and BENCH_ARGS tune the end-to-end run.
+# BENCH_BASE=<rev>: instead, the paired run of this tree against rev (benchmarks/paired.py;
+# BENCH_ROUNDS, BENCH_DURATION, BENCH_SCENARIOS).
 BENCH ?= all
 bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null 2>&1 || ./.ci/install-system-tools wrk
+ifneq ($(BENCH_BASE),)
+	$(BIN)/python -m benchmarks.paired --base '$(BENCH_BASE)' $(BENCH_ARGS)
+else
 	@if [ "$(BENCH)" != macro ]; then \
 	  $(BIN)/python -m pytest benchmarks/micro -q -p no:cacheprovider \
 	    --benchmark-columns=median,iqr,ops,rounds --benchmark-sort=name; fi
 	@if [ "$(BENCH)" != micro ]; then $(BIN)/python -m benchmarks.macro $(BENCH_ARGS); fi
+endif
+
+# Open streams per processor core at a token rate, and memory per open stream
+# (benchmarks/capacity.py; docs/performance.md says how to read it).
+bench-capacity: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null 2>&1 || ./.ci/install-system-tools wrk
+	$(BIN)/python -m benchmarks.capacity $(CAPACITY_ARGS)
 
 # The docs site (mkdocs, Material theme; the API reference from the docstrings by
 # mkdocstrings) from docs/ into site/; a warning is an error, as in tests/test_docs.py.

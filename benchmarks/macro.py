@@ -104,6 +104,11 @@ STATIC_COMPLETION = {
     "system_fingerprint": "fp_bench0001",
 }
 
+#: Two backends on the static upstream, 1:1; and a 503 first, then the static upstream.
+SEVERAL_MODEL = "bench-several"
+RETRIED_MODEL = "bench-retried"
+FAILED = {"error": {"message": "overloaded", "type": "server_error", "param": None, "code": None}}
+
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Write a haiku about load balancers."},
@@ -112,6 +117,9 @@ MESSAGES = [
 # usage upstream and removes the extra usage chunk (the more demanding path).
 BODIES = {
     "chat": {"model": STATIC_MODEL, "messages": MESSAGES, "temperature": 0.7},
+    # Models with several backends (docs/architecture.md, "Routing over several backends").
+    "several": {"model": SEVERAL_MODEL, "messages": MESSAGES, "temperature": 0.7},
+    "retried": {"model": RETRIED_MODEL, "messages": MESSAGES, "temperature": 0.7},
     "stream": {"model": STREAM_MODEL, "messages": MESSAGES, "stream": True},
 }
 
@@ -241,6 +249,14 @@ def static_upstream_bootstrap(port: int, admin_port: int) -> dict[str, Any]:
                     "domains": ["*"],
                     "routes": [
                         {
+                            # The failing backend of the retried scenario.
+                            "match": {"prefix": "/fail/"},
+                            "direct_response": {
+                                "status": 503,
+                                "body": {"inline_string": json.dumps(FAILED)},
+                            },
+                        },
+                        {
                             "match": {"prefix": "/"},
                             "direct_response": {
                                 "status": 200,
@@ -252,7 +268,7 @@ def static_upstream_bootstrap(port: int, admin_port: int) -> dict[str, Any]:
                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                                 }
                             ],
-                        }
+                        },
                     ],
                 }
             ]
@@ -291,9 +307,11 @@ def static_upstream_bootstrap(port: int, admin_port: int) -> dict[str, Any]:
     }
 
 
-def gateway_config(upstream_port: int, mock_port: int) -> dict[str, Any]:
+def gateway_config(upstream_port: int, mock_port: int, several: bool = False) -> dict[str, Any]:
+    """The gateway's config; with ``several``, the models with several backends too (a
+    baseline from before they existed cannot load those)."""
     key = {"api_key": {"value": API_KEY}}
-    return {
+    config: dict[str, Any] = {
         "backends": [
             {
                 "name": "static",
@@ -313,6 +331,29 @@ def gateway_config(upstream_port: int, mock_port: int) -> dict[str, Any]:
             {"name": STREAM_MODEL, "backend": "mock"},
         ],
     }
+    if several:
+        config["backends"] += [
+            {
+                "name": "static-b",
+                "schema": "openai",
+                "endpoint": f"http://127.0.0.1:{upstream_port}",
+                "auth": key,
+            },
+            {
+                "name": "failing",
+                "schema": "openai",
+                "endpoint": f"http://127.0.0.1:{upstream_port}/fail",
+                "auth": key,
+            },
+        ]
+        config["models"] += [
+            {"name": SEVERAL_MODEL, "backends": [{"backend": "static"}, {"backend": "static-b"}]},
+            {
+                "name": RETRIED_MODEL,
+                "backends": [{"backend": "failing"}, {"backend": "static", "priority": 1}],
+            },
+        ]
+    return config
 
 
 def gateway_config_both(upstream_port: int, mock_port: int) -> dict[str, Any]:
@@ -339,6 +380,8 @@ class Bench:
     stream_itl_ms: int = 1
     unix_socket: bool = False
     baseline: Path | None = None
+    #: The config has the models with several backends (their scenarios run).
+    several: bool = False
     procs: list[Proc] = field(default_factory=list)
     upstream_port: int = 0
     mock_port: int = 0
@@ -372,7 +415,7 @@ class Bench:
         )
         self.procs.append(mock)
         self.config_path.write_text(
-            yaml.safe_dump(gateway_config(self.upstream_port, self.mock_port))
+            yaml.safe_dump(gateway_config(self.upstream_port, self.mock_port, self.several))
         )
         self.config_both_path.write_text(
             yaml.safe_dump(gateway_config_both(self.upstream_port, self.mock_port))
@@ -764,6 +807,11 @@ SCENARIOS = {
     "chat-c16": Scenario("chat-c16", "chat", 16),
     "stream": Scenario("stream", "stream", 8, streamed=True),
 }
+#: Models with several backends: only when asked for (--scenarios), never by default.
+SEVERAL_SCENARIOS = {
+    "several-c16": Scenario("several-c16", "several", 16),
+    "retried-c16": Scenario("retried-c16", "retried", 16),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -812,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios",
         default=env("BENCH_SCENARIOS", ""),
-        help=f"comma-separated subset of {','.join(SCENARIOS)}",
+        help=f"comma-separated subset of {','.join({**SCENARIOS, **SEVERAL_SCENARIOS})}",
     )
     parser.add_argument(
         "--out",
@@ -840,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = [v for v in variants if v[0] in wanted]
     scenarios = list(SCENARIOS.values())
     if args.scenarios:
-        scenarios = [SCENARIOS[s] for s in args.scenarios.split(",")]
+        scenarios = [{**SCENARIOS, **SEVERAL_SCENARIOS}[s] for s in args.scenarios.split(",")]
     scenarios = [
         Scenario(s.name, s.body, args.stream_connections, True) if s.streamed else s
         for s in scenarios
@@ -870,6 +918,7 @@ def main(argv: list[str] | None = None) -> int:
             args.stream_itl_ms,
             args.unix_socket,
             Path(args.baseline).resolve() if args.baseline else None,
+            several=any(s.name in SEVERAL_SCENARIOS for s in scenarios),
         )
         try:
             bench.start_upstreams()

@@ -13,7 +13,8 @@ This module imports nothing, so the gateway may use it without depending on tele
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Literal, TypedDict, cast
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypedDict, cast, get_args
 
 #: The dynamic metadata namespace the facts are published under (Envoy's access log,
 #: rate limits and the metrics wrapper read it).
@@ -94,3 +95,30 @@ def facts_in(metadata: Mapping[str, Mapping[str, Any]] | None) -> Facts | None:
     if not metadata:
         return None
     return cast("Facts | None", metadata.get(METADATA_NAMESPACE))
+
+
+#: How one attempt to one backend ended (``aigateway_backend_attempts_total``'s
+#: ``result``): ``rate_limited`` is a 429, ``client_error`` another 4xx, ``server_error``
+#: a 5xx.
+AttemptResult = Literal[
+    "success",
+    "rate_limited",
+    "client_error",
+    "server_error",
+    "timeout",
+    "connect_failure",
+    "reset",
+]
+ATTEMPT_RESULTS: Final[frozenset[str]] = frozenset(get_args(AttemptResult))
+
+
+@dataclass(slots=True, frozen=True)
+class Attempt:
+    """One attempt of a request to a model with several backends, as Envoy logged it
+    (``docs/architecture.md``, "Routing over several backends")."""
+
+    backend: str
+    model: str
+    result: AttemptResult
+    #: The backend's HTTP status, 0 when it sent none.
+    status: int

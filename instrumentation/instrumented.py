@@ -39,7 +39,14 @@ from aigateway.extproc.framework.processor import (
     ProcessorWrapper,
     Result,
 )
-from aigateway.instrumentation.facts import METADATA_NAMESPACE, Facts, TokenFact, facts_in
+from aigateway.instrumentation.facts import (
+    ATTEMPT_RESULTS,
+    METADATA_NAMESPACE,
+    Attempt,
+    Facts,
+    TokenFact,
+    facts_in,
+)
 from aigateway.instrumentation.metrics import (
     ERROR_TYPE,
     OPERATION,
@@ -142,6 +149,20 @@ class Instrumentation:
 
     def wrap(self, processor: Processor) -> InstrumentedProcessor:
         return InstrumentedProcessor(processor, self)
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        """One attempt of a request to a model with several backends, as Envoy logged
+        it (labels bounded by the config, as every family's)."""
+        if self.metrics is None:
+            return
+        self.metrics.attempts.add(
+            1,
+            (
+                attempt.backend if attempt.backend in self.backends else UNKNOWN,
+                attempt.model if attempt.model in self.models else UNKNOWN,
+                attempt.result if attempt.result in ATTEMPT_RESULTS else UNKNOWN,
+            ),
+        )
 
     def header_values(self, headers: Headers | None) -> tuple[str, ...]:
         """The header labels' values for a request with these headers."""

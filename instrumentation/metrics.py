@@ -39,6 +39,7 @@ log = logging.getLogger("aigateway.metrics")
 METER_NAME = "aigateway"
 
 REQUESTS = "aigateway_requests_total"
+ATTEMPTS = "aigateway_backend_attempts"  # exported as aigateway_backend_attempts_total
 TOKENS = "aigateway_model_tokens"  # the Prometheus exporter adds "_total" to counters
 COST = "aigateway_model_cost_usd"  # exported as aigateway_model_cost_usd_total
 FIRST_TOKEN_LATENCY = "aigateway_first_token_latency_seconds"
@@ -54,6 +55,7 @@ TOTAL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 FAMILIES = {
     "aigateway_requests": "Total number of requests processed",
     "aigateway_model_tokens": "Total number of tokens processed by model and type",
+    "aigateway_backend_attempts": "Attempts to send a request to a backend, by result",
     FIRST_TOKEN_LATENCY: "Time to receive first token in streaming responses",
     INTER_TOKEN_LATENCY: "Time between consecutive tokens in streaming responses",
     TOTAL_LATENCY: "Time spent processing request",
@@ -114,6 +116,9 @@ class GatewayMetrics:
 
     requests: CounterTotals
     tokens: CounterTotals
+    #: Every attempt of a request to a model with several backends (no header labels:
+    #: Envoy's per-attempt log carries none of the client's headers).
+    attempts: CounterTotals
     first_token_latency: HistogramTotals
     inter_token_latency: HistogramTotals
     total_latency: HistogramTotals
@@ -135,6 +140,10 @@ class GatewayMetrics:
         meter.create_observable_counter(
             TOKENS, callbacks=[tokens.observe], description=FAMILIES["aigateway_model_tokens"]
         )
+        attempts = CounterTotals(("backend", "model", "result"))
+        meter.create_observable_counter(
+            ATTEMPTS, callbacks=[attempts.observe], description=FAMILIES[ATTEMPTS]
+        )
 
         def histogram(name: str, labels: tuple[str, ...], bounds: Sequence[float]) -> Any:
             # No unit: with unit "s" the exporter would append "_seconds" to a name that has it.
@@ -151,6 +160,7 @@ class GatewayMetrics:
         return cls(
             requests=requests,
             tokens=tokens,
+            attempts=attempts,
             first_token_latency=histogram(
                 FIRST_TOKEN_LATENCY, ("backend", "model"), FIRST_TOKEN_BUCKETS
             ),

@@ -5,7 +5,8 @@ Answers a ``message`` object (``content`` blocks ``text`` or ``tool_use``,
 Anthropic sends them: ``message_start`` (``usage.output_tokens`` 1),
 ``content_block_start``, ``ping``, one ``content_block_delta`` per word
 (``text_delta``) or tool-input fragment (``input_json_delta``), ``content_block_stop``,
-``message_delta`` (``stop_reason``, ``usage.output_tokens``), ``message_stop``.
+``message_delta`` (``stop_reason``, and the cumulative ``usage``: input, cache and output
+tokens), ``message_stop``.
 Errors are ``{"type": "error", "error": {"type", "message"}}``; in a stream they are an
 ``event: error``. ``model``, ``max_tokens`` and ``messages`` are required.
 
@@ -44,7 +45,7 @@ def add_anthropic_routes(app: web.Application) -> None:
     """Register the Anthropic route on ``app``."""
     app.router.add_post("/v1/messages", provider_route(ANTHROPIC_ERRORS, _messages))
     app.router.add_post(
-        "/v1/messages/count_tokens", provider_route(ANTHROPIC_ERRORS, _count_tokens)
+        "/v1/messages/count_tokens", provider_route(ANTHROPIC_ERRORS, count_tokens_reply)
     )
 
 
@@ -55,7 +56,8 @@ async def _messages(call: MockCall) -> web.StreamResponse:
     return await messages_reply(call, model)
 
 
-async def _count_tokens(call: MockCall) -> web.StreamResponse:
+async def count_tokens_reply(call: MockCall) -> web.StreamResponse:
+    """Answer a count_tokens body (shared with Vertex AI's count-tokens endpoint)."""
     if not isinstance(call.payload.get("model"), str) or not call.payload["model"]:
         raise MockError(400, "model: Field required")
     if not isinstance(call.payload.get("messages"), list):
@@ -149,7 +151,8 @@ async def messages_reply(call: MockCall, model: str) -> web.StreamResponse:
             yield EventKind.TOKEN, _event("content_block_delta", {"index": index, "delta": delta})
         yield EventKind.CLOSE, _event("content_block_stop", {"index": index})
         stop = {"stop_reason": stop_reason, "stop_sequence": None}
-        end_usage = {"output_tokens": tokens + thought}
+        # Cumulative, as Anthropic's message_delta now reports it (input counts included).
+        end_usage = {k: v for k, v in usage(tokens + thought).items() if k != "service_tier"}
         yield EventKind.CLOSE, _event("message_delta", {"delta": stop, "usage": end_usage})
         yield EventKind.FINAL, _event("message_stop", {})
 

@@ -9,10 +9,13 @@ Gemini API (key in ``x-goog-api-key``):
 Vertex AI (a bearer token from the mock's token endpoint, see :mod:`.gcp_token_endpoint`),
 under ``/v1/projects/{project}/locations/{region}/publishers``:
 
-- ``/google/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``
+- ``/google/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``;
+  ``:predict`` for text embeddings (``instances[].content``; each prediction's
+  ``embeddings`` with ``values`` and ``statistics.token_count``, its words)
 - ``/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``: Anthropic's
   Messages API (see :mod:`.anthropic_routes`), with ``anthropic_version`` in the body
-  and no ``model``.
+  and no ``model``; ``/anthropic/models/count-tokens:rawPredict`` counts tokens, the
+  model named in the body.
 
 ``generateContent`` answers a ``GenerateContentResponse`` (one candidate: ``text`` or
 ``functionCall`` parts, ``finishReason``, ``usageMetadata``, ``modelVersion``,
@@ -38,17 +41,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .anthropic_routes import messages_reply
+from .anthropic_routes import count_tokens_reply, messages_reply
 from .errors import ANTHROPIC_ERRORS, GOOGLE_ERRORS, VERTEX_STREAM_ERRORS, MockError
 from .gcp_token_endpoint import token_endpoint
 from .gcp_tokens import require_bearer
 from .prompt_words import gemini_prompt_words
+from .reasoning import signature
 from .routing import MockCall, dumps, provider_route, send_json
 from .state import MockState
 from .streaming import EventKind, StreamFaults, send_stream
 from .tools import ToolDefinition, mock_arguments, select_tool
 from .vectors import embedding_vector
-from .words import limit_tokens, reply_pieces, reply_text
+from .words import count_words, limit_tokens, reply_pieces, reply_text
 
 __all__ = ["add_google_routes"]
 
@@ -77,6 +81,7 @@ def add_google_routes(app: web.Application) -> None:
         google + ":streamGenerateContent",
         provider_route(VERTEX_STREAM_ERRORS, _vertex_stream, check=_bearer),
     )
+    route(google + ":predict", provider_route(GOOGLE_ERRORS, _vertex_predict, check=_bearer))
     anthropic = _VERTEX + "/anthropic/models/{model:[^/:]+}"
     route(
         anthropic + ":rawPredict",
@@ -134,6 +139,8 @@ async def _vertex_stream(call: MockCall) -> web.StreamResponse:
 
 
 async def _raw(call: MockCall) -> web.StreamResponse:
+    if call.request.match_info["model"] == "count-tokens":
+        return await count_tokens_reply(call)  # Vertex AI's: the model named in the body
     _anthropic_on_vertex(call.payload, stream=False)
     return await messages_reply(call, call.request.match_info["model"])
 
@@ -165,6 +172,8 @@ class _Answer:
         contents = payload.get("contents")
         if not isinstance(contents, list) or not contents:
             raise MockError(400, "* GenerateContentRequest.contents: contents is not specified")
+        if _signs_calls(call.request.match_info["model"]):
+            _check_signatures(contents)
         self.tool = select_tool(
             _tools(payload), header=knobs.tool_call, forced=_forced_tool(payload)
         )
@@ -177,6 +186,41 @@ class _Answer:
             self.tokens, self.finish = knobs.output_tokens, "STOP"
         self.prompt = gemini_prompt_words(payload)
         self.response_id = f"mockResponse{call.state.next_id():012d}"
+
+
+def _signs_calls(model: str) -> bool:
+    """Gemini 3 signs its function calls and wants the signatures back."""
+    return model.startswith("gemini-3")
+
+
+def _call_signature(call: dict[str, Any]) -> str:
+    return signature(dumps({"name": call.get("name"), "args": call.get("args")}).decode())
+
+
+def _check_signatures(contents: list[Any]) -> None:
+    """As Gemini 3: in the current turn (after the last user text), the first function
+    call of each model step must come back with its ``thoughtSignature``."""
+    start = 0
+    for i, content in enumerate(contents):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if content.get("role") == "user" and any(
+            isinstance(p, dict) and "text" in p for p in parts or []
+        ):
+            start = i + 1
+    for content in contents[start:]:
+        calls = [
+            p for p in content.get("parts") or [] if isinstance(p, dict) and "functionCall" in p
+        ]
+        if content.get("role") != "model" or not calls:
+            continue
+        first = calls[0]
+        if first.get("thoughtSignature") != _call_signature(first["functionCall"]):
+            name = first["functionCall"].get("name")
+            raise MockError(
+                400,
+                "Function call is missing a thought_signature in functionCall parts. This is"
+                f" required for tools to work correctly. Additional data, function call `{name}`",
+            )
 
 
 def _usage(call: MockCall, answer: _Answer, *, final: bool, vertex: bool) -> dict[str, Any]:
@@ -230,6 +274,8 @@ async def _generate(call: MockCall, *, stream: bool, vertex: bool) -> web.Stream
     call_part: dict[str, Any] | None = None
     if tool is not None:
         call_part = {"functionCall": {"name": tool.name, "args": mock_arguments(tool.schema)}}
+        if _signs_calls(model):
+            call_part["thoughtSignature"] = _call_signature(call_part["functionCall"])
     if not stream:
         parts = [call_part] if call_part is not None else [{"text": reply_text(answer.tokens)}]
         usage = _usage(call, answer, final=True, vertex=vertex)
@@ -289,6 +335,27 @@ def _forced_tool(payload: dict[str, Any]) -> str | None:
         return allowed[0]
     tools = _tools(payload)
     return tools[0].name if tools else None
+
+
+async def _vertex_predict(call: MockCall) -> web.StreamResponse:
+    """Vertex AI's text embeddings: one prediction per instance, with its token count."""
+    instances = call.payload.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise MockError(400, "instances: must be a non-empty list")
+    parameters = call.payload.get("parameters") or {}
+    dimensions = parameters.get("outputDimensionality", call.state.embedding_dimensions)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= _MAX_DIMENSIONS:
+        raise MockError(400, "parameters.outputDimensionality: out of range")
+    predictions: list[dict[str, Any]] = []
+    for i, instance in enumerate(instances):
+        text = instance.get("content") if isinstance(instance, dict) else None
+        if not isinstance(text, str):
+            raise MockError(400, f"instances[{i}].content: must be a string")
+        statistics = {"token_count": count_words(text), "truncated": False}
+        values = list(embedding_vector(text, dimensions))
+        predictions.append({"embeddings": {"values": values, "statistics": statistics}})
+    body = {"predictions": predictions, "metadata": {"billableCharacterCount": 0}}
+    return await send_json(call.request, call.knobs, dumps(body))
 
 
 async def _batch_embed(call: MockCall) -> web.StreamResponse:

@@ -8,6 +8,9 @@ header                            effect
 ``x-mock-output-tokens: N``       reply with N words / report N output tokens (default 8)
 ``x-mock-status: S``              answer status S with the provider's error body (S < 400:
                                   no effect)
+``x-mock-status-path: P``         ``x-mock-status`` only on request paths starting with P
+                                  (one backend of a model fails: ``/v1/chat`` fails OpenAI
+                                  and answers Anthropic's ``/v1/messages``)
 ``x-mock-error-type: T``          provider error type for ``x-mock-status`` and for the
                                   ``exception`` fault (OpenAI ``error.type``, Bedrock
                                   exception name, Anthropic ``error.type``)
@@ -63,6 +66,7 @@ _MAX_DELAY_MS = 600_000
 
 OUTPUT_TOKENS = "x-mock-output-tokens"
 STATUS = "x-mock-status"
+STATUS_PATH = "x-mock-status-path"
 ERROR_TYPE = "x-mock-error-type"
 ERROR_ECHO = "x-mock-error-echo"
 TTFT_MS = "x-mock-ttft-ms"
@@ -82,6 +86,7 @@ KEEPALIVE = "x-mock-keepalive"
 _ALL_HEADERS = (
     OUTPUT_TOKENS,
     STATUS,
+    STATUS_PATH,
     ERROR_TYPE,
     ERROR_ECHO,
     TTFT_MS,
@@ -137,6 +142,8 @@ class Knobs:
 
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
     status: int | None = None
+    #: ``status`` only on request paths that start with it.
+    status_path: str = ""
     error_type: str | None = None
     #: A request header whose value the error message repeats, as careless providers
     #: do with API keys ("Incorrect API key provided: sk-...").
@@ -186,6 +193,7 @@ def parse_knobs(headers: Mapping[str, str]) -> Knobs:
     return Knobs(
         output_tokens=_int_or(headers, OUTPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, 0, MAX_OUTPUT_TOKENS),
         status=status if status is not None and status >= 400 else None,
+        status_path=headers.get(STATUS_PATH, "").strip(),
         error_type=headers.get(ERROR_TYPE) or None,
         error_echo=headers.get(ERROR_ECHO, "").strip().lower() or None,
         ttft_s=_int_or(headers, TTFT_MS, 0, 0, _MAX_DELAY_MS) / 1000,

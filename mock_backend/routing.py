@@ -95,7 +95,7 @@ def provider_route(
             knobs = parse_knobs(request.headers)
             if knobs.ttft_s:
                 await state.sleep(knobs.ttft_s)
-            if knobs.status is not None:
+            if knobs.status is not None and request.path.startswith(knobs.status_path):
                 message = f"mock error: HTTP {knobs.status} requested by x-mock-status"
                 if knobs.error_echo is not None:
                     echoed = request.headers.get(knobs.error_echo, "")

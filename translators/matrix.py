@@ -119,9 +119,15 @@ def route_translators(options: BackendOptions) -> RouteTranslators:
         factories["count_tokens"] = lambda client_version: CountTokensTranslator(
             model, version=version, client_version=client_version
         )
+    elif vertex_claude(options) is not None:
+        model = options.upstream_model
+        counter = vertex_model_path(options.project, options.region, "anthropic", "count-tokens")
+        factories["count_tokens"] = lambda _version: CountTokensTranslator(
+            model, vertex_path=counter + ":rawPredict"
+        )
     else:
         unsupported["count_tokens"] = (
-            "cannot count tokens: token counting is Anthropic's"
+            "cannot count tokens: token counting is Anthropic's (and Claude's on Vertex AI)"
             f" (its backend's schema is {options.schema})"
         )
     return RouteTranslators(factories, unsupported)
@@ -129,7 +135,7 @@ def route_translators(options: BackendOptions) -> RouteTranslators:
 
 def vertex_claude(options: BackendOptions) -> VertexRawPredict | None:
     """Claude on Vertex AI (models named ``claude-*``): the Messages API at rawPredict
-    (docs: the gcp-vertex-ai schema)."""
+    (docs/client-apis.md, "Endpoints and backend schemas")."""
     if options.schema != "gcp-vertex-ai" or not options.upstream_model.startswith("claude-"):
         return None
     path = vertex_model_path(options.project, options.region, "anthropic", options.upstream_model)
@@ -173,7 +179,10 @@ def _embeddings(options: BackendOptions) -> TranslatorFactory | None:
     if options.schema == "gcp-gemini":
         path = gemini_model_path(model)
         return lambda _version: GeminiEmbeddingsTranslator(path, model)
-    # Bedrock Converse, Anthropic Messages and Vertex AI's generateContent: no embeddings
+    if options.schema == "gcp-vertex-ai" and vertex_claude(options) is None:
+        path = vertex_model_path(options.project, options.region, "google", model)
+        return lambda _version: GeminiEmbeddingsTranslator(path, model, vertex=True)
+    # Bedrock Converse, Anthropic Messages and Claude on Vertex AI: no embeddings
     return None
 
 

@@ -16,7 +16,7 @@ MESSAGES = [
 ]
 
 
-def _compact(doc: Any) -> bytes:
+def compact(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -51,35 +51,35 @@ def openai_stream_events(include_usage: bool = True) -> list[bytes]:
         last = _chunk({}, usage=usage)
         last["choices"] = []
         events.append(last)
-    return [b"data: " + _compact(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+    return [b"data: " + compact(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 
 def bedrock_stream_frames() -> list[bytes]:
     """A ConverseStream answer of 64 tokens, one event-stream frame per chunk."""
     pad = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"  # Bedrock's "p" padding field
-    frames = [event_frame("messageStart", _compact({"role": "assistant", "p": pad}))]
+    frames = [event_frame("messageStart", compact({"role": "assistant", "p": pad}))]
     frames += [
         event_frame(
             "contentBlockDelta",
-            _compact({"contentBlockIndex": 0, "delta": {"text": w}, "p": pad[: 1 + i % 30]}),
+            compact({"contentBlockIndex": 0, "delta": {"text": w}, "p": pad[: 1 + i % 30]}),
         )
         for i, w in enumerate(WORDS)
     ]
-    frames.append(event_frame("contentBlockStop", _compact({"contentBlockIndex": 0, "p": pad})))
-    frames.append(event_frame("messageStop", _compact({"stopReason": "end_turn", "p": pad})))
+    frames.append(event_frame("contentBlockStop", compact({"contentBlockIndex": 0, "p": pad})))
+    frames.append(event_frame("messageStop", compact({"stopReason": "end_turn", "p": pad})))
     usage = {"inputTokens": 27, "outputTokens": TOKENS, "totalTokens": 27 + TOKENS}
     frames.append(
-        event_frame("metadata", _compact({"usage": usage, "metrics": {"latencyMs": 412}, "p": pad}))
+        event_frame("metadata", compact({"usage": usage, "metrics": {"latencyMs": 412}, "p": pad}))
     )
     return frames
 
 
 def chat_request(model: str = "gpt-4o-mini", **extra: Any) -> bytes:
-    return _compact({"model": model, "messages": MESSAGES, "temperature": 0.7, **extra})
+    return compact({"model": model, "messages": MESSAGES, "temperature": 0.7, **extra})
 
 
 #: What the static upstream of the end-to-end benchmark answers.
-CHAT_COMPLETION = _compact(
+CHAT_COMPLETION = compact(
     {
         "id": "chatcmpl-bench0000000000000000000000",
         "object": "chat.completion",

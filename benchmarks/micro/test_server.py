@@ -13,7 +13,12 @@ import pytest
 
 from aigateway.extproc.framework.processor import Headers, Outcome
 from aigateway.extproc.framework.server import ExternalProcessorServicer
-from aigateway.extproc.gateway.app import build_router, build_telemetry
+from aigateway.extproc.gateway.app import build_attempt_router, build_router, build_telemetry
+from aigateway.extproc.gateway.attempts import (
+    ANSWERED_BY_HEADER,
+    ATTEMPT_BACKEND_HEADER,
+    RestingBackends,
+)
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import (
@@ -22,6 +27,7 @@ from aigateway.extproc.gateway.config import (
     ResolvedSecrets,
     parse_config,
 )
+from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.instrumentation.instrumented import Instrumentation
 from benchmarks.micro.conftest import run_now
 from benchmarks.micro.streams import CHAT_COMPLETION, chat_request, openai_stream_events
@@ -210,3 +216,75 @@ def test_processor_streamed_chunk(benchmark: Any, variant: str) -> None:
     run_now(processor.on_response_headers(sse))
     chunk = EVENTS[5]
     benchmark(lambda: run_now(processor.on_response_body(chunk, False)))
+
+
+# -- a model with several backends (docs/architecture.md, "Routing over several backends")
+
+SEVERAL_CONFIG = parse_config(
+    {
+        "backends": [
+            {
+                "name": name,
+                "schema": "openai",
+                "endpoint": "http://127.0.0.1:8000",
+                "auth": {"api_key": {"value": "sk-bench"}},
+            }
+            for name in ("static", "static-b")
+        ],
+        "models": [
+            {
+                "name": "gpt-4o-mini",
+                "backends": [{"backend": "static"}, {"backend": "static-b", "priority": 1}],
+            }
+        ],
+    }
+)
+SEVERAL_TABLE = RoutingTable(SEVERAL_CONFIG, ResolvedSecrets(SEVERAL_CONFIG, Path()))
+#: The listener's side: routed to the model's cluster, the answer names its backend.
+SEVERAL_REQUEST = [
+    request_headers(extra=CLIENT_HEADERS),
+    request_body(chat_request()),
+    response_headers(200, "application/json", extra=[(ANSWERED_BY_HEADER, "static-b")]),
+    response_body(CHAT_COMPLETION),
+]
+ATTEMPT_HEADERS = [
+    ("user-agent", "OpenAI/Python 1.54.0"),
+    (ORIGINAL_PATH_HEADER, "/v1/chat/completions"),
+    ("x-ai-gateway-model", "gpt-4o-mini"),
+]
+#: One attempt in the upstream filter chain: translated for the backend Envoy picked.
+ATTEMPT = [
+    request_headers(extra=[*ATTEMPT_HEADERS, (ATTEMPT_BACKEND_HEADER, "static")]),
+    request_body(chat_request()),
+    response_headers(200, "application/json"),
+]
+
+
+def test_servicer_several_backends_listener(
+    benchmark: Any, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The listener's processor of a request to a model with several backends
+    (instrumented): what a one-backend request costs, plus the answer's translator made
+    at the response headers; each attempt adds ``test_servicer_attempt``."""
+    service = ExternalProcessorServicer(
+        build_router(SEVERAL_TABLE, instrument=build_telemetry(SEVERAL_TABLE).instrumentation.wrap)
+    )
+
+    def one_request() -> None:
+        context = _messages(*SEVERAL_REQUEST)
+        loop.run_until_complete(service.Process(None, context))
+        assert context.outbox.qsize() == len(SEVERAL_REQUEST)
+
+    benchmark(one_request)
+
+
+def test_servicer_attempt(benchmark: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """One attempt's processor (request headers, buffered body, response headers)."""
+    service = ExternalProcessorServicer(build_attempt_router(SEVERAL_TABLE, RestingBackends()))
+
+    def one_attempt() -> None:
+        context = _messages(*ATTEMPT)
+        loop.run_until_complete(service.Process(None, context))
+        assert context.outbox.qsize() == len(ATTEMPT)
+
+    benchmark(one_attempt)

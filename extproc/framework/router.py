@@ -52,7 +52,7 @@ class Router:
     unknown path, a processor that raised): plain text unless the application gives
     its clients' format."""
 
-    __slots__ = ("_fallback", "_prefixes", "_routes", "_wrap", "errors")
+    __slots__ = ("_fallback", "_path_header", "_prefixes", "_routes", "_wrap", "errors")
 
     def __init__(
         self,
@@ -62,7 +62,11 @@ class Router:
         fallback: ProcessorFactory = NotFoundProcessor,
         wrap: Wrap | None = None,
         errors: ErrorFormatter = plain_error,
+        path_header: str | None = None,
     ) -> None:
+        #: A request header that, when present, holds the path to route on instead of
+        #: ``:path`` (for a filter chain where an earlier filter rewrote ``:path``).
+        self._path_header = path_header
         self._routes = dict(routes)
         self._prefixes = sorted((prefixes or {}).items(), key=lambda kv: -len(kv[0]))
         self._fallback = fallback
@@ -72,6 +76,12 @@ class Router:
     @property
     def paths(self) -> list[str]:
         return sorted(self._routes)
+
+    def path_of(self, headers: Headers) -> str:
+        """The path a request with these headers is routed on (see ``path_header``)."""
+        if self._path_header is not None:
+            return headers.get(self._path_header) or headers.path
+        return headers.path
 
     def create(self, path: str) -> Processor:
         """The processor for one request to ``path`` (query string ignored), wrapped."""

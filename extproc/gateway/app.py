@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from envoy.service.accesslog.v3.als_pb2_grpc import add_AccessLogServiceServicer_to_server
 
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import LocalError
@@ -27,6 +28,7 @@ from aigateway.extproc.framework.router import (
     compose,
 )
 from aigateway.extproc.framework.server import BindError, ExtProcServer, PortBinder, bind_port
+from aigateway.extproc.gateway.attempts import ATTEMPT_CHAIN, AttemptLog, RestingBackends
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import (
@@ -40,6 +42,7 @@ from aigateway.extproc.gateway.errors import JSON, anthropic_error_reply, openai
 from aigateway.extproc.gateway.messages import CountTokensProcessor, MessagesProcessor
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
 from aigateway.extproc.gateway.responses import ResponsesProcessor
+from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.instrumentation import (
     HeaderLabel,
     MetricsSetupError,
@@ -72,14 +75,17 @@ class StartupError(Exception):
     """Something the operator must fix before the gateway can start (one line)."""
 
 
-def processor_routes(table: RoutingTable) -> dict[str, ProcessorFactory]:
-    """The paths the gateway serves and the processor for each."""
+def processor_routes(
+    table: RoutingTable, resting: RestingBackends | None = None
+) -> dict[str, ProcessorFactory]:
+    """The paths the gateway serves and the processor for each; ``resting`` is what
+    the attempts learnt of backends out of quota (models with several backends)."""
     models = partial(ModelsProcessor, ModelCatalog(table.config))
     return {
-        CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table),
-        EMBEDDINGS: partial(EmbeddingsProcessor, table),
-        RESPONSES: partial(ResponsesProcessor, table),
-        MESSAGES: partial(MessagesProcessor, table),
+        CHAT_COMPLETIONS: partial(ChatCompletionProcessor, table, resting=resting),
+        EMBEDDINGS: partial(EmbeddingsProcessor, table, resting=resting),
+        RESPONSES: partial(ResponsesProcessor, table, resting=resting),
+        MESSAGES: partial(MessagesProcessor, table, resting=resting),
         COUNT_TOKENS: partial(CountTokensProcessor, table),
         MODELS_PATH: models,
     }
@@ -104,11 +110,12 @@ def build_router(
     routes: RouteOverrides | None = None,
     *,
     instrument: Wrap | None = None,
+    resting: RestingBackends | None = None,
 ) -> Router:
     """The gateway's router: :func:`processor_routes`, with ``routes`` (if given) merged
     over them, every processor wrapped by ``wrap``, and that by ``instrument`` (the
     metrics wrapper) on every path but :data:`NOT_COUNTED`."""
-    paths = processor_routes(table)
+    paths = processor_routes(table, resting)
     if routes is not None:
         paths.update(routes(table))
     counted = (
@@ -124,6 +131,27 @@ def build_router(
         prefixes={MODELS_PATH + "/": wrapped(MODELS_PATH, paths[MODELS_PATH])},
         fallback=wrapped("", NotFoundProcessor),
         errors=error_formatter,
+    )
+
+
+def build_attempt_router(table: RoutingTable, resting: RestingBackends) -> Router:
+    """The router of the streams from the model clusters' upstream filter chain: one
+    processor per attempt, translating for the backend Envoy picked (docs/architecture.md,
+    "Routing over several backends"). Not instrumented: the listener's processor counts
+    the request, Envoy's per-attempt log the attempts."""
+    return Router(
+        {
+            path: partial(endpoint, table, attempt=True, resting=resting)
+            for path, endpoint in (
+                (CHAT_COMPLETIONS, ChatCompletionProcessor),
+                (EMBEDDINGS, EmbeddingsProcessor),
+                (RESPONSES, ResponsesProcessor),
+                (MESSAGES, MessagesProcessor),
+            )
+        },
+        errors=error_formatter,
+        # An earlier attempt may have rewritten :path; the client's is kept here.
+        path_header=ORIGINAL_PATH_HEADER,
     )
 
 
@@ -219,13 +247,28 @@ class Gateway:
             self.telemetry = build_telemetry(self.table)
         except MetricsSetupError as exc:
             raise StartupError(str(exc)) from None
+        self.resting = RestingBackends()
         self.router = build_router(
             self.table,
             wrap=wrap,
             routes=routes,
             instrument=self.telemetry.instrumentation.wrap,
+            resting=self.resting,
         )
-        self.server = ExtProcServer(self.router, binder=options.binder)
+        several = any(m.several for m in config.models)
+        self.server = ExtProcServer(
+            self.router,
+            binder=options.binder,
+            # Only with a model with several backends: one backend per model costs as before.
+            chains={ATTEMPT_CHAIN: build_attempt_router(self.table, self.resting)}
+            if several
+            else None,
+        )
+        instrumentation = self.telemetry.instrumentation
+        add_AccessLogServiceServicer_to_server(
+            AttemptLog(instrumentation.record_attempt),
+            self.server.server,
+        )
         self.extproc_port = 0
         self.metrics_port: int | None = None
         self._metrics_server: Any = None

@@ -168,6 +168,11 @@ class ModelRoute:
         ``anthropic-version``); raises ``UnsupportedEndpoint`` when the backend has none."""
         return self.translators.translator(api, client_version)
 
+    #: The model spreads over several backends: Envoy picks this one per attempt and the
+    #: processor in the cluster's upstream filter chain translates for it
+    #: (docs/architecture.md, "Routing over several backends").
+    several: bool = False
+
     @property
     def upstream_path_prefix(self) -> str:
         return self.backend.path_prefix
@@ -208,20 +213,36 @@ class RoutingTable:
                 auth[backend.name] = NoAuth()
         self._auth = auth
         self.routes: dict[str, ModelRoute] = {}
+        self._by_backend: dict[tuple[str, str], ModelRoute] = {}
         for model in config.models:
-            backend = config.backend(model.backend)
-            options = backend_options(backend, model.upstream_name)
-            self.routes[model.name] = ModelRoute(
-                model=model,
-                backend=backend,
-                auth=auth[backend.name],
-                translators=route_translators(options),
-                forwarded=forwarded_headers(options, backend.forward_headers),
-            )
+            for target in model.targets:
+                backend = config.backend(target.backend)
+                options = backend_options(backend, model.upstream_name_on(target))
+                route = ModelRoute(
+                    model=model,
+                    backend=backend,
+                    auth=auth[backend.name],
+                    translators=route_translators(options),
+                    several=model.several,
+                    forwarded=forwarded_headers(options, backend.forward_headers),
+                )
+                self._by_backend[model.name, backend.name] = route
+                # A model's route is its first backend's until an answer says otherwise.
+                self.routes.setdefault(model.name, route)
 
     def lookup(self, model: str) -> ModelRoute | None:
-        """The route of a model name clients send, ``None`` for one not configured."""
+        """The route of a model name clients send, ``None`` for one not configured.
+        For a model with several backends: the route to its first."""
         return self.routes.get(model)
+
+    def lookup_on(self, model: str, backend: str) -> ModelRoute | None:
+        """The route of ``model`` on one of its backends, ``None`` if it has no such one."""
+        return self._by_backend.get((model, backend))
+
+    def backends_of(self, model: str) -> tuple[str, ...]:
+        """The names of the backends a model spreads over."""
+        route = self.routes.get(model)
+        return tuple(t.backend for t in route.model.targets) if route is not None else ()
 
     @property
     def model_names(self) -> frozenset[str]:

@@ -164,6 +164,15 @@ class BackendAuth(_Strict):
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 
 
+class Outlier(_Strict):
+    """Passive health (docs/architecture.md, "Routing over several backends"): a backend
+    that failed ``consecutive_failures`` attempts in a row (5xx, connect failures, resets,
+    timeouts) is left out for ``ejection_seconds``."""
+
+    consecutive_failures: int = Field(default=5, ge=1, le=1000)
+    ejection_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
 class Backend(_Strict):
     name: Annotated[str, Field(pattern=_NAME, max_length=60)]
     schema_: Schema = Field(alias="schema")
@@ -185,6 +194,8 @@ class Backend(_Strict):
     forward_headers: tuple[
         Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'+.^_`|~-]+\*?$", max_length=100)], ...
     ] = ()
+    #: Passive health for the models that spread over several backends.
+    outlier: Outlier | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -284,15 +295,98 @@ class ModelPrice(_Strict):
     cache_write: _Rate | None = None
 
 
-class Model(_Strict):
-    name: str = Field(min_length=1, max_length=256)
+class ModelBackend(_Strict):
+    """One backend of a model that spreads over several (``models[].backends``)."""
+
     backend: str
     backend_model: str | None = Field(default=None, min_length=1)
+    #: 0 is tried first; a higher number only while every lower one fails or is ejected.
+    priority: int = Field(default=0, ge=0, le=10)
+    #: The share of requests within its priority.
+    weight: int = Field(default=1, ge=1, le=1000)
+
+
+#: The failures ``models[].retry.on`` can retry
+#: (docs/architecture.md, "Routing over several backends").
+RetryOn = Literal["connect-failure", "reset", "5xx", "429"]
+RETRY_ON: tuple[RetryOn, ...] = ("connect-failure", "reset", "5xx", "429")
+
+
+class Retry(_Strict):
+    """How a model with several backends retries a failed attempt on another."""
+
+    #: Attempts in all, the first included.
+    attempts: int = Field(default=2, ge=1, le=10)
+    #: How long one attempt may wait for the response to start; unset: the backend's
+    #: ``timeout_seconds`` bounds the whole request.
+    per_try_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    on: tuple[RetryOn, ...] = Field(default=RETRY_ON, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, value: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean true, and 429 as a number.
+        if isinstance(value, dict) and True in value:
+            value = {("on" if k is True else k): v for k, v in value.items()}
+        if isinstance(value, dict) and isinstance(value.get("on"), list):
+            value = {**value, "on": [str(v) if isinstance(v, int) else v for v in value["on"]]}
+        return value
+
+
+class Model(_Strict):
+    name: str = Field(min_length=1, max_length=256)
+    #: The one backend (or ``backends`` for several).
+    backend: str | None = None
+    backend_model: str | None = Field(default=None, min_length=1)
+    backends: tuple[ModelBackend, ...] | None = Field(default=None, min_length=1, max_length=16)
+    retry: Retry | None = None
     price: ModelPrice | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Model:
+        if (self.backend is None) == (self.backends is None):
+            raise ValueError("set either backend (one) or backends (a list), not both")
+        if self.backends is not None:
+            if self.backend_model is not None:
+                raise ValueError(
+                    "backend_model goes on each backends[] entry when backends is a list"
+                )
+            names = [b.backend for b in self.backends]
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise ValueError(f"backends[{i}].backend: {name!r} is listed twice")
+        if self.retry is not None and len(self.targets) < 2:
+            raise ValueError("retry needs two or more backends (an attempt is retried on another)")
+        return self
+
+    @property
+    def targets(self) -> tuple[ModelBackend, ...]:
+        """The model's backends, the single ``backend:`` form as a list of one."""
+        if self.backends is not None:
+            return self.backends
+        assert self.backend is not None
+        return (ModelBackend(backend=self.backend, backend_model=self.backend_model),)
+
+    @property
+    def several(self) -> bool:
+        """Envoy picks the backend per attempt (docs/architecture.md, "Routing over
+        several backends"); a model with one backend keeps the direct path."""
+        return len(self.targets) > 1
+
+    @property
+    def retry_policy(self) -> Retry:
+        """``retry``, or by default one attempt per backend on every failure ``on`` names."""
+        if self.retry is not None:
+            return self.retry
+        return Retry(attempts=min(len(self.targets), 10))
+
+    def upstream_name_on(self, target: ModelBackend) -> str:
+        """The model name ``target``'s backend is sent."""
+        return target.backend_model or self.name
 
     @property
     def upstream_name(self) -> str:
-        return self.backend_model or self.name
+        return self.upstream_name_on(self.targets[0])
 
 
 class HeaderNames(_Strict):
@@ -407,15 +501,24 @@ class GatewayConfig(_Strict):
             if model.name in seen:
                 raise ValueError(f"models[{i}].name: duplicate model name {model.name!r}")
             seen.add(model.name)
-            if model.backend not in names:
-                raise ValueError(
-                    f"models[{i}].backend: no backend named {model.backend!r}"
-                    f" (backends: {', '.join(names)})"
-                )
-            problem = _google_model_problem(self.backend(model.backend).schema_, model)
-            if problem is not None:
-                key = "backend_model" if model.backend_model is not None else "name"
-                raise ValueError(f"models[{i}].{key}: {problem}")
+            for j, target in enumerate(model.targets):
+                if target.backend not in names:
+                    where = "backend" if model.backends is None else f"backends[{j}].backend"
+                    raise ValueError(
+                        f"models[{i}].{where}: no backend named {target.backend!r}"
+                        f" (backends: {', '.join(names)})"
+                    )
+                schema = self.backend(target.backend).schema_
+                problem = _google_model_problem(schema, model, target)
+                if problem is not None:
+                    key = "name"  # the model's name goes upstream, unless a backend_model does
+                    if target.backend_model is not None:
+                        key = (
+                            "backend_model"
+                            if model.backends is None
+                            else f"backends[{j}].backend_model"
+                        )
+                    raise ValueError(f"models[{i}].{key}: {problem}")
         if self.headers.model == self.headers.backend:
             raise ValueError("headers: model and backend header names must differ")
         for i, label in enumerate(self.metrics.labels_from_headers):
@@ -437,12 +540,12 @@ class GatewayConfig(_Strict):
 _GOOGLE_MODEL_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 
 
-def _google_model_problem(schema: Schema, model: Model) -> str | None:
-    """Why ``model``'s upstream name cannot go in a Gemini or Vertex AI path, if it
-    cannot: it becomes a path segment of the backend's URL."""
+def _google_model_problem(schema: Schema, model: Model, target: ModelBackend) -> str | None:
+    """Why ``model``'s upstream name on ``target`` cannot go in a Gemini or Vertex AI
+    path, if it cannot: it becomes a path segment of the backend's URL."""
     if schema not in ("gcp-gemini", "gcp-vertex-ai"):
         return None
-    name = model.upstream_name
+    name = model.upstream_name_on(target)
     segments = name.split("/")
     if schema == "gcp-gemini" and len(segments) == 2 and segments[0] in ("models", "tunedModels"):
         segments = segments[1:]  # the Gemini API's own collections

@@ -16,6 +16,7 @@ from aigateway.translators.matrix import BackendOptions, vertex_claude
 
 __all__ = [
     "BASELINE",
+    "CLIENT_CREDENTIALS",
     "ENVOY_OWNED",
     "GATEWAY_HEADER_PREFIX",
     "NEVER_FORWARDED",
@@ -34,15 +35,15 @@ _ANTHROPIC = frozenset({"anthropic-version", "anthropic-beta"})
 #: Claude on Vertex AI takes the version in the body, the beta features as a header.
 _VERTEX_CLAUDE = frozenset({"anthropic-beta"})
 
+#: The client's credentials: they are for the gateway, never for a backend.
+CLIENT_CREDENTIALS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
 #: Never forwarded, even when a configured prefix matches: the client's credentials (they
 #: are for the gateway), cookies, and the headers of the client's own connection.
 NEVER_FORWARDED = frozenset(
     {
-        "authorization",
+        *CLIENT_CREDENTIALS,
         "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
         "cookie",
         "connection",
         "keep-alive",

@@ -3,9 +3,11 @@ backend schema, with errors in Anthropic's shape (docs/client-apis.md, "Anthropi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 from aigateway.extproc.framework.processor import ImmediateResponse, LocalError
+from aigateway.extproc.gateway.backends import ModelRoute
 from aigateway.extproc.gateway.errors import anthropic_error_reply
 from aigateway.extproc.gateway.routed import RoutedProcessor
 from aigateway.translators.matrix import ClientApi
@@ -96,3 +98,11 @@ class CountTokensProcessor(_AnthropicShaped):
 
     def validate(self, payload: dict[str, Any]) -> None:
         validate_messages(payload)
+
+    def route_for(self, route: ModelRoute) -> ModelRoute:
+        # Token counting is not worth a retry: the first backend that can count does.
+        for target in route.model.targets:
+            candidate = self.table.lookup_on(route.model.name, target.backend)
+            if candidate is not None and candidate.translators.supports("count_tokens"):
+                return dataclasses.replace(candidate, several=False)
+        return dataclasses.replace(route, several=False)

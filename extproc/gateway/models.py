@@ -21,7 +21,12 @@ class ModelCatalog:
     def __init__(self, config: GatewayConfig, created: int | None = None) -> None:
         created = int(time.time()) if created is None else created
         self.by_id: dict[str, dict[str, Any]] = {
-            m.name: {"id": m.name, "object": "model", "created": created, "owned_by": m.backend}
+            m.name: {
+                "id": m.name,
+                "object": "model",
+                "created": created,
+                "owned_by": m.targets[0].backend,
+            }
             for m in config.models
         }
         self.listing = {"object": "list", "data": list(self.by_id.values())}

@@ -13,8 +13,9 @@ which translator a route uses.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import enum
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -29,13 +30,21 @@ from aigateway.extproc.framework.processor import (
     Processor,
     Result,
 )
+from aigateway.extproc.gateway.attempts import (
+    ANSWERED_BY_HEADER,
+    ATTEMPT_BACKEND_HEADER,
+    LB_NAMESPACE,
+    UNDO_HEADER,
+    RestingBackends,
+    leave_out,
+)
 from aigateway.extproc.gateway.backends import (
     BackendAuthError,
     ModelRoute,
     RoutingTable,
 )
 from aigateway.extproc.gateway.errors import openai_error_reply, written
-from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
+from aigateway.extproc.gateway.forwarded_headers import CLIENT_CREDENTIALS, GATEWAY_HEADER_PREFIX
 from aigateway.instrumentation.facts import Facts, published
 from aigateway.translators.contract import (
     StreamEnding,
@@ -52,6 +61,15 @@ log = logging.getLogger("aigateway.gateway")
 
 #: Set on the upstream request when the processor rewrites ``:path``: the client's path.
 ORIGINAL_PATH_HEADER = GATEWAY_HEADER_PREFIX + "original-path"
+
+# What a client must not set on a request to a model with several backends: the
+# headers only Envoy and the attempts' processor set.
+_REMOVE_SEVERAL = (*CLIENT_CREDENTIALS, ATTEMPT_BACKEND_HEADER, UNDO_HEADER)
+# Set afresh for every attempt (by Envoy, or by the attempt itself): never undone.
+_ATTEMPT_OWN = frozenset({ATTEMPT_BACKEND_HEADER, UNDO_HEADER, ORIGINAL_PATH_HEADER})
+#: ``x-ai-gateway-answered-by`` on an attempt the processor refused itself (a backend
+#: that cannot express the request): no backend answered.
+GATEWAY_ANSWERED = "-"
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
@@ -131,6 +149,9 @@ class ResponseMode(enum.Enum):
     FINISHED = "finished"
 
 
+_TRANSLATE = ResponseMode.TRANSLATE
+
+
 class RoutedProcessor(Processor):
     """One request to a model-routed endpoint, from client headers to the last byte.
 
@@ -146,6 +167,9 @@ class RoutedProcessor(Processor):
     endpoint: ClassVar[ClientApi] = "chat_completions"
 
     __slots__ = (
+        "_answer_remove",
+        "_attempt",
+        "_body",
         "_completed",
         "_decoder",
         "_error",
@@ -153,19 +177,37 @@ class RoutedProcessor(Processor):
         "_finish_reasons",
         "_fixed_reply",
         "_mode",
+        "_payload",
         "_request_headers",
         "_response_headers",
         "_response_model",
+        "_restore",
         "_route",
         "_status",
         "_streamed",
         "_translator",
         "_usage",
+        "resting",
         "table",
     )
 
-    def __init__(self, table: RoutingTable) -> None:
+    def __init__(
+        self,
+        table: RoutingTable,
+        *,
+        attempt: bool = False,
+        resting: RestingBackends | None = None,
+    ) -> None:
         self.table = table
+        #: One attempt of a request to a model with several backends, in the cluster's
+        #: upstream filter chain (docs/architecture.md, "Routing over several backends"):
+        #: translate the request for the backend Envoy picked and name it in the answer.
+        self._attempt = attempt
+        self.resting = resting
+        self._payload: dict[str, Any] | None = None  # the client's request (several backends)
+        self._body = b""
+        self._restore: dict[str, str | None] = {}  # attempt: the client's header values
+        self._answer_remove: tuple[str, ...] = ()  # response headers only for us
         self._request_headers: Headers | None = None
         self._route: ModelRoute | None = None
         self._translator: Translator | None = None
@@ -202,6 +244,12 @@ class RoutedProcessor(Processor):
                 code="unsupported_endpoint",
             ) from None
 
+    def route_for(self, route: ModelRoute) -> ModelRoute:
+        """The route of a request to a model with several backends: by default ``route``
+        itself (Envoy picks a backend per attempt); an endpoint that needs one given
+        backend returns that backend's route with ``several=False``."""
+        return route
+
     def client_version(self) -> str | None:
         """The version of its API the client asked for, when its API has one."""
         return None
@@ -214,6 +262,8 @@ class RoutedProcessor(Processor):
     def _local_reply(self, reply: ImmediateResponse) -> ImmediateResponse:
         if reply.body is None and reply.local_error is not None:
             written(reply, self.local_error_body(reply.local_error))
+        if self._attempt:
+            reply.headers = (*reply.headers, (ANSWERED_BY_HEADER, GATEWAY_ANSWERED))
         if reply.dynamic_metadata is None:  # refused before routing: no backend yet
             reply.dynamic_metadata = published({"api": self.api})
         return reply
@@ -227,6 +277,8 @@ class RoutedProcessor(Processor):
             raise self._local_reply(reply) from None
 
     def _check_request_headers(self, headers: Headers) -> Result:
+        if self._attempt:
+            headers = self._client_view(headers)
         self._request_headers = headers
         if headers.method != "POST":
             raise ImmediateResponse.error(
@@ -243,6 +295,30 @@ class RoutedProcessor(Processor):
                 415, f"Request bodies with content-encoding {encoding!r} are not supported."
             )
         return CONTINUE
+
+    def _client_view(self, headers: Headers) -> Headers:
+        """An attempt's request headers as the client's request had them: Envoy hands
+        every attempt the header map the previous attempts changed, and each attempt
+        leaves in :data:`UNDO_HEADER` what it changed."""
+        undo_text = headers.get(UNDO_HEADER)
+        undo: dict[str, str | None] = {}
+        if undo_text:
+            loaded = json.loads(undo_text)
+            if isinstance(loaded, dict):
+                undo = {
+                    str(k): v if isinstance(v, str) else None
+                    for k, v in loaded.items()
+                    if k not in _ATTEMPT_OWN
+                }
+        original_path = headers.get(ORIGINAL_PATH_HEADER)
+        if original_path:
+            undo[":path"] = original_path
+        self._restore = undo
+        if not undo:
+            return headers
+        pairs = [(k, v) for k, v in headers if k not in undo]
+        pairs.extend((k, v) for k, v in undo.items() if v is not None)
+        return Headers(pairs, end_of_stream=headers.end_of_stream)
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
         try:
@@ -266,6 +342,19 @@ class RoutedProcessor(Processor):
                 400, "You must provide a model parameter.", param="model", code="missing_model"
             )
         route = self.table.lookup(model)
+        if self._attempt and route is not None:
+            backend = (
+                self._request_headers.get(ATTEMPT_BACKEND_HEADER) if self._request_headers else None
+            )
+            route = self.table.lookup_on(model, backend or "")
+            if route is None:
+                raise ImmediateResponse.error(
+                    500,
+                    f"The gateway is misconfigured: Envoy picked backend {backend!r}, which"
+                    f" does not serve model {model[:200]!r} (regenerate the Envoy config).",
+                    type="server_error",
+                    code="gateway_misconfigured",
+                )
         if route is None:
             raise ImmediateResponse.error(
                 404,
@@ -273,6 +362,8 @@ class RoutedProcessor(Processor):
                 param="model",
                 code="model_not_found",
             )
+        if route.several and not self._attempt:
+            route = self.route_for(route)
         # From here on the request is this model's, whatever fails (docs/architecture.md,
         # "Accounting rules"): every refusal carries the routing facts.
         self._route = route
@@ -297,7 +388,10 @@ class RoutedProcessor(Processor):
     async def _route_request(
         self, route: ModelRoute, payload: dict[str, Any], body: bytes
     ) -> Result:
-        self.validate(payload)
+        if route.several and not self._attempt:
+            return self._route_to_model(route, payload, body)
+        if not self._attempt:
+            self.validate(payload)
         translator = self._translator = self.new_translator(route)
         try:
             upstream = translator.request(payload, body)
@@ -307,13 +401,21 @@ class RoutedProcessor(Processor):
         final_body = body if upstream.body is None else upstream.body
         path = route.upstream_path_prefix + upstream.path
         set_headers: list[tuple[str, str]] = [
-            (self.table.model_header, route.model.name),
-            (self.table.backend_header, route.backend.name),
             ("accept-encoding", "identity"),
             *upstream.headers,
         ]
+        if not self._attempt:  # an attempt was routed already, by Envoy
+            set_headers[:0] = [
+                (self.table.model_header, route.model.name),
+                (self.table.backend_header, route.backend.name),
+            ]
         client_path = self._request_headers.path if self._request_headers is not None else ""
-        if path != client_path:
+        if self._attempt:
+            set_headers.append((":path", path))
+            if upstream.body is None:
+                # The header map may hold the length an earlier attempt's body had.
+                set_headers.append(("content-length", str(len(body))))
+        elif path != client_path:
             set_headers.append((":path", path))
             # For the access log, which shows the client's path (Envoy's own
             # x-envoy-original-path is not ours to set: ext_proc may not touch x-envoy-*).
@@ -328,18 +430,72 @@ class RoutedProcessor(Processor):
                 type="server_error" if exc.status >= 500 else None,
                 code="backend_auth_failed",
             ) from None
+        set_names = frozenset(name for name, _ in set_headers)
         client_headers = self._request_headers
-        remove = (
-            route.forwarded.removals(client_headers, frozenset(name for name, _ in set_headers))
-            if client_headers is not None
-            else ()
-        )
+        remove = list(route.forwarded.removals(client_headers, set_names) if client_headers else ())
+        if self._attempt:
+            # The gateway's own headers on an attempt are Envoy's and the listener's
+            # (the client's went before the listener's filters ran).
+            remove = [h for h in remove if not h.startswith(GATEWAY_HEADER_PREFIX)]
+            return self._attempt_result(set_headers, remove, upstream.body)
         return Result(
             set_headers=tuple(set_headers),
-            remove_headers=remove,
+            remove_headers=tuple(remove),
             body=upstream.body,
             clear_route_cache=True,
             dynamic_metadata=self._metadata(),
+        )
+
+    def _route_to_model(self, route: ModelRoute, payload: dict[str, Any], body: bytes) -> Result:
+        """A model with several backends: Envoy routes to the model's cluster, picks a
+        backend per attempt, and the attempts' processor translates for it; this one
+        translates the answer of the backend that gave it."""
+        self.validate(payload)
+        self._payload = payload
+        self._body = body
+        client_path = self._request_headers.path if self._request_headers is not None else ""
+        metadata = self._metadata()
+        if self.resting is not None:
+            backends = self.table.backends_of(route.model.name)
+            lb = leave_out(self.resting.resting(backends), backends)
+            if lb is not None:
+                metadata[LB_NAMESPACE] = lb
+        return Result(
+            set_headers=(
+                (self.table.model_header, route.model.name),
+                ("accept-encoding", "identity"),
+                # Every attempt starts from the client's path.
+                (ORIGINAL_PATH_HEADER, client_path),
+            ),
+            remove_headers=(*_REMOVE_SEVERAL, self.table.backend_header),
+            clear_route_cache=True,
+            dynamic_metadata=metadata,
+        )
+
+    def _attempt_result(
+        self, set_headers: list[tuple[str, str]], remove: list[str], body: bytes | None
+    ) -> Result:
+        """The attempt's changes on top of the client's request headers, and the undo
+        record the next attempt starts from."""
+        restore = self._restore
+        headers = self._request_headers
+        mine = {name for name, _ in set_headers}
+        final_set = [(k, v) for k, v in restore.items() if v is not None and k not in mine]
+        final_set.extend(set_headers)
+        removed = {k for k, v in restore.items() if v is None}
+        removed.update(remove)
+        removed.add(ATTEMPT_BACKEND_HEADER)
+        removed -= mine
+        undo: dict[str, str | None] = {}
+        for name in (*mine, *removed):
+            if not name.startswith(":") and name not in _ATTEMPT_OWN:
+                undo[name] = headers.get(name) if headers is not None else None
+        final_set.append((UNDO_HEADER, json.dumps(undo, separators=(",", ":"))))
+        removed.discard(UNDO_HEADER)
+        return Result(
+            set_headers=tuple(final_set),
+            remove_headers=tuple(sorted(removed)),
+            body=body,
         )
 
     def _request_id(self) -> str:
@@ -349,12 +505,18 @@ class RoutedProcessor(Processor):
     # -- response --------------------------------------------------------------------
 
     async def on_response_headers(self, headers: Headers) -> Result:
+        if self._attempt:
+            return self._attempt_answered(headers)
+        if self._payload is not None and self._translator is None:
+            answered = self._answered_by(headers)
+            if answered is not None:
+                return answered
         translator = self._translator
         if translator is None:  # a reply to a request we did not route; leave it alone
             return CONTINUE
         self._status = status = headers.status
         self._response_headers = headers
-        remove: tuple[str, ...] = ()
+        remove = self._answer_remove
         encoding = (headers.get("content-encoding") or "identity").lower()
         if encoding != "identity":
             # We asked for identity; an upstream that compresses anyway is decoded here,
@@ -372,45 +534,87 @@ class RoutedProcessor(Processor):
                 )
                 return Result(
                     set_headers=((":status", "502"), ("content-type", "application/json")),
-                    remove_headers=("content-encoding",),
+                    remove_headers=(*remove, "content-encoding"),
                     body=self._fixed_reply if headers.end_of_stream else None,
                     dynamic_metadata=self._metadata() if headers.end_of_stream else None,
                 )
             self._decoder = ContentDecoder(encoding)
-            remove = ("content-encoding",)
+            remove = (*remove, "content-encoding")
         if not 200 <= status < 300:
             self._error = f"upstream_http_{status}"
             self._mode = ResponseMode.UPSTREAM_ERROR
             if headers.end_of_stream:
-                return self._finish_error(b"")
+                result = self._finish_error(b"")
+                return dataclasses.replace(result, remove_headers=remove) if remove else result
             return Result(remove_headers=remove) if remove else CONTINUE
         self._mode = ResponseMode.TRANSLATE
         decision = translator.response_headers(status, headers.get("content-type", "") or "")
         self._streamed = decision.streamed
         set_headers = (("content-type", decision.content_type),) if decision.content_type else ()
         if headers.end_of_stream:
-            return Result(set_headers=set_headers, dynamic_metadata=self._metadata())
+            return Result(
+                set_headers=set_headers, remove_headers=remove, dynamic_metadata=self._metadata()
+            )
         return Result(
             set_headers=set_headers, remove_headers=remove, stream_response_body=decision.streamed
         )
 
+    def _attempt_answered(self, headers: Headers) -> Result:
+        route = self._route
+        if route is None:
+            return CONTINUE
+        if self.resting is not None:
+            self.resting.note(route.backend.name, headers.status, headers.first)
+        return Result(set_headers=((ANSWERED_BY_HEADER, route.backend.name),))
+
+    def _answered_by(self, headers: Headers) -> Result | None:
+        """Takes the route of the backend whose answer this is (several backends) and
+        makes its translator; a :class:`Result` when there is nothing to translate."""
+        route = self._route
+        assert route is not None and self._payload is not None
+        answered = headers.get(ANSWERED_BY_HEADER)
+        if answered == GATEWAY_ANSWERED:
+            # An attempt the processor refused: its reply is already the client's error.
+            self._error = f"attempt_refused_{headers.status}"
+            return Result(remove_headers=(ANSWERED_BY_HEADER,), dynamic_metadata=self._metadata())
+        if answered is not None:
+            route = self.table.lookup_on(route.model.name, answered) or route
+        # else Envoy's own reply (every attempt failed): in the first backend's terms.
+        self._route = route
+        self._answer_remove = (ANSWERED_BY_HEADER,)
+        translator = self._translator = self.new_translator(route)
+        try:
+            # Sets up the translator's per-request state; the request itself went upstream
+            # as the attempt's processor translated it.
+            translator.request(self._payload, self._body)
+        except TranslationError:
+            pass
+        self._payload = None
+        self._body = b""
+        return None
+
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
         mode = self._mode
-        if mode is ResponseMode.UNROUTED:
-            return CONTINUE
-        if mode is ResponseMode.FIXED_REPLY:
-            if not end_of_stream:
-                return Result(body=b"")
-            return Result(body=self._fixed_reply, dynamic_metadata=self._metadata())
-        if mode is ResponseMode.FINISHED:
-            return Result(body=b"", dynamic_metadata=self._metadata() if end_of_stream else None)
+        # Every streamed chunk comes here: TRANSLATE is tested first, and through a module
+        # name (an Enum class attribute costs a metaclass __getattr__ hook per lookup).
+        if mode is not _TRANSLATE:
+            if mode is ResponseMode.UNROUTED:
+                return CONTINUE
+            if mode is ResponseMode.FIXED_REPLY:
+                if not end_of_stream:
+                    return Result(body=b"")
+                return Result(body=self._fixed_reply, dynamic_metadata=self._metadata())
+            if mode is ResponseMode.FINISHED:
+                return Result(
+                    body=b"", dynamic_metadata=self._metadata() if end_of_stream else None
+                )
         decoded = body
         if self._decoder is not None:
             try:
                 decoded = self._decoder.decode(body, end_of_stream)
             except ContentDecodingError:
                 return self._broken_encoding(end_of_stream)
-        if mode is ResponseMode.UPSTREAM_ERROR:
+        if mode is not _TRANSLATE:  # UPSTREAM_ERROR
             self._error_body.append(decoded)
             if not end_of_stream:
                 return Result(body=b"")
@@ -422,7 +626,7 @@ class RoutedProcessor(Processor):
         # later (the client leaving, a reset) finds them in Envoy and in the metrics.
         changed = False
         if out.usage is not None and out.usage != self._usage:
-            self._usage = copy.copy(out.usage)
+            self._usage = dataclasses.replace(out.usage)
             changed = True
         if out.error is not None and self._error is None:
             self._error = out.error

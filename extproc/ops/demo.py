@@ -11,6 +11,8 @@ DEMO_REGION = "us-central1"
 #: The mock backend's request knobs, forwarded to it
 #: (docs/architecture.md, "Headers a backend receives").
 MOCK_KNOBS = "x-mock-*"
+#: The demo model with a fallback backend.
+FALLBACK_MODEL = "gpt-4o"
 
 
 def demo_config(mock_url: str, vertex_key_file: str | None = None) -> dict[str, Any]:
@@ -62,6 +64,19 @@ def demo_config(mock_url: str, vertex_key_file: str | None = None) -> dict[str, 
             "backend_model": "claude-3-5-sonnet-latest",
         },
         {"name": "gemini-flash", "backend": "mock-gemini", "backend_model": "gemini-2.0-flash"},
+        {
+            # Fallback: OpenAI first, Anthropic when it fails (the banner shows how).
+            "name": FALLBACK_MODEL,
+            "backends": [
+                {"backend": "mock-openai", "backend_model": "gpt-4o"},
+                {
+                    "backend": "mock-anthropic",
+                    "backend_model": "claude-3-5-sonnet-latest",
+                    "priority": 1,
+                },
+            ],
+            "retry": {"attempts": 2, "on": ["connect-failure", "reset", "5xx", "429"]},
+        },
         {"name": "text-embedding-3-small", "backend": "mock-openai"},
         {
             "name": "gemini-embedding",

@@ -5,13 +5,26 @@ route per backend chosen by the backend header the processor sets, and a cluster
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX
-from aigateway.extproc.gateway.config import Backend, GatewayConfig
+from aigateway.extproc.framework.server import CHAIN_METADATA_KEY
+from aigateway.extproc.gateway.attempts import (
+    ANSWERED_BY_HEADER,
+    ATTEMPT_BACKEND_HEADER,
+    ATTEMPT_CHAIN,
+    ATTEMPT_LOG_NAME,
+    ATTEMPT_TAG_BACKEND,
+    ATTEMPT_TAG_MODEL,
+    LB_NAMESPACE,
+    MAX_RESTING,
+    without_key,
+)
+from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
 from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
 from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE
 
@@ -193,22 +206,245 @@ def _backend_cluster(backend: Backend, options: EnvoyOptions, buffer_limit: int)
         },
     }
     if backend.tls:
-        tls: dict[str, Any] = {
-            "@type": _type("extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
-            "sni": backend.host,
-        }
-        ca = _ca_bundle(options)
-        if ca is not None:
-            tls["common_tls_context"] = {
-                "validation_context": {
-                    "trusted_ca": {"filename": ca},
-                    "match_typed_subject_alt_names": [
-                        {"san_type": "DNS", "matcher": {"exact": backend.host}}
-                    ],
-                }
-            }
-        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+        cluster["transport_socket"] = _tls_socket(backend, options)
     return cluster
+
+
+def _tls_socket(backend: Backend, options: EnvoyOptions) -> dict[str, Any]:
+    tls: dict[str, Any] = {
+        "@type": _type("extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+        "sni": backend.host,
+    }
+    ca = _ca_bundle(options)
+    if ca is not None:
+        tls["common_tls_context"] = {
+            "validation_context": {
+                "trusted_ca": {"filename": ca},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "DNS", "matcher": {"exact": backend.host}}
+                ],
+            }
+        }
+    return {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+
+
+def model_cluster_name(index: int) -> str:
+    """The cluster of ``config.models[index]`` when it has several backends (a dot: no
+    backend name has one)."""
+    return f"model.{index}"
+
+
+def _model_cluster(
+    config: GatewayConfig, index: int, options: EnvoyOptions, buffer_limit: int
+) -> dict[str, Any]:
+    """A model's backends as one cluster (docs/architecture.md, "Routing over several
+    backends"): priorities as Envoy priorities (renumbered 0, 1, ... in order), weights
+    as endpoint weights, each endpoint naming its backend in its metadata, and the
+    processor in the upstream filter chain translating every attempt for its backend."""
+    model = config.models[index]
+    name = model_cluster_name(index)
+    tiers = sorted({t.priority for t in model.targets})
+    localities: list[dict[str, Any]] = []
+    tls_matches: list[dict[str, Any]] = []
+    for rank, priority in enumerate(tiers):
+        endpoints: list[dict[str, Any]] = []
+        for target in model.targets:
+            if target.priority != priority:
+                continue
+            backend = config.backend(target.backend)
+            metadata: dict[str, Any] = {
+                METADATA_NAMESPACE: {"backend": backend.name},
+                # In every subset that leaves another backend out.
+                LB_NAMESPACE: {
+                    without_key(t.backend): True for t in model.targets if t.backend != backend.name
+                },
+            }
+            if backend.tls:
+                metadata[_TLS_MATCH] = {"backend": backend.name}
+                tls_matches.append(
+                    {
+                        "name": backend.name,
+                        "match": {"backend": backend.name},
+                        "transport_socket": _tls_socket(backend, options),
+                    }
+                )
+            endpoints.append(
+                {
+                    "endpoint": {
+                        "address": {
+                            "socket_address": {"address": backend.host, "port_value": backend.port}
+                        },
+                        # auto_host_rewrite sends this as the Host (SigV4 signs it).
+                        "hostname": backend.authority,
+                    },
+                    "load_balancing_weight": target.weight,
+                    "metadata": {"filter_metadata": metadata},
+                }
+            )
+        localities.append({"priority": rank, "lb_endpoints": endpoints})
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        "lb_policy": "ROUND_ROBIN",
+        "per_connection_buffer_limit_bytes": buffer_limit,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _type("extensions.upstreams.http.v3.HttpProtocolOptions"),
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": _attempt_filters(config, options),
+            }
+        },
+        "load_assignment": {"cluster_name": name, "endpoints": localities},
+        # Envoy allows 3 retries in flight per cluster by default: under load most
+        # requests would get the first backend's failure instead of the fallback.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "retry_budget": {
+                        "budget_percent": {"value": 100.0},
+                        "min_retry_concurrency": 64,
+                    },
+                }
+            ]
+        },
+    }
+    if tls_matches:
+        cluster["transport_socket_matches"] = tls_matches
+    # The processor leaves resting backends out by naming them in the request's
+    # `envoy.lb` metadata; one subset per set of backends it may leave out.
+    names = [t.backend for t in model.targets]
+    cluster["lb_subset_config"] = {
+        "fallback_policy": "ANY_ENDPOINT",
+        "subset_selectors": [
+            {"keys": [without_key(b) for b in combo]}
+            for size in range(1, min(len(names) - 1, MAX_RESTING) + 1)
+            for combo in itertools.combinations(names, size)
+        ],
+    }
+    outliers = [
+        o for o in (config.backend(t.backend).outlier for t in model.targets) if o is not None
+    ]
+    if outliers:
+        # One setting per cluster: the strictest of the model's backends'
+        # (docs/configuration.md, "Several backends per model").
+        cluster["outlier_detection"] = {
+            "consecutive_5xx": min(o.consecutive_failures for o in outliers),
+            "base_ejection_time": f"{max(o.ejection_seconds for o in outliers):g}s",
+            "max_ejection_time": f"{max(o.ejection_seconds for o in outliers):g}s",
+            "interval": "1s",
+            "max_ejection_percent": 100,
+            "enforcing_success_rate": 0,
+            "enforcing_failure_percentage": 0,
+        }
+    return cluster
+
+
+# Envoy picks an endpoint's TLS settings by this metadata (transport_socket_matches).
+_TLS_MATCH = "envoy.transport_socket_match"
+
+
+def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]]:
+    return [
+        {
+            # The backend the load balancer picked, from its endpoint's metadata, for the
+            # processor (a client cannot set it: it is overwritten here on every attempt).
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": _type("extensions.filters.http.header_mutation.v3.HeaderMutation"),
+                "mutations": {
+                    "request_mutations": [
+                        {
+                            "append": {
+                                "header": {
+                                    "key": ATTEMPT_BACKEND_HEADER,
+                                    "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                                },
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            }
+                        }
+                    ]
+                },
+            },
+        },
+        {
+            "name": "envoy.filters.http.ext_proc",
+            "typed_config": {
+                "@type": _type("extensions.filters.http.ext_proc.v3.ExternalProcessor"),
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+                    # The processor serves these streams with its attempt router.
+                    "initial_metadata": [{"key": CHAIN_METADATA_KEY, "value": ATTEMPT_CHAIN}],
+                },
+                "failure_mode_allow": False,
+                "message_timeout": f"{options.message_timeout_seconds:g}s",
+                # Request headers and body to translate; response headers to say which
+                # backend answered. The response body is the listener's processor's.
+                "processing_mode": {
+                    "request_header_mode": "SEND",
+                    "request_body_mode": "BUFFERED",
+                    "request_trailer_mode": "SKIP",
+                    "response_header_mode": "SEND",
+                    "response_body_mode": "NONE",
+                    "response_trailer_mode": "SKIP",
+                },
+            },
+        },
+        {
+            "name": "envoy.filters.http.upstream_codec",
+            "typed_config": {
+                "@type": _type("extensions.filters.http.upstream_codec.v3.UpstreamCodec")
+            },
+        },
+    ]
+
+
+_RETRY_ON = {"connect-failure": "connect-failure", "reset": "reset"}
+
+
+def _retry_policy(model: Model) -> dict[str, Any]:
+    retry = model.retry_policy
+    retry_on = [_RETRY_ON[o] for o in retry.on if o in _RETRY_ON]
+    codes: list[int] = []
+    if "429" in retry.on:
+        codes.append(429)
+    if "5xx" in retry.on:
+        # Envoy's own "5xx" also retries resets; the status codes keep `on` exact.
+        codes.extend(range(500, 600))
+    if codes:
+        retry_on.append("retriable-status-codes")
+    first_tier = min(t.priority for t in model.targets)
+    policy: dict[str, Any] = {
+        "retry_on": ",".join(retry_on),
+        "num_retries": retry.attempts - 1,
+        # A retry goes to a backend not tried yet for this request...
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": _type("extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate")
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+        # ...and to the next priority once the first one's backends were each tried.
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": _type(
+                    "extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+                ),
+                "update_frequency": sum(1 for t in model.targets if t.priority == first_tier),
+            },
+        },
+    }
+    if codes:
+        policy["retriable_status_codes"] = codes
+    if retry.per_try_timeout_seconds is not None:
+        policy["per_try_timeout"] = f"{retry.per_try_timeout_seconds:g}s"
+    return policy
 
 
 def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
@@ -230,7 +466,13 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
                 "response_trailer_mode": "SKIP",
             },
             # Envoy drops dynamic metadata from namespaces not listed here.
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            "metadata_options": {
+                "receiving_namespaces": {
+                    "untyped": [METADATA_NAMESPACE, LB_NAMESPACE]
+                    if any(m.several for m in config.models)
+                    else [METADATA_NAMESPACE]
+                }
+            },
         },
     }
 
@@ -253,6 +495,38 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                     # The processor signs (SigV4) for this exact host.
                     "host_rewrite_literal": backend.authority,
                 },
+            }
+        )
+    for index, model in enumerate(config.models):
+        if not model.several:
+            continue
+        timeout = max(config.backend(t.backend).timeout_seconds for t in model.targets)
+        routes.append(
+            {
+                "name": model_cluster_name(index),
+                "match": {
+                    "prefix": "/",
+                    "headers": [
+                        {"name": config.headers.model, "string_match": {"exact": model.name}}
+                    ],
+                },
+                "route": {
+                    "cluster": model_cluster_name(index),
+                    "timeout": f"{timeout:g}s",
+                    "auto_host_rewrite": True,
+                    "retry_policy": _retry_policy(model),
+                },
+                # Envoy's own reply when every attempt failed names the last one's backend
+                # (an answer already names its backend: the attempt's processor set it).
+                "response_headers_to_add": [
+                    {
+                        "header": {
+                            "key": ANSWERED_BY_HEADER,
+                            "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                        },
+                        "append_action": "ADD_IF_ABSENT",
+                    }
+                ],
             }
         )
     routes.append(
@@ -353,6 +627,89 @@ def _early_header_mutation(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
+# One line per attempt (docs/architecture.md, "Routing over several backends").
+_ATTEMPT_LOG_FORMAT: dict[str, str] = {
+    "time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "backend": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    "duration_ms": "%DURATION%",
+    "upstream": "%UPSTREAM_HOST%",
+}
+
+
+def _router_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
+    router: dict[str, Any] = {"@type": _type("extensions.filters.http.router.v3.Router")}
+    if any(m.several for m in config.models):
+        router["upstream_log"] = _attempt_logs(config, options)
+    return {"name": "envoy.filters.http.router", "typed_config": router}
+
+
+def _attempt_logs(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]]:
+    """The router's log of every attempt of a request to a model with several backends
+    (the processor sets no backend header on those): to the processor, which counts
+    attempts by result, and to stdout with the access log."""
+    only_several = {
+        "header_filter": {
+            "header": {
+                "name": config.headers.backend,
+                "present_match": True,
+                "invert_match": True,
+            }
+        }
+    }
+    logs: list[dict[str, Any]] = [
+        {
+            "name": "envoy.access_loggers.http_grpc",
+            "filter": only_several,
+            "typed_config": {
+                "@type": _type("extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"),
+                "common_config": {
+                    "log_name": ATTEMPT_LOG_NAME,
+                    "transport_api_version": "V3",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+                    "buffer_flush_interval": "0.1s",
+                    "custom_tags": [
+                        {
+                            "tag": ATTEMPT_TAG_BACKEND,
+                            "metadata": {
+                                "kind": {"host": {}},
+                                "metadata_key": {
+                                    "key": METADATA_NAMESPACE,
+                                    "path": [{"key": "backend"}],
+                                },
+                            },
+                        },
+                        {
+                            "tag": ATTEMPT_TAG_MODEL,
+                            "request_header": {"name": config.headers.model},
+                        },
+                    ],
+                },
+            },
+        }
+    ]
+    if options.access_log:
+        logs.append(
+            {
+                "name": "envoy.access_loggers.stdout",
+                "filter": only_several,
+                "typed_config": {
+                    "@type": _type("extensions.access_loggers.stream.v3.StdoutAccessLog"),
+                    "log_format": {
+                        "json_format": {
+                            **_ATTEMPT_LOG_FORMAT,
+                            "model": f"%REQ({config.headers.model})%",
+                        }
+                    },
+                },
+            }
+        )
+    return logs
+
+
 def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
     """The Envoy bootstrap as a dict (dump it as YAML or JSON)."""
     buffer_limit = config.max_request_bytes
@@ -370,10 +727,7 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
         },
         "http_filters": [
             _ext_proc_filter(config, options),
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": _type("extensions.filters.http.router.v3.Router")},
-            },
+            _router_filter(config, options),
         ],
         "local_reply_config": _local_reply_config(),
     }
@@ -410,6 +764,11 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
             "clusters": [
                 _extproc_cluster(options, buffer_limit),
                 *(_backend_cluster(b, options, buffer_limit) for b in config.backends),
+                *(
+                    _model_cluster(config, i, options, buffer_limit)
+                    for i, m in enumerate(config.models)
+                    if m.several
+                ),
             ],
         },
     }

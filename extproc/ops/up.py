@@ -33,7 +33,7 @@ from aigateway.extproc.gateway.config import (
     load_secrets,
     parse_config,
 )
-from aigateway.extproc.ops.demo import demo_config
+from aigateway.extproc.ops.demo import FALLBACK_MODEL, demo_config
 from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, build_bootstrap
 from aigateway.extproc.ops.envoy_process import (
     EnvoyNotFound,
@@ -158,8 +158,11 @@ def _banner(config: GatewayConfig, listen: Address, metrics: Address | None, adm
     lines.append(f"  Envoy admin            http://{admin.url_host()}:{admin.port}")
     lines.append("  Models:")
     for m in config.models:
-        backend = config.backend(m.backend)
-        lines.append(f"    {m.name:<24} -> {backend.name} ({backend.schema_})")
+        routes = ", then ".join(
+            f"{t.backend} ({config.backend(t.backend).schema_})"
+            for t in sorted(m.targets, key=lambda t: t.priority)
+        )
+        lines.append(f"    {m.name:<24} -> {routes}")
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello there"}]})
     # Both snippets paste into a shell as printed: nothing indented inside the heredoc.
     python = shlex.quote(sys.executable)
@@ -184,8 +187,23 @@ def _banner(config: GatewayConfig, listen: Address, metrics: Address | None, adm
         '    print(chunk.choices[0].delta.content or "", end="", flush=True)',
         "print()",
         "EOF",
+    ]
+    if any(m.name == FALLBACK_MODEL and m.several for m in config.models):
+        fallback = json.dumps(
+            {"model": FALLBACK_MODEL, "messages": [{"role": "user", "content": "Hello there"}]}
+        )
+        lines += [
+            "",
+            f"# See a fallback: OpenAI answers 503 (the mock's knobs), so {FALLBACK_MODEL}'s",
+            "# answer comes from Anthropic; Envoy's log below shows both attempts.",
+            f"curl -s -w '\\n' {base}/v1/chat/completions -H 'content-type: application/json' \\",
+            "  -H 'x-mock-status: 503' -H 'x-mock-status-path: /v1/chat' \\",
+            f"  -d '{fallback}'",
+        ]
+    lines += [
         "",
-        "Envoy's access log follows (one JSON line per request). Press Ctrl-C to stop.",
+        "Envoy's access log follows (one JSON line per request, and one per attempt for a",
+        "model with several backends). Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.e2e.stack import Stack, wait_until
+from tests.e2e.stack import VERTEX_GEMINI_MODEL, Stack, wait_until
 from tests.e2e.test_metrics import delta, snapshot
+from tests.e2e.test_schemas import VERTEX_PATH
 
 
 @pytest.mark.parametrize(
@@ -17,6 +18,12 @@ from tests.e2e.test_metrics import delta, snapshot
             "azure-embedding",
             "mock-azure",
             "/openai/deployments/embed-deploy/embeddings?api-version=2024-10-21",
+        ),
+        # Vertex AI's :predict, which reports each input's token count
+        (
+            "vertex-gemini",
+            "mock-vertex",
+            f"{VERTEX_PATH}/google/models/{VERTEX_GEMINI_MODEL}:predict",
         ),
     ],
 )
@@ -30,7 +37,7 @@ def test_embeddings(
     assert all(len(d.embedding) > 0 for d in result.data)
     assert result.usage.prompt_tokens == 5
     assert result.usage.total_tokens == 5
-    (seen,) = [r for r in stack.mock_requests() if r["method"] == "POST"]
+    (seen,) = [r for r in stack.mock_requests() if r["method"] == "POST" and r["path"] != "/token"]
     assert seen["path"] == path
     after: dict = {}
 

@@ -179,7 +179,15 @@ def test_an_error_event_mid_stream_raises_in_the_sdk(
         stream.until_done()
 
 
-def test_count_tokens_is_anthropic_s(claude: anthropic.Anthropic, model: str) -> None:
+def test_count_tokens_is_anthropic_s(stack: Stack, claude: anthropic.Anthropic, model: str) -> None:
+    if model == "vertex-claude":  # Vertex AI's count-tokens endpoint, the model in the body
+        stack.clear_mock_requests()
+        counted = claude.messages.count_tokens(model=model, system=SYSTEM, messages=MESSAGES)
+        assert counted.input_tokens == PROMPT_WORDS
+        (upstream,) = [r for r in stack.mock_requests() if r["path"] != "/token"]
+        assert upstream["path"].endswith("/publishers/anthropic/models/count-tokens:rawPredict")
+        assert json.loads(upstream["body"])["model"] == VERTEX_CLAUDE_MODEL
+        return
     if MODELS[model] == "mock-anthropic":
         counted = claude.messages.count_tokens(model=model, system=SYSTEM, messages=MESSAGES)
         assert counted.input_tokens == PROMPT_WORDS

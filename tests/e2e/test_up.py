@@ -99,9 +99,22 @@ def test_up_serves_every_demo_model_and_stops_cleanly(up: Up) -> None:
         ["bash", "-euo", "pipefail"], input=snippets, capture_output=True, text=True, timeout=60
     )
     assert pasted.returncode == 0, pasted.stderr
-    reply, streamed = pasted.stdout.splitlines()[-2:]
+    reply, streamed, fallback = pasted.stdout.splitlines()[-3:]
     assert json.loads(reply)["object"] == "chat.completion"
     assert len(streamed.split()) == 8  # the mock's reply, streamed by the openai client
+    # The fallback snippet: OpenAI's 503, then Anthropic's answer, as chat completions.
+    assert json.loads(fallback)["object"] == "chat.completion"
+    seen = (
+        b'aigateway_backend_attempts_total{backend="mock-openai",model="gpt-4o",'
+        b'result="server_error"} 1.0',
+        b'aigateway_requests_total{backend="mock-anthropic",model="gpt-4o",status="success"} 1.0',
+    )
+
+    def attempted() -> bool:
+        status, body = http_get(f"http://127.0.0.1:{up.ports['metrics']}/metrics")
+        return status == 200 and all(line in body for line in seen)
+
+    wait_until("the fallback's failed attempt to be counted", attempted)
 
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
     models = [m.id for m in client.models.list()]

@@ -25,7 +25,7 @@ from aigateway.extproc.framework.processor import (
     Result,
 )
 from aigateway.instrumentation.aggregation import InProcessHistograms
-from aigateway.instrumentation.facts import METADATA_NAMESPACE
+from aigateway.instrumentation.facts import METADATA_NAMESPACE, Attempt
 from aigateway.instrumentation.instrumented import HeaderLabel, Instrumentation
 from aigateway.instrumentation.metrics import (
     METER_NAME,
@@ -120,6 +120,7 @@ def exported() -> Exported:
     async def run() -> None:
         await _drive(instrumentation, 200)
         await _drive(instrumentation, 500)
+        instrumentation.record_attempt(Attempt("b", "m", "server_error", 503))
 
     asyncio.run(run())
     text = generate_latest(registry).decode()

@@ -31,7 +31,7 @@ def test_every_schema_and_auth_kind_is_shown() -> None:
     vertex_auth = by_name["vertex"].auth
     assert vertex_auth is not None and vertex_auth.gcp is not None
     # Every backend serves at least one model.
-    assert {m.backend for m in config.models} == set(by_name)
+    assert {t.backend for m in config.models for t in m.targets} == set(by_name)
 
 
 def test_check_config_passes_once_the_secrets_exist(tmp_path: Path) -> None:

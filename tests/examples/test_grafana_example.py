@@ -94,6 +94,7 @@ def test_schema_and_the_panels_asked_for() -> None:
         "GenAI token usage per second by type",
         "GenAI failed requests per second by error.type",
         "GenAI time to first token and per output token (p95)",
+        "Backend attempts per second by result",
     }
     ids = [p["id"] for p in panels(doc)]
     assert len(ids) == len(set(ids))
@@ -123,6 +124,7 @@ def test_the_new_families_have_panels() -> None:
     exprs = " ".join(target["expr"] for _, target in targets(dashboard()))
     for family in (
         "aigateway_model_cost_usd_total",
+        "aigateway_backend_attempts_total",
         "gen_ai_server_request_duration_seconds",
         "gen_ai_client_token_usage",
         "gen_ai_server_time_to_first_token_seconds",

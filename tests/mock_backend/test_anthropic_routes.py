@@ -119,7 +119,13 @@ async def test_stream_events_like_anthropic(mock_server: MockBackendServer) -> N
     assert payloads[7] == {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-        "usage": {"output_tokens": 3},
+        # cumulative, input counts included, as Anthropic's now are
+        "usage": {
+            "input_tokens": REQUEST_WORDS,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 3,
+        },
     }
     assert payloads[8] == {"type": "message_stop"}
 
@@ -163,7 +169,7 @@ async def test_tool_use_stream(mock_server: MockBackendServer) -> None:
     assert {d["type"] for d in deltas} == {"input_json_delta"}
     assert json.loads("".join(d["partial_json"] for d in deltas)) == {"city": "mock"}
     assert payloads[-2]["delta"]["stop_reason"] == "tool_use"
-    assert payloads[-2]["usage"] == {"output_tokens": 4}
+    assert payloads[-2]["usage"]["output_tokens"] == 4
 
 
 async def test_tool_choice_any_uses_the_first_tool(mock_server: MockBackendServer) -> None:

@@ -48,6 +48,8 @@ VERTEX = {"project": "p", "region": "us-central1"}
         ("openai", "gpt-4o", "messages", PivotTranslator),
         ("anthropic", "claude-3", "count_tokens", CountTokensTranslator),
         ("gcp-gemini", "text-embedding-004", "embeddings", GeminiEmbeddingsTranslator),
+        ("gcp-vertex-ai", "text-embedding-005", "embeddings", GeminiEmbeddingsTranslator),
+        ("gcp-vertex-ai", "claude-3-5-sonnet", "count_tokens", CountTokensTranslator),
     ],
 )
 def test_each_pair_has_its_translator(
@@ -61,7 +63,6 @@ def test_each_pair_has_its_translator(
     ("schema", "api", "reason"),
     [
         ("aws-bedrock", "embeddings", "does not support embeddings (its backend's schema is"),
-        ("gcp-vertex-ai", "embeddings", "does not support embeddings (its backend's schema is"),
         ("anthropic", "embeddings", "does not support embeddings (its backend's schema is"),
         ("openai", "count_tokens", "cannot count tokens: token counting is Anthropic's"),
     ],
@@ -88,3 +89,10 @@ def test_the_client_version_reaches_the_messages_passthrough() -> None:
 def test_each_request_gets_a_new_translator() -> None:
     translators = route_translators(BackendOptions(schema="aws-bedrock", upstream_model="m"))
     assert translators.translator("responses") is not translators.translator("responses")
+
+
+def test_claude_on_vertex_has_no_embeddings_and_gemini_on_vertex_counts_no_tokens() -> None:
+    claude = BackendOptions(schema="gcp-vertex-ai", upstream_model="claude-3-5-sonnet", **VERTEX)
+    gemini = BackendOptions(schema="gcp-vertex-ai", upstream_model="gemini-2.0-flash", **VERTEX)
+    assert not route_translators(claude).supports("embeddings")
+    assert not route_translators(gemini).supports("count_tokens")

@@ -9,11 +9,11 @@ processor's job (backend auth), not this module's.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aigateway.translators.backends.claude_models import native_output_config
 from aigateway.translators.backends.sse_or_json import SseOrJsonAnswer
 from aigateway.translators.client_apis import chat
 from aigateway.translators.contract import (
@@ -168,6 +168,8 @@ def _text_block(text: str, part: dict[str, Any], param: str) -> dict[str, Any] |
 
 
 def _image_block(url: str, param: str) -> dict[str, Any]:
+    if chat.pdf_remote_url(url):
+        return {"type": "document", "source": {"type": "url", "url": url}}
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     if chat.pdf_image_url(url):
@@ -259,6 +261,8 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     refused = False
     for part in chat.content_parts(message.get("content"), param):
         kind = part["type"]
+        if kind in chat.THINKING_PARTS:
+            continue  # read above, first
         if kind == "text":
             block = _text_block(chat.part_text(part, param), part, param)
         elif kind == "refusal":  # the turn happened: the model reads it as what it said
@@ -326,6 +330,7 @@ def messages_request(
         else:
             raise TranslationError(f"unsupported message role '{role}'", param=param)
 
+    output_config, payload = native_output_config(payload, model)
     thinking = chat.thinking_of(payload)
     if thinking is not None and thinking.budget is not None:
         max_tokens: int | None = chat.output_tokens_with_thinking(
@@ -362,6 +367,8 @@ def messages_request(
                 param="service_tier",
             )
         body["service_tier"] = _SERVICE_TIERS[tier]
+    if output_config:
+        body["output_config"] = output_config
     _add_tools(body, payload, thinking)
     return body
 
@@ -505,9 +512,13 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         doc = loads_or_none(body)
+        if isinstance(doc, list) and doc:
+            doc = doc[0]  # Vertex AI wraps some errors in a list
         error = doc.get("error") if isinstance(doc, dict) else None
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            kind = error.get("type") if isinstance(error.get("type"), str) else None
+            # Anthropic's "type", or Google's "status" on Vertex AI's own refusals
+            named = error.get("type", error.get("status"))
+            kind = named if isinstance(named, str) and named else None
             info = anthropic_error(kind, status)
             return openai_error_body(
                 error["message"][:MAX_UPSTREAM_MESSAGE],
@@ -530,59 +541,39 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
     # --- JSON ---
 
     def _json_body(self, body: bytes) -> ResponseBodyOutput:
-        try:
-            doc = json.loads(body)
-            content = doc["content"]
-            if not isinstance(content, list):
-                raise TypeError("content is not a list")
-        except (ValueError, KeyError, TypeError) as exc:
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body(f"not a Messages response ({exc!r})"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
-        reasoning: list[str] = []
-        thinking_blocks: list[dict[str, str]] = []
+        doc = loads_or_none(body)
+        content = doc.get("content") if isinstance(doc, dict) else None
+        if not isinstance(content, list) or not isinstance(doc, dict):
+            return chat.invalid_answer("not a Messages response (no content list)")
+        answer = chat.AnswerParts()
         for block in content:
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
             if kind == "text" and isinstance(block.get("text"), str):
-                texts.append(block["text"])
+                answer.texts.append(block["text"])
             elif kind == "tool_use":
                 arguments = dumps(block.get("input", {})).decode()
                 if self._answer_tool and block.get("name") == chat.RESPONSE_FORMAT_TOOL:
-                    texts.append(arguments)
+                    answer.texts.append(arguments)
                     continue
-                calls.append(
+                answer.calls.append(
                     chat.ToolCall(str(block.get("id", "")), str(block.get("name", "")), arguments)
                 )
             elif kind == "thinking" and isinstance(block.get("thinking"), str):
-                reasoning.append(block["thinking"])
-                thinking_blocks.append(
-                    {
-                        "type": "thinking",
-                        "thinking": block["thinking"],
-                        "signature": str(block.get("signature", "")),
-                    }
-                )
+                answer.thinking(block["thinking"], str(block.get("signature", "")))
             elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
-                thinking_blocks.append({"type": "redacted_thinking", "data": block["data"]})
+                answer.redacted_thinking(block["data"])
             # server tool blocks and citations: no OpenAI message field
         usage = usage_from_anthropic(doc.get("usage"))
-        finish = self._finish_reason(doc.get("stop_reason"), bool(calls))
-        out = chat.chat_completion_body(
+        finish = self._finish_reason(doc.get("stop_reason"), bool(answer.calls))
+        out = self._answer_body(
+            answer,
             completion_id=self._id(doc.get("id")),
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
             finish_reason=finish,
             usage=usage,
-            reasoning_content="".join(reasoning) if thinking_blocks else None,
-            thinking_blocks=thinking_blocks,
         )
         model = doc.get("model")
         return ResponseBodyOutput(
@@ -603,8 +594,12 @@ class AnthropicMessagesTranslator(SseOrJsonAnswer):
 
     def _chunk_stream(self, upstream_id: Any) -> chat.ChunkStream:
         if self._stream is None:
-            encoder = chat.ChunkEncoder(self._id(upstream_id), self._created, self._client_model)
-            self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            self._stream = self._new_chunk_stream(
+                self._id(upstream_id),
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
         return self._stream
 
     def _on_event(self, event: SseEvent) -> chat.ChunkStream:

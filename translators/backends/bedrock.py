@@ -9,13 +9,14 @@ Requests go to ``/model/{modelId}/converse`` (JSON) or ``/converse-stream`` (an
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from aigateway.translators.backends.claude_models import native_output_config
+from aigateway.translators.backends.sse_or_json import StreamOrJsonAnswer
 from aigateway.translators.client_apis import chat
 from aigateway.translators.contract import (
     ResponseBodyOutput,
@@ -32,6 +33,7 @@ from aigateway.translators.wire.errors import (
 )
 from aigateway.translators.wire.eventstream import EventStreamFrames, event_stream_types
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
+from aigateway.translators.wire.sse import media_type
 
 EVENT_STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
@@ -303,6 +305,8 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     refused = False
     for part in chat.content_parts(message.get("content"), param):
         kind = part["type"]
+        if kind in chat.THINKING_PARTS:
+            continue  # read above, first
         if kind == "text":
             text = chat.part_text(part, param)
         elif kind == "refusal":  # the turn happened: the model reads it as what it said
@@ -354,6 +358,7 @@ def is_claude(model_id: str) -> bool:
 def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str, Any]:
     """The Converse request body for an OpenAI chat completion request to ``model_id``."""
     chat.reject_unsupported(payload)
+    claude_output, payload = native_output_config(payload, model_id)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     names = _DocumentNames()
@@ -419,6 +424,8 @@ def converse_request(payload: dict[str, Any], *, model_id: str = "") -> dict[str
                 param="output_config",
             )
         native["output_config"] = output_config
+    elif claude_output:
+        native["output_config"] = claude_output
     if native:
         body["additionalModelRequestFields"] = native
 
@@ -509,7 +516,7 @@ def _tool_config(
 # --- the translator ----------------------------------------------------------------
 
 
-class BedrockConverseTranslator:
+class BedrockConverseTranslator(StreamOrJsonAnswer):
     """One request's translation to Bedrock Converse and back (see ``Translator``).
 
     ``model_id`` is the Bedrock model id, inference profile or ARN; the client sees the
@@ -525,25 +532,22 @@ class BedrockConverseTranslator:
         "_created",
         "_frames",
         "_include_usage",
-        "_json_parts",
         "_metadata_seen",
         "_model_id",
         "_stop_reason",
         "_stopped",
         "_stream",
-        "_streamed",
     )
 
     def __init__(
         self, model_id: str, *, completion_id: str | None = None, created: int | None = None
     ) -> None:
+        super().__init__()
         self._model_id = model_id
         self._completion_id = completion_id or chat.new_completion_id()
         self._created = created if created is not None else chat.now()
         self._client_model = model_id
-        self._streamed = False
         self._include_usage = False
-        self._json_parts: list[bytes] = []
         self._frames: EventStreamFrames | None = None
         self._stream: chat.ChunkStream | None = None
         self._stopped = False  # messageStop seen
@@ -585,19 +589,10 @@ class BedrockConverseTranslator:
         )
 
     def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        self._streamed = media_type == EVENT_STREAM_CONTENT_TYPE
+        self._streamed = media_type(content_type) == EVENT_STREAM_CONTENT_TYPE
         if self._streamed:
             return ResponseHeadersDecision(streamed=True, content_type="text/event-stream")
         return ResponseHeadersDecision(streamed=False)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._streamed:
-            return self._stream_body(chunk, end_of_stream)
-        self._json_parts.append(chunk)
-        if not end_of_stream:
-            return ResponseBodyOutput(body=b"")
-        return self._json_body(b"".join(self._json_parts))
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
         """Bedrock names the error in the ``x-amzn-errortype`` header (or ``__type``)."""
@@ -620,33 +615,25 @@ class BedrockConverseTranslator:
     # --- JSON ---
 
     def _json_body(self, body: bytes) -> ResponseBodyOutput:
-        try:
-            doc = json.loads(body)
-            content = doc["output"]["message"]["content"]
-            if not isinstance(content, list):
-                raise TypeError("content is not a list")
-        except (ValueError, KeyError, TypeError) as exc:
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body(f"not a Converse response ({exc!r})"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
-        reasoning: list[str] = []
-        thinking_blocks: list[dict[str, str]] = []
+        doc = loads_or_none(body)
+        output = doc.get("output") if isinstance(doc, dict) else None
+        message = output.get("message") if isinstance(output, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list) or not isinstance(doc, dict):
+            return chat.invalid_answer("not a Converse response (no output.message.content)")
+        answer = chat.AnswerParts()
         for block in content:
             if not isinstance(block, dict):
                 continue
             if isinstance(block.get("text"), str):
-                texts.append(block["text"])
+                answer.texts.append(block["text"])
             elif isinstance(block.get("toolUse"), dict):
                 use = block["toolUse"]
                 arguments = dumps(use.get("input", {})).decode()
                 if self._answer_tool and use.get("name") == chat.RESPONSE_FORMAT_TOOL:
-                    texts.append(arguments)
+                    answer.texts.append(arguments)
                     continue
-                calls.append(
+                answer.calls.append(
                     chat.ToolCall(
                         str(use.get("toolUseId", "")), str(use.get("name", "")), arguments
                     )
@@ -655,30 +642,18 @@ class BedrockConverseTranslator:
                 found = block["reasoningContent"]
                 text = found.get("reasoningText")
                 if isinstance(text, dict) and isinstance(text.get("text"), str):
-                    reasoning.append(text["text"])
-                    thinking_blocks.append(
-                        {
-                            "type": "thinking",
-                            "thinking": text["text"],
-                            "signature": str(text.get("signature", "")),
-                        }
-                    )
+                    answer.thinking(text["text"], str(text.get("signature", "")))
                 elif isinstance(found.get("redactedContent"), str):
-                    thinking_blocks.append(
-                        {"type": "redacted_thinking", "data": found["redactedContent"]}
-                    )
+                    answer.redacted_thinking(found["redactedContent"])
             # citations, guardContent: no OpenAI message field
         usage = usage_from_converse(doc.get("usage"))
-        out = chat.chat_completion_body(
+        out = self._answer_body(
+            answer,
             completion_id=self._completion_id,
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
-            finish_reason=self._finish_reason(doc.get("stopReason"), bool(calls)),
+            finish_reason=self._finish_reason(doc.get("stopReason"), bool(answer.calls)),
             usage=usage,
-            reasoning_content="".join(reasoning) if thinking_blocks else None,
-            thinking_blocks=thinking_blocks,
             service_tier=_service_tier(doc),
         )
         return ResponseBodyOutput(body=out, usage=usage, complete=True)
@@ -694,8 +669,12 @@ class BedrockConverseTranslator:
     def _stream_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
         stream = self._stream
         if stream is None or self._frames is None:
-            encoder = chat.ChunkEncoder(self._completion_id, self._created, self._client_model)
-            stream = self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            stream = self._stream = self._new_chunk_stream(
+                self._completion_id,
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
             self._frames = EventStreamFrames()
         if stream.finished:  # after [DONE] or an error event the client gets nothing more
             return stream.output()

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from aigateway.translators.backends.sse_or_json import SseOrJsonAnswer
 from aigateway.translators.client_apis import chat
+from aigateway.translators.client_apis.field_policy import CHAT_FIELDS
 from aigateway.translators.contract import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
@@ -62,9 +63,8 @@ _FINISH_REASONS: dict[str, chat.FinishReason] = {
 # Google's OpenAI compatibility layer maps reasoning efforts to these thinking budgets.
 _THINKING_BUDGETS = {"none": 0, "low": 1024, "medium": 8192, "high": 24576}
 
-# Request fields read below; anything else an OpenAI client sends is refused by name,
-# except the ones in _IGNORED, which only concern OpenAI's platform (storage, abuse
-# monitoring, caching hints) and do not change the answer.
+# Request fields read below; the chat fields Gemini cannot express are refused by name,
+# the ignored and unknown ones left out (docs/client-apis.md, "Field policy").
 _READ = frozenset(
     {
         "model",
@@ -87,9 +87,6 @@ _READ = frozenset(
         "logprobs",
         "reasoning_effort",
     }
-)
-_IGNORED = frozenset(
-    {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
 )
 
 
@@ -186,7 +183,7 @@ def finish_reason_from_gemini(reason: Any, *, tool_calls: bool) -> chat.FinishRe
 def _reject_unexpressible(payload: dict[str, Any]) -> None:
     chat.reject_unsupported(payload)
     for key, value in payload.items():
-        if key in _READ or key in _IGNORED or value is None:
+        if value is None or key in _READ or CHAT_FIELDS.skips(key):
             continue  # (clients that send every field send the unused ones as null)
         if key == "modalities" and value == ["text"]:
             continue  # what Gemini answers anyway
@@ -240,7 +237,8 @@ def _model_parts(
             text = chat.part_text(part, param)
             if text:
                 parts.append({"text": text})
-        elif kind != "refusal":  # a refusal carries no content worth replaying
+        elif kind != "refusal" and kind not in chat.THINKING_PARTS:
+            # a refusal carries no content worth replaying; only Claude reads its thinking
             raise TranslationError(f"content part type '{kind}' is not supported", param=param)
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
@@ -248,8 +246,37 @@ def _model_parts(
     for j, call in enumerate(calls):
         call_id, name, args = chat.tool_call_fields(call, f"{param}.tool_calls[{j}]")
         call_names[call_id] = name
-        parts.append({"functionCall": {"name": name, "args": args}})
+        function_call: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+        signature = thought_signature_of(call_id)
+        if signature is not None:
+            function_call["thoughtSignature"] = signature
+        parts.append(function_call)
     return parts
+
+
+# Gemini 3 refuses a function call sent back without the thoughtSignature it came with;
+# the tool call id every client echoes carries it (docs/client-apis.md, Gemini translation).
+_SIGNATURE_MARK = "__ts_"
+
+
+def call_id_with_signature(call_id: str, signature: Any) -> str:
+    """The tool call id that carries Gemini's ``thoughtSignature`` back to us."""
+    if not isinstance(signature, str) or not signature:
+        return call_id
+    encoded = base64.urlsafe_b64encode(signature.encode()).decode("ascii").rstrip("=")
+    return call_id + _SIGNATURE_MARK + encoded
+
+
+def thought_signature_of(call_id: str) -> str | None:
+    """The signature :func:`call_id_with_signature` put in a tool call id, if any."""
+    _, mark, encoded = call_id.rpartition(_SIGNATURE_MARK)
+    if not mark or not encoded:
+        return None
+    try:
+        padded = encoded + "=" * (-len(encoded) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode() or None
+    except ValueError:  # binascii.Error and UnicodeDecodeError: an id of the client's own
+        return None
 
 
 def _function_response_part(
@@ -479,11 +506,11 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             )
         return self._completion_id
 
-    def _call_id(self, call: dict[str, Any], index: int) -> str:
-        given = call.get("id")
-        if isinstance(given, str) and given:
-            return given
-        return f"call_{self._id(None).removeprefix('chatcmpl-')}_{index}"
+    def _call_id(self, part: dict[str, Any], index: int) -> str:
+        given = part["functionCall"].get("id")
+        if not isinstance(given, str) or not given:
+            given = f"call_{self._id(None).removeprefix('chatcmpl-')}_{index}"
+        return call_id_with_signature(given, part.get("thoughtSignature"))
 
     # --- JSON ---
 
@@ -492,25 +519,21 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         if not isinstance(doc, dict) or not (
             isinstance(doc.get("candidates"), list) or _blocked(doc)
         ):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a generateContent response"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not a generateContent response")
         self._id(doc.get("responseId"))
         candidate = _first_candidate(doc)
-        texts: list[str] = []
-        calls: list[chat.ToolCall] = []
+        answer = chat.AnswerParts()
+        calls = answer.calls
         for part in _parts(candidate):
             if part.get("thought") is True:
                 continue  # thought summaries have no OpenAI message field
             if isinstance(part.get("text"), str):
-                texts.append(part["text"])
+                answer.texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
                 call = part["functionCall"]
                 calls.append(
                     chat.ToolCall(
-                        self._call_id(call, len(calls)),
+                        self._call_id(part, len(calls)),
                         str(call.get("name", "")),
                         dumps(call.get("args") or {}).decode(),
                     )
@@ -521,12 +544,11 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             else finish_reason_from_gemini(candidate.get("finishReason"), tool_calls=bool(calls))
         )
         usage = usage_from_gemini(doc.get("usageMetadata"))
-        out = chat.chat_completion_body(
+        out = self._answer_body(
+            answer,
             completion_id=self._id(None),
             created=self._created,
             model=self._client_model,
-            content="".join(texts) if texts or not calls else None,
-            tool_calls=calls,
             finish_reason=finish,
             usage=usage,
         )
@@ -542,8 +564,12 @@ class GeminiChatTranslator(SseOrJsonAnswer):
 
     def _chunk_stream(self, response_id: Any) -> chat.ChunkStream:
         if self._stream is None:
-            encoder = chat.ChunkEncoder(self._id(response_id), self._created, self._client_model)
-            self._stream = chat.ChunkStream(encoder, include_usage=self._include_usage)
+            self._stream = self._new_chunk_stream(
+                self._id(response_id),
+                self._created,
+                self._client_model,
+                include_usage=self._include_usage,
+            )
             self._stream.role()
         return self._stream
 
@@ -581,7 +607,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
                 call = part["functionCall"]
                 index = self._calls
                 self._calls += 1
-                stream.tool_call_start(index, self._call_id(call, index), str(call.get("name", "")))
+                stream.tool_call_start(index, self._call_id(part, index), str(call.get("name", "")))
                 stream.tool_call_arguments(index, dumps(call.get("args") or {}).decode())
         if _blocked(doc):
             self._finish = "content_filter"
@@ -603,6 +629,22 @@ class GeminiChatTranslator(SseOrJsonAnswer):
 # --- embeddings --------------------------------------------------------------------
 
 
+def _vertex_embeddings(doc: Any) -> tuple[Any, TokenUsage | None]:
+    """A ``:predict`` answer as ``batchEmbedContents``' shape, and its token counts."""
+    predictions = doc.get("predictions") if isinstance(doc, dict) else None
+    if not isinstance(predictions, list):
+        return None, None
+    embeddings: list[Any] = []
+    tokens = 0
+    for prediction in predictions:
+        embedding = prediction.get("embeddings") if isinstance(prediction, dict) else None
+        embeddings.append(embedding)
+        stats = embedding.get("statistics") if isinstance(embedding, dict) else None
+        count = as_int(stats.get("token_count")) if isinstance(stats, dict) else None
+        tokens += count if count is not None and count > 0 else 0
+    return {"embeddings": embeddings}, TokenUsage(input_tokens=tokens, total_tokens=tokens)
+
+
 def _embedding_texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -615,19 +657,22 @@ def _embedding_texts(value: Any) -> list[str]:
 
 
 class GeminiEmbeddingsTranslator:
-    """``/v1/embeddings`` as ``batchEmbedContents`` on the Gemini API: one request per
-    input, the vectors back as OpenAI's list (floats, or base64 float32 as the
-    ``openai`` client asks by default). Gemini reports no token counts for embeddings;
-    the client's ``usage`` then says 0 and no tokens are counted."""
+    """``/v1/embeddings`` as ``batchEmbedContents`` on the Gemini API (one request per
+    input), or with ``vertex`` as Vertex AI's ``:predict`` (one instance per input): the
+    vectors back as OpenAI's list (floats, or base64 float32 as the ``openai`` client
+    asks by default). The Gemini API reports no token counts for embeddings (the
+    client's ``usage`` then says 0 and no tokens are counted); Vertex AI reports each
+    input's ``statistics.token_count``, whose sum is the prompt."""
 
-    __slots__ = ("_base64", "_client_model", "_json_parts", "_model", "_model_path")
+    __slots__ = ("_base64", "_client_model", "_json_parts", "_model", "_model_path", "_vertex")
 
-    def __init__(self, model_path: str, model: str) -> None:
+    def __init__(self, model_path: str, model: str, *, vertex: bool = False) -> None:
         self._model_path = model_path
         self._model = model if "/" in model else "models/" + model
         self._client_model = model
         self._base64 = False
         self._json_parts: list[bytes] = []
+        self._vertex = vertex
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         for key in payload:
@@ -646,6 +691,15 @@ class GeminiEmbeddingsTranslator:
         dimensions = payload.get("dimensions")
         if dimensions is not None and (as_int(dimensions) is None or dimensions < 1):
             raise TranslationError("'dimensions' must be a positive integer", param="dimensions")
+        if self._vertex:
+            body: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
+            if dimensions is not None:
+                body["parameters"] = {"outputDimensionality": dimensions}
+            return UpstreamRequest(
+                body=dumps(body),
+                path=self._model_path + ":predict",
+                headers=(("content-type", "application/json"),),
+            )
         requests: list[dict[str, Any]] = []
         for text in texts:
             item: dict[str, Any] = {"model": self._model, "content": {"parts": [{"text": text}]}}
@@ -666,13 +720,11 @@ class GeminiEmbeddingsTranslator:
         if not end_of_stream:
             return ResponseBodyOutput(body=b"")
         doc = loads_or_none(b"".join(self._json_parts))
+        if self._vertex:
+            doc, usage = _vertex_embeddings(doc)
         embeddings = doc.get("embeddings") if isinstance(doc, dict) else None
         if not isinstance(embeddings, list):
-            return ResponseBodyOutput(
-                body=chat.invalid_json_body("not a batchEmbedContents response"),
-                error=chat.UPSTREAM_INVALID_JSON,
-                complete=True,
-            )
+            return chat.invalid_answer("not an embeddings response")
         data: list[dict[str, Any]] = []
         for index, embedding in enumerate(embeddings):
             values = embedding.get("values") if isinstance(embedding, dict) else None
@@ -683,17 +735,12 @@ class GeminiEmbeddingsTranslator:
                 try:
                     packed = struct.pack(f"<{len(values)}f", *values)
                 except struct.error:
-                    return ResponseBodyOutput(
-                        body=chat.invalid_json_body(
-                            "an embedding holds a value that is not a number"
-                        ),
-                        error=chat.UPSTREAM_INVALID_JSON,
-                        complete=True,
-                    )
+                    return chat.invalid_answer("an embedding holds a value that is not a number")
                 vector = base64.b64encode(packed).decode("ascii")
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        reported = doc.get("usageMetadata")
-        usage = usage_from_gemini(reported) if isinstance(reported, dict) else None
+        if not self._vertex:
+            reported = doc.get("usageMetadata")
+            usage = usage_from_gemini(reported) if isinstance(reported, dict) else None
         prompt = usage.input_tokens if usage is not None else 0
         body = {
             "object": "list",

@@ -8,18 +8,17 @@ usage: then the extra usage-only chunk is cut out.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from aigateway.translators.client_apis.passthrough import PassthroughAnswer
 from aigateway.translators.contract import (
     ResponseBodyOutput,
-    ResponseHeadersDecision,
     TokenUsage,
     UpstreamRequest,
 )
 from aigateway.translators.wire.errors import openai_error_body, passthrough_error_body
-from aigateway.translators.wire.jsoncodec import as_int, dumps
+from aigateway.translators.wire.jsoncodec import NOT_JSON, as_int, dumps, loads_or_none, parse
 from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
@@ -43,12 +42,10 @@ def usage_from_openai(usage: Any) -> TokenUsage | None:
     return out
 
 
-class OpenAIChatTranslator:
+class OpenAIChatTranslator(PassthroughAnswer):
     """``Translator`` for ``schema: openai`` (and the base of Azure OpenAI's)."""
 
     __slots__ = (
-        "_body",
-        "_decoder",
         "_done",
         "_ended",
         "_finish_reasons",
@@ -60,11 +57,10 @@ class OpenAIChatTranslator:
     )
 
     def __init__(self, backend_model: str | None = None, path: str = CHAT_COMPLETIONS_PATH) -> None:
+        super().__init__()
         self.backend_model = backend_model
         self.path = path
         self._hide_usage = False
-        self._decoder: SseDecoder | None = None
-        self._body: list[bytes] = []
         self._usage: TokenUsage | None = None
         self._done = False
         self._ended = False
@@ -88,25 +84,9 @@ class OpenAIChatTranslator:
                 changed = True
         return UpstreamRequest(dumps(payload) if changed else None, self.path)
 
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if content_type.startswith("text/event-stream"):
-            self._decoder = SseDecoder()
-            return ResponseHeadersDecision(streamed=True)
-        return ResponseHeadersDecision(streamed=False)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._decoder is None:
-            return self._whole_body(chunk, end_of_stream)
-        return self._stream_chunk(self._decoder, chunk, end_of_stream)
-
-    def _whole_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        self._body.append(chunk)
-        if not end_of_stream:
-            return ResponseBodyOutput(None)
-        body = b"".join(self._body)
-        try:
-            doc = json.loads(body)
-        except ValueError:
+    def _whole_body(self, body: bytes) -> ResponseBodyOutput:
+        doc = parse(body)
+        if doc is NOT_JSON:
             return ResponseBodyOutput(
                 openai_error_body(
                     "The upstream sent a response that is not JSON.",
@@ -162,10 +142,7 @@ class OpenAIChatTranslator:
                 break
             # Every event is parsed: usage is read from it, and an upstream that sends
             # broken JSON gets a clean error event instead of breaking the client.
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                doc = None
+            doc = loads_or_none(data)
             if not isinstance(doc, dict):
                 error = "upstream_invalid_json"
                 tail = _error_event("The upstream sent an event that is not a JSON object.", error)
@@ -194,13 +171,9 @@ class OpenAIChatTranslator:
         else:
             # Only complete events go out; a partial one waits for the rest of its bytes.
             body = b"".join(encode_sse_event(e.data, e.event or None) for e in keep) + tail
+        # Positional: this runs per streamed chunk, and keywords cost a dict unpacking.
         return ResponseBodyOutput(
-            body,
-            self._usage,
-            error,
-            complete=self._ended,
-            model=self._model,
-            finish_reasons=self._finish_reasons,
+            body, self._usage, error, self._ended, self._model, self._finish_reasons
         )
 
     def error_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> bytes | None:

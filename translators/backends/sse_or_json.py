@@ -1,36 +1,27 @@
 """The response plumbing shared by translators whose backend answers one JSON body, or
-server-sent events when the request streamed (Anthropic Messages, Gemini), both
-rebuilt as OpenAI chat completions."""
+a stream of events when the request streamed (Bedrock's event stream; server-sent
+events for Anthropic Messages and Gemini), both rebuilt as a chat answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aigateway.translators.client_apis.chat import ChunkStream
+from aigateway.translators.client_apis.chat import AnswerEventSource, ChunkStream
 from aigateway.translators.contract import ResponseBodyOutput, ResponseHeadersDecision
-from aigateway.translators.wire.sse import SseDecoder, SseEvent
+from aigateway.translators.wire.sse import SseDecoder, SseEvent, is_sse
 
 
-class SseOrJsonAnswer:
-    """Decides streaming from the answer's content type, collects a JSON body whole and
-    hands it to :meth:`_json_body`, and feeds a stream's events one by one to
-    :meth:`_on_event`, which writes them to the request's :class:`ChunkStream`
-    (:meth:`_chunk_stream`). A stream that ends before its terminal event is truncated;
-    nothing is written after the end."""
+class StreamOrJsonAnswer(AnswerEventSource):
+    """Collects a JSON body whole and hands it to :meth:`_json_body`; hands a stream's
+    chunks to :meth:`_stream_body` as they come (``_streamed``, set by the subclass's
+    ``response_headers``, says which)."""
 
-    __slots__ = ("_decoder", "_json_parts", "_stream", "_streamed")
+    __slots__ = ("_json_parts", "_streamed")
 
     def __init__(self) -> None:
+        super().__init__()
         self._streamed = False
         self._json_parts: list[bytes] = []
-        self._decoder: SseDecoder | None = None
-        self._stream: ChunkStream | None = None
-
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        """Streamed when the backend answers ``text/event-stream``."""
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        self._streamed = media_type == "text/event-stream"
-        return ResponseHeadersDecision(streamed=self._streamed)
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
         """Each chunk of a stream as it comes; a JSON body once it is whole."""
@@ -40,6 +31,32 @@ class SseOrJsonAnswer:
         if not end_of_stream:
             return ResponseBodyOutput(body=b"")
         return self._json_body(b"".join(self._json_parts))
+
+    def _stream_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
+        raise NotImplementedError
+
+    def _json_body(self, body: bytes) -> ResponseBodyOutput:
+        raise NotImplementedError
+
+
+class SseOrJsonAnswer(StreamOrJsonAnswer):
+    """Decides streaming from the answer's content type, collects a JSON body whole and
+    hands it to :meth:`_json_body`, and feeds a stream's events one by one to
+    :meth:`_on_event`, which writes them to the request's :class:`ChunkStream`
+    (:meth:`_chunk_stream`). A stream that ends before its terminal event is truncated;
+    nothing is written after the end."""
+
+    __slots__ = ("_decoder", "_stream")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._decoder: SseDecoder | None = None
+        self._stream: ChunkStream | None = None
+
+    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
+        """Streamed when the backend answers ``text/event-stream``."""
+        self._streamed = is_sse(content_type)
+        return ResponseHeadersDecision(streamed=self._streamed)
 
     def _stream_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
         if self._decoder is None:
@@ -58,9 +75,6 @@ class SseOrJsonAnswer:
         if end_of_stream and not stream.finished:
             stream.truncated()
         return stream.output()
-
-    def _json_body(self, body: bytes) -> ResponseBodyOutput:
-        raise NotImplementedError
 
     def _on_event(self, event: SseEvent) -> ChunkStream:
         """Write one upstream event to the stream; returns the stream."""

@@ -14,7 +14,6 @@ Errors reach the client in Anthropic's shape: ``{"type": "error", "error": {...}
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +25,7 @@ from aigateway.translators.backends.anthropic import (
     VertexRawPredict,
 )
 from aigateway.translators.backends.gemini import google_error
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_STREAM_ERROR,
@@ -42,7 +41,7 @@ from aigateway.translators.client_apis.messages_stream import (
     message_body,
     new_message_id,
 )
-from aigateway.translators.client_apis.pivot import AnswerStream
+from aigateway.translators.client_apis.passthrough import PassthroughAnswer
 from aigateway.translators.contract import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
@@ -99,14 +98,14 @@ class MessagesApi:
     def answer(self, answer: ChatAnswer, usage: TokenUsage | None) -> bytes:
         return message_body(message_id=self._id, model=self._model, answer=answer, usage=usage)
 
-    def stream(self) -> AnswerStream:
+    def stream(self) -> AnswerSink:
         return MessagesEventStream(self._id, self._model)
 
     def error_body(self, status: int, openai_error: bytes) -> bytes | None:
         return anthropic_error_from_openai(status, openai_error)
 
 
-class MessagesPassthroughTranslator:
+class MessagesPassthroughTranslator(PassthroughAnswer):
     """``/v1/messages`` on Anthropic, or on Claude on Vertex AI (``vertex``).
 
     ``client_version`` is the ``anthropic-version`` the client sent (it passes on; without
@@ -116,9 +115,7 @@ class MessagesPassthroughTranslator:
     __slots__ = (
         "_answered_by",
         "_client_version",
-        "_decoder",
         "_ended",
-        "_parts",
         "_reported",
         "_usage",
         "_version",
@@ -134,12 +131,11 @@ class MessagesPassthroughTranslator:
         client_version: str | None = None,
         vertex: VertexRawPredict | None = None,
     ) -> None:
+        super().__init__()
         self.backend_model = backend_model
         self._version = version
         self._client_version = client_version
         self._vertex = vertex
-        self._decoder: SseDecoder | None = None
-        self._parts: list[bytes] = []
         self._usage = MessagesUsage()
         self._reported = False  # the upstream has reported usage
         self._ended = False
@@ -161,30 +157,17 @@ class MessagesPassthroughTranslator:
             return UpstreamRequest(dumps(payload), MESSAGES_PATH, headers)
         return UpstreamRequest(None, MESSAGES_PATH, headers)
 
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if content_type.split(";", 1)[0].strip().lower() == "text/event-stream":
-            self._decoder = SseDecoder()
-            return ResponseHeadersDecision(streamed=True)
-        return ResponseHeadersDecision(streamed=False)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._decoder is None:
-            self._parts.append(chunk)
-            if not end_of_stream:
-                return ResponseBodyOutput(None)
-            doc = loads_or_none(b"".join(self._parts))
-            if not isinstance(doc, dict):
-                body = anthropic_error_body(
-                    "The upstream sent a response that is not JSON.", status=502
-                )
-                return ResponseBodyOutput(body, error=UPSTREAM_INVALID_JSON, complete=True)
-            self._usage.update(doc.get("usage"))
-            self._reported = True
-            self._note_model(doc.get("model"))
-            return ResponseBodyOutput(
-                None, self._token_usage(), complete=True, model=self._answered_by
+    def _whole_body(self, body: bytes) -> ResponseBodyOutput:
+        doc = loads_or_none(body)
+        if not isinstance(doc, dict):
+            error = anthropic_error_body(
+                "The upstream sent a response that is not JSON.", status=502
             )
-        return self._stream_chunk(self._decoder, chunk, end_of_stream)
+            return ResponseBodyOutput(error, error=UPSTREAM_INVALID_JSON, complete=True)
+        self._usage.update(doc.get("usage"))
+        self._reported = True
+        self._note_model(doc.get("model"))
+        return ResponseBodyOutput(None, self._token_usage(), complete=True, model=self._answered_by)
 
     def _stream_chunk(
         self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool
@@ -198,10 +181,7 @@ class MessagesPassthroughTranslator:
         error: str | None = None
         tail = b""
         for event in events:
-            try:
-                doc = json.loads(event.data)
-            except (ValueError, RecursionError):
-                doc = None
+            doc = loads_or_none(event.data)
             if not isinstance(doc, dict):
                 error = UPSTREAM_INVALID_JSON
                 tail = error_event("The upstream sent an event that is not JSON.", "api_error")
@@ -251,10 +231,12 @@ class MessagesPassthroughTranslator:
 
 
 class CountTokensTranslator:
-    """``/v1/messages/count_tokens`` on Anthropic: the body passes (but for the model
-    name) and so does the answer. A count is not usage: nothing is reported."""
+    """``/v1/messages/count_tokens`` on Anthropic, or on Claude on Vertex AI at
+    ``vertex_path`` (its ``count-tokens:rawPredict``, the model named in the body): the
+    body passes (but for the model name) and so does the answer. A count is not usage:
+    nothing is reported."""
 
-    __slots__ = ("_client_version", "_version", "backend_model")
+    __slots__ = ("_client_version", "_version", "_vertex_path", "backend_model")
 
     def __init__(
         self,
@@ -262,12 +244,17 @@ class CountTokensTranslator:
         *,
         version: str = DEFAULT_VERSION,
         client_version: str | None = None,
+        vertex_path: str | None = None,
     ) -> None:
         self.backend_model = backend_model
         self._version = version
         self._client_version = client_version
+        self._vertex_path = vertex_path
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
+        if self._vertex_path is not None:
+            payload["model"] = self.backend_model
+            return UpstreamRequest(dumps(payload), self._vertex_path)
         headers = () if self._client_version else (("anthropic-version", self._version),)
         if payload.get("model") != self.backend_model:
             payload["model"] = self.backend_model

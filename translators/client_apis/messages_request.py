@@ -15,6 +15,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigateway.translators.client_apis.field_policy import MESSAGES_FIELDS, MESSAGES_TOOL_FIELDS
 from aigateway.translators.contract import TranslationError
 from aigateway.translators.wire.jsoncodec import as_int, dumps
 
@@ -25,11 +26,6 @@ _SERVICE_TIERS = {"auto": None, "standard_only": "default"}
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 # Editing context edits that only clear thinking: nothing to do where thinking is not sent.
 _CLEAR_THINKING = "clear_thinking_"
-# Client tool fields: ``defer_loading`` (tool search loads the tool when needed) is met by
-# sending the tool with the others.
-_TOOL_FIELDS = frozenset(
-    {"type", "name", "description", "input_schema", "strict", "cache_control", "defer_loading"}
-)
 
 
 def _error(message: str, param: str) -> TranslationError:
@@ -77,6 +73,8 @@ def read_messages_request(payload: dict[str, Any], options: MessagesOptions) -> 
     }
     for key, value in payload.items():
         if value is None or key in ("model", "messages", "system", "cache_control"):
+            continue
+        if MESSAGES_FIELDS.skips(key):
             continue
         if key == "max_tokens":
             if as_int(value) is None or value < 1:
@@ -238,7 +236,9 @@ def _tools(value: Any, options: MessagesOptions) -> list[dict[str, Any]]:
                 f"{param}.type",
             )
         for key, field_value in tool.items():
-            if key not in _TOOL_FIELDS and field_value is not None:
+            if field_value is None or MESSAGES_TOOL_FIELDS.skips(key):
+                continue
+            if key not in MESSAGES_TOOL_FIELDS.translated:
                 raise _error(f"'{key}' is not supported for tools of this model", f"{param}.{key}")
         name = tool.get("name")
         if not isinstance(name, str) or not name:

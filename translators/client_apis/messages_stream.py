@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import ChatAnswer
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.errors import anthropic_error, anthropic_error_type_for_status
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
@@ -120,7 +120,7 @@ def _event(name: str, body: dict[str, Any]) -> bytes:
 
 
 class MessagesEventStream:
-    """One streamed answer being written as Messages events (an ``AnswerStream``).
+    """One streamed answer being written as Messages events (a sink of answer events).
 
     ``message_start`` first; each content block (thinking, text, each tool use) is
     started, streamed and stopped in turn, numbered from 0; ``message_delta`` with the
@@ -259,7 +259,13 @@ class MessagesEventStream:
             return
         self._delta(fragment)
 
-    def finish(self, reason: str) -> None:
+    def keepalive(self) -> None:
+        pass  # nothing to write: the client API has no comment events
+
+    def final_usage(self, usage: TokenUsage, service_tier: str | None) -> None:
+        pass  # ``usage`` already holds it
+
+    def finish(self, reason: str, service_tier: str | None = None) -> None:
         self._stop_reason = stop_reason(reason)
 
     def done(self) -> None:

@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from aigateway.translators.client_apis.chat.answers import (
-    AnswerEvents,
-    ChatAnswer,
     ChunkReader,
     read_completion,
 )
-from aigateway.translators.client_apis.chat.stream import UPSTREAM_INVALID_JSON, invalid_json_body
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer, EventBuffer
+from aigateway.translators.client_apis.chat.stream import (
+    UPSTREAM_INVALID_JSON,
+    AnswerEventSource,
+    invalid_json_body,
+)
 from aigateway.translators.contract import (
     ResponseBodyOutput,
     ResponseHeadersDecision,
@@ -28,23 +31,6 @@ from aigateway.translators.contract import (
     UpstreamRequest,
 )
 from aigateway.translators.wire.jsoncodec import dumps
-
-
-class AnswerStream(AnswerEvents, Protocol):
-    """A client API's stream writer: told the chat answer's events, it collects its own
-    API's events until :meth:`output`."""
-
-    #: The usage the backend has reported so far (set before each batch of events).
-    usage: TokenUsage | None
-
-    @property
-    def finished(self) -> bool:
-        """The client has its terminal event (the answer's end, or an error event)."""
-        ...
-
-    def output(self) -> bytes:
-        """The events written since the last call."""
-        ...
 
 
 class ClientApi(Protocol):
@@ -65,7 +51,7 @@ class ClientApi(Protocol):
         """The whole answer body for a non-streamed request."""
         ...
 
-    def stream(self) -> AnswerStream:
+    def stream(self) -> AnswerSink:
         """A writer for a streamed answer."""
         ...
 
@@ -77,15 +63,16 @@ class ClientApi(Protocol):
 class PivotTranslator:
     """A :class:`Translator` for ``api`` over ``inner``, the backend's chat translator."""
 
-    __slots__ = ("_api", "_inner", "_parts", "_reader", "_stream", "_streamed")
+    __slots__ = ("_api", "_inner", "_parts", "_reader", "_stream", "_streamed", "_values")
 
     def __init__(self, inner: Translator, api: ClientApi) -> None:
         self._inner = inner
         self._api = api
         self._streamed = False
         self._parts: list[bytes] = []  # a non-streamed body the inner passes unchanged
-        self._stream: AnswerStream | None = None
+        self._stream: AnswerSink | None = None
         self._reader: ChunkReader | None = None
+        self._values: AnswerEventSource | None = None  # an inner that gives answers as values
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         chat = self._api.chat_request(payload)
@@ -105,20 +92,30 @@ class PivotTranslator:
         decision = self._inner.response_headers(status, content_type)
         self._streamed = decision.streamed
         if decision.streamed:
-            self._stream = self._api.stream()
-            self._reader = ChunkReader(self._stream)
+            stream = self._stream = self._api.stream()
+            if isinstance(self._inner, AnswerEventSource):
+                self._inner.send_answer_to(EventBuffer(stream))  # its events, no bytes
+            else:
+                self._reader = ChunkReader(stream)  # the backend's own chat stream
             return ResponseHeadersDecision(streamed=True, content_type="text/event-stream")
+        if isinstance(self._inner, AnswerEventSource):
+            self._inner.keep_whole_answer()  # no chat.completion body to write and read back
+            self._values = self._inner
         return ResponseHeadersDecision(streamed=False, content_type="application/json")
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
         out = self._inner.response_body(chunk, end_of_stream)
-        if self._stream is not None and self._reader is not None:
-            stream = self._stream
-            if not stream.finished:
-                stream.usage = out.usage
-                self._reader.feed(chunk if out.body is None else out.body)
+        stream = self._stream
+        if stream is not None:
+            if self._reader is None:
+                events = out.body or b""  # the inner translator wrote to our stream
+            else:
+                if not stream.finished:
+                    stream.usage = out.usage
+                    self._reader.feed(chunk if out.body is None else out.body)
+                events = stream.output()
             return ResponseBodyOutput(
-                stream.output(),
+                events,
                 out.usage,
                 out.error,
                 complete=stream.finished,
@@ -135,7 +132,9 @@ class PivotTranslator:
             return ResponseBodyOutput(
                 whole if body is None else body, out.usage, out.error, complete=True
             )
-        answer = read_completion(whole)
+        answer = self._values.whole_answer if self._values is not None else None
+        if answer is None:
+            answer = read_completion(whole)
         if answer is None:
             bad = invalid_json_body("not a chat completion")
             body = self._api.error_body(502, bad)

@@ -10,18 +10,17 @@ Responses API").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_STREAM_ERROR,
     UPSTREAM_TRUNCATED,
-    invalid_json_body,
+    invalid_answer,
 )
-from aigateway.translators.client_apis.pivot import AnswerStream
+from aigateway.translators.client_apis.passthrough import PassthroughAnswer
 from aigateway.translators.client_apis.responses_request import read_responses_request
 from aigateway.translators.client_apis.responses_stream import (
     TERMINAL_EVENTS,
@@ -32,12 +31,11 @@ from aigateway.translators.client_apis.responses_stream import (
 )
 from aigateway.translators.contract import (
     ResponseBodyOutput,
-    ResponseHeadersDecision,
     TokenUsage,
     UpstreamRequest,
 )
 from aigateway.translators.wire.errors import passthrough_error_body
-from aigateway.translators.wire.jsoncodec import as_int, dumps
+from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
 from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
 
 RESPONSES_PATH = "/v1/responses"
@@ -85,19 +83,17 @@ class ResponsesApi:
     def answer(self, answer: ChatAnswer, usage: TokenUsage | None) -> bytes:
         return response_body(self._head, answer, usage)
 
-    def stream(self) -> AnswerStream:
+    def stream(self) -> AnswerSink:
         return ResponsesEventStream(self._head)
 
     def error_body(self, status: int, openai_error: bytes) -> bytes | None:
         return None  # the Responses API's errors are OpenAI's
 
 
-class ResponsesPassthroughTranslator:
+class ResponsesPassthroughTranslator(PassthroughAnswer):
     """``/v1/responses`` on a backend that speaks it (OpenAI, Azure OpenAI's v1 API)."""
 
     __slots__ = (
-        "_body",
-        "_decoder",
         "_ended",
         "_last_sequence",
         "_usage",
@@ -106,10 +102,9 @@ class ResponsesPassthroughTranslator:
     )
 
     def __init__(self, backend_model: str | None = None, path: str = RESPONSES_PATH) -> None:
+        super().__init__()
         self.backend_model = backend_model
         self.path = path
-        self._decoder: SseDecoder | None = None
-        self._body: list[bytes] = []
         self._usage: TokenUsage | None = None
         self._ended = False
         self._last_sequence = -1
@@ -120,34 +115,17 @@ class ResponsesPassthroughTranslator:
             return UpstreamRequest(dumps(payload), self.path)
         return UpstreamRequest(None, self.path)
 
-    def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:
-        if content_type.startswith("text/event-stream"):
-            self._decoder = SseDecoder()
-            return ResponseHeadersDecision(streamed=True)
-        return ResponseHeadersDecision(streamed=False)
-
-    def response_body(self, chunk: bytes, end_of_stream: bool) -> ResponseBodyOutput:
-        if self._decoder is None:
-            self._body.append(chunk)
-            if not end_of_stream:
-                return ResponseBodyOutput(None)
-            doc: Any = None
-            try:
-                doc = json.loads(b"".join(self._body))
-            except (ValueError, RecursionError):
-                pass
-            if not isinstance(doc, dict):
-                return ResponseBodyOutput(
-                    invalid_json_body("not JSON"), error=UPSTREAM_INVALID_JSON, complete=True
-                )
-            model = doc.get("model")
-            return ResponseBodyOutput(
-                None,
-                usage_from_responses(doc.get("usage")),
-                complete=True,
-                model=model if isinstance(model, str) and model else None,
-            )
-        return self._stream_chunk(self._decoder, chunk, end_of_stream)
+    def _whole_body(self, body: bytes) -> ResponseBodyOutput:
+        doc = loads_or_none(body)
+        if not isinstance(doc, dict):
+            return invalid_answer("not JSON")
+        model = doc.get("model")
+        return ResponseBodyOutput(
+            None,
+            usage_from_responses(doc.get("usage")),
+            complete=True,
+            model=model if isinstance(model, str) and model else None,
+        )
 
     def _stream_chunk(
         self, decoder: SseDecoder, chunk: bytes, end_of_stream: bool
@@ -163,10 +141,7 @@ class ResponsesPassthroughTranslator:
         for event in events:
             # Every event is parsed: the terminal one carries the usage, and an upstream
             # that sends broken JSON gets a clean error event instead of breaking the client.
-            try:
-                doc = json.loads(event.data)
-            except (ValueError, RecursionError):
-                doc = None
+            doc = loads_or_none(event.data)
             kind = doc.get("type") if isinstance(doc, dict) else None
             if not isinstance(kind, str):
                 error = UPSTREAM_INVALID_JSON

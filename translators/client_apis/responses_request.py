@@ -8,20 +8,18 @@ the background) is a 400 naming the field, never dropped.
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigateway.translators.client_apis.field_policy import RESPONSES_FIELDS, RESPONSES_TOOL_FIELDS
 from aigateway.translators.contract import TranslationError
+from aigateway.translators.wire.jsoncodec import dumps, loads_or_none
 
 #: ``encrypted_content`` of the reasoning items the gateway writes: the signed reasoning
 #: blocks of a turn, for the client to send back (docs/client-apis.md, "OpenAI Responses API").
 REASONING_PREFIX = "aigw-thinking-v1:"
 
 _INCLUDABLE = frozenset({"reasoning.encrypted_content"})
-# Fields that concern OpenAI's platform only and do not change the answer.
-_IGNORED = frozenset({"metadata", "safety_identifier", "prompt_cache_key", "stream_options"})
 _STATEFUL = {
     "previous_response_id": "a conversation kept at OpenAI",
     "conversation": "a conversation kept at OpenAI",
@@ -38,7 +36,7 @@ def _error(message: str, param: str) -> TranslationError:
 
 def encode_reasoning(blocks: list[dict[str, Any]]) -> str:
     """Signed reasoning blocks as a reasoning item's ``encrypted_content``."""
-    raw = json.dumps(blocks, separators=(",", ":")).encode()
+    raw = dumps(blocks)
     return REASONING_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii")
 
 
@@ -50,9 +48,10 @@ def decode_reasoning(text: Any, param: str) -> list[dict[str, Any]]:
             f"{param}.encrypted_content",
         )
     try:
-        blocks = json.loads(base64.urlsafe_b64decode(text[len(REASONING_PREFIX) :]))
-    except (ValueError, binascii.Error):
+        raw = base64.urlsafe_b64decode(text[len(REASONING_PREFIX) :])
+    except ValueError:  # binascii.Error
         raise _error("'encrypted_content' is damaged", f"{param}.encrypted_content") from None
+    blocks = loads_or_none(raw)
     if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
         raise _error("'encrypted_content' is damaged", f"{param}.encrypted_content")
     return blocks
@@ -84,7 +83,9 @@ def read_responses_request(payload: dict[str, Any]) -> ResponsesRequest:
     }
     messages: list[dict[str, Any]] = []
     for key, value in payload.items():
-        if value is None or key in ("model", "input", "instructions") or key in _IGNORED:
+        if value is None or key in ("model", "input", "instructions"):
+            continue
+        if RESPONSES_FIELDS.skips(key):
             continue
         if key in _STATEFUL:
             raise _error(f"'{key}' ({_STATEFUL[key]}) is only supported by OpenAI models", key)
@@ -161,26 +162,42 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         param = f"tools[{i}]"
         if not isinstance(tool, dict):
             raise _error("each tool must be an object", param)
-        kind = tool.get("type")
-        if kind != "function":
-            raise _error(
-                f"built-in tools ({str(kind)[:60]!r}) are only supported by OpenAI models;"
-                " use function tools",
-                f"{param}.type",
-            )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise _error("a function tool needs 'name'", f"{param}.name")
-        for extra in ("allowed_callers", "output_schema"):
-            if tool.get(extra) is not None:
-                raise _error(f"'{extra}' is not supported for this model", f"{param}.{extra}")
-        # `defer_loading` (tool search loads the tool when needed): sent with the others.
-        function: dict[str, Any] = {"name": name}
-        for key in ("description", "parameters", "strict"):
-            if tool.get(key) is not None:
-                function[key] = tool[key]
-        out.append({"type": "function", "function": function})
+        if tool.get("type") == "namespace" and _functions_only(tool.get("tools")):
+            # A namespace of function tools (Codex's multi_agent_v1) is its functions.
+            for j, inner in enumerate(tool["tools"]):
+                out.append(_function_tool(inner, f"{param}.tools[{j}]"))
+            continue
+        out.append(_function_tool(tool, param))
     return out
+
+
+def _functions_only(tools: Any) -> bool:
+    return isinstance(tools, list) and all(
+        isinstance(t, dict) and t.get("type") == "function" for t in tools
+    )
+
+
+def _function_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
+    kind = tool.get("type")
+    if kind != "function":
+        raise _error(
+            f"built-in tools ({str(kind)[:60]!r}) are only supported by OpenAI models;"
+            " use function tools",
+            f"{param}.type",
+        )
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise _error("a function tool needs 'name'", f"{param}.name")
+    for key, field_value in tool.items():
+        if field_value is None or RESPONSES_TOOL_FIELDS.skips(key):
+            continue
+        if key not in RESPONSES_TOOL_FIELDS.translated:
+            raise _error(f"'{key}' is not supported for this model", f"{param}.{key}")
+    function: dict[str, Any] = {"name": name}
+    for key in ("description", "parameters", "strict"):
+        if tool.get(key) is not None:
+            function[key] = tool[key]
+    return {"type": "function", "function": function}
 
 
 def _tool_choice(value: Any) -> Any:
@@ -198,8 +215,7 @@ def _tool_choice(value: Any) -> Any:
 def _text_format(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise _error("'text' must be an object", "text")
-    if value.get("verbosity") not in (None, "medium"):
-        raise _error("'text.verbosity' is only supported by OpenAI models", "text.verbosity")
+    # `verbosity` is a hint on length: ignored, as the field policy says of hints.
     fmt = value.get("format")
     if fmt is None:
         return None

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from aigateway.translators.client_apis.chat.answers import ChatAnswer
+from aigateway.translators.client_apis.chat.events import ChatAnswer
 from aigateway.translators.client_apis.responses_request import encode_reasoning
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.jsoncodec import dumps
@@ -170,7 +170,7 @@ def error_code(error: dict[str, Any]) -> str:
 
 
 class ResponsesEventStream:
-    """One streamed answer being written as Responses events (an ``AnswerStream``).
+    """One streamed answer being written as Responses events (a sink of answer events).
 
     ``response.created`` and ``response.in_progress`` open it; each output item (a
     reasoning item, the message, each function call) is added, streamed and done in
@@ -363,7 +363,13 @@ class ResponsesEventStream:
         if item is self._open:
             self._delta(item, fragment)
 
-    def finish(self, reason: str) -> None:
+    def keepalive(self) -> None:
+        pass  # nothing to write: the client API has no comment events
+
+    def final_usage(self, usage: TokenUsage, service_tier: str | None) -> None:
+        pass  # ``usage`` already holds it
+
+    def finish(self, reason: str, service_tier: str | None = None) -> None:
         self._finish = reason
 
     def done(self) -> None:

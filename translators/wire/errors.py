@@ -3,8 +3,9 @@ Responses) and Anthropic's (Messages)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from aigateway.translators.wire.jsoncodec import dumps, loads_or_none
 
 # The error `type` OpenAI uses for each status class; clients branch on it.
 _TYPE_BY_STATUS = {
@@ -59,10 +60,14 @@ def openai_error_body(
     param: str | None = None,
 ) -> bytes:
     """:func:`openai_error` as a JSON body."""
-    return json.dumps(
-        openai_error(message, status=status, type=type, code=code, param=param),
-        separators=(",", ":"),
-    ).encode()
+    return openai_error_json(
+        openai_error(message, status=status, type=type, code=code, param=param)["error"]
+    )
+
+
+def openai_error_json(error: dict[str, Any]) -> bytes:
+    """An OpenAI ``error`` object as a JSON body (``{"error": ...}``)."""
+    return dumps({"error": error})
 
 
 def is_openai_error(doc: Any) -> bool:
@@ -92,11 +97,7 @@ def wrap_upstream_error(status: int, message: str, code: str | int | None = None
 def passthrough_error_body(status: int, body: bytes) -> bytes | None:
     """For OpenAI-compatible upstreams: ``None`` when ``body`` already is an OpenAI error
     (pass it on unchanged), else a wrapped error body describing it."""
-    doc: Any = None
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        pass
+    doc = loads_or_none(body)
     if is_openai_error(doc):
         return None
     if isinstance(doc, dict):
@@ -139,9 +140,7 @@ def anthropic_error(message: str, *, status: int, type: str | None = None) -> di
 
 
 def anthropic_error_body(message: str, *, status: int, type: str | None = None) -> bytes:
-    return json.dumps(
-        anthropic_error(message, status=status, type=type), separators=(",", ":")
-    ).encode()
+    return dumps(anthropic_error(message, status=status, type=type))
 
 
 def is_anthropic_error(doc: Any) -> bool:
@@ -158,11 +157,7 @@ def is_anthropic_error(doc: Any) -> bool:
 def anthropic_error_from_openai(status: int, body: bytes) -> bytes:
     """An OpenAI error body (or any text) as an Anthropic error with ``status``; the
     message is kept, the type follows the status."""
-    doc: Any = None
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        pass
+    doc = loads_or_none(body)
     if is_openai_error(doc):
         message = doc["error"]["message"][:MAX_UPSTREAM_MESSAGE]
     else:

@@ -7,7 +7,7 @@ One copy on purpose: private copies drift (one that could not encode a lone surr
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 
 def dumps(value: Any) -> bytes:
@@ -44,12 +44,30 @@ def loads_strict(body: bytes) -> Any:
     return _STRICT.decode(body.decode())
 
 
-def loads_or_none(body: bytes | str) -> Any:
-    """Parsed JSON, or ``None`` for bytes that are not JSON (upstream error bodies)."""
+class _NotJson:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_JSON"
+
+
+#: What :func:`parse` returns for text that is not JSON (``None`` is JSON's ``null``).
+NOT_JSON: Final = _NotJson()
+
+
+def parse(body: bytes | str) -> Any:
+    """Parsed JSON, or :data:`NOT_JSON` for text that is not JSON (bad UTF-8 and nesting
+    too deep for the parser included)."""
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
-        return None
+        return NOT_JSON
+
+
+def loads_or_none(body: bytes | str) -> Any:
+    """Parsed JSON, or ``None`` for text that is not JSON (upstream error bodies)."""
+    doc = parse(body)
+    return None if doc is NOT_JSON else doc
 
 
 def as_int(value: Any) -> int | None:

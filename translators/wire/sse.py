@@ -13,7 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SSE_DONE = b"data: [DONE]\n\n"
+SSE_CONTENT_TYPE = "text/event-stream"
 _BOM = b"\xef\xbb\xbf"
+
+
+def media_type(content_type: str) -> str:
+    """A ``content-type`` header's media type: no parameters, lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_sse(content_type: str) -> bool:
+    """The ``content-type`` of server-sent events (parameters and case aside)."""
+    return media_type(content_type) == SSE_CONTENT_TYPE
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from google.protobuf import struct_pb2
 
 from aigateway.extproc.framework._protos.envoy.extensions.filters.http.ext_proc.v3 import (
     processing_mode_pb2,
@@ -24,7 +25,7 @@ from aigateway.extproc.framework.processor import (
     Result,
 )
 from aigateway.extproc.framework.router import Router
-from aigateway.extproc.framework.server import ExternalProcessorServicer, ResultError
+from aigateway.extproc.framework.server import ExternalProcessorServicer, ResultError, _set_metadata
 from tests.extproc.framework.fake_envoy import (
     Aborted,
     Conversation,
@@ -442,3 +443,28 @@ async def test_body_given_at_response_headers_is_a_continue_and_replace() -> Non
     assert answer.response.body_mutation.body == b'{"error":{}}'
     assert headers_set(answer.response)["content-length"] == "12"
     await conv.close()
+
+
+def test_metadata_struct_is_what_struct_update_writes() -> None:
+    """The server writes dynamic metadata field by field (it is on every answer that
+    carries facts); the result is the Struct protobuf's own ``update`` of the same dict,
+    for every JSON type and an empty namespace."""
+    metadata = {
+        "aigateway": {
+            "backend": "static",
+            "input_tokens": 27,
+            "total_latency_ms": 1.234,
+            "streamed": True,
+            "cached": False,
+            "error": None,
+            "finish_reasons": ["stop", "length"],
+            "nested": {"a": [1, "b", None, {"c": True}]},
+        },
+        "other": {},
+    }
+    expected = struct_pb2.Struct()
+    expected.update(metadata)
+    written = struct_pb2.Struct()
+    _set_metadata(written, metadata)
+    assert written == expected
+    assert written.fields["other"].WhichOneof("kind") == "struct_value"

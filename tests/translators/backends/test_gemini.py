@@ -13,22 +13,28 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from openai.types import CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator, VertexRawPredict
 from aigateway.translators.backends.gemini import (
     GeminiChatTranslator,
     GeminiEmbeddingsTranslator,
+    call_id_with_signature,
     gemini_model_path,
     generate_content_request,
+    thought_signature_of,
     vertex_model_path,
 )
 from aigateway.translators.contract import TokenUsage, TranslationError
+from tests.translators.backends.shared import (
+    PNG_B64,
+    chunks_of,
+    feed_split,
+    requested,
+    sse_data,
+)
 
-PNG_B64 = "iVBORw0KGgo="
 MODEL_PATH = "/v1beta/models/gemini-2.5-flash"
 WEATHER_TOOL = {
     "type": "function",
@@ -51,27 +57,12 @@ def req(**payload: Any) -> dict[str, Any]:
 
 def translator(**payload: Any) -> GeminiChatTranslator:
     t = GeminiChatTranslator(MODEL_PATH, completion_id="chatcmpl-test", created=1700000000)
-    body = {"model": "gemini", "messages": [{"role": "user", "content": "Hi"}], **payload}
-    t.request(body, json.dumps(body).encode())
-    return t
+    return requested(t, "gemini", **payload)
 
 
 def sse(*docs: dict[str, Any]) -> bytes:
     # The Gemini API ends its SSE lines with CRLF.
     return b"".join(b"data: " + json.dumps(d).encode() + b"\r\n\r\n" for d in docs)
-
-
-def sse_data(body: bytes) -> list[bytes]:
-    assert body.endswith(b"\n\n")
-    events = body[:-2].split(b"\n\n")
-    assert all(e.startswith(b"data: ") for e in events), events
-    return [e[len(b"data: ") :] for e in events]
-
-
-def chunks_of(body: bytes) -> list[ChatCompletionChunk]:
-    data = sse_data(body)
-    assert data[-1] == b"[DONE]"
-    return [ChatCompletionChunk.model_validate_json(d) for d in data[:-1]]
 
 
 def response(
@@ -411,7 +402,8 @@ def test_json_function_call_response() -> None:
     calls = choice.message.tool_calls
     assert calls is not None
     assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [  # type: ignore[union-attr]
-        ("call_test_0", "get_weather", {"city": "Paris"}),
+        # the call's thoughtSignature rides in its id (docs/client-apis.md)
+        (call_id_with_signature("call_test_0", "CiIBVKhc7oDy"), "get_weather", {"city": "Paris"}),
         ("call_test_1", "get_weather", {"city": "Lyon"}),
     ]
 
@@ -542,7 +534,11 @@ def test_tool_stream() -> None:
                 entry["name"] += call.function.name or ""
                 entry["arguments"] += call.function.arguments or ""
     assert calls == {
-        0: {"id": "call_test_0", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+        0: {
+            "id": call_id_with_signature("call_test_0", "CiIBVKhc7oDy"),
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        },
         1: {"id": "call_test_1", "name": "get_weather", "arguments": '{"city":"Lyon"}'},
     }
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
@@ -590,16 +586,8 @@ def test_undecodable_event_is_an_error() -> None:
 def run_split(data: bytes, cuts: list[int], include_usage: bool) -> tuple[bytes, Any]:
     t = translator(stream=True, stream_options={"include_usage": include_usage})
     t.response_headers(200, "text/event-stream")
-    points = sorted({min(c, len(data)) for c in cuts})
-    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
-    bodies = []
-    out = None
-    for i, piece in enumerate(pieces):
-        out = t.response_body(piece, i == len(pieces) - 1)
-        assert out.body is not None
-        bodies.append(out.body)
-    assert out is not None
-    return b"".join(bodies), (out.usage, out.error, out.complete)
+    body, out = feed_split(t, data, cuts)
+    return body, (out.usage, out.error, out.complete)
 
 
 STREAMS = {
@@ -611,19 +599,6 @@ STREAMS = {
     # Non-ASCII text: a split may fall inside a multi-byte character.
     "unicode": sse(response([{"text": "héllo ✓ 日本"}], None, PARTIAL_USAGE), TEXT_STREAM[2]),
 }
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    name=st.sampled_from(sorted(STREAMS)),
-    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
-    include_usage=st.booleans(),
-)
-def test_any_split_of_the_sse_stream_gives_the_same_output(
-    name: str, cuts: list[int], include_usage: bool
-) -> None:
-    data = STREAMS[name]
-    assert run_split(data, cuts, include_usage) == run_split(data, [], include_usage)
 
 
 def test_lf_stream_matches_crlf_stream() -> None:
@@ -784,3 +759,12 @@ def test_the_answering_model_and_finish_reason_are_reported() -> None:
         json.dumps(response([{"text": "x"}], "MAX_TOKENS", USAGE)).encode(), True
     )
     assert (whole.model, whole.finish_reasons) == ("gemini-2.5-flash", ("length",))
+
+
+def test_a_thought_signature_rides_in_the_tool_call_id_and_comes_back() -> None:
+    signed = call_id_with_signature("call_1", "Cq0+/sig==")
+    assert signed.startswith("call_1") and "+" not in signed and "/" not in signed
+    assert thought_signature_of(signed) == "Cq0+/sig=="
+    assert call_id_with_signature("call_1", None) == "call_1"
+    assert thought_signature_of("call_1") is None
+    assert thought_signature_of("toolu_own__ts_%%%") is None

@@ -10,6 +10,7 @@ from typing import Any
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_STREAM_ERROR,
     UPSTREAM_TRUNCATED,
+    ChatChunkWriter,
     ChunkEncoder,
     ChunkStream,
     ToolCall,
@@ -30,9 +31,8 @@ def events(body: bytes) -> list[Any]:
 
 
 def stream(include_usage: bool = False) -> ChunkStream:
-    return ChunkStream(
-        ChunkEncoder("chatcmpl-1", 1700000000, "m\u00e9"), include_usage=include_usage
-    )
+    encoder = ChunkEncoder("chatcmpl-1", 1700000000, "m\u00e9")
+    return ChunkStream(ChatChunkWriter(encoder, include_usage=include_usage))
 
 
 def test_every_chunk_carries_the_head_and_one_choice() -> None:

@@ -264,8 +264,11 @@ def test_structured_answers_and_reasoning_effort_map_to_their_chat_fields() -> N
             "input[0].encrypted_content",
         ),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"text": {"verbosity": "low"}}, "text.verbosity"),
-        ({"frobnicate": 1}, "frobnicate"),
+        ({"max_tool_calls": 3}, "max_tool_calls"),
+        (
+            {"tools": [{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}]},
+            "tools[0].type",
+        ),
     ],
 )
 def test_what_other_backends_cannot_do_is_a_400_naming_the_field(

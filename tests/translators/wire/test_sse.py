@@ -4,7 +4,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aigateway.translators.wire.sse import SSE_DONE, SseDecoder, SseEvent, encode_sse_event
+from aigateway.translators.backends.openai import OpenAIChatTranslator
+from aigateway.translators.client_apis.messages import MessagesPassthroughTranslator
+from aigateway.translators.client_apis.responses import ResponsesPassthroughTranslator
+from aigateway.translators.contract import Translator
+from aigateway.translators.wire.sse import SSE_DONE, SseDecoder, SseEvent, encode_sse_event, is_sse
 
 
 def decode_all(chunks: list[bytes]) -> list[SseEvent]:
@@ -134,3 +138,34 @@ def test_any_split_decodes_like_the_whole_stream(stream: bytes, cuts: list[int])
 @given(stream=streams())
 def test_byte_by_byte_decodes_like_the_whole_stream(stream: bytes) -> None:
     assert decode_all([stream[i : i + 1] for i in range(len(stream))]) == reference_decode(stream)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "sse"),
+    [
+        ("text/event-stream", True),
+        ("text/event-stream; charset=utf-8", True),
+        ("Text/Event-Stream;charset=UTF-8", True),
+        (" text/event-stream ", True),
+        ("application/json", False),
+        ("text/event-streams", False),
+        ("", False),
+    ],
+)
+def test_the_sse_content_type_is_read_without_parameters_or_case(
+    content_type: str, sse: bool
+) -> None:
+    assert is_sse(content_type) is sse
+
+
+@pytest.mark.parametrize(
+    "translator",
+    [
+        OpenAIChatTranslator("gpt-4o"),
+        ResponsesPassthroughTranslator("gpt-4o"),
+        MessagesPassthroughTranslator("claude"),
+    ],
+    ids=["openai", "responses", "messages"],
+)
+def test_every_translator_streams_on_the_same_check(translator: Translator) -> None:
+    assert translator.response_headers(200, "Text/Event-Stream; charset=utf-8").streamed

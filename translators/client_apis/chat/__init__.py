@@ -2,9 +2,11 @@
 (:mod:`.request`) and writes a chat answer (:mod:`.stream`). Backends import this
 package as one name (``chat.messages_of``, ``chat.ChunkStream``)."""
 
+from aigateway.translators.client_apis.chat.events import ToolCall
 from aigateway.translators.client_apis.chat.request import (
     PDF_MEDIA_TYPE,
     RESPONSE_FORMAT_TOOL,
+    THINKING_PARTS,
     CacheControl,
     DataDocument,
     FunctionTool,
@@ -27,6 +29,7 @@ from aigateway.translators.client_apis.chat.request import (
     part_refusal,
     part_text,
     pdf_image_url,
+    pdf_remote_url,
     reject_unsupported,
     response_format_choice,
     response_format_of,
@@ -41,11 +44,13 @@ from aigateway.translators.client_apis.chat.request import (
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
     UPSTREAM_INVALID_STREAM,
+    AnswerEventSource,
+    AnswerParts,
     ChunkEncoder,
     ChunkStream,
     FinishReason,
-    ToolCall,
     chat_completion_body,
+    invalid_answer,
     invalid_json_body,
     new_completion_id,
     now,
@@ -54,8 +59,11 @@ from aigateway.translators.client_apis.chat.stream import (
 __all__ = [
     "PDF_MEDIA_TYPE",
     "RESPONSE_FORMAT_TOOL",
+    "THINKING_PARTS",
     "UPSTREAM_INVALID_JSON",
     "UPSTREAM_INVALID_STREAM",
+    "AnswerEventSource",
+    "AnswerParts",
     "CacheControl",
     "ChunkEncoder",
     "ChunkStream",
@@ -73,6 +81,7 @@ __all__ = [
     "function_tools",
     "image_url_of",
     "include_usage",
+    "invalid_answer",
     "invalid_json_body",
     "is_streaming",
     "max_output_tokens",
@@ -86,6 +95,7 @@ __all__ = [
     "part_refusal",
     "part_text",
     "pdf_image_url",
+    "pdf_remote_url",
     "reject_unsupported",
     "response_format_choice",
     "response_format_of",

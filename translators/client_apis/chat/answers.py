@@ -1,32 +1,31 @@
-"""Reading chat completion answers back, as the chat translators write them: the whole
-``chat.completion`` body (:func:`read_completion`) and the ``chat.completion.chunk``
-events of a stream (:class:`ChunkReader`). The Responses and Messages adapters put every
-backend's answer through these: the chat translators are their pivot (docs/client-apis.md, "Client
-APIs").
+"""Reading chat completion answers: the whole ``chat.completion`` body
+(:func:`read_completion`) and the ``chat.completion.chunk`` events of an OpenAI stream
+(:class:`ChunkReader`, for the backends that speak chat themselves), as the Responses and
+Messages writers take them (docs/client-apis.md, "Client APIs").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from aigateway.translators.client_apis.chat.stream import ToolCall
+from aigateway.translators.client_apis.chat.events import (
+    DONE,
+    START,
+    AnswerEvent,
+    AnswerSink,
+    ChatAnswer,
+    Error,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ThinkingBlock,
+    ToolArgumentsDelta,
+    ToolCall,
+    ToolCallStart,
+    deliver,
+)
 from aigateway.translators.wire.jsoncodec import as_int, loads_or_none
 from aigateway.translators.wire.sse import SseDecoder
-
-
-@dataclass(slots=True)
-class ChatAnswer:
-    """The first choice of a ``chat.completion``, in plain values."""
-
-    text: str | None = None
-    refusal: str | None = None
-    reasoning: str | None = None
-    #: Signed reasoning blocks (``{"type": "thinking", "thinking", "signature"}`` or
-    #: ``{"type": "redacted_thinking", "data"}``), to be sent back next turn.
-    thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: str = "stop"
 
 
 def read_completion(body: bytes) -> ChatAnswer | None:
@@ -68,92 +67,54 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class AnswerEvents(Protocol):
-    """What a streamed chat answer says, in order; a client API's stream writer."""
-
-    def start(self) -> None:
-        """The answer has begun (its first chunk, with the assistant's role)."""
-        ...
-
-    def text(self, text: str) -> None:
-        """Answer text (refusals included)."""
-        ...
-
-    def reasoning(self, text: str) -> None:
-        """Reasoning text, as it arrives."""
-        ...
-
-    def thinking_block(self, block: dict[str, Any]) -> None:
-        """A reasoning block is over: the whole block, with its signature."""
-        ...
-
-    def tool_call(self, index: int, call_id: str, name: str) -> None:
-        """Tool call ``index`` (the chat answer's) starts."""
-        ...
-
-    def tool_arguments(self, index: int, fragment: str) -> None:
-        """More of tool call ``index``'s JSON arguments."""
-        ...
-
-    def finish(self, reason: str) -> None:
-        """The chat finish reason (``stop``, ``length``, ``tool_calls``, ``content_filter``)."""
-        ...
-
-    def done(self) -> None:
-        """The end of the answer (``data: [DONE]``)."""
-        ...
-
-    def error(self, error: dict[str, Any]) -> None:
-        """An error event (an OpenAI ``error`` object) ended the answer."""
-        ...
-
-
 class ChunkReader:
-    """Feeds a chat answer stream's events, whole ones only, to ``events``."""
+    """Reads an OpenAI chat answer stream (the OpenAI and Azure backends' own bytes) as
+    typed answer events for ``sink``, whole SSE events only."""
 
-    __slots__ = ("_decoder", "_events")
+    __slots__ = ("_decoder", "_sink")
 
-    def __init__(self, events: AnswerEvents) -> None:
-        self._events = events
+    def __init__(self, sink: AnswerSink) -> None:
+        self._sink = sink
         self._decoder = SseDecoder()
 
     def feed(self, chunk: bytes) -> None:
-        events = self._events
+        events: list[AnswerEvent] = []
         for event in self._decoder.feed(chunk):
             if event.data == b"[DONE]":
-                events.done()
+                events.append(DONE)
                 continue
             doc = loads_or_none(event.data)
             if not isinstance(doc, dict):
                 # The chat translators only pass JSON on; anything else is a broken answer.
-                events.error({"message": "The upstream sent an event that is not JSON."})
+                events.append(Error({"message": "The upstream sent an event that is not JSON."}))
                 continue
             error = doc.get("error")
             if isinstance(error, dict):
-                events.error(error)
+                events.append(Error(error))
                 continue
             choices = doc.get("choices")
             if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
                 continue  # the usage chunk: usage comes from the chat translator itself
             _choice(choices[0], events)
+        deliver(events, self._sink)
 
 
-def _choice(choice: dict[str, Any], events: AnswerEvents) -> None:
+def _choice(choice: dict[str, Any], events: list[AnswerEvent]) -> None:
     delta = choice.get("delta")
     if isinstance(delta, dict):
         if "role" in delta:
-            events.start()
+            events.append(START)
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
-            events.reasoning(reasoning)
+            events.append(ReasoningDelta(reasoning))
         blocks = delta.get("thinking_blocks")
         for block in blocks if isinstance(blocks, list) else ():
             if isinstance(block, dict):
-                events.thinking_block(block)
+                events.append(ThinkingBlock(block))
         for key in ("content", "refusal"):
             text = delta.get(key)
             if isinstance(text, str) and text:
-                events.text(text)
+                events.append(TextDelta(text))
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if not isinstance(call, dict):
@@ -163,10 +124,10 @@ def _choice(choice: dict[str, Any], events: AnswerEvents) -> None:
             fn = fn if isinstance(fn, dict) else {}
             call_id, name = call.get("id"), fn.get("name")
             if isinstance(call_id, str) and isinstance(name, str):
-                events.tool_call(index, call_id, name)
+                events.append(ToolCallStart(index, call_id, name))
             arguments = fn.get("arguments")
             if isinstance(arguments, str) and arguments:
-                events.tool_arguments(index, arguments)
+                events.append(ToolArgumentsDelta(index, arguments))
     reason = choice.get("finish_reason")
     if isinstance(reason, str):
-        events.finish(reason)
+        events.append(Finish(reason))

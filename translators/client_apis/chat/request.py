@@ -6,11 +6,12 @@ every edge (data URLs, tool-call ids, parameter checks).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aigateway.translators.client_apis.field_policy import CHAT_FIELDS
 from aigateway.translators.contract import TranslationError
+from aigateway.translators.wire.jsoncodec import NOT_JSON, parse
 
 ToolChoiceMode = Literal["auto", "required", "none", "named"]
 
@@ -85,14 +86,16 @@ def stop_sequences(payload: dict[str, Any]) -> list[str] | None:
 
 
 def reject_unsupported(payload: dict[str, Any]) -> None:
-    """Refuse what would silently change the answer's shape if dropped."""
+    """Refuse what would silently change the answer's shape if dropped (the chat table
+    of docs/client-apis.md, "Field policy"); unknown fields are logged and left out."""
+    for key, value in payload.items():
+        if value is None or CHAT_FIELDS.skips(key) or key not in CHAT_FIELDS.refused:
+            continue
+        hint = "; use 'tools'" if key in ("functions", "function_call") else ""
+        raise TranslationError(f"'{key}' is not supported for this model{hint}", param=key)
     n = payload.get("n")
     if n is not None and n != 1:
         raise TranslationError("only n=1 is supported for this model", param="n")
-    if payload.get("functions") is not None or payload.get("function_call") is not None:
-        raise TranslationError(
-            "'functions' and 'function_call' are not supported; use 'tools'", param="functions"
-        )
 
 
 def function_tools(payload: dict[str, Any]) -> list[FunctionTool]:
@@ -230,10 +233,9 @@ def tool_call_fields(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
         return call_id, fn["name"], {}
     if not isinstance(raw, str):
         raise TranslationError("'function.arguments' must be a JSON string", param=param)
-    try:
-        args = json.loads(raw)
-    except ValueError:
-        raise TranslationError("'function.arguments' is not valid JSON", param=param) from None
+    args = parse(raw)
+    if args is NOT_JSON:
+        raise TranslationError("'function.arguments' is not valid JSON", param=param)
     if not isinstance(args, dict):
         raise TranslationError("'function.arguments' must be a JSON object", param=param)
     return call_id, fn["name"], args
@@ -318,6 +320,12 @@ def pdf_image_url(url: str) -> bool:
     return url[:5].lower() == "data:" and url[5:].lower().startswith(PDF_MEDIA_TYPE)
 
 
+def pdf_remote_url(url: str) -> bool:
+    """A remote ``image_url`` whose path names a PDF file."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    return url.startswith(("https://", "http://")) and path.lower().endswith(".pdf")
+
+
 @dataclass(slots=True, frozen=True)
 class ThinkingBlock:
     """A reasoning block of an earlier assistant turn, replayed with its signature.
@@ -331,37 +339,47 @@ class ThinkingBlock:
     data: str = ""
 
 
+#: Assistant content parts that replay reasoning (read with the message's thinking_blocks).
+THINKING_PARTS = frozenset({"thinking", "redacted_thinking"})
+
+
 def thinking_blocks_of(message: dict[str, Any], param: str) -> list[ThinkingBlock]:
-    """The ``thinking_blocks`` of an assistant history message (the field our answers
-    carry; ``reasoning_content`` alone has no signature and cannot be replayed)."""
+    """The reasoning an assistant history message replays: its ``thinking_blocks`` (the
+    field our answers carry) and its ``thinking`` / ``redacted_thinking`` content parts
+    (``reasoning_content`` alone has no signature and cannot be replayed)."""
     blocks = message.get("thinking_blocks")
-    if blocks is None:
-        return []
-    if not isinstance(blocks, list):
+    if blocks is not None and not isinstance(blocks, list):
         raise TranslationError("'thinking_blocks' must be a list", param=f"{param}.thinking_blocks")
-    out: list[ThinkingBlock] = []
-    for j, block in enumerate(blocks):
-        where = f"{param}.thinking_blocks[{j}]"
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "thinking":
-            assert isinstance(block, dict)
-            text, signature = block.get("thinking"), block.get("signature")
-            if not isinstance(text, str) or not isinstance(signature, str) or not signature:
-                raise TranslationError(
-                    "a thinking block needs 'thinking' and its 'signature'", param=where
-                )
-            out.append(ThinkingBlock(text, signature))
-        elif kind == "redacted_thinking":
-            assert isinstance(block, dict)
-            data = block.get("data")
-            if not isinstance(data, str) or not data:
-                raise TranslationError("a redacted_thinking block needs 'data'", param=where)
-            out.append(ThinkingBlock("", "", redacted=True, data=data))
-        else:
+    found = [(f"{param}.thinking_blocks[{j}]", b) for j, b in enumerate(blocks or [])]
+    content = message.get("content")
+    if isinstance(content, list):
+        found += [
+            (f"{param}.content[{j}]", part)
+            for j, part in enumerate(content)
+            if isinstance(part, dict) and part.get("type") in THINKING_PARTS
+        ]
+    return [_thinking_block(block, where) for where, block in found]
+
+
+def _thinking_block(block: Any, where: str) -> ThinkingBlock:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "thinking":
+        assert isinstance(block, dict)
+        text, signature = block.get("thinking"), block.get("signature")
+        if not isinstance(text, str) or not isinstance(signature, str) or not signature:
             raise TranslationError(
-                "thinking blocks are of type 'thinking' or 'redacted_thinking'", param=where
+                "a thinking block needs 'thinking' and its 'signature'", param=where
             )
-    return out
+        return ThinkingBlock(text, signature)
+    if kind == "redacted_thinking":
+        assert isinstance(block, dict)
+        data = block.get("data")
+        if not isinstance(data, str) or not data:
+            raise TranslationError("a redacted_thinking block needs 'data'", param=where)
+        return ThinkingBlock("", "", redacted=True, data=data)
+    raise TranslationError(
+        "thinking blocks are of type 'thinking' or 'redacted_thinking'", param=where
+    )
 
 
 # Thinking budget per reasoning_effort (docs/client-apis.md, "Reasoning"); 1024 is
@@ -395,6 +413,10 @@ def thinking_of(payload: dict[str, Any]) -> Thinking | None:
                 "'reasoning_effort' must be one of none, minimal, low, medium, high",
                 param="reasoning_effort",
             )
+        if response_format_of(payload) is not None or _unsigned_tool_turn(payload):
+            # A wish Claude cannot meet here: forced answer tools and a tool turn replayed
+            # without its thinking both refuse thinking (docs/client-apis.md, "Reasoning").
+            return None
         return Thinking({"type": "enabled", "budget_tokens": budget}, budget, from_effort=True)
     if own is None:
         return None
@@ -408,6 +430,17 @@ def thinking_of(payload: dict[str, Any]) -> Thinking | None:
             "'thinking.budget_tokens' must be a positive integer", param="thinking.budget_tokens"
         )
     return Thinking(own, budget, from_effort=False)
+
+
+def _unsigned_tool_turn(payload: dict[str, Any]) -> bool:
+    """The last assistant message calls tools but carries no thinking to replay."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return False
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            return bool(message.get("tool_calls")) and not message.get("thinking_blocks")
+    return False
 
 
 def output_tokens_with_thinking(payload: dict[str, Any], thinking: Thinking, default: int) -> int:

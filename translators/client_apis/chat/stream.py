@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer, ToolCall
 from aigateway.translators.contract import ResponseBodyOutput, TokenUsage
-from aigateway.translators.wire.errors import openai_error_body
+from aigateway.translators.wire.errors import openai_error, openai_error_body, openai_error_json
 from aigateway.translators.wire.jsoncodec import dumps
 from aigateway.translators.wire.sse import SSE_DONE
 
@@ -25,13 +26,6 @@ def new_completion_id() -> str:
 
 def now() -> int:
     return int(time.time())
-
-
-@dataclass(slots=True, frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as OpenAI clients expect
 
 
 def usage_dict(usage: TokenUsage) -> dict[str, Any]:
@@ -97,6 +91,60 @@ def chat_completion_body(
     return dumps(body)
 
 
+@dataclass(slots=True)
+class AnswerParts:
+    """The pieces of a whole (non-streamed) answer as a backend's content blocks give
+    them, in order, made into one ``chat.completion`` body by :meth:`body`."""
+
+    texts: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    thinking_blocks: list[dict[str, str]] = field(default_factory=list)
+
+    def thinking(self, text: str, signature: str) -> None:
+        """A signed reasoning block: its text, and the block to send back next turn."""
+        self.reasoning.append(text)
+        self.thinking_blocks.append({"type": "thinking", "thinking": text, "signature": signature})
+
+    def redacted_thinking(self, data: str) -> None:
+        self.thinking_blocks.append({"type": "redacted_thinking", "data": data})
+
+    def answer(self, finish_reason: FinishReason) -> ChatAnswer:
+        """The answer as values: what :meth:`body` writes, for another client API."""
+        return ChatAnswer(
+            text="".join(self.texts) if self.texts or not self.calls else None,
+            reasoning="".join(self.reasoning) if self.thinking_blocks else None,
+            thinking_blocks=list(self.thinking_blocks),
+            tool_calls=list(self.calls),
+            finish_reason=finish_reason,
+        )
+
+    def body(
+        self,
+        *,
+        completion_id: str,
+        created: int,
+        model: str,
+        finish_reason: FinishReason,
+        usage: TokenUsage | None,
+        service_tier: str | None = None,
+    ) -> bytes:
+        """The ``chat.completion`` body: no content when the answer is only tool calls,
+        reasoning only when the backend gave reasoning blocks."""
+        return chat_completion_body(
+            completion_id=completion_id,
+            created=created,
+            model=model,
+            content="".join(self.texts) if self.texts or not self.calls else None,
+            tool_calls=self.calls,
+            finish_reason=finish_reason,
+            usage=usage,
+            reasoning_content="".join(self.reasoning) if self.thinking_blocks else None,
+            thinking_blocks=self.thinking_blocks,
+            service_tier=service_tier,
+        )
+
+
 # ResponseBodyOutput.error values: a bounded set, so logs and metrics can use them as is
 # (the client's error event carries the details). The OpenAI translator uses the same.
 UPSTREAM_TRUNCATED = "upstream_truncated"
@@ -105,19 +153,19 @@ UPSTREAM_INVALID_STREAM = "upstream_invalid_stream"
 UPSTREAM_INVALID_JSON = "upstream_invalid_json"
 
 
-def truncated_event() -> bytes:
-    return error_event(
-        "The upstream ended the stream before it was complete.",
-        status=502,
-        code=UPSTREAM_TRUNCATED,
-    )
-
-
 def invalid_json_body(detail: str) -> bytes:
     return openai_error_body(
         f"The upstream sent a response that could not be translated: {detail}",
         status=502,
         code="bad_upstream",
+    )
+
+
+def invalid_answer(detail: str) -> ResponseBodyOutput:
+    """The whole output for an upstream answer that cannot be translated: a 502 error
+    body saying why (``detail``), and the request failed as invalid JSON."""
+    return ResponseBodyOutput(
+        body=invalid_json_body(detail), error=UPSTREAM_INVALID_JSON, complete=True
     )
 
 
@@ -169,7 +217,7 @@ class ChunkEncoder:
     def reasoning(self, text: str) -> bytes:
         return self._choice(b'{"reasoning_content":' + dumps(text) + b"}")
 
-    def thinking_block(self, block: dict[str, str]) -> bytes:
+    def thinking_block(self, block: dict[str, Any]) -> bytes:
         return self._choice(b'{"thinking_blocks":[' + dumps(block) + b"]}")
 
     def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
@@ -190,7 +238,7 @@ class ChunkEncoder:
             + b"}}]}"
         )
 
-    def finish(self, reason: FinishReason, service_tier: str | None = None) -> bytes:
+    def finish(self, reason: str, service_tier: str | None = None) -> bytes:
         return self._choice(b"{}", b'"' + reason.encode() + b'"', _tier(service_tier))
 
     def usage(self, usage: TokenUsage, service_tier: str | None = None) -> bytes:
@@ -218,18 +266,78 @@ class _ThinkingBlock:
     signature: str = ""
 
 
-class ChunkStream:
-    """One streamed response being rebuilt as OpenAI chunks from another schema's events.
+class ChatChunkWriter:
+    """The chat client API's sink of answer events: ``chat.completion.chunk`` SSE events,
+    ``[DONE]`` at the end, the usage chunk when the client asked for it."""
 
-    Translators call one method per upstream event; the events for the client collect
-    until ``output()`` hands them over as one body. After ``[DONE]`` or an error event
+    __slots__ = ("_done", "_encoder", "_include_usage", "_out", "usage")
+
+    def __init__(self, encoder: ChunkEncoder, *, include_usage: bool) -> None:
+        self._encoder = encoder
+        self._include_usage = include_usage
+        self._out: list[bytes] = []
+        self._done = False
+        self.usage: TokenUsage | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    def output(self) -> bytes:
+        out = self._out
+        body = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return body
+
+    def start(self) -> None:
+        self._out.append(self._encoder.role())
+
+    def text(self, text: str) -> None:
+        self._out.append(self._encoder.content(text))
+
+    def reasoning(self, text: str) -> None:
+        self._out.append(self._encoder.reasoning(text))
+
+    def thinking_block(self, block: dict[str, Any]) -> None:
+        self._out.append(self._encoder.thinking_block(block))
+
+    def tool_call(self, index: int, call_id: str, name: str) -> None:
+        self._out.append(self._encoder.tool_call_start(index, call_id, name))
+
+    def tool_arguments(self, index: int, fragment: str) -> None:
+        self._out.append(self._encoder.tool_call_arguments(index, fragment))
+
+    def finish(self, reason: str, service_tier: str | None = None) -> None:
+        self._out.append(self._encoder.finish(reason, service_tier))
+
+    def final_usage(self, usage: TokenUsage, service_tier: str | None) -> None:
+        if self._include_usage:
+            self._out.append(self._encoder.usage(usage, service_tier))
+
+    def keepalive(self) -> None:
+        self._out.append(KEEPALIVE)
+
+    def done(self) -> None:
+        self._out.append(SSE_DONE)
+        self._done = True
+
+    def error(self, error: dict[str, Any]) -> None:
+        self._out.append(b"data: " + openai_error_json(error) + b"\n\n")
+        self._done = True
+
+
+class ChunkStream:
+    """One streamed answer being rebuilt from another schema's events, told to a sink of
+    answer events (:mod:`.events`): chat chunks (:class:`ChatChunkWriter`), or another
+    client API's writer through the pivot.
+
+    Translators call one method per upstream event; the sink collects what it writes
+    until ``output()`` hands it over as one body. After the end or an error
     (``finished``), nothing more is emitted.
     """
 
     __slots__ = (
-        "_encoder",
-        "_include_usage",
-        "_out",
+        "_sink",
         "_thinking",
         "_tool_index",
         "error",
@@ -240,10 +348,8 @@ class ChunkStream:
         "usage",
     )
 
-    def __init__(self, encoder: ChunkEncoder, *, include_usage: bool) -> None:
-        self._encoder = encoder
-        self._include_usage = include_usage
-        self._out: list[bytes] = []
+    def __init__(self, sink: AnswerSink) -> None:
+        self._sink = sink
         self._tool_index: dict[int, int] = {}  # upstream content block index -> tool call index
         self._thinking: dict[int, _ThinkingBlock] = {}  # reasoning blocks still being read
         self.usage: TokenUsage | None = None
@@ -255,14 +361,14 @@ class ChunkStream:
 
     def role(self) -> None:
         if not self.finished:
-            self._out.append(self._encoder.role())
+            self._sink.start()
 
     def text(self, text: str) -> None:
         if text and not self.finished:
-            self._out.append(self._encoder.content(text))
+            self._sink.text(text)
 
     def reasoning(self, block_index: int, text: str) -> None:
-        """Reasoning text: a ``reasoning_content`` delta now, and part of its block."""
+        """Reasoning text: a reasoning delta now, and part of its block."""
         if self.finished:
             return
         block = self._thinking.get(block_index)
@@ -270,7 +376,7 @@ class ChunkStream:
             block = self._thinking[block_index] = _ThinkingBlock()
         if text:
             block.texts.append(text)
-            self._out.append(self._encoder.reasoning(text))
+            self._sink.reasoning(text)
 
     def reasoning_signature(self, block_index: int, signature: str) -> None:
         block = self._thinking.get(block_index)
@@ -280,48 +386,47 @@ class ChunkStream:
 
     def reasoning_end(self, block_index: int) -> None:
         """The end of a content block: a reasoning block goes out whole with its
-        signature (``thinking_blocks``), for the client to send back next turn."""
+        signature, for the client to send back next turn."""
         block = self._thinking.pop(block_index, None)
         if block is not None and not self.finished:
             whole = {"type": "thinking", "thinking": "".join(block.texts)}
             whole["signature"] = block.signature
-            self._out.append(self._encoder.thinking_block(whole))
+            self._sink.thinking_block(whole)
 
     def redacted_reasoning(self, data: str) -> None:
         """An encrypted reasoning block, passed on whole to be sent back."""
         if not self.finished:
-            block = {"type": "redacted_thinking", "data": data}
-            self._out.append(self._encoder.thinking_block(block))
+            self._sink.thinking_block({"type": "redacted_thinking", "data": data})
 
     def keepalive(self) -> None:
         if not self.finished:
-            self._out.append(KEEPALIVE)
+            self._sink.keepalive()
 
     def tool_call_start(self, block_index: int, call_id: str, name: str) -> None:
         if self.finished:
             return
         index = len(self._tool_index)
         self._tool_index[block_index] = index
-        self._out.append(self._encoder.tool_call_start(index, call_id, name))
+        self._sink.tool_call(index, call_id, name)
 
     def tool_call_arguments(self, block_index: int, fragment: str) -> None:
         index = self._tool_index.get(block_index)
         # No arguments without their call's start (which carries its id and name).
         if index is not None and fragment and not self.finished:
-            self._out.append(self._encoder.tool_call_arguments(index, fragment))
+            self._sink.tool_arguments(index, fragment)
 
     def finish(self, reason: FinishReason) -> None:
         if not self.finished:
-            self._out.append(self._encoder.finish(reason, self.service_tier))
+            self._sink.finish(reason, self.service_tier)
             self.finish_reasons = (reason,)
 
     def complete(self) -> None:
-        """The usage chunk (if the client asked for it), then ``[DONE]``."""
+        """The final usage (when reported), then the end."""
         if self.finished:
             return
-        if self._include_usage and self.usage is not None:
-            self._out.append(self._encoder.usage(self.usage, self.service_tier))
-        self._out.append(SSE_DONE)
+        if self.usage is not None:
+            self._sink.final_usage(self.usage, self.service_tier)
+        self._sink.done()
         self.finished = True
 
     def fail(
@@ -336,28 +441,84 @@ class ChunkStream:
         """An error event, and the end of the stream."""
         if self.finished:
             return
-        self._out.append(error_event(message, status=status, type=type, code=code))
+        self._sink.error(openai_error(message, status=status, type=type, code=code)["error"])
         self.error = error
         self.finished = True
 
     def truncated(self) -> None:
         """The upstream ended before its terminal event: an error event says so."""
-        if self.finished:
-            return
-        self._out.append(truncated_event())
-        self.error = UPSTREAM_TRUNCATED
-        self.finished = True
+        self.fail(
+            "The upstream ended the stream before it was complete.",
+            status=502,
+            code=UPSTREAM_TRUNCATED,
+            error=UPSTREAM_TRUNCATED,
+        )
 
     def output(self) -> ResponseBodyOutput:
         """What the events since the last call add up to, for the client."""
-        out = self._out
-        body = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+        sink = self._sink
+        sink.usage = self.usage
         return ResponseBodyOutput(
-            body=body,
+            body=sink.output(),
             usage=self.usage,
             error=self.error,
             complete=self.finished,
             model=self.model,
             finish_reasons=self.finish_reasons,
         )
+
+
+class AnswerEventSource:
+    """A backend translator whose streamed answer is typed answer events: written as chat
+    chunks, unless the pivot sends them to another client API's writer
+    (:meth:`send_answer_to`) before the answer starts."""
+
+    __slots__ = ("_answer_as_values", "_answer_sink", "whole_answer")
+
+    def __init__(self) -> None:
+        self._answer_sink: AnswerSink | None = None
+        self._answer_as_values = False
+        #: A whole answer, as values, when :meth:`keep_whole_answer` asked for it.
+        self.whole_answer: ChatAnswer | None = None
+
+    def send_answer_to(self, sink: AnswerSink) -> None:
+        """Write the streamed answer's events to ``sink`` instead of chat chunks."""
+        self._answer_sink = sink
+
+    def keep_whole_answer(self) -> None:
+        """Keep a whole (non-streamed) answer as values (:attr:`whole_answer`) instead of
+        writing it as a ``chat.completion`` body."""
+        self._answer_as_values = True
+
+    def _answer_body(
+        self,
+        parts: AnswerParts,
+        *,
+        completion_id: str,
+        created: int,
+        model: str,
+        finish_reason: FinishReason,
+        usage: TokenUsage | None,
+        service_tier: str | None = None,
+    ) -> bytes:
+        """A whole answer's ``chat.completion`` body, or nothing when it is kept as values."""
+        if self._answer_as_values:
+            self.whole_answer = parts.answer(finish_reason)
+            return b""
+        return parts.body(
+            completion_id=completion_id,
+            created=created,
+            model=model,
+            finish_reason=finish_reason,
+            usage=usage,
+            service_tier=service_tier,
+        )
+
+    def _new_chunk_stream(
+        self, completion_id: str, created: int, model: str, *, include_usage: bool
+    ) -> ChunkStream:
+        sink = self._answer_sink
+        if sink is None:
+            encoder = ChunkEncoder(completion_id, created, model)
+            sink = ChatChunkWriter(encoder, include_usage=include_usage)
+        return ChunkStream(sink)

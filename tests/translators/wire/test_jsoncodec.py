@@ -1,0 +1,25 @@
+"""The one JSON codec: compact bytes out, one way to parse in."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigateway.translators.wire.jsoncodec import NOT_JSON, dumps, loads_or_none, parse
+
+
+@pytest.mark.parametrize(
+    "text", [b"", b"{", b"\xff\xfe", b"[" * 100_000, "nan?", b'{"a": 1} trailing']
+)
+def test_what_is_not_json_parses_to_not_json(text: bytes | str) -> None:
+    assert parse(text) is NOT_JSON
+    assert loads_or_none(text) is None
+
+
+def test_null_is_json() -> None:
+    assert parse(b"null") is None
+    assert parse(b'{"a":[1,"\\u00e9"]}') == {"a": [1, "\u00e9"]}
+
+
+def test_dumps_is_compact_utf8_and_survives_a_lone_surrogate() -> None:
+    assert dumps({"a": [1, "\u00e9"]}) == '{"a":[1,"\u00e9"]}'.encode()
+    assert dumps("\ud800") == b'"\\ud800"'
