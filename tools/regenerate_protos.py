@@ -1,5 +1,5 @@
-"""Regenerate the Envoy ext_proc v3 messages the processor uses into
-``extproc/framework/_protos/`` (importable as ``aigateway.extproc.framework._protos``).
+"""Regenerate the Envoy messages the processor uses (ext_proc v3, the access log service
+v3) into ``extproc/framework/_protos/`` (as ``aigateway.extproc.framework._protos``).
 
 Run ``python tools/regenerate_protos.py`` (or ``make protos``) after changing the pins
 below. It needs the network for pip, and nothing from this repository's environment: in a
@@ -32,9 +32,13 @@ ROOTS = (
     "envoy/extensions/filters/http/ext_proc/v3/processing_mode.proto",
     "envoy/config/core/v3/base.proto",
     "envoy/type/v3/http_status.proto",
+    "envoy/service/accesslog/v3/als.proto",
 )
-#: The file that defines the gRPC service (the only one with a *_pb2_grpc module).
-SERVICE = "envoy/service/ext_proc/v3/external_processor.proto"
+#: The files that define the gRPC services (the only ones with a *_pb2_grpc module).
+SERVICES = (
+    "envoy/service/ext_proc/v3/external_processor.proto",
+    "envoy/service/accesslog/v3/als.proto",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "extproc" / "framework" / "_protos"
@@ -82,7 +86,7 @@ def main() -> None:
         gen.mkdir()
         protoc = [python, "-m", "grpc_tools.protoc", f"--descriptor_set_in={descriptors}"]
         subprocess.run([*protoc, f"--python_out={gen}", *ours], check=True)
-        subprocess.run([*protoc, f"--grpc_python_out={gen}", SERVICE], check=True)
+        subprocess.run([*protoc, f"--grpc_python_out={gen}", *SERVICES], check=True)
         shutil.rmtree(OUT, ignore_errors=True)
         for path in sorted(gen.rglob("*.py")):
             target = OUT / path.relative_to(gen)
