@@ -27,9 +27,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 protos: | $(BIN)/python
 	$(BIN)/python tools/regenerate_protos.py
 
-# System tools the tests use: promtool (Debian package prometheus).
+# System tools the tests use: promtool (Debian package prometheus) and redis-server (the
+# limits tests start their own).
 tools:
 	@command -v promtool >/dev/null 2>&1 || ./.ci/install-system-tools prometheus
+	@command -v redis-server >/dev/null 2>&1 || ./.ci/install-system-tools redis-server
 
 up: $(VENV)/.installed-run
 	$(BIN)/aigateway up $(UP_ARGS)
@@ -45,6 +47,7 @@ test: $(VENV)/.installed-dev tools
 BENCH ?= all
 bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null 2>&1 || ./.ci/install-system-tools wrk
+	@command -v redis-server >/dev/null 2>&1 || ./.ci/install-system-tools redis-server
 ifneq ($(BENCH_BASE),)
 	$(BIN)/python -m benchmarks.paired --base '$(BENCH_BASE)' $(BENCH_ARGS)
 else

@@ -43,6 +43,10 @@ class Facts(TypedDict, total=False):
     finish_reasons: list[str]
     #: Why the request failed (``upstream_http_429``, ``model_not_found``...).
     error: str
+    #: The ``limits`` rule that refused the request (docs/limits.md).
+    rate_limited: str
+    #: ``allow`` or ``deny``: decided without the limits store, which was unreachable.
+    rate_limit_store_error: str
     #: The metrics wrapper's timings, in milliseconds, on the answer that completes the
     #: response (none for a request that never completed).
     first_token_latency_ms: float
@@ -66,6 +70,8 @@ FactKey = Literal[
     "response_model",
     "finish_reasons",
     "error",
+    "rate_limited",
+    "rate_limit_store_error",
     "first_token_latency_ms",
     "inter_token_latency_ms",
     "total_latency_ms",

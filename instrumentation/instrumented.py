@@ -23,6 +23,7 @@ no answer left to carry them: its access-log line shows no timings.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from aigateway.instrumentation.metrics import (
     CostTotals,
     GatewayMetrics,
     GenAIMetrics,
+    LimitMetrics,
 )
 from aigateway.instrumentation.tracing import FIRST_TOKEN_EVENT, start_request_span
 
@@ -114,6 +116,12 @@ class HeaderLabel:
     values: frozenset[str]
 
 
+def genai_latest_experimental(env: Mapping[str, str] = os.environ) -> bool:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``."""
+    values = env.get("OTEL_SEMCONV_STABILITY_OPT_IN", "").split(",")
+    return "gen_ai_latest_experimental" in (v.strip() for v in values)
+
+
 @dataclass(slots=True, frozen=True)
 class Instrumentation:
     """What every :class:`InstrumentedProcessor` shares: the families to record (any of
@@ -133,6 +141,12 @@ class Instrumentation:
     tracer: Tracer | None = None
     #: Wall-clock nanoseconds, for span timestamps (durations come from ``clock``).
     wall_clock: Callable[[], int] = field(default=time.time_ns)
+    #: The families of ``limits:`` and its rule names (the ``rule`` label's values).
+    limits: LimitMetrics | None = None
+    rules: frozenset[str] = frozenset()
+    #: Emit the GenAI attributes still in development too (docs/traces-and-logs.md,
+    #: "GenAI conventions"), as ``OTEL_SEMCONV_STABILITY_OPT_IN`` asks.
+    latest_experimental: bool = field(default_factory=lambda: genai_latest_experimental())
     #: The ``gen_ai.response.model`` values each model has reported (bounded).
     _response_models: dict[str, set[str]] = field(default_factory=dict, init=False)
 
@@ -433,6 +447,16 @@ class InstrumentedProcessor(ProcessorWrapper):
                     completion=completion,
                 )
 
+        limits = inst.limits
+        if limits is not None:
+            rule = meta.get("rate_limited")
+            if isinstance(rule, str):
+                rule = rule if rule in inst.rules else UNKNOWN
+                limits.rate_limited.add(1, (backend, model, rule, *extra))
+            decision = meta.get("rate_limit_store_error")
+            if decision in ("allow", "deny"):
+                limits.store_errors.add(1, (decision,))
+
         timings: Facts = {"total_latency_ms": _ms(total)}
         if first_token is not None:
             timings["first_token_latency_ms"] = _ms(first_token)
@@ -472,6 +496,10 @@ class InstrumentedProcessor(ProcessorWrapper):
         reported = meta.get("response_model")
         if isinstance(reported, str) and reported:
             attributes[RESPONSE_MODEL] = reported[:_MAX_RESPONSE_MODEL]
+        if inst.latest_experimental:
+            attributes["gen_ai.request.stream"] = self._streamed
+            if self._streamed and first_token is not None:
+                attributes["gen_ai.response.time_to_first_chunk"] = first_token
         for key, name in _SPAN_TOKENS:
             count = meta.get(key)
             if _is_count(count):

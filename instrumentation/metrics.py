@@ -312,6 +312,39 @@ class CostTotals:
         return costs
 
 
+# -- limits -------------------------------------------------------------------------------
+
+RATE_LIMITED = "aigateway_rate_limited"  # exported as aigateway_rate_limited_total
+RATE_LIMITED_HELP = "Requests refused by a limits rule"
+LIMITS_STORE_ERRORS = "aigateway_rate_limit_store_errors"
+LIMITS_STORE_ERRORS_HELP = (
+    "Requests admitted or refused without their limits checked, the budget store being unreachable"
+)
+
+
+@dataclass(slots=True, frozen=True)
+class LimitMetrics:
+    """The families of ``limits:``: refusals by rule (with the model's labels and the
+    extra labels) and decisions made while the store was unreachable (by decision)."""
+
+    rate_limited: CounterTotals
+    store_errors: CounterTotals
+
+    @classmethod
+    def create(cls, meter: Meter, *, extra_labels: tuple[str, ...] = ()) -> LimitMetrics:
+        rate_limited = CounterTotals(("backend", "model", "rule", *extra_labels))
+        store_errors = CounterTotals(("decision",))
+        meter.create_observable_counter(
+            RATE_LIMITED, callbacks=[rate_limited.observe], description=RATE_LIMITED_HELP
+        )
+        meter.create_observable_counter(
+            LIMITS_STORE_ERRORS,
+            callbacks=[store_errors.observe],
+            description=LIMITS_STORE_ERRORS_HELP,
+        )
+        return cls(rate_limited, store_errors)
+
+
 # -- the pipeline -------------------------------------------------------------------------
 
 #: How many distinct ``gen_ai.response.model`` values each configured model may report

@@ -20,6 +20,7 @@ from aigateway.instrumentation.metrics import (
     CostTotals,
     GatewayMetrics,
     GenAIMetrics,
+    LimitMetrics,
     Price,
     cardinality_limit,
     create_meter_provider,
@@ -49,6 +50,7 @@ def create_instrumentation(
     header_labels: Sequence[HeaderLabel] = (),
     prices: Mapping[str, Price] | None = None,
     providers: Mapping[str, str] | None = None,
+    rules: Collection[str] = (),
     **kwargs: Any,
 ) -> Instrumentation:
     """The :class:`Instrumentation` recording the families of ``schema`` (``aigateway``,
@@ -56,7 +58,8 @@ def create_instrumentation(
     ``meter`` and ``histograms`` (of a provider made by ``create_meter_provider``).
     ``models`` and ``backends`` are the only label values allowed (anything else is
     recorded as ``unknown``); ``providers`` maps each backend to its
-    ``gen_ai.provider.name``; ``header_labels`` are added to every family. ``kwargs``
+    ``gen_ai.provider.name``; ``header_labels`` are added to every family; ``rules``
+    (the names of the config's limits rules) bring the limits families. ``kwargs``
     go to :class:`Instrumentation` (tracer, clocks)."""
     if schema not in SCHEMAS:
         raise ValueError(f"schema must be one of {', '.join(SCHEMAS)}, not {schema!r}")
@@ -76,6 +79,8 @@ def create_instrumentation(
         backends=backends,
         genai=genai,
         costs=CostTotals.create(meter, prices or {}, extra_labels=extra),
+        limits=LimitMetrics.create(meter, extra_labels=extra) if rules else None,
+        rules=frozenset(rules),
         header_labels=labels,
         providers=dict(providers or {}),
         **kwargs,
@@ -90,6 +95,7 @@ def setup_telemetry(
     header_labels: Sequence[HeaderLabel] = (),
     prices: Mapping[str, Price] | None = None,
     providers: Mapping[str, str] | None = None,
+    rules: Collection[str] = (),
 ) -> Telemetry:
     """:func:`create_instrumentation`'s families exported to a fresh Prometheus registry
     (and over OTLP when ``OTEL_METRICS_EXPORTER`` names ``otlp``), and spans over OTLP
@@ -114,6 +120,7 @@ def setup_telemetry(
         header_labels=labels,
         prices=prices,
         providers=providers,
+        rules=rules,
         tracer=None if tracer_provider is None else tracer_provider.get_tracer(TRACER_NAME),
     )
 

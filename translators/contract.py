@@ -55,7 +55,9 @@ class ResponseHeadersDecision:
     content_type: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+# Not frozen: one is built per streamed chunk, and a frozen dataclass sets each field
+# through object.__setattr__ (benchmarks/NOTES.md, issue 23). Treat it as read-only.
+@dataclass(slots=True)
 class ResponseBodyOutput:
     """The translation of one response body chunk.
 

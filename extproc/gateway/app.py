@@ -176,6 +176,7 @@ def build_telemetry(table: RoutingTable) -> Telemetry:
             if m.price is not None
         },
         providers={b.name: b.genai_provider for b in config.backends},
+        rules=[rule.name for rule in config.limits.rules],
     )
 
 
@@ -300,6 +301,8 @@ class Gateway:
     async def stop(self) -> None:
         """NOT_SERVING, drain streams in flight, then stop serving metrics."""
         await self.server.stop(self.options.drain_timeout)
+        if self.table.limiter is not None:
+            await self.table.limiter.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

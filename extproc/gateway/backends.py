@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aigateway.extproc.gateway.aws_auth import AwsAuthError, AwsCredentials, AwsSigV4Signer
+from aigateway.extproc.gateway.body_budget import BodyBudget
 from aigateway.extproc.gateway.config import (
     Backend,
     ConfigError,
@@ -28,6 +29,8 @@ from aigateway.extproc.gateway.gcp_auth import (
     default_source,
     service_account_source,
 )
+from aigateway.extproc.gateway.limits.configured import limiter_from_config
+from aigateway.extproc.gateway.limits.limiter import Limiter
 from aigateway.translators.contract import Translator
 from aigateway.translators.matrix import (
     BackendOptions,
@@ -183,6 +186,7 @@ class RoutingTable:
 
     def __init__(self, config: GatewayConfig, secrets: ResolvedSecrets) -> None:
         self.config = config
+        self.body_budget = BodyBudget(config.max_body_bytes_in_flight)
         self.model_header = config.headers.model
         self.backend_header = config.headers.backend
         auth: dict[str, Authenticator] = {}
@@ -229,6 +233,8 @@ class RoutingTable:
                 self._by_backend[model.name, backend.name] = route
                 # A model's route is its first backend's until an answer says otherwise.
                 self.routes.setdefault(model.name, route)
+        #: The budgets of ``limits:`` (``None`` without rules: no request pays for them).
+        self.limiter: Limiter | None = limiter_from_config(config)
 
     def lookup(self, model: str) -> ModelRoute | None:
         """The route of a model name clients send, ``None`` for one not configured.

@@ -341,6 +341,9 @@ class Model(_Strict):
     backends: tuple[ModelBackend, ...] | None = Field(default=None, min_length=1, max_length=16)
     retry: Retry | None = None
     price: ModelPrice | None = None
+    #: The most output tokens one request may produce, for limits (``limits:``) when the
+    #: request names none; else the backend's ``default_max_tokens``.
+    max_output_tokens: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_form(self) -> Model:
@@ -482,13 +485,120 @@ class MetricsOptions(_Strict):
         return self
 
 
+#: Window lengths of ``limits.rules[].*.per``, in seconds.
+WINDOWS = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
+Per = Literal["minute", "hour", "day"]
+
+
+class CountLimit(_Strict):
+    """At most ``limit`` tokens (or requests) in any window of length ``per``."""
+
+    limit: int = Field(gt=0, le=10**15)
+    per: Per
+
+
+class UsdLimit(_Strict):
+    """At most ``limit`` US dollars (from ``models[].price``) in any window of ``per``."""
+
+    limit: float = Field(gt=0, le=10**6, allow_inf_nan=False)
+    per: Per
+
+
+class LimitKey(_Strict):
+    """One budget per value of a request header (a request without it shares the
+    budget of every other request without it)."""
+
+    header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$", max_length=100)]
+
+    @field_validator("header", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("header")
+    @classmethod
+    def _not_a_secret(cls, value: str) -> str:
+        if value in _CREDENTIAL_HEADERS:
+            raise ValueError(f"{value} carries credentials; budgets cannot be keyed on it")
+        return value
+
+
+class LimitRule(_Strict):
+    """One budget (docs/limits.md): exactly one of
+    ``tokens``, ``usd`` or ``requests``, per ``key`` value, for ``models`` (default all)."""
+
+    name: Annotated[str, Field(pattern=_NAME, max_length=60)]
+    key: LimitKey | None = None
+    models: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    tokens: CountLimit | None = None
+    usd: UsdLimit | None = None
+    requests: CountLimit | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LimitRule:
+        given = [k for k in ("tokens", "usd", "requests") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of tokens, usd or requests")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "tokens" if self.tokens else "usd" if self.usd else "requests"
+
+    @property
+    def window_seconds(self) -> float:
+        limit = self.tokens or self.usd or self.requests
+        assert limit is not None
+        return WINDOWS[limit.per]
+
+    def describe(self) -> str:
+        """One line for ``check-config``."""
+        limit = self.tokens or self.usd or self.requests
+        assert limit is not None
+        amount = f"${limit.limit:g}" if self.usd else f"{limit.limit} {self.kind}"
+        key = f"per {self.key.header}" if self.key else "shared"
+        models = ", ".join(self.models) if self.models else "every model"
+        return f"{self.name}: {amount} per {limit.per}, {key}, {models}"
+
+
+class LimitsOptions(_Strict):
+    """``limits:``: where budgets are kept and the rules every request must pass."""
+
+    #: ``memory`` (one machine, every ``serve --workers`` process) or
+    #: ``redis://HOST:PORT/DB`` (every replica).
+    store: str = "memory"
+    on_store_error: Literal["allow", "deny"] = "allow"
+    rules: list[LimitRule] = Field(default_factory=list, max_length=100)
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value == "memory":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "redis" or not parts.hostname:
+            raise ValueError("must be memory or redis://HOST:PORT/DB")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("has a bad port") from None
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ValueError("the path of redis://HOST:PORT/DB must be a database number")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, fragment or credentials")
+        return value
+
+
 class GatewayConfig(_Strict):
     backends: list[Backend] = Field(min_length=1)
     models: list[Model] = Field(min_length=1)
     headers: HeaderNames = HeaderNames()
     metrics: MetricsOptions = MetricsOptions()
+    limits: LimitsOptions = LimitsOptions()
     #: Largest request body Envoy buffers; bigger ones get 413.
     max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
+    #: Request body bytes one processor holds at once; a request past it gets a 503.
+    max_body_bytes_in_flight: int = Field(default=128 * 1024 * 1024, gt=0)
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -519,6 +629,11 @@ class GatewayConfig(_Strict):
                             else f"backends[{j}].backend_model"
                         )
                     raise ValueError(f"models[{i}].{key}: {problem}")
+        if self.max_body_bytes_in_flight < self.max_request_bytes:
+            raise ValueError(
+                "max_body_bytes_in_flight must be at least max_request_bytes"
+                f" ({self.max_request_bytes}), or the largest request is always refused"
+            )
         if self.headers.model == self.headers.backend:
             raise ValueError("headers: model and backend header names must differ")
         for i, label in enumerate(self.metrics.labels_from_headers):
@@ -527,7 +642,31 @@ class GatewayConfig(_Strict):
                     f"metrics.labels_from_headers[{i}].header: {label.header} is a routing"
                     " header the processor sets"
                 )
+        self._check_limits()
         return self
+
+    def _check_limits(self) -> None:
+        models = {m.name: m for m in self.models}
+        names = [r.name for r in self.limits.rules]
+        for i, rule in enumerate(self.limits.rules):
+            if rule.name in names[:i]:
+                raise ValueError(f"limits.rules[{i}].name: duplicate rule name {rule.name!r}")
+            for name in rule.models or ():
+                if name not in models:
+                    raise ValueError(f"limits.rules[{i}].models: no model named {name!r}")
+            routing = (self.headers.model, self.headers.backend)
+            if rule.key is not None and rule.key.header in routing:
+                raise ValueError(
+                    f"limits.rules[{i}].key.header: {rule.key.header} is a routing header the"
+                    " processor sets"
+                )
+            if rule.usd is not None:
+                unpriced = [n for n in rule.models or models if models[n].price is None]
+                if unpriced:
+                    raise ValueError(
+                        f"limits.rules[{i}].usd: models without a price: {', '.join(unpriced)}"
+                        " (give them models[].price, or list the rule's models)"
+                    )
 
     def backend(self, name: str) -> Backend:
         for backend in self.backends:

@@ -95,6 +95,7 @@ class CountTokensProcessor(_AnthropicShaped):
 
     operation = "count_tokens"
     endpoint = "count_tokens"
+    limited = False  # not a generation: no budget pays for it
 
     def validate(self, payload: dict[str, Any]) -> None:
         validate_messages(payload)

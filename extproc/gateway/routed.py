@@ -13,6 +13,7 @@ which translator a route uses.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import json
@@ -27,6 +28,7 @@ from aigateway.extproc.framework.processor import (
     Headers,
     ImmediateResponse,
     LocalError,
+    Outcome,
     Processor,
     Result,
 )
@@ -45,6 +47,7 @@ from aigateway.extproc.gateway.backends import (
 )
 from aigateway.extproc.gateway.errors import openai_error_reply, written
 from aigateway.extproc.gateway.forwarded_headers import CLIENT_CREDENTIALS, GATEWAY_HEADER_PREFIX
+from aigateway.extproc.gateway.limits import Admission, Grant, ModelLimits, Usage, Verdict
 from aigateway.instrumentation.facts import Facts, published
 from aigateway.translators.contract import (
     StreamEnding,
@@ -61,6 +64,9 @@ log = logging.getLogger("aigateway.gateway")
 
 #: Set on the upstream request when the processor rewrites ``:path``: the client's path.
 ORIGINAL_PATH_HEADER = GATEWAY_HEADER_PREFIX + "original-path"
+
+#: The request fields that cap a generation's output, by client API.
+_MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 # What a client must not set on a request to a model with several backends: the
 # headers only Envoy and the attempts' processor set.
@@ -165,11 +171,15 @@ class RoutedProcessor(Processor):
     api: ClassVar[str] = "chat_completions"
     #: Which translator this endpoint asks a route for (``translators.matrix``).
     endpoint: ClassVar[ClientApi] = "chat_completions"
+    #: Whether ``limits`` rules apply (a generation; not a token count).
+    limited: ClassVar[bool] = True
 
     __slots__ = (
+        "_admission",
         "_answer_remove",
         "_attempt",
         "_body",
+        "_body_held",
         "_completed",
         "_decoder",
         "_error",
@@ -185,6 +195,7 @@ class RoutedProcessor(Processor):
         "_route",
         "_status",
         "_streamed",
+        "_streamed_bytes",
         "_translator",
         "_usage",
         "resting",
@@ -209,6 +220,7 @@ class RoutedProcessor(Processor):
         self._restore: dict[str, str | None] = {}  # attempt: the client's header values
         self._answer_remove: tuple[str, ...] = ()  # response headers only for us
         self._request_headers: Headers | None = None
+        self._body_held = 0  # bytes reserved in the table's BodyBudget
         self._route: ModelRoute | None = None
         self._translator: Translator | None = None
         self._mode = ResponseMode.UNROUTED
@@ -223,6 +235,8 @@ class RoutedProcessor(Processor):
         self._completed = False  # the client has the end of its response
         self._response_model: str | None = None  # the model the backend says answered
         self._finish_reasons: tuple[str, ...] = ()
+        self._admission: Admission | None = None  # the route's limits said (limits:)
+        self._streamed_bytes = 0  # streamed to the client, while a reservation is held
 
     # -- what endpoints define -----------------------------------------------------------
 
@@ -296,6 +310,21 @@ class RoutedProcessor(Processor):
             )
         return CONTINUE
 
+    def _reserve_body(self, size: int) -> None:
+        if not self.table.body_budget.reserve(size):
+            raise ImmediateResponse.error(
+                503,
+                "The gateway is busy with other large requests; retry shortly.",
+                type="server_error",
+                code="overloaded",
+                headers=(("retry-after", "1"),),
+            )
+        self._body_held = size
+
+    def _release_body(self) -> None:
+        self.table.body_budget.release(self._body_held)
+        self._body_held = 0
+
     def _client_view(self, headers: Headers) -> Headers:
         """An attempt's request headers as the client's request had them: Envoy hands
         every attempt the header map the previous attempts changed, and each attempt
@@ -322,9 +351,14 @@ class RoutedProcessor(Processor):
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
         try:
+            # Refused at the body, not the headers: a reply before the upload ends makes
+            # Envoy close the client's connection with the answer unread.
+            self._reserve_body(len(body))
             return await self._route_body(body, end_of_stream)
         except ImmediateResponse as reply:
             raise self._local_reply(reply) from None
+        finally:
+            self._release_body()
 
     async def _route_body(self, body: bytes, end_of_stream: bool) -> Result:
         if not end_of_stream:
@@ -372,6 +406,8 @@ class RoutedProcessor(Processor):
         except ImmediateResponse as reply:
             self._error = self._local_reply(reply).details.removeprefix(LOCAL_REPLY_DETAILS_PREFIX)
             reply.dynamic_metadata = self._metadata()
+            if self._admission is not None and self._admission.verdict is Verdict.ADMITTED:
+                reply.headers = (*reply.headers, *self._admission.headers)
             raise
         except Exception:
             request_id = self._request_id()
@@ -388,6 +424,11 @@ class RoutedProcessor(Processor):
     async def _route_request(
         self, route: ModelRoute, payload: dict[str, Any], body: bytes
     ) -> Result:
+        limiter = self.table.limiter
+        if limiter is not None and self.limited and not self._attempt:
+            limits = limiter.limits_for(route.model.name)
+            if limits is not None:  # before any upstream call, once per client request
+                await self._admit(limits, payload, body, route)
         if route.several and not self._attempt:
             return self._route_to_model(route, payload, body)
         if not self._attempt:
@@ -445,6 +486,50 @@ class RoutedProcessor(Processor):
             clear_route_cache=True,
             dynamic_metadata=self._metadata(),
         )
+
+    async def _admit(
+        self, limits: ModelLimits, payload: dict[str, Any], body: bytes, route: ModelRoute
+    ) -> None:
+        """Reserve this request's most in every budget of its model, or refuse it
+        (docs/limits.md)."""
+        limiter = self.table.limiter
+        assert limiter is not None
+        admission = self._admission = await limiter.admit(
+            limits, self._request_headers, len(body), self._max_output(limits, payload)
+        )
+        verdict = admission.verdict
+        if verdict is Verdict.REFUSED:
+            why = (
+                "is larger than the whole budget"
+                if admission.too_large
+                else f"does not fit; retry in {max(round(admission.retry_after), 1)}s"
+            )
+            raise ImmediateResponse.error(
+                429,
+                f"Rate limit {admission.rule!r} reached for {route.model.name}: this request"
+                f" {why}.",
+                code="rate_limit_exceeded",
+                headers=admission.headers,
+            )
+        if verdict is Verdict.STORE_DENIED:
+            raise ImmediateResponse.error(
+                503,
+                "The gateway cannot check this request's limits right now; retry later.",
+                type="server_error",
+                code="limits_unavailable",
+                headers=(("retry-after", "1"),),
+            )
+
+    def _max_output(self, limits: ModelLimits, payload: dict[str, Any]) -> int:
+        """The most output tokens this request may produce: what it asks for, else the
+        model's allowance."""
+        if self.operation == "embeddings":
+            return 0
+        for name in _MAX_OUTPUT_FIELDS:
+            value = payload.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return limits.max_output_tokens
 
     def _route_to_model(self, route: ModelRoute, payload: dict[str, Any], body: bytes) -> Result:
         """A model with several backends: Envoy routes to the model's cluster, picks a
@@ -505,6 +590,15 @@ class RoutedProcessor(Processor):
     # -- response --------------------------------------------------------------------
 
     async def on_response_headers(self, headers: Headers) -> Result:
+        result = self._response_headers_result(headers)
+        admission = self._admission
+        if admission is not None and admission.headers:
+            result = dataclasses.replace(
+                result, set_headers=(*result.set_headers, *admission.headers)
+            )
+        return result
+
+    def _response_headers_result(self, headers: Headers) -> Result:
         if self._attempt:
             return self._attempt_answered(headers)
         if self._payload is not None and self._translator is None:
@@ -622,6 +716,8 @@ class RoutedProcessor(Processor):
         translator = self._translator
         assert translator is not None
         out = translator.response_body(decoded, end_of_stream)
+        if self._streamed and self._admission is not None:
+            self._streamed_bytes += len(decoded if out.body is None else out.body)
         # Facts are published as soon as they change, so that whatever ends the stream
         # later (the client leaving, a reset) finds them in Envoy and in the metrics.
         changed = False
@@ -659,6 +755,35 @@ class RoutedProcessor(Processor):
                 end_of_response=True,
             )
         return Result(body=new_body, dynamic_metadata=self._metadata(), end_of_response=True)
+
+    async def on_stream_end(self, outcome: Outcome) -> None:
+        admission = self._admission
+        grant = admission.grant if admission is not None else None
+        if grant is None:
+            return
+        try:
+            usage = self._charged_usage(grant)
+        except Exception:
+            log.exception("request %s: cannot tell what to charge", self._request_id())
+            return  # the reservation stays: an overcharge, never an undercharge
+        await asyncio.shield(grant.limiter.settle_soon(grant, usage))
+
+    def _charged_usage(self, grant: Grant) -> Usage:
+        """What a finished request costs its budgets: the usage the accounting records;
+        for a stream cut short, at least the output already streamed (docs/limits.md)."""
+        usage = self._usage or TokenUsage()
+        prompt, completion = usage.input_tokens, usage.output_tokens
+        if self._streamed and (not self._completed or self._error is not None):
+            # Every token is at least one byte of what the client already has.
+            completion = max(completion, min(self._streamed_bytes, grant.max_output))
+            if self._usage is None:  # the backend took the prompt, and said nothing yet
+                prompt = grant.input_estimate
+        return Usage(
+            prompt,
+            completion,
+            usage.cached_input_tokens or 0,
+            usage.cache_write_input_tokens or 0,
+        )
 
     def _broken_encoding(self, end_of_stream: bool) -> Result:
         """The upstream's compressed body does not decode: end with an error."""
@@ -732,4 +857,10 @@ class RoutedProcessor(Processor):
             facts["response_model"] = self._response_model
         if self._finish_reasons:
             facts["finish_reasons"] = list(self._finish_reasons)
+        admission = self._admission
+        if admission is not None and admission.verdict is not Verdict.ADMITTED:
+            if admission.verdict is Verdict.REFUSED:
+                facts["rate_limited"] = admission.rule
+            else:
+                facts["rate_limit_store_error"] = admission.verdict.value
         return published(facts)

@@ -50,6 +50,30 @@ _HTTP2_OPTIONS = {
     }
 }
 
+# Measured with the large-body burst (benchmarks/NOTES.md, "Large bodies"): one
+# connection per stream, or a large body on the shared connection held every other stream
+# behind it until the message timeout, and the requests it timed out were never counted.
+_EXTPROC_HTTP2_OPTIONS = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": _type("extensions.upstreams.http.v3.HttpProtocolOptions"),
+        "common_http_protocol_options": {"max_requests_per_connection": 1},
+        "explicit_http_config": {
+            "http2_protocol_options": {
+                "initial_stream_window_size": 1024 * 1024,
+                "initial_connection_window_size": 4 * 1024 * 1024,
+            }
+        },
+    }
+}
+
+# A stream refused by a dead or restarting worker is opened again on another
+# (docs/reliability.md, "Workers"); nothing was sent to it yet.
+_EXTPROC_RETRY = {
+    "retry_on": "connect-failure,refused-stream,reset-before-request",
+    "num_retries": 2,
+    "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.25s"},
+}
+
 # The JSON access log line of each request. `path` is what the client called (the
 # processor sets x-ai-gateway-original-path when it rewrites :path), `upstream_path` what the
 # backend got. The rest is every fact the request published (instrumentation/facts.py),
@@ -151,7 +175,27 @@ def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
         "per_connection_buffer_limit_bytes": buffer_limit * 2,
-        "typed_extension_protocol_options": _HTTP2_OPTIONS,
+        "typed_extension_protocol_options": _EXTPROC_HTTP2_OPTIONS,
+        # A worker that is down or draining (health NOT_SERVING) gets no new streams: the
+        # first refused connection ejects it at once, health checks keep it out until it
+        # serves again (docs/reliability.md, "Workers").
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "0.5s",
+                "no_traffic_interval": "0.5s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "interval": "1s",
+            "base_ejection_time": "1s",
+            "max_ejection_percent": 100,
+        },
         "load_assignment": {
             "cluster_name": EXTPROC_CLUSTER,
             "endpoints": [{"lb_endpoints": endpoints}],
@@ -377,6 +421,7 @@ def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[
                     "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
                     # The processor serves these streams with its attempt router.
                     "initial_metadata": [{"key": CHAIN_METADATA_KEY, "value": ATTEMPT_CHAIN}],
+                    "retry_policy": _EXTPROC_RETRY,
                 },
                 "failure_mode_allow": False,
                 "message_timeout": f"{options.message_timeout_seconds:g}s",
@@ -452,7 +497,10 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": _type("extensions.filters.http.ext_proc.v3.ExternalProcessor"),
-            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+                "retry_policy": _EXTPROC_RETRY,
+            },
             # Without the processor, requests would reach backends unrouted and unmetered.
             "failure_mode_allow": False,
             "allow_mode_override": True,

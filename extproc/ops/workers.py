@@ -18,28 +18,88 @@ the ``instance`` label tells workers apart).
 
 The parent supervises: it prints one ``ready`` line once every worker accepts, forwards
 SIGINT/SIGTERM (each worker drains its streams, then exits), and exits 0 when all have.
-A worker that exits on its own (crash, OOM kill) is reported and the parent stops the
-others and exits 1: a process manager (systemd, Kubernetes) restarts the whole group, as
-it would a single-process gateway, rather than the gateway hiding a crash loop.
+A worker that exits on its own once the group is ready (crash, OOM kill) is reported and
+restarted on its own addresses, after a backoff that doubles from
+``RESTART_BACKOFF_SECONDS`` up to ``MAX_RESTART_BACKOFF_SECONDS`` while it keeps dying
+young (within ``HEALTHY_RUN_SECONDS``); the other workers keep serving meanwhile. Only the
+streams the dead worker held fail. A worker that exits before the group was ever ready
+(a bad config, a port taken) stops the group with exit code 1, as a crash loop should.
+
+A worker is recycled (SIGTERM: it drains its streams, then a fresh one takes its place,
+one worker at a time) once it has counted ``--max-requests`` requests (read from its
+``/metrics``) or its RSS passes ``--max-rss-mb``, both checked every
+``RECYCLE_CHECK_SECONDS``. Envoy sends a draining or restarting worker no new streams:
+it health-checks each worker and retries a refused stream on another
+(``envoy_bootstrap.py``), so recycling fails no request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
+import tempfile
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.gateway.app import run_event_loop
+from aigateway.extproc.gateway.limits.sqlite_store import STORE_FILE_ENV, create_store_file
 from aigateway.extproc.ops.envoy_process import die_with_parent
 
 READY_PREFIX = "aigateway ready: "
 #: After the drain timeout, how long workers get to exit before they are killed.
 EXIT_GRACE_SECONDS = 5.0
+#: The first delay before restarting a worker that exited; doubled while it dies young.
+RESTART_BACKOFF_SECONDS = 0.5
+MAX_RESTART_BACKOFF_SECONDS = 30.0
+#: A worker that ran this long before exiting restarts after the first delay again.
+HEALTHY_RUN_SECONDS = 60.0
+#: How often the parent reads each worker's request count and RSS (recycling).
+RECYCLE_CHECK_SECONDS = 1.0
+
+
+@dataclass(slots=True, frozen=True)
+class Recycle:
+    """When to replace a worker; ``None`` turns a limit off."""
+
+    max_requests: int | None = None
+    max_rss_mb: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_requests is not None or self.max_rss_mb is not None
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def requests_counted(metrics_url: str) -> float:
+    """``aigateway_requests_total`` over its series, from one worker's ``/metrics``."""
+    try:
+        # An http URL built from our own --metrics-addr.
+        with urllib.request.urlopen(metrics_url, timeout=2) as resp:  # noqa: S310
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("aigateway_requests_total{")
+    )
 
 
 def worker_addresses(address: Address, workers: int) -> list[Address]:
@@ -81,61 +141,169 @@ class _Worker:
 
 
 class Supervisor:
-    """Runs one ``aigateway serve`` process per command line until a stop signal or
-    until one of them exits; see the module docstring."""
+    """Runs one ``aigateway serve`` process per command line until a stop signal,
+    restarting any that exits; see the module docstring."""
 
-    def __init__(self, commands: Sequence[Sequence[str]], *, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        commands: Sequence[Sequence[str]],
+        *,
+        drain_timeout: float,
+        recycle: Recycle = Recycle(),
+        metrics_urls: Sequence[str] = (),
+    ) -> None:
         self.commands = [list(c) for c in commands]
         self.drain_timeout = drain_timeout
+        self.recycle = recycle
+        self.metrics_urls = list(metrics_urls)
+        self._recycling = asyncio.Lock()  # one worker at a time, the others keep serving
         self.workers: list[_Worker] = []
+        self._stderr_tasks: list[asyncio.Task[None]] = []
+        #: Times a worker was restarted, by index (for tests and the log).
+        self.restarts: list[int] = [0] * len(self.commands)
+
+    async def _spawn(self, index: int) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            *self.commands[index],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
+        worker = _Worker(index, process)
+        self._stderr_tasks.append(asyncio.create_task(worker.forward_stderr()))
+        return worker
 
     async def run(self) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        tasks: list[asyncio.Task[None]] = []
+        keepers: list[asyncio.Task[None]] = []
         try:
-            for i, command in enumerate(self.commands):
-                process = await asyncio.create_subprocess_exec(
-                    *command,
-                    stdin=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    preexec_fn=die_with_parent,
-                )
-                worker = _Worker(i, process)
-                self.workers.append(worker)
-                tasks.append(asyncio.create_task(worker.forward_stderr()))
+            for i in range(len(self.commands)):
+                self.workers.append(await self._spawn(i))
             exited = asyncio.create_task(self._first_exit())
             stopping = asyncio.create_task(stop.wait())
             all_ready = asyncio.create_task(self._all_ready())
             await asyncio.wait({exited, stopping, all_ready}, return_when=asyncio.FIRST_COMPLETED)
-            if all_ready.done() and not exited.done() and not stopping.done():
-                print(self.ready_line(), file=sys.stderr, flush=True)
-                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            ready = all_ready.done() and not exited.done() and not stopping.done()
             all_ready.cancel()
-            if stopping.done() and not exited.done():
+            if not ready:  # stopped, or a worker died, before the group was ever ready
                 exited.cancel()
                 stopping.cancel()
-                codes = await self._stop_all()
-                return 0 if all(code == 0 for code in codes) else 1
-            stopping.cancel()
-            worker = exited.result()
-            print(
-                f"aigateway: worker {worker.index} (pid {worker.process.pid}) exited with code"
-                f" {worker.process.returncode}; stopping the other workers",
-                file=sys.stderr,
-                flush=True,
-            )
-            await self._stop_all()
-            return 1
+                if stop.is_set():
+                    codes = await self._stop_all()
+                    return 0 if all(code == 0 for code in codes) else 1
+                self._report_exit(exited.result(), "stopping the other workers")
+                await self._stop_all()
+                return 1
+            exited.cancel()
+            print(self.ready_line(), file=sys.stderr, flush=True)
+            keepers = [asyncio.create_task(self._keep(w.index, stop)) for w in self.workers]
+            await stopping
+            for keeper in keepers:
+                keeper.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+            codes = await self._stop_all()
+            return 0 if all(code == 0 for code in codes) else 1
         finally:
+            for keeper in keepers:
+                keeper.cancel()
             for worker in self.workers:  # never leave a worker behind
                 if worker.process.returncode is None:
                     worker.process.kill()
                     await worker.process.wait()
-            if tasks:  # the rest of each worker's stderr
-                await asyncio.wait(tasks, timeout=EXIT_GRACE_SECONDS)
+            if self._stderr_tasks:  # the rest of each worker's stderr
+                await asyncio.wait(self._stderr_tasks, timeout=EXIT_GRACE_SECONDS)
+
+    async def _keep(self, index: int, stop: asyncio.Event) -> None:
+        """Restarts worker ``index`` whenever it exits, with backoff, until ``stop``."""
+        loop = asyncio.get_running_loop()
+        backoff = RESTART_BACKOFF_SECONDS
+        started = loop.time()
+        while True:
+            if await self._until_exit_or_recycled(index):
+                async with self._recycling:
+                    await self._drain(self.workers[index])
+                    if stop.is_set():
+                        return
+                    fresh = self.workers[index] = await self._spawn(index)
+                    # Serving before the next worker may go (or dead: then restarted below).
+                    ready = asyncio.create_task(fresh.ready.wait())
+                    gone = asyncio.create_task(fresh.process.wait())
+                    await asyncio.wait({ready, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    ready.cancel()
+                    gone.cancel()
+                self.restarts[index] += 1
+                started = loop.time()
+                continue
+            if stop.is_set():
+                return
+            if loop.time() - started >= HEALTHY_RUN_SECONDS:
+                backoff = RESTART_BACKOFF_SECONDS
+            self._report_exit(self.workers[index], f"restarting it in {backoff:g}s")
+            try:
+                await asyncio.wait_for(stop.wait(), backoff)
+                return
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, MAX_RESTART_BACKOFF_SECONDS)
+            self.workers[index] = await self._spawn(index)
+            self.restarts[index] += 1
+            started = loop.time()
+
+    async def _until_exit_or_recycled(self, index: int) -> bool:
+        """Waits for worker ``index`` to exit (``False``) or to pass a recycling limit
+        (``True``, the worker still running)."""
+        process = self.workers[index].process
+        if not self.recycle.enabled:
+            await process.wait()
+            return False
+        exited = asyncio.create_task(process.wait())
+        while True:
+            await asyncio.wait({exited}, timeout=RECYCLE_CHECK_SECONDS)
+            if exited.done():
+                return False
+            reason = await asyncio.to_thread(self._recycle_reason, index, process.pid)
+            if reason:
+                exited.cancel()
+                print(
+                    f"aigateway: recycling worker {index} (pid {process.pid}): {reason}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return True
+
+    def _recycle_reason(self, index: int, pid: int) -> str:
+        limit = self.recycle
+        if limit.max_rss_mb is not None and (rss := rss_mb(pid)) > limit.max_rss_mb:
+            return f"RSS {rss:.0f} MiB over --max-rss-mb {limit.max_rss_mb}"
+        if limit.max_requests is not None and index < len(self.metrics_urls):
+            counted = requests_counted(self.metrics_urls[index])
+            if counted >= limit.max_requests:
+                return f"{counted:.0f} requests, --max-requests {limit.max_requests}"
+        return ""
+
+    async def _drain(self, worker: _Worker) -> None:
+        """SIGTERM: the worker turns NOT_SERVING, finishes its streams and exits."""
+        try:
+            worker.process.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            await asyncio.wait_for(worker.process.wait(), self.drain_timeout + EXIT_GRACE_SECONDS)
+        except TimeoutError:
+            worker.process.kill()
+            await worker.process.wait()
+
+    @staticmethod
+    def _report_exit(worker: _Worker, then: str) -> None:
+        print(
+            f"aigateway: worker {worker.index} (pid {worker.process.pid}) exited with code"
+            f" {worker.process.returncode}; {then}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     async def _all_ready(self) -> None:
         for worker in self.workers:
@@ -196,9 +364,21 @@ def worker_commands(
     ]
 
 
-def serve_workers(args: argparse.Namespace) -> int:
+def serve_workers(args: argparse.Namespace, *, shared_limits: bool = False) -> int:
     """``serve --workers N``: the config and wrappers were checked by the caller once;
-    each worker is the same command with its own addresses."""
+    each worker is the same command with its own addresses. ``shared_limits``: the
+    config's budgets live in the ``memory`` store, a file this parent makes and every
+    worker opens (named in their environment), removed when they have all exited."""
+    if shared_limits:
+        with tempfile.TemporaryDirectory(prefix="aigateway-limits-") as folder:
+            path = os.path.join(folder, "limits.sqlite3")
+            create_store_file(path)
+            os.environ[STORE_FILE_ENV] = path
+            return _serve_workers(args)
+    return _serve_workers(args)
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
     extproc: Address = args.extproc_addr
     if not extproc.is_unix and extproc.port == 0:
         print("aigateway: --workers needs a fixed --extproc-addr port", file=sys.stderr)
@@ -214,7 +394,13 @@ def serve_workers(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         nonlocal code
-        code = await Supervisor(commands, drain_timeout=args.drain_timeout).run()
+        supervisor = Supervisor(
+            commands,
+            drain_timeout=args.drain_timeout,
+            recycle=Recycle(args.max_requests, args.max_rss_mb),
+            metrics_urls=[f"http://{m.url_host()}:{m.port}/metrics" for m in metrics],
+        )
+        code = await supervisor.run()
 
     run_event_loop(run())
     return code

@@ -479,3 +479,53 @@ def running(stack: S) -> Iterator[S]:
         yield stack
     finally:
         stack.stop()
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` of the test's own on a free port (no persistence); ``stop``
+    and ``start`` again on the same port simulate an outage."""
+
+    workdir: Path
+    port: int = 0
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        self.proc = spawn(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            self.workdir,
+        )
+        proc = self.proc
+
+        def accepting() -> bool:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{proc.output()}")
+            return _accepts(self.port)
+
+        wait_until("redis-server to accept connections", accepting)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None

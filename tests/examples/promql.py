@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aigateway.extproc.framework.processor import (
     CONTINUE,
     Headers,
+    ImmediateResponse,
     Outcome,
     Processor,
     Result,
@@ -87,6 +88,37 @@ class _Routed(Processor):
         )
 
 
+class _Refused(Processor):
+    """A request a limits rule refused (and one let through with its store down)."""
+
+    async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
+        facts = {"backend": "b", "model": "m", "rate_limited": "r"}
+        raise ImmediateResponse(
+            429, b"{}", dynamic_metadata={METADATA_NAMESPACE: facts}, details="rate_limited"
+        )
+
+    async def on_response_headers(self, headers: Headers) -> Result:
+        return Result(dynamic_metadata={METADATA_NAMESPACE: {"rate_limit_store_error": "allow"}})
+
+
+async def _refuse(instrumentation: Instrumentation) -> None:
+    for body in (True, False):
+        processor = instrumentation.wrap(_Refused())
+        await processor.on_request_headers(
+            Headers([(":method", "POST"), (":path", "/v1/chat/completions")])
+        )
+        try:
+            if body:
+                await processor.on_request_body(b"{}", True)
+            else:
+                await processor.on_response_headers(
+                    Headers([(":status", "200")], end_of_stream=True)
+                )
+        except ImmediateResponse:
+            pass
+        await processor.on_stream_end(Outcome(response_complete=True, status=429))
+
+
 async def _drive(instrumentation: Instrumentation, status: int) -> None:
     processor = instrumentation.wrap(_Routed(status))
     await processor.on_request_headers(
@@ -115,11 +147,13 @@ def exported() -> Exported:
         header_labels=[HeaderLabel("x-tenant-id", "tenant", frozenset({"acme", "globex"}))],
         prices={"m": Price(1, 2)},
         providers={"b": "openai"},
+        rules={"r"},
     )
 
     async def run() -> None:
         await _drive(instrumentation, 200)
         await _drive(instrumentation, 500)
+        await _refuse(instrumentation)
         instrumentation.record_attempt(Attempt("b", "m", "server_error", 503))
 
     asyncio.run(run())
@@ -130,6 +164,7 @@ def exported() -> Exported:
         "status": set(),
         "type": set(),
         "gen_ai_token_type": set(),
+        "decision": {"allow", "deny"},
         # Every value a header label can take, not just the ones this run sent.
         "tenant": {"acme", "globex", "other", "none"},
     }

@@ -59,7 +59,12 @@ def test_check_config_passes_once_the_secrets_exist(tmp_path: Path) -> None:
         timeout=30,
     )
     assert checked.returncode == 0, checked.stderr
-    assert "10 model(s)" in checked.stdout
+    assert "11 model(s)" in checked.stdout
+    # The model with several backends is explained in words.
+    assert "gpt-4o-resilient -> spread over 3 backends:" in checked.stdout
+    assert "openai (openai, https://api.openai.com) as gpt-4o: 75% of its requests" in (
+        checked.stdout
+    )
     # Each backend says which credentials its requests carry.
     assert "backend bedrock: AWS SigV4 with botocore's default credential chain (found: env)" in (
         checked.stdout

@@ -90,6 +90,7 @@ def test_schema_and_the_panels_asked_for() -> None:
         "Requests and tokens by backend and model",
         "Cost per hour by model (USD)",
         "Cost per hour by tenant (USD)",
+        "Refusals per second by rule and tenant",
         "GenAI request duration p95 by provider",
         "GenAI token usage per second by type",
         "GenAI failed requests per second by error.type",
@@ -124,6 +125,7 @@ def test_the_new_families_have_panels() -> None:
     exprs = " ".join(target["expr"] for _, target in targets(dashboard()))
     for family in (
         "aigateway_model_cost_usd_total",
+        "aigateway_rate_limited_total",
         "aigateway_backend_attempts_total",
         "gen_ai_server_request_duration_seconds",
         "gen_ai_client_token_usage",

@@ -27,6 +27,7 @@ from aigateway.instrumentation.aggregation import (
     InProcessHistograms,
     ProducingInMemoryMetricReader,
 )
+from aigateway.instrumentation.instrumented import genai_latest_experimental
 from aigateway.instrumentation.metrics import create_meter_provider
 from aigateway.instrumentation.telemetry import create_instrumentation
 from tests.extproc.framework.fake_envoy import (
@@ -48,7 +49,7 @@ WALL_START = 1_700_000_000_000_000_000  # ns
 class Traced:
     """A servicer whose instrumentation traces into memory, with fake clocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, latest_experimental: bool = False) -> None:
         self.exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
@@ -67,6 +68,7 @@ class Traced:
             tracer=provider.get_tracer("test"),
             clock=self.clock,
             wall_clock=lambda: WALL_START,
+            latest_experimental=latest_experimental,
         )
 
     def servicer(self) -> ExternalProcessorServicer:
@@ -233,3 +235,19 @@ async def test_spans_are_pushed_over_otlp(
     assert attributes["gen_ai.usage.output_tokens"].int_value == 4
     service = {a.key: a.value.string_value for a in resource.attributes}["service.name"]
     assert service == "aigateway"
+
+
+async def test_the_attributes_still_in_development_need_the_opt_in() -> None:
+    traced = Traced(latest_experimental=True)
+    await stream_on_m1(traced, [])
+    (span,) = traced.spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.request.stream"] is True
+    assert attributes["gen_ai.response.time_to_first_chunk"] == 0.5
+
+
+def test_the_opt_in_is_read_from_otel_semconv_stability_opt_in() -> None:
+    opted = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http, gen_ai_latest_experimental"}
+    assert genai_latest_experimental(opted)
+    assert not genai_latest_experimental({"OTEL_SEMCONV_STABILITY_OPT_IN": "http"})
+    assert not genai_latest_experimental({})

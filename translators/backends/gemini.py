@@ -254,8 +254,8 @@ def _model_parts(
     return parts
 
 
-# Gemini 3 refuses a function call sent back without the thoughtSignature it came with;
-# the tool call id every client echoes carries it (docs/client-apis.md, Gemini translation).
+# Gemini 3 refuses a function call sent back without its thoughtSignature; the tool call
+# id every client echoes carries it (docs/client-apis.md, "Endpoints and backend schemas").
 _SIGNATURE_MARK = "__ts_"
 
 

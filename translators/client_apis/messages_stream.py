@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from aigateway.translators.client_apis.chat.events import ChatAnswer
+from aigateway.translators.client_apis.chat.stream import KEEPALIVE
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.errors import anthropic_error, anthropic_error_type_for_status
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
@@ -260,7 +261,9 @@ class MessagesEventStream:
         self._delta(fragment)
 
     def keepalive(self) -> None:
-        pass  # nothing to write: the client API has no comment events
+        """Anthropic's own ``ping`` once the message has started, a comment before."""
+        if not self._done:
+            self._out.append(_event("ping", {}) if self._started else KEEPALIVE)
 
     def final_usage(self, usage: TokenUsage, service_tier: str | None) -> None:
         pass  # ``usage`` already holds it

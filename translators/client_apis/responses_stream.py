@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway.translators.client_apis.chat.events import ChatAnswer
+from aigateway.translators.client_apis.chat.stream import KEEPALIVE
 from aigateway.translators.client_apis.responses_request import encode_reasoning
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.jsoncodec import dumps
@@ -364,7 +365,9 @@ class ResponsesEventStream:
             self._delta(item, fragment)
 
     def keepalive(self) -> None:
-        pass  # nothing to write: the client API has no comment events
+        """An SSE comment: the connection stays busy while the backend thinks."""
+        if not self._done:
+            self._out.append(KEEPALIVE)
 
     def final_usage(self, usage: TokenUsage, service_tier: str | None) -> None:
         pass  # ``usage`` already holds it

@@ -12,8 +12,8 @@ from aigateway.extproc.ops.cli.common import EXIT_OK, add_config_flag
 HELP = "validate a config file and its secrets"
 DESCRIPTION = """\
 Validate a config file and read the secrets it names, then list each model with its
-backend and the credentials that backend will use. Exits 0 when the file is usable,
-2 with the key path and the reason when it is not."""
+backend and the credentials that backend will use, and the limits rules. Exits 0 when
+the file is usable, 2 with the key path and the reason when it is not."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}")
     for note in RoutingTable(config, secrets).credential_notes():
         print(f"  {note}")
+    limits = config.limits
+    if limits.rules:
+        print(f"  limits in {limits.store} (on store error: {limits.on_store_error}):")
+        for rule in limits.rules:
+            print(f"    {rule.describe()}")
     return EXIT_OK
 
 

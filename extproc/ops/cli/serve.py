@@ -50,6 +50,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " port + i; pair with `envoy-config --workers N`",
     )
     parser.add_argument(
+        "--max-requests",
+        type=worker_count,
+        default=None,
+        metavar="N",
+        help="with --workers: replace a worker once it has counted N requests, draining it"
+        " first (default: never)",
+    )
+    parser.add_argument(
+        "--max-rss-mb",
+        type=worker_count,
+        default=None,
+        metavar="MB",
+        help="with --workers: replace a worker whose resident memory passes MB MiB,"
+        " draining it first (default: never)",
+    )
+    parser.add_argument(
         "--wrap",
         action="append",
         default=[],
@@ -94,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from aigateway.extproc.ops.workers import serve_workers
 
-        return serve_workers(args)
+        # The memory store is one file all workers share (docs/limits.md); Redis is
+        # shared anyway.
+        shared = bool(config.limits.rules) and config.limits.store == "memory"
+        return serve_workers(args, shared_limits=shared)
     wrap: Wrap | None = compose(*wraps) if wraps else None
     options = ServeOptions(
         extproc=args.extproc_addr,

@@ -218,7 +218,8 @@ def test_google_backends_load_and_route(tmp_path: Path, sa_key: str) -> None:
         routes["vertex-claude"].translator("chat_completions"), AnthropicMessagesTranslator
     )
     assert table.routes["embed"].translators.supports("embeddings")
-    assert not routes["vertex-flash"].translators.supports("embeddings")
+    assert routes["vertex-flash"].translators.supports("embeddings")
+    assert not routes["vertex-claude"].translators.supports("embeddings")
 
 
 @pytest.mark.parametrize(
@@ -510,3 +511,100 @@ def test_bad_metrics_options_name_the_key_path(path: str, value: object, message
         parse_config(_with(path, value), "c.yaml")
     assert str(err.value).startswith("c.yaml: ")
     assert message in str(err.value), str(err.value)
+
+
+# -- limits (docs/limits.md) ----------------------------------
+
+LIMITS = {
+    **{k: v for k, v in METRICS.items() if k != "metrics"},
+    "models": [
+        *METRICS["models"],  # type: ignore[list-item]
+        {"name": "free", "backend": "b", "max_output_tokens": 256},
+    ],
+    "limits": {
+        "store": "redis://127.0.0.1:6379/2",
+        "on_store_error": "deny",
+        "rules": [
+            {
+                "name": "tenant-tokens",
+                "key": {"header": "X-Tenant-Id"},
+                "tokens": {"limit": 100000, "per": "hour"},
+            },
+            {"name": "dollars", "models": ["m"], "usd": {"limit": 50, "per": "day"}},
+            {"name": "rpm", "requests": {"limit": 600, "per": "minute"}},
+        ],
+    },
+}
+
+
+def test_limits_load() -> None:
+    config = parse_config(LIMITS)
+    limits = config.limits
+    assert (limits.store, limits.on_store_error) == ("redis://127.0.0.1:6379/2", "deny")
+    assert [r.describe() for r in limits.rules] == [
+        "tenant-tokens: 100000 tokens per hour, per x-tenant-id, every model",
+        "dollars: $50 per day, shared, m",
+        "rpm: 600 requests per minute, shared, every model",
+    ]
+    assert [r.window_seconds for r in limits.rules] == [3600, 86400, 60]
+    assert config.models[1].max_output_tokens == 256
+    assert parse_config(METRICS).limits.rules == []
+    assert parse_config(METRICS).limits.store == "memory"
+
+
+def _limits_with(path: str, value: object) -> dict[str, object]:
+    doc = json.loads(json.dumps(LIMITS))
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("limits.store", "memcached://x", "limits.store: must be memory or redis://HOST:PORT/DB"),
+        ("limits.store", "redis://:pw@h:1/0", "limits.store: must not carry a query, fragment or"),
+        ("limits.store", "redis://h:1/x", "limits.store: the path of redis://HOST:PORT/DB must"),
+        ("limits.on_store_error", "maybe", "limits.on_store_error: Input should be 'allow' or"),
+        ("limits.rules.0.name", "Tenant", "limits.rules[0].name: String should match pattern"),
+        ("limits.rules.1.name", "tenant-tokens", "limits.rules[1].name: duplicate rule name"),
+        ("limits.rules.0.key.header", "authorization", "limits.rules[0].key.header: authoriz"),
+        ("limits.rules.0.key.header", "x-ai-gateway-model", "is a routing header"),
+        ("limits.rules.0.models", ["nope"], "limits.rules[0].models: no model named 'nope'"),
+        (
+            "limits.rules.0.usd",
+            {"limit": 1, "per": "day"},
+            "limits.rules[0]: give exactly one of tokens, usd or requests",
+        ),
+        ("limits.rules.0.tokens", None, "limits.rules[0]: give exactly one of"),
+        ("limits.rules.0.tokens.per", "week", "limits.rules[0].tokens.per: Input should be"),
+        ("limits.rules.0.tokens.limit", 0, "limits.rules[0].tokens.limit: Input should be gre"),
+        ("limits.rules.1.models", None, "limits.rules[1].usd: models without a price: free"),
+        ("models.1.max_output_tokens", 0, "models[1].max_output_tokens: Input should be greater"),
+    ],
+)
+def test_bad_limits_name_the_key_path(path: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_limits_with(path, value), "c.yaml")
+    assert str(err.value).startswith("c.yaml: ")
+    assert message in str(err.value), str(err.value)
+
+
+def test_check_config_prints_the_limits(tmp_path: Path) -> None:
+    path = write(tmp_path, json.dumps(LIMITS))
+    checked = subprocess.run(
+        [sys.executable, "-m", "aigateway", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (
+        "  limits in redis://127.0.0.1:6379/2 (on store error: deny):\n"
+        "    tenant-tokens: 100000 tokens per hour, per x-tenant-id, every model\n"
+        "    dollars: $50 per day, shared, m\n"
+        "    rpm: 600 requests per minute, shared, every model\n"
+    ) in checked.stdout

@@ -1,6 +1,7 @@
 """``aigateway serve --workers N`` end to end through a real Envoy: streams spread over
 the workers, each worker's ``/metrics`` counts its own requests and the sum over workers
-is exact, SIGTERM drains and leaves no process behind, a dead worker ends the group."""
+is exact, SIGTERM drains and leaves no process behind, a killed worker is restarted while
+the others serve every request."""
 
 from __future__ import annotations
 
@@ -112,7 +113,61 @@ def test_sigterm_drains_every_worker_and_exits_zero(stack: WorkersStack) -> None
     assert "exited with code" not in serve.output()
 
 
-def test_a_worker_that_dies_ends_the_group_with_an_error(tmp_path: Path) -> None:
+def test_a_killed_worker_is_restarted_and_the_group_keeps_serving(stack: WorkersStack) -> None:
+    serve = stack.procs["serve"]
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0)
+    workers = children(serve.popen.pid)
+    assert len(workers) == WORKERS
+    os.kill(workers[1], signal.SIGKILL)
+    serve.wait_for_stderr("exited with code -9; restarting it")
+    # The other worker serves every request meanwhile (Envoy retries a refused stream on
+    # it), and the group is whole again after the backoff.
+    served = 0
+
+    def restarted() -> bool:
+        nonlocal served
+        assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
+        served += 1
+        return served >= 10 and len(children(serve.popen.pid)) == WORKERS and _serves(stack, 1)
+
+    wait_until("worker 1 restarted and serving its metrics", restarted)
+    assert serve.popen.poll() is None
+    assert workers[0] in children(serve.popen.pid)  # the survivor was left alone
+    assert stack.procs["serve"].stop(signal.SIGTERM) == 0
+
+
+def test_workers_are_recycled_after_max_requests_and_no_request_fails(tmp_path: Path) -> None:
+    recycled = WorkersStack(
+        tmp_path / "stack", config_factory=one_backend, serve_args=["--max-requests", "5"]
+    )
+    with running(recycled) as stack:
+        serve = stack.procs["serve"]
+        client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0)
+        sent = 0
+
+        def both_recycled() -> bool:
+            nonlocal sent
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            assert reply.choices  # every request answered, through every recycling
+            sent += 1
+            output = serve.output()
+            return "recycling worker 0" in output and "recycling worker 1" in output
+
+        wait_until("both workers recycled", both_recycled, timeout=90)
+        assert "exited with code" not in serve.output()  # drained, not crashed
+        assert serve.popen.poll() is None
+
+
+def _serves(stack: WorkersStack, index: int) -> bool:
+    try:
+        return http_get(f"http://127.0.0.1:{stack.metrics_port + index}/metrics", 1)[0] == 200
+    except OSError:
+        return False
+
+
+def test_a_worker_that_dies_before_the_group_is_ready_ends_it_with_an_error(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -123,33 +178,32 @@ def test_a_worker_that_dies_ends_the_group_with_an_error(tmp_path: Path) -> None
         )
     )
     base, metrics = free_ports(WORKERS), free_ports(WORKERS)
-    serve = spawn(
-        "serve",
-        [
-            *AIGATEWAY,
+    import socket
+
+    with socket.socket() as taken:  # worker 1's port is taken: it cannot start
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen()
+        serve = spawn(
             "serve",
-            "--config",
-            str(config),
-            "--workers",
-            str(WORKERS),
-            "--extproc-addr",
-            f"127.0.0.1:{base}",
-            "--metrics-addr",
-            f"127.0.0.1:{metrics}",
-        ],
-        tmp_path,
-    )
-    try:
-        serve.wait_for_stderr("ready")
-        assert "2 workers" in serve.stderr.read_text()
-        workers = children(serve.popen.pid)
-        assert len(workers) == WORKERS
-        os.kill(workers[1], signal.SIGKILL)
-        assert serve.popen.wait(20) == 1
-        assert "exited with code -9" in serve.output()
-        wait_until("the other worker to be gone", lambda: not any(alive(p) for p in workers), 10)
-    finally:
-        serve.stop()
+            [
+                *AIGATEWAY,
+                "serve",
+                "--config",
+                str(config),
+                "--workers",
+                str(WORKERS),
+                "--extproc-addr",
+                f"127.0.0.1:{base}",
+                "--metrics-addr",
+                f"127.0.0.1:{metrics}",
+            ],
+            tmp_path,
+        )
+        try:
+            assert serve.popen.wait(30) == 1
+            assert "stopping the other workers" in serve.output()
+        finally:
+            serve.stop()
 
 
 def test_worker_addresses_are_consecutive() -> None:

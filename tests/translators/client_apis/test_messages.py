@@ -28,6 +28,7 @@ from aigateway.translators.client_apis.messages_request import (
     read_messages_request,
     reasoning_effort_for_budget,
 )
+from aigateway.translators.client_apis.messages_stream import MessagesEventStream
 from aigateway.translators.client_apis.pivot import PivotTranslator
 from aigateway.translators.contract import StreamEnding, TokenUsage, TranslationError
 
@@ -753,3 +754,12 @@ def test_output_config_format_is_a_structured_answer() -> None:
         "type": "json_schema",
         "json_schema": {"name": "output", "strict": True, "schema": schema},
     }
+
+
+def test_a_keep_alive_is_a_comment_before_the_message_and_a_ping_after() -> None:
+    stream = MessagesEventStream("msg_1", "m")
+    stream.keepalive()
+    assert stream.output() == b": ping\n\n"
+    stream.start()
+    stream.keepalive()
+    assert stream.output().endswith(b'event: ping\ndata: {"type":"ping"}\n\n')

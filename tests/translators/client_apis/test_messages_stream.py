@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-from aigateway.translators.client_apis.chat.events import (
-    DONE,
-    KEEPALIVE,
-    START,
-    Error,
-    EventBuffer,
-    Finish,
-    ReasoningDelta,
-    TextDelta,
-    ThinkingBlock,
-    ToolArgumentsDelta,
-    ToolCallStart,
-    Usage,
-)
+from aigateway.translators.client_apis.chat import events as ev
 from aigateway.translators.client_apis.messages_stream import MessagesEventStream
 from aigateway.translators.contract import TokenUsage
 from tests.translators.client_apis.sinks import names, write
@@ -30,7 +17,9 @@ def stream() -> MessagesEventStream:
 def test_a_text_answer_is_one_text_block_between_start_and_stop() -> None:
     sink = stream()
     sink.usage = USAGE
-    out = write(sink, START, TextDelta("Hello"), TextDelta(" there"), Finish("stop"), DONE)
+    out = write(
+        sink, ev.START, ev.TextDelta("Hello"), ev.TextDelta(" there"), ev.Finish("stop"), ev.DONE
+    )
     assert names(out) == [
         "message_start",
         "content_block_start",
@@ -65,15 +54,15 @@ def test_thinking_text_and_a_tool_call_are_blocks_numbered_in_turn() -> None:
     block = {"type": "thinking", "thinking": "Hmm.", "signature": "sig"}
     out = write(
         stream(),
-        START,
-        ReasoningDelta("Hmm."),
-        ThinkingBlock(block),
-        TextDelta("Let me look."),
-        ToolCallStart(0, "toolu_1", "lookup"),
-        ToolArgumentsDelta(0, '{"q":'),
-        ToolArgumentsDelta(0, '"x"}'),
-        Finish("tool_calls"),
-        DONE,
+        ev.START,
+        ev.ReasoningDelta("Hmm."),
+        ev.ThinkingBlock(block),
+        ev.TextDelta("Let me look."),
+        ev.ToolCallStart(0, "toolu_1", "lookup"),
+        ev.ToolArgumentsDelta(0, '{"q":'),
+        ev.ToolArgumentsDelta(0, '"x"}'),
+        ev.Finish("tool_calls"),
+        ev.DONE,
     )
     starts = [d for name, d in out if name == "content_block_start"]
     assert [(s["index"], s["content_block"]["type"]) for s in starts] == [
@@ -102,9 +91,9 @@ def test_thinking_text_and_a_tool_call_are_blocks_numbered_in_turn() -> None:
 def test_a_whole_thinking_block_and_a_redacted_one_become_blocks_of_their_own() -> None:
     out = write(
         stream(),
-        ThinkingBlock({"type": "thinking", "thinking": "All at once.", "signature": "s"}),
-        ThinkingBlock({"type": "redacted_thinking", "data": "opaque"}),
-        DONE,
+        ev.ThinkingBlock({"type": "thinking", "thinking": "All at once.", "signature": "s"}),
+        ev.ThinkingBlock({"type": "redacted_thinking", "data": "opaque"}),
+        ev.DONE,
     )
     starts = [d["content_block"] for name, d in out if name == "content_block_start"]
     assert starts == [
@@ -121,11 +110,11 @@ def test_a_whole_thinking_block_and_a_redacted_one_become_blocks_of_their_own() 
 def test_arguments_of_a_call_whose_block_is_closed_are_dropped() -> None:
     out = write(
         stream(),
-        ToolCallStart(0, "a", "one"),
-        ToolCallStart(1, "b", "two"),
-        ToolArgumentsDelta(0, "{}"),  # call 0's block was closed by call 1's start
-        ToolArgumentsDelta(1, "{}"),
-        DONE,
+        ev.ToolCallStart(0, "a", "one"),
+        ev.ToolCallStart(1, "b", "two"),
+        ev.ToolArgumentsDelta(0, "{}"),  # call 0's block was closed by call 1's start
+        ev.ToolArgumentsDelta(1, "{}"),
+        ev.DONE,
     )
     deltas = [
         (d["index"], d["delta"]["partial_json"]) for n, d in out if n == "content_block_delta"
@@ -136,28 +125,28 @@ def test_arguments_of_a_call_whose_block_is_closed_are_dropped() -> None:
 def test_an_error_ends_the_stream_and_nothing_follows() -> None:
     sink = stream()
     error = {"message": "Too many requests", "type": "rate_limit_error", "code": None}
-    out = write(sink, START, TextDelta("Hi"), Error(error), TextDelta("late"), DONE)
+    out = write(sink, ev.START, ev.TextDelta("Hi"), ev.Error(error), ev.TextDelta("late"), ev.DONE)
     assert names(out)[-1] == "error"
     assert out[-1][1] == {
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "Too many requests"},
     }
     assert sink.finished
-    assert write(sink, TextDelta("more"), DONE) == []
+    assert write(sink, ev.TextDelta("more"), ev.DONE) == []
 
 
 def test_keepalives_and_chat_only_usage_write_nothing() -> None:
-    out = write(stream(), KEEPALIVE, Usage(USAGE), KEEPALIVE)
+    out = write(stream(), ev.KEEPALIVE, ev.Usage(USAGE), ev.KEEPALIVE)
     assert out == []
 
 
 def test_an_empty_answer_still_starts_and_stops() -> None:
-    assert names(write(stream(), DONE)) == ["message_start", "message_delta", "message_stop"]
+    assert names(write(stream(), ev.DONE)) == ["message_start", "message_delta", "message_stop"]
 
 
 def test_the_buffer_gives_the_chunks_usage_to_events_written_before_it_was_known() -> None:
     writer = stream()
-    buffer = EventBuffer(writer)
+    buffer = ev.EventBuffer(writer)
     buffer.start()  # the backend's first event: usage not reported yet
     buffer.text("Hi")
     buffer.usage = USAGE  # reported later in the same chunk

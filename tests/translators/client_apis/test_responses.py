@@ -62,8 +62,8 @@ def events_of(body: bytes, *, check: bool = True) -> list[dict[str, Any]]:
     ``check``) that the SDK parses it."""
     out = []
     for raw in body.decode().split("\n\n"):
-        if not raw:
-            continue
+        if not raw or raw.startswith(":"):
+            continue  # a keep-alive comment
         name, data = raw.split("\n", 1)
         doc = json.loads(data.removeprefix("data: "))
         assert name == f"event: {doc['type']}"
@@ -653,3 +653,20 @@ def test_response_created_goes_out_with_the_upstream_s_first_event() -> None:
     out = t.response_body(anthropic_sse(ANSWER_WITH_TOOL[0]), False)
     assert out.body is not None
     assert [e["type"] for e in events_of(out.body)] == ["response.created", "response.in_progress"]
+
+
+def test_anthropic_pings_reach_the_client_as_keep_alives_in_place() -> None:
+    t = anthropic_pivot(stream=True)
+    t.response_headers(200, "text/event-stream")
+    start = {
+        "type": "message_start",
+        "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 3}},
+    }
+    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
+    first = t.response_body(anthropic_sse(start, block, {"type": "ping"}), False).body
+    assert first is not None and first.endswith(b": ping\n\n")
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta"}}
+    later = t.response_body(
+        anthropic_sse({**delta, "delta": {**delta["delta"], "text": "Hi"}}), False
+    )
+    assert later.body is not None and b"ping" not in later.body

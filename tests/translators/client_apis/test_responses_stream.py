@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-from aigateway.translators.client_apis.chat.events import (
-    DONE,
-    KEEPALIVE,
-    START,
-    Error,
-    Finish,
-    ReasoningDelta,
-    TextDelta,
-    ThinkingBlock,
-    ToolArgumentsDelta,
-    ToolCallStart,
-    Usage,
-)
+from aigateway.translators.client_apis.chat import events as ev
 from aigateway.translators.client_apis.responses_stream import (
     ResponseHead,
     ResponsesEventStream,
@@ -32,7 +20,9 @@ def stream() -> ResponsesEventStream:
 def test_a_text_answer_is_one_message_item_and_a_completed_response() -> None:
     sink = stream()
     sink.usage = USAGE
-    out = write(sink, START, TextDelta("Hello"), TextDelta(" there"), Finish("stop"), DONE)
+    out = write(
+        sink, ev.START, ev.TextDelta("Hello"), ev.TextDelta(" there"), ev.Finish("stop"), ev.DONE
+    )
     assert names(out) == [
         "response.created",
         "response.in_progress",
@@ -67,13 +57,13 @@ def test_reasoning_then_a_function_call_are_two_items() -> None:
     block = {"type": "thinking", "thinking": "Hmm.", "signature": "sig"}
     out = write(
         stream(),
-        ReasoningDelta("Hmm."),
-        ThinkingBlock(block),
-        ToolCallStart(0, "call_1", "lookup"),
-        ToolArgumentsDelta(0, '{"q":'),
-        ToolArgumentsDelta(0, '"x"}'),
-        Finish("tool_calls"),
-        DONE,
+        ev.ReasoningDelta("Hmm."),
+        ev.ThinkingBlock(block),
+        ev.ToolCallStart(0, "call_1", "lookup"),
+        ev.ToolArgumentsDelta(0, '{"q":'),
+        ev.ToolArgumentsDelta(0, '"x"}'),
+        ev.Finish("tool_calls"),
+        ev.DONE,
     )
     added = [d["item"]["type"] for name, d in out if name == "response.output_item.added"]
     assert added == ["reasoning", "function_call"]
@@ -88,7 +78,7 @@ def test_reasoning_then_a_function_call_are_two_items() -> None:
 
 
 def test_a_length_finish_is_an_incomplete_response() -> None:
-    out = write(stream(), TextDelta("Cut"), Finish("length"), DONE)
+    out = write(stream(), ev.TextDelta("Cut"), ev.Finish("length"), ev.DONE)
     assert out[-1][0] == "response.incomplete"
     response = out[-1][1]["response"]
     assert response["status"] == "incomplete"
@@ -100,21 +90,21 @@ def test_an_error_fails_the_response_with_only_the_finished_items() -> None:
     error = {"message": "Overloaded", "type": "server_error", "code": "overloaded_error"}
     out = write(
         sink,
-        TextDelta("Done item"),
-        ToolCallStart(0, "call_1", "lookup"),  # closes the message, opens the call
-        ToolArgumentsDelta(0, "{"),
-        Error(error),
-        TextDelta("late"),
+        ev.TextDelta("Done item"),
+        ev.ToolCallStart(0, "call_1", "lookup"),  # closes the message, opens the call
+        ev.ToolArgumentsDelta(0, "{"),
+        ev.Error(error),
+        ev.TextDelta("late"),
     )
     assert out[-1][0] == "response.failed"
     response = out[-1][1]["response"]
     assert [item["type"] for item in response["output"]] == ["message"]
     assert response["error"]["message"] == "Overloaded"
     assert sink.finished
-    assert write(sink, DONE) == []
+    assert write(sink, ev.DONE) == []
 
 
 def test_keepalives_and_chat_only_usage_write_nothing() -> None:
     sink = stream()
-    assert write(sink, KEEPALIVE, Usage(USAGE)) == []
+    assert write(sink, ev.KEEPALIVE, ev.Usage(USAGE)) == []
     assert sink.sequence_number == 0
