@@ -312,8 +312,8 @@ def gateway_config(
 ) -> dict[str, Any]:
     """The gateway's config; with ``several``, the models with several backends too (a
     baseline from before they existed cannot load those); with ``forward``, the mock's
-    knobs are forwarded to the backends (docs/architecture.md, "Headers a backend
-    receives"), which a baseline from before ``forward_headers`` cannot load either."""
+    knobs are forwarded to the backends, which a baseline from before ``forward_headers``
+    cannot load either (docs/architecture.md, "Headers a backend receives")."""
     key = {"api_key": {"value": API_KEY}}
     config: dict[str, Any] = {
         "backends": [

@@ -214,8 +214,8 @@ class Paired:
             )
             config["models"].append({"name": PIVOT_MODEL, "backend": "gemini"})
         if forward:
-            # The mock's knobs reach it only when forwarded (docs/architecture.md, "Headers
-            # a backend receives"); a revision from before forward_headers cannot load it.
+            # The mock's knobs reach it only when forwarded; a revision from before
+            # forward_headers cannot load it (docs/architecture.md, "Headers a backend receives").
             for backend in config["backends"]:
                 backend["forward_headers"] = ["x-mock-*"]
         return config
