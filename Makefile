@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test lint format bench bench-capacity docs tools clean otel-proto-first
+.PHONY: up test lint format bench bench-capacity docs tools clean protos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,12 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 # Everything the tests, linters and benchmarks need.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(MAKE) --no-print-directory otel-proto-first
 	touch $@ $(VENV)/.installed-run
 
-# xds-protos ships its own, older copy of opentelemetry-proto's modules, and whichever
-# of the two pip installs last owns the files. The OTLP exporter needs the real ones.
-otel-proto-first:
-	$(BIN)/python -m pip install -q --force-reinstall --no-deps \
-	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+# Regenerate the Envoy ext_proc messages in extproc/framework/_protos/ from the pins in
+# tools/regenerate_protos.py (in a throwaway virtual environment).
+protos: | $(BIN)/python
+	$(BIN)/python tools/regenerate_protos.py
 
 # System tools the tests use: promtool (Debian package prometheus) and redis-server (the
 # limits tests start their own).

@@ -18,10 +18,16 @@ import sys
 from typing import Any
 
 import grpc
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from aigateway.extproc.framework._protos.envoy.extensions.filters.http.ext_proc.v3 import (
+    processing_mode_pb2,
+)
+from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
+    external_processor_pb2 as pb,
+)
+from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
+    external_processor_pb2_grpc as pb_grpc,
+)
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.server import MAX_MESSAGE_BYTES, ExtProcServer
 from aigateway.extproc.gateway.app import build_router, install_stop_signals, run_event_loop

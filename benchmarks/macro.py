@@ -307,9 +307,13 @@ def static_upstream_bootstrap(port: int, admin_port: int) -> dict[str, Any]:
     }
 
 
-def gateway_config(upstream_port: int, mock_port: int, several: bool = False) -> dict[str, Any]:
+def gateway_config(
+    upstream_port: int, mock_port: int, several: bool = False, forward: bool = False
+) -> dict[str, Any]:
     """The gateway's config; with ``several``, the models with several backends too (a
-    baseline from before they existed cannot load those)."""
+    baseline from before they existed cannot load those); with ``forward``, the mock's
+    knobs are forwarded to the backends, which a baseline from before ``forward_headers``
+    cannot load either (docs/architecture.md, "Headers a backend receives")."""
     key = {"api_key": {"value": API_KEY}}
     config: dict[str, Any] = {
         "backends": [
@@ -331,6 +335,9 @@ def gateway_config(upstream_port: int, mock_port: int, several: bool = False) ->
             {"name": STREAM_MODEL, "backend": "mock"},
         ],
     }
+    if forward:
+        for backend in config["backends"]:
+            backend["forward_headers"] = ["x-mock-*"]
     if several:
         config["backends"] += [
             {
@@ -359,7 +366,7 @@ def gateway_config(upstream_port: int, mock_port: int, several: bool = False) ->
 def gateway_config_both(upstream_port: int, mock_port: int) -> dict[str, Any]:
     """The same gateway with every telemetry option on: both sets of families, a header
     label (wrk sends a listed value) and a price for each model."""
-    config = gateway_config(upstream_port, mock_port)
+    config = gateway_config(upstream_port, mock_port, forward=True)
     for model in config["models"]:
         model["price"] = {"input": 0.15, "output": 0.6, "cached_input": 0.075}
     config["metrics"] = {
@@ -415,7 +422,9 @@ class Bench:
         )
         self.procs.append(mock)
         self.config_path.write_text(
-            yaml.safe_dump(gateway_config(self.upstream_port, self.mock_port, self.several))
+            yaml.safe_dump(
+                gateway_config(self.upstream_port, self.mock_port, self.several, forward=True)
+            )
         )
         self.config_both_path.write_text(
             yaml.safe_dump(gateway_config_both(self.upstream_port, self.mock_port))

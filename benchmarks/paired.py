@@ -206,22 +206,27 @@ class Paired:
         _wait_envoy(upstream, admin)
         mock.wait_for_stderr("ready")
 
-    def config(self, *, pivot: bool) -> dict[str, Any]:
+    def config(self, *, pivot: bool, forward: bool = True) -> dict[str, Any]:
         config = gateway_config(self.upstream_port, self.mock_port)
         if pivot:
             config["backends"].append(
                 {**PIVOT_BACKEND, "endpoint": f"http://127.0.0.1:{self.mock_port}"}
             )
             config["models"].append({"name": PIVOT_MODEL, "backend": "gemini"})
+        if forward:
+            # The mock's knobs reach it only when forwarded; a revision from before
+            # forward_headers cannot load it (docs/architecture.md, "Headers a backend receives").
+            for backend in config["backends"]:
+                backend["forward_headers"] = ["x-mock-*"]
         return config
 
     def start(self, side: Side, workers: int = 1) -> None:
         """The side's processor (with the pivot backend if its config accepts one) and its
         gateway Envoy, both left running until ``stop``."""
         extproc, metrics = free_ports(workers), free_ports(workers)
-        for pivot in (True, False):
+        for pivot, forward in ((True, True), (True, False), (False, True), (False, False)):
             path = self.workdir / f"config-{side.name}.yaml"
-            path.write_text(yaml.safe_dump(self.config(pivot=pivot)))
+            path.write_text(yaml.safe_dump(self.config(pivot=pivot, forward=forward)))
             argv = [
                 *side.serve,
                 "serve",
@@ -238,6 +243,8 @@ class Paired:
             try:
                 proc.wait_for_stderr("ready")
             except RuntimeError:
+                if forward:
+                    continue  # a revision from before forward_headers
                 if not pivot:
                     raise
                 print(f"{side.name}: no Gemini backend in this revision", file=sys.stderr)

@@ -391,15 +391,8 @@ class MetricsSetupError(Exception):
     """Telemetry cannot be exported as asked (a missing extra, a bad setting)."""
 
 
-def otlp_import_error(exc: ImportError, variable: str) -> MetricsSetupError:
+def otlp_import_error(variable: str) -> MetricsSetupError:
     """What to tell the operator when an OTLP exporter cannot be imported."""
-    if "opentelemetry.proto" in str(exc):
-        # xds-protos (the Envoy protos) ships an older copy of these modules; the
-        # one installed last wins.
-        return MetricsSetupError(
-            "OTLP export needs opentelemetry-proto's own modules, which xds-protos"
-            " overwrote: pip install --force-reinstall --no-deps opentelemetry-proto"
-        )
     return MetricsSetupError(f"{variable}=otlp needs the otlp extra: pip install 'aigateway[otlp]'")
 
 
@@ -416,8 +409,8 @@ def otlp_readers_from_env(histograms: InProcessHistograms) -> list[MetricReader]
         return []
     try:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    except ImportError as exc:
-        raise otlp_import_error(exc, "OTEL_METRICS_EXPORTER") from None
+    except ImportError:
+        raise otlp_import_error("OTEL_METRICS_EXPORTER") from None
     return [ProducingPeriodicReader(histograms, OTLPMetricExporter())]
 
 

@@ -54,8 +54,8 @@ def tracer_provider_from_env() -> TracerProvider | None:
         return None
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    except ImportError as exc:
-        raise otlp_import_error(exc, "OTEL_TRACES_EXPORTER") from None
+    except ImportError:
+        raise otlp_import_error("OTEL_TRACES_EXPORTER") from None
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create()

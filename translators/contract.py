@@ -34,15 +34,13 @@ class UpstreamRequest:
 
     ``body`` is ``None`` when the client's bytes can go upstream unchanged (no
     re-serialising). ``path`` is relative to the backend endpoint's prefix and may carry a
-    query string. ``headers`` are set on the upstream request (overwriting);
-    ``remove_headers`` are client headers the backend must not get (another API's
-    version or beta flags).
+    query string. ``headers`` are set on the upstream request (overwriting); which of
+    the client's headers the backend gets is the gateway's business, not a translator's.
     """
 
     body: bytes | None
     path: str
     headers: tuple[tuple[str, str], ...] = ()
-    remove_headers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,13 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from envoy.config.core.v3 import base_pb2
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2_grpc
 
+from aigateway.extproc.framework._protos.envoy.config.core.v3 import base_pb2
+from aigateway.extproc.framework._protos.envoy.extensions.filters.http.ext_proc.v3 import (
+    processing_mode_pb2,
+)
+from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
+    external_processor_pb2 as pb,
+)
+from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
+    external_processor_pb2_grpc as pb_grpc,
+)
 from aigateway.extproc.framework.health import SERVING, HealthService
 from aigateway.extproc.framework.processor import (
     CONTINUE,

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from envoy.service.accesslog.v3.als_pb2_grpc import add_AccessLogServiceServicer_to_server
 
+from aigateway.extproc.framework._protos.envoy.service.accesslog.v3.als_pb2_grpc import (
+    add_AccessLogServiceServicer_to_server,
+)
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import LocalError
 from aigateway.extproc.framework.router import (

@@ -20,8 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
-
+from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from aigateway.instrumentation.facts import Attempt, AttemptResult
 
 #: The gRPC metadata value (``x-extproc-chain``) of the upstream filter chain's streams.

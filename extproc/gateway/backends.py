@@ -17,6 +17,11 @@ from aigateway.extproc.gateway.config import (
     ResolvedSecrets,
     Secret,
 )
+from aigateway.extproc.gateway.forwarded_headers import (
+    BASELINE,
+    ForwardedHeaders,
+    forwarded_headers,
+)
 from aigateway.extproc.gateway.gcp_auth import (
     GcpAuthError,
     GcpTokenError,
@@ -33,9 +38,6 @@ from aigateway.translators.matrix import (
     RouteTranslators,
     route_translators,
 )
-
-# Client credentials are for the gateway, never for a backend.
-CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
 class BackendAuthError(Exception):
@@ -161,6 +163,8 @@ class ModelRoute:
     auth: Authenticator
     #: Each client API's translator on this route (translators.matrix).
     translators: RouteTranslators
+    #: The client headers the backend receives (docs/architecture.md).
+    forwarded: ForwardedHeaders = BASELINE
 
     def translator(self, api: ClientApi, client_version: str | None = None) -> Translator:
         """A new translator for one request in ``api`` (``client_version``: the client's
@@ -217,14 +221,14 @@ class RoutingTable:
         for model in config.models:
             for target in model.targets:
                 backend = config.backend(target.backend)
+                options = backend_options(backend, model.upstream_name_on(target))
                 route = ModelRoute(
                     model=model,
                     backend=backend,
                     auth=auth[backend.name],
-                    translators=route_translators(
-                        backend_options(backend, model.upstream_name_on(target))
-                    ),
+                    translators=route_translators(options),
                     several=model.several,
+                    forwarded=forwarded_headers(options, backend.forward_headers),
                 )
                 self._by_backend[model.name, backend.name] = route
                 # A model's route is its first backend's until an answer says otherwise.

@@ -1,5 +1,5 @@
-"""The request body bytes one processor holds at once (docs/reliability.md, "Large
-bodies"): a request that would take the total over the cap is refused with a 503 before
+"""The request body bytes one processor holds at once (docs/reliability.md, "Known
+limits"): a request that would take the total over the cap is refused with a 503 before
 its body is parsed, so a burst of large bodies cannot exhaust memory or starve the rest."""
 
 from __future__ import annotations

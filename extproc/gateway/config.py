@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX, NEVER_FORWARDED
+
 Schema = Literal[
     "openai", "azure-openai", "aws-bedrock", "anthropic", "gcp-gemini", "gcp-vertex-ai"
 ]
@@ -187,10 +189,26 @@ class Backend(_Strict):
     #: Vertex AI: the Google Cloud project and region (location) of the models.
     project: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.:-]*$", max_length=100)] | None = None
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=60)] | None = None
+    #: Client headers this backend receives besides what its API needs: names, or
+    #: prefixes ending in ``*`` (docs/architecture.md, "Headers a backend receives").
+    forward_headers: tuple[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'+.^_`|~-]+\*?$", max_length=100)], ...
+    ] = ()
     #: Passive health for the models that spread over several backends.
     outlier: Outlier | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forward_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(name.lower() for name in value)
+        for name in names:
+            if name in NEVER_FORWARDED or name.startswith(GATEWAY_HEADER_PREFIX):
+                raise ValueError(f"{name} is never forwarded to a backend")
+            if name.startswith("x-envoy-"):
+                raise ValueError(f"{name} is Envoy's own: a processor cannot forward it")
+        return names
 
     @field_validator("endpoint")
     @classmethod
@@ -600,6 +618,17 @@ class GatewayConfig(_Strict):
                         f"models[{i}].{where}: no backend named {target.backend!r}"
                         f" (backends: {', '.join(names)})"
                     )
+                schema = self.backend(target.backend).schema_
+                problem = _google_model_problem(schema, model, target)
+                if problem is not None:
+                    key = "name"  # the model's name goes upstream, unless a backend_model does
+                    if target.backend_model is not None:
+                        key = (
+                            "backend_model"
+                            if model.backends is None
+                            else f"backends[{j}].backend_model"
+                        )
+                    raise ValueError(f"models[{i}].{key}: {problem}")
         if self.max_body_bytes_in_flight < self.max_request_bytes:
             raise ValueError(
                 "max_body_bytes_in_flight must be at least max_request_bytes"
@@ -644,6 +673,27 @@ class GatewayConfig(_Strict):
             if backend.name == name:
                 return backend
         raise KeyError(name)
+
+
+# One segment of a Google model resource name: no dot segments, escapes or delimiters.
+_GOOGLE_MODEL_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+
+
+def _google_model_problem(schema: Schema, model: Model, target: ModelBackend) -> str | None:
+    """Why ``model``'s upstream name on ``target`` cannot go in a Gemini or Vertex AI
+    path, if it cannot: it becomes a path segment of the backend's URL."""
+    if schema not in ("gcp-gemini", "gcp-vertex-ai"):
+        return None
+    name = model.upstream_name_on(target)
+    segments = name.split("/")
+    if schema == "gcp-gemini" and len(segments) == 2 and segments[0] in ("models", "tunedModels"):
+        segments = segments[1:]  # the Gemini API's own collections
+    if len(segments) == 1 and _GOOGLE_MODEL_SEGMENT.fullmatch(segments[0]):
+        return None
+    return (
+        f"{name[:100]!r} is not a {schema} model name (letters, digits, '.', '-', '_', '@';"
+        " no '/', '..', '%', '?' or '#')"
+    )
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -37,6 +37,8 @@ TOKEN_TIMEOUT = 5.0
 REFRESH_MARGIN = 300.0
 #: A token without an expiry (none of Google's sources) is used this long.
 _DEFAULT_LIFETIME = 3600.0
+#: How many tokens to ask for before refusing ones issued already expired.
+_EXPIRED_TOKEN_TRIES = 2
 #: OAuth2 error codes that mean "these credentials are refused" (RFC 6749, 5.2).
 _REFUSED = frozenset(
     {"invalid_grant", "invalid_client", "unauthorized_client", "access_denied", "invalid_scope"}
@@ -183,7 +185,16 @@ class GcpTokenSource:
         return self._token is not None and self._clock() < self._expires_at
 
     def _refresh(self) -> tuple[str, float]:
-        """In a worker thread: ask the token endpoint; (token, seconds it lives)."""
+        """In a worker thread: ask the token endpoint; (token, seconds it lives). A token
+        issued already expired is never used: asked for once more, then refused."""
+        for _ in range(_EXPIRED_TOKEN_TRIES):
+            token, lifetime = self._fetch_token()
+            if lifetime > 0:
+                return token, lifetime
+            log.warning("Google token refresh (%s): the token had already expired", self.source)
+        raise GcpTokenError(502, "the token endpoint issued a token that had already expired")
+
+    def _fetch_token(self) -> tuple[str, float]:
         credentials = self._credentials
         try:
             credentials.refresh(self._transport)

@@ -41,12 +41,12 @@ from aigateway.extproc.gateway.attempts import (
     leave_out,
 )
 from aigateway.extproc.gateway.backends import (
-    CLIENT_AUTH_HEADERS,
     BackendAuthError,
     ModelRoute,
     RoutingTable,
 )
 from aigateway.extproc.gateway.errors import openai_error_reply, written
+from aigateway.extproc.gateway.forwarded_headers import CLIENT_CREDENTIALS, GATEWAY_HEADER_PREFIX
 from aigateway.extproc.gateway.limits import Admission, Grant, ModelLimits, Usage, Verdict
 from aigateway.instrumentation.facts import Facts, published
 from aigateway.translators.contract import (
@@ -57,21 +57,20 @@ from aigateway.translators.contract import (
 )
 from aigateway.translators.matrix import ClientApi, UnsupportedEndpoint
 from aigateway.translators.wire.encoding import ContentDecoder, ContentDecodingError
+from aigateway.translators.wire.jsoncodec import loads_strict
 from aigateway.translators.wire.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
 
 #: Set on the upstream request when the processor rewrites ``:path``: the client's path.
-ORIGINAL_PATH_HEADER = "x-ai-gateway-original-path"
+ORIGINAL_PATH_HEADER = GATEWAY_HEADER_PREFIX + "original-path"
 
 #: The request fields that cap a generation's output, by client API.
 _MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
-# Removed from every upstream request: the client's credentials are for the gateway.
-_REMOVE_UPSTREAM = CLIENT_AUTH_HEADERS
 # What a client must not set on a request to a model with several backends: the
 # headers only Envoy and the attempts' processor set.
-_REMOVE_SEVERAL = (*CLIENT_AUTH_HEADERS, ATTEMPT_BACKEND_HEADER, UNDO_HEADER)
+_REMOVE_SEVERAL = (*CLIENT_CREDENTIALS, ATTEMPT_BACKEND_HEADER, UNDO_HEADER)
 # Set afresh for every attempt (by Envoy, or by the attempt itself): never undone.
 _ATTEMPT_OWN = frozenset({ATTEMPT_BACKEND_HEADER, UNDO_HEADER, ORIGINAL_PATH_HEADER})
 #: ``x-ai-gateway-answered-by`` on an attempt the processor refused itself (a backend
@@ -84,7 +83,7 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ImmediateResponse.error(400, "The request body is empty; expected a JSON object.")
     try:
-        doc = json.loads(body)
+        doc = loads_strict(body)
     except UnicodeDecodeError:
         raise ImmediateResponse.error(400, "The request body is not valid UTF-8.") from None
     except ValueError as exc:
@@ -472,9 +471,13 @@ class RoutedProcessor(Processor):
                 type="server_error" if exc.status >= 500 else None,
                 code="backend_auth_failed",
             ) from None
-        set_names = {name for name, _ in set_headers}
-        remove = [h for h in (*_REMOVE_UPSTREAM, *upstream.remove_headers) if h not in set_names]
+        set_names = frozenset(name for name, _ in set_headers)
+        client_headers = self._request_headers
+        remove = list(route.forwarded.removals(client_headers, set_names) if client_headers else ())
         if self._attempt:
+            # The gateway's own headers on an attempt are Envoy's and the listener's
+            # (the client's went before the listener's filters ran).
+            remove = [h for h in remove if not h.startswith(GATEWAY_HEADER_PREFIX)]
             return self._attempt_result(set_headers, remove, upstream.body)
         return Result(
             set_headers=tuple(set_headers),

@@ -8,6 +8,9 @@ from typing import Any
 #: Vertex AI's demo project and region (the mock accepts any).
 DEMO_PROJECT = "aigateway-demo"
 DEMO_REGION = "us-central1"
+#: The mock backend's request knobs, forwarded to it
+#: (docs/architecture.md, "Headers a backend receives").
+MOCK_KNOBS = "x-mock-*"
 #: The demo model with a fallback backend.
 FALLBACK_MODEL = "gpt-4o"
 
@@ -104,4 +107,7 @@ def demo_config(mock_url: str, vertex_key_file: str | None = None) -> dict[str, 
                 "backend_model": "claude-3-5-sonnet-v2@20241022",
             },
         ]
+    for backend in backends:
+        # The mock's per-request knobs (x-mock-delay-ms, x-mock-fault...) reach it.
+        backend["forward_headers"] = [MOCK_KNOBS]
     return {"backends": backends, "models": models}

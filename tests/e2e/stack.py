@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from aigateway.extproc.ops.demo import MOCK_KNOBS
+
 AIGATEWAY = [sys.executable, "-m", "aigateway"]
 
 
@@ -284,6 +286,13 @@ def default_config(mock_port: int) -> dict[str, Any]:
     }
 
 
+def with_mock_knobs(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every backend forwarding the mock's ``x-mock-*`` knobs."""
+    for backend in config["backends"]:
+        backend.setdefault("forward_headers", [MOCK_KNOBS])
+    return config
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -356,7 +365,9 @@ class Stack:
             },
         )
         self.procs["mock"] = mock
-        config = self.config if self.config is not None else self.config_factory(self.mock_port)
+        config = with_mock_knobs(
+            self.config if self.config is not None else self.config_factory(self.mock_port)
+        )
         self.config_path.write_text(yaml.safe_dump(config))
         self.start_processor()
         bootstrap = subprocess.run(

@@ -3,10 +3,9 @@
 provider shows, weights, rest for a backend out of quota, one error when all fail.
 
 The failing backend is a small server of this module that misbehaves as the request's
-``x-flaky`` header says (it passes through the gateway to every backend; the mock
-ignores it); the healthy ones are the mock backend. Each test checks what the official
-SDK saw and the exact growth of ``aigateway_requests_total`` and
-``aigateway_backend_attempts_total``."""
+``x-flaky`` header says (every backend forwards it; the mock ignores it); the healthy
+ones are the mock backend. Each test checks what the official SDK saw and the exact
+growth of ``aigateway_requests_total`` and ``aigateway_backend_attempts_total``."""
 
 from __future__ import annotations
 
@@ -169,7 +168,7 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
     key = {"api_key": {"env": "E2E_UPSTREAM_KEY"}}
     fallback = {"backend": "mock-anthropic", "backend_model": "claude-3-5-sonnet", "priority": 1}
     every = ["connect-failure", "reset", "5xx", "429"]
-    return {
+    config: dict[str, Any] = {
         "backends": [
             *(b for b in default_config(mock_port)["backends"] if b["name"] in _MATRIX_BACKENDS),
             {
@@ -238,6 +237,9 @@ def routing_config(mock_port: int, flaky_port: int, closed_port: int) -> dict[st
             },
         ],
     }
+    for backend in config["backends"]:
+        backend["forward_headers"] = ["x-flaky", "x-mock-*"]  # the flaky server's knob too
+    return config
 
 
 @pytest.fixture(scope="module")

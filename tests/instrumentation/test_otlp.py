@@ -100,22 +100,3 @@ def test_missing_otlp_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(builtins, "__import__", no_otlp)
     with pytest.raises(MetricsSetupError, match=r"aigateway\[otlp\]"):
         otlp_readers_from_env(InProcessHistograms())
-
-
-def test_proto_clash_with_xds_protos_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def clashing(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name.startswith("opentelemetry.exporter.otlp"):
-            raise ImportError(
-                "cannot import name 'InstrumentationScope' from"
-                " 'opentelemetry.proto.common.v1.common_pb2'"
-            )
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
-    monkeypatch.setattr(builtins, "__import__", clashing)
-    with pytest.raises(MetricsSetupError, match="force-reinstall --no-deps opentelemetry-proto"):
-        otlp_readers_from_env(InProcessHistograms())

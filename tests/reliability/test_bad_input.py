@@ -241,6 +241,36 @@ def test_oversized_body_is_413_in_the_client_apis_shape(
     assert ok.status_code == 200
 
 
+# Each endpoint, a model it routes, and the request around a number field.
+STRICT_JSON_ENDPOINTS = [
+    ("/v1/chat/completions", '{"model": "bedrock-claude", "temperature": %s, "messages": []}'),
+    ("/v1/responses", '{"model": "gpt-4o-mini", "temperature": %s, "input": "hi"}'),
+    ("/v1/embeddings", '{"model": "text-embedding-3-small", "dimensions": %s, "input": "hi"}'),
+    ("/v1/messages", '{"model": "claude-sonnet", "max_tokens": 5, "top_p": %s, "messages": []}'),
+    ("/v1/messages/count_tokens", '{"model": "claude-sonnet", "x": [1, {"y": %s}]}'),
+]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e309", "-1.5E+400"])
+@pytest.mark.parametrize(("path", "template"), STRICT_JSON_ENDPOINTS)
+def test_numbers_json_does_not_have_are_a_400_in_the_client_apis_shape(
+    rstack: Stack, http: httpx.Client, path: str, template: str, number: str
+) -> None:
+    rstack.clear_mock_requests()
+    response = http.post(
+        path, content=(template % number).encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    doc = response.json()
+    if path.startswith("/v1/messages"):
+        assert doc["type"] == "error"
+        assert doc["error"]["type"] == "invalid_request_error"
+    else:
+        assert doc["error"]["type"] == "invalid_request_error"
+    assert number.lstrip("-") in doc["error"]["message"] or "too large" in doc["error"]["message"]
+    assert rstack.mock_requests() == []  # nothing went upstream
+
+
 def test_memory_stays_flat_over_many_bad_requests(rstack: Stack, http: httpx.Client) -> None:
     pid = rstack.procs["serve"].popen.pid
     samples = [

@@ -59,12 +59,6 @@ from aigateway.translators.wire.jsoncodec import dumps, loads_or_none
 from aigateway.translators.wire.sse import SseDecoder, SseEvent, encode_sse_event
 
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-#: The client headers of the Messages API; backends that are not Anthropic's never get them.
-ANTHROPIC_HEADERS: tuple[str, ...] = (
-    "anthropic-version",
-    "anthropic-beta",
-    "anthropic-dangerous-direct-browser-access",
-)
 
 
 def anthropic_error_body_for(status: int, body: bytes) -> bytes | None:
@@ -85,8 +79,6 @@ class MessagesApi:
     """The Messages API on the chat pivot (a ``ClientApi``): one per request."""
 
     __slots__ = ("_id", "_model", "_options", "_params")
-
-    client_headers: tuple[str, ...] = ANTHROPIC_HEADERS
 
     def __init__(self, options: MessagesOptions) -> None:
         self._options = options
@@ -158,11 +150,7 @@ class MessagesPassthroughTranslator(PassthroughAnswer):
             del payload["model"]
             payload["anthropic_version"] = VERTEX_VERSION
             action = ":streamRawPredict" if payload.get("stream") is True else ":rawPredict"
-            return UpstreamRequest(
-                dumps(payload),
-                self._vertex.model_path + action,
-                remove_headers=("anthropic-version",),
-            )
+            return UpstreamRequest(dumps(payload), self._vertex.model_path + action)
         headers = () if self._client_version else (("anthropic-version", self._version),)
         if payload.get("model") != self.backend_model:
             payload["model"] = self.backend_model
@@ -266,9 +254,7 @@ class CountTokensTranslator:
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         if self._vertex_path is not None:
             payload["model"] = self.backend_model
-            return UpstreamRequest(
-                dumps(payload), self._vertex_path, remove_headers=("anthropic-version",)
-            )
+            return UpstreamRequest(dumps(payload), self._vertex_path)
         headers = () if self._client_version else (("anthropic-version", self._version),)
         if payload.get("model") != self.backend_model:
             payload["model"] = self.backend_model

@@ -37,9 +37,6 @@ class ClientApi(Protocol):
     """One request's client API (per request: it keeps what the answer repeats of the
     request)."""
 
-    #: Client headers of this API that no backend reached through the pivot takes.
-    client_headers: tuple[str, ...]
-
     def chat_request(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The chat completion request for the client's; ``TranslationError`` (naming the
         client's field) for what it cannot express. Streams must ask for usage."""
@@ -89,7 +86,6 @@ class PivotTranslator:
             body=chat_body if upstream.body is None else upstream.body,
             path=upstream.path,
             headers=upstream.headers,
-            remove_headers=(*upstream.remove_headers, *self._api.client_headers),
         )
 
     def response_headers(self, status: int, content_type: str) -> ResponseHeadersDecision:

@@ -67,8 +67,6 @@ class ResponsesApi:
 
     __slots__ = ("_head", "_params")
 
-    client_headers: tuple[str, ...] = ()
-
     def __init__(self) -> None:
         self._head = ResponseHead.new({})
         self._params: dict[str, str] = {}

@@ -20,6 +20,30 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan; every finite float gives 0.0
+        raise ValueError(f"the number {text[:40]} is too large for a double")
+    return value
+
+
+# Built once: json.loads with hooks would build a decoder per call. The float hook runs
+# only for numbers with a fraction or exponent (benchmarks/NOTES.md, "Strict JSON").
+_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def loads_strict(body: bytes) -> Any:
+    """JSON as RFC 8259 defines it, from UTF-8 bytes: ``NaN``, ``Infinity`` and numbers
+    beyond a double's range raise :class:`ValueError` (Python's json accepts them, and
+    upstreams would get invalid JSON). Raises :class:`UnicodeDecodeError` for bytes that
+    are not UTF-8 and :class:`RecursionError` for nesting too deep."""
+    return _STRICT.decode(body.decode())
+
+
 class _NotJson:
     __slots__ = ()
 

@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 import grpc
-from envoy.config.core.v3 import base_pb2
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from aigateway.extproc.framework._protos.envoy.config.core.v3 import base_pb2
+from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
+    external_processor_pb2 as pb,
+)
 from aigateway.extproc.framework.server import ExternalProcessorServicer
 
 

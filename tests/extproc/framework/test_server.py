@@ -7,10 +7,14 @@ import json
 from typing import Any
 
 import pytest
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
+from aigateway.extproc.framework._protos.envoy.extensions.filters.http.ext_proc.v3 import (
+    processing_mode_pb2,
+)
+from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
+    external_processor_pb2 as pb,
+)
 from aigateway.extproc.framework.processor import (
     CONTINUE,
     Headers,

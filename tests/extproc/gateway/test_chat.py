@@ -57,7 +57,8 @@ async def test_routes_rewrites_model_and_injects_the_api_key() -> None:
     }
     assert answer.clear_route_cache
     assert json.loads(answer.body_mutation.body)["model"] == "phi4:latest"
-    assert set(answer.header_mutation.remove_headers) == {"x-api-key", "api-key", "x-goog-api-key"}
+    # The client sent only what the backend may have (and Envoy's request id).
+    assert not answer.header_mutation.remove_headers
     await conv.close()
 
 

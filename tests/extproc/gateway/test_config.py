@@ -278,6 +278,49 @@ def test_bad_google_config_names_the_key_path(
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        ("{name: flash, backend: gemini, backend_model: ../v1/files}", "models[0].backend_model"),
+        ("{name: flash, backend: gemini, backend_model: models/..}", "models[0].backend_model"),
+        ("{name: flash, backend: gemini, backend_model: 'a?key=x'}", "models[0].backend_model"),
+        ("{name: flash, backend: gemini, backend_model: 'a#b'}", "models[0].backend_model"),
+        ("{name: flash, backend: gemini, backend_model: '%2e%2e'}", "models[0].backend_model"),
+        ("{name: flash, backend: gemini, backend_model: models/a/b}", "models[0].backend_model"),
+        ("{name: vertex-flash, backend: vertex, backend_model: ..}", "models[1].backend_model"),
+        ("{name: vertex-flash, backend: vertex, backend_model: a/b}", "models[1].backend_model"),
+        ("{name: vertex-flash, backend: vertex, backend_model: 'a:b'}", "models[1].backend_model"),
+        ("{name: '../x', backend: vertex}", "models[1].name"),
+    ],
+)
+def test_a_google_model_name_with_path_tricks_is_refused(
+    tmp_path: Path, model: str, key: str
+) -> None:
+    index = int(key[len("models[")])
+    line = GOOGLE.splitlines()[GOOGLE.splitlines().index("models:") + 1 + index]
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOGLE.replace(line, "  - " + model, 1)))
+    assert f"{key}: " in str(err.value)
+    assert "is not a gcp-" in str(err.value)
+
+
+def test_google_model_names_of_every_documented_form_load(tmp_path: Path) -> None:
+    models = (
+        "models:\n"
+        "  - {name: a, backend: gemini, backend_model: tunedModels/my-model-7}\n"
+        "  - {name: b, backend: gemini, backend_model: models/gemini-2.5-flash}\n"
+        "  - {name: c, backend: vertex, backend_model: claude-3-5-sonnet-v2@20241022}\n"
+        "  - {name: gemini-1.5-pro_001, backend: vertex}\n"
+    )
+    text = GOOGLE.split("models:\n")[0] + models
+    assert [m.name for m in load_config(write(tmp_path, text)).models] == [
+        "a",
+        "b",
+        "c",
+        "gemini-1.5-pro_001",
+    ]
+
+
 def test_an_unreadable_or_unusable_key_file_names_its_key(tmp_path: Path) -> None:
     from aigateway.extproc.gateway.backends import RoutingTable
 

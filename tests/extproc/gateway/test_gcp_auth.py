@@ -166,6 +166,43 @@ async def test_a_failed_refresh_keeps_a_token_that_has_not_expired() -> None:
     assert (err.value.status, err.value.message) == (502, "the token endpoint could not be reached")
 
 
+class ExpiredThenValid(FakeCredentials):
+    """Issues ``expired`` tokens already expired (``expires_in`` 0 or less), then good ones."""
+
+    def __init__(self, expired: int, lifetime: float) -> None:
+        super().__init__()
+        self.expired = expired
+        self.expired_lifetime = lifetime
+
+    def refresh(self, request: Any) -> None:
+        self.lifetime = self.expired_lifetime if self.refreshes < self.expired else 3600.0
+        super().refresh(request)
+
+
+@pytest.mark.parametrize("lifetime", [0, -60])
+async def test_a_token_issued_already_expired_is_refused_and_refreshed(lifetime: float) -> None:
+    credentials, clock = ExpiredThenValid(expired=1, lifetime=lifetime), Clock()
+    tokens = source(credentials, clock)
+    assert await tokens.token() == "token-2"
+    assert credentials.refreshes == 2
+    await until("the cache to take it", lambda: tokens.secret_values() == (b"token-2",))
+    assert await tokens.token() == "token-2"
+
+
+async def test_only_expired_tokens_are_a_502_and_none_is_cached() -> None:
+    credentials, clock = ExpiredThenValid(expired=100, lifetime=0), Clock()
+    tokens = source(credentials, clock)
+    for _ in range(2):  # each request asks again: nothing expired is kept
+        with pytest.raises(GcpTokenError) as err:
+            await tokens.token()
+        assert (err.value.status, err.value.message) == (
+            502,
+            "the token endpoint issued a token that had already expired",
+        )
+    assert credentials.refreshes == 4
+    assert tokens.secret_values() == ()
+
+
 @pytest.mark.parametrize(
     ("error", "status", "message"),
     [
