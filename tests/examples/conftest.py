@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +19,7 @@ from types import ModuleType
 import openai
 import pytest
 
-from tests.e2e.stack import AIGATEWAY, Proc, Stack, spawn, wait_until
+from tests.e2e.stack import AIGATEWAY, Proc, Stack, running, spawn, wait_until
 from tests.e2e.test_metrics import Key, delta, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +66,20 @@ class ExampleStack(Stack):
 
 def openai_client(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="client-own-key", max_retries=0)
+
+
+def running_example(
+    tmp_path_factory: pytest.TempPathFactory, name: str, serve_args: list[str]
+) -> Iterator[Stack]:
+    """An :class:`ExampleStack` serving with ``serve_args``, for a module's ``stack`` fixture."""
+    with running(ExampleStack(tmp_path_factory.mktemp(name), serve_args=serve_args)) as s:
+        yield s
+
+
+@pytest.fixture
+def client(stack: Stack) -> openai.OpenAI:
+    """A client of the module's ``stack`` fixture."""
+    return openai_client(stack)
 
 
 @pytest.fixture

@@ -22,14 +22,13 @@ from aigateway.extproc.gateway.models import MODELS_PATH, ModelsProcessor
 from aigateway.extproc.ops.plugins import load_wrap
 from aigateway.instrumentation.facts import published
 from aigateway.instrumentation.instrumented import InstrumentedProcessor
-from tests.e2e.stack import UPSTREAM_KEY, Stack, running, wait_until
+from tests.e2e.stack import UPSTREAM_KEY, Stack, wait_until
 from tests.e2e.test_metrics import snapshot
 from tests.examples.conftest import (
     EXAMPLES,
-    ExampleStack,
     example_module,
-    openai_client,
     requests_counted,
+    running_example,
 )
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
@@ -37,18 +36,9 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say h
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running(
-        ExampleStack(
-            tmp_path_factory.mktemp("compose"),
-            serve_args=["--wrap", f"{EXAMPLES / 'compose_wrappers.py'}:guarded"],
-        )
-    ) as s:
-        yield s
-
-
-@pytest.fixture
-def client(stack: Stack) -> openai.OpenAI:
-    return openai_client(stack)
+    yield from running_example(
+        tmp_path_factory, "compose", ["--wrap", f"{EXAMPLES / 'compose_wrappers.py'}:guarded"]
+    )
 
 
 def access_log(stack: Stack, request_id: str) -> dict[str, Any]:

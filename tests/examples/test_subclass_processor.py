@@ -14,14 +14,13 @@ from openai.types.chat import ChatCompletionMessageParam
 from aigateway.extproc.gateway.app import CHAT_COMPLETIONS, build_router
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.config import load_config, load_secrets
-from tests.e2e.stack import UPSTREAM_KEY, Stack, running
+from tests.e2e.stack import UPSTREAM_KEY, Stack
 from tests.e2e.test_metrics import snapshot
 from tests.examples.conftest import (
     EXAMPLES,
-    ExampleStack,
     example_module,
-    openai_client,
     requests_counted,
+    running_example,
 )
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
@@ -29,18 +28,9 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say h
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running(
-        ExampleStack(
-            tmp_path_factory.mktemp("subclass"),
-            serve_args=["--routes", f"{EXAMPLES / 'subclass_processor.py'}:routes"],
-        )
-    ) as s:
-        yield s
-
-
-@pytest.fixture
-def client(stack: Stack) -> openai.OpenAI:
-    return openai_client(stack)
+    yield from running_example(
+        tmp_path_factory, "subclass", ["--routes", f"{EXAMPLES / 'subclass_processor.py'}:routes"]
+    )
 
 
 def test_over_budget_is_a_400_that_never_reaches_the_backend_and_counts_once(
