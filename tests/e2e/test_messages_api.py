@@ -17,9 +17,8 @@ from tests.e2e.stack import (
     UPSTREAM_KEY,
     VERTEX_CLAUDE_MODEL,
     Stack,
-    wait_until,
 )
-from tests.e2e.test_metrics import delta, snapshot
+from tests.e2e.test_metrics import after_requests, delta, snapshot, tokens_by_type
 from tests.e2e.test_schemas import MODELS, VERTEX_PATH
 
 SYSTEM = "You are terse."
@@ -246,21 +245,10 @@ def test_counted_once_per_request_with_its_tokens(
         model=model, max_tokens=100, messages=MESSAGES, extra_headers={"x-mock-output-tokens": "5"}
     ) as stream:
         stream.until_done()
-    after: dict[Any, float] = {}
-
-    def recorded() -> bool:
-        nonlocal after
-        after = snapshot(stack.metrics_text())
-        return sum(delta(before, after, "aigateway_requests_total", (backend, model)).values()) >= 2
-
-    wait_until("both requests to be recorded", recorded)
+    after = after_requests(stack, before, (backend, model), 2)
     assert delta(before, after, "aigateway_requests_total", (backend, model)) == {
         (backend, model, "success"): 2
     }
-    tokens = {
-        k[2]: v
-        for k, v in delta(before, after, "aigateway_model_tokens_total", (backend, model)).items()
-        if v
-    }
+    tokens = tokens_by_type(before, after, (backend, model))
     words = 5
     assert tokens == {"prompt": 2 * words, "completion": 8, "total": 2 * words + 8}

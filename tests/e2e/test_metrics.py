@@ -51,6 +51,30 @@ def delta(
     return dict(grown)
 
 
+def after_requests(
+    stack: Stack, before: dict[Key, float], only: tuple[str, str], count: int
+) -> dict[Key, float]:
+    """The metrics once ``count`` requests of ``only`` (backend, model) are counted."""
+    after: dict[Key, float] = {}
+
+    def recorded() -> bool:
+        nonlocal after
+        after = snapshot(stack.metrics_text())
+        return sum(delta(before, after, "aigateway_requests_total", only).values()) >= count
+
+    wait_until(f"{count} requests to be recorded", recorded)
+    return after
+
+
+def tokens_by_type(
+    before: dict[Key, float], after: dict[Key, float], only: tuple[str, str]
+) -> dict[str, float]:
+    """The tokens of ``only`` (backend, model) counted in between, by token type."""
+    return {
+        k[2]: v for k, v in delta(before, after, "aigateway_model_tokens_total", only).items() if v
+    }
+
+
 def run_mix(stack: Stack, client: openai.OpenAI) -> None:
     for tokens in (4, 5, 6):
         client.chat.completions.create(

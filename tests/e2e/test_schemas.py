@@ -23,10 +23,9 @@ from tests.e2e.stack import (
     VERTEX_PROJECT,
     VERTEX_REGION,
     Stack,
-    wait_until,
 )
 from tests.e2e.test_chat_openai import MESSAGES, PROMPT_WORDS
-from tests.e2e.test_metrics import delta, snapshot
+from tests.e2e.test_metrics import after_requests, delta, snapshot, tokens_by_type
 
 MODELS = {
     "gpt-4o-mini": "mock-openai",
@@ -254,26 +253,14 @@ def test_metrics_count_tokens_per_backend(stack: Stack, client: openai.OpenAI, m
             model=model, messages=MESSAGES, stream=True, extra_headers={"x-mock-output-tokens": "5"}
         )
     )
-    after: dict[Any, float] = {}
-
-    def recorded() -> bool:
-        nonlocal after
-        after = snapshot(stack.metrics_text())
-        return sum(delta(before, after, "aigateway_requests_total", (backend, model)).values()) >= 2
-
-    wait_until("both requests to be recorded", recorded)
+    after = after_requests(stack, before, (backend, model), 2)
     assert delta(before, after, "aigateway_requests_total", (backend, model)) == {
         (backend, model, "success"): 2
     }
-    tokens = {
-        k: v
-        for k, v in delta(before, after, "aigateway_model_tokens_total", (backend, model)).items()
-        if v
-    }
-    assert tokens == {
-        (backend, model, "prompt"): 2 * PROMPT_WORDS,
-        (backend, model, "completion"): 8,
-        (backend, model, "total"): 2 * PROMPT_WORDS + 8,
+    assert tokens_by_type(before, after, (backend, model)) == {
+        "prompt": 2 * PROMPT_WORDS,
+        "completion": 8,
+        "total": 2 * PROMPT_WORDS + 8,
     }
     assert delta(
         before, after, "aigateway_first_token_latency_seconds_count", (backend, model)
