@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
-import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
@@ -23,26 +21,16 @@ from aigateway.instrumentation.metrics import (
     otlp_readers_from_env,
     prometheus_reader,
 )
-
-
-class Collector(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
-
-    def Export(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
-        return metrics_service_pb2.ExportMetricsServiceResponse()
+from tests.instrumentation.collector import Collector, collecting
 
 
 @pytest.fixture
 def collector() -> Iterator[tuple[Collector, int]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    servicer = Collector()
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    server.stop(None)
+    with collecting(
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server,
+        metrics_service_pb2.ExportMetricsServiceResponse(),
+    ) as served:
+        yield served
 
 
 def test_otlp_push_alongside_prometheus(

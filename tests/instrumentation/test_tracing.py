@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -37,6 +34,7 @@ from tests.extproc.framework.fake_envoy import (
     response_body,
     response_headers,
 )
+from tests.instrumentation.collector import Collector, collecting
 from tests.instrumentation.test_families import ANSWERED_BY, stream_on_m1, upstream_500_on_m2
 from tests.instrumentation.test_instrumented_processor import CONFIG, FakeClock, chat
 
@@ -177,24 +175,13 @@ def test_no_tracing_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- over OTLP ----------------------------------------------------------------------------
 
 
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    def Export(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture
 def collector() -> Iterator[tuple[Collector, int]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    servicer = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    server.stop(None)
+    with collecting(
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server,
+        trace_service_pb2.ExportTraceServiceResponse(),
+    ) as served:
+        yield served
 
 
 async def test_spans_are_pushed_over_otlp(
