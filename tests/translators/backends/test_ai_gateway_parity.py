@@ -11,6 +11,7 @@ import pytest
 from aigateway.translators.backends.anthropic import messages_request
 from aigateway.translators.backends.gemini import GeminiChatTranslator
 from aigateway.translators.wire.jsoncodec import loads_or_none
+from tests.translators.anthropic_wire import tool_use
 from tests.translators.backends.shared import tool_call
 
 PDF = "data:application/pdf;base64,JVBERi0xLjQK"
@@ -128,7 +129,7 @@ def test_assistant_thinking_content_parts_are_replayed_first(
         {"role": "assistant", "content": parts, "tool_calls": [CALL]},
         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
     ]
-    use = {"type": "tool_use", "id": "c1", "name": "f", "input": {}}
+    use = tool_use("c1", "f", {})
     assert anthropic(history)[1] == {"role": "assistant", "content": [*blocks, use]}
 
 

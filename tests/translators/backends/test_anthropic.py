@@ -20,6 +20,7 @@ from openai.types.chat import (
 
 from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator, messages_request
 from aigateway.translators.contract import TokenUsage, TranslationError
+from tests.translators.anthropic_wire import tool_use
 from tests.translators.backends.shared import (
     EPHEMERAL,
     HOUR,
@@ -145,12 +146,7 @@ TOOL_STREAM: list[Event] = [
     block_stop(1),
     block_start(
         2,
-        {
-            "type": "tool_use",
-            "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
-            "name": "get_weather",
-            "input": {},
-        },
+        tool_use("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", {}),
     ),
     block_delta(2, {"type": "input_json_delta", "partial_json": ""}),
     block_delta(2, {"type": "input_json_delta", "partial_json": '{"location": "San Fra'}),
@@ -283,12 +279,7 @@ def test_tool_calls_and_results() -> None:
             "role": "assistant",
             "content": [
                 {"type": "text", "text": "Checking."},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "get_weather",
-                    "input": {"city": "Paris"},
-                },
+                tool_use("toolu_1", "get_weather", {"city": "Paris"}),
             ],
         },
         {
@@ -425,12 +416,7 @@ def test_json_tool_use_response_with_cache_usage() -> None:
         message(
             [
                 {"type": "thinking", "thinking": "...", "signature": "x"},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_01",
-                    "name": "get_weather",
-                    "input": {"city": "Oslo"},
-                },
+                tool_use("toolu_01", "get_weather", {"city": "Oslo"}),
             ],
             "tool_use",
             {
@@ -852,7 +838,7 @@ def test_thinking_blocks_are_replayed_first_with_their_signature() -> None:
         SIGNED,
         REDACTED,
         {"type": "text", "text": "Checking."},
-        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+        tool_use("toolu_1", "f", {}),
     ]
 
 
@@ -1094,14 +1080,7 @@ def test_json_answer_tool_input_is_the_message_content() -> None:
     t = translator(response_format=JSON_SCHEMA)
     out = t.response_body(
         message(
-            [
-                {
-                    "type": "tool_use",
-                    "id": "toolu_9",
-                    "name": "json_tool_call",
-                    "input": {"city": "Oslo"},
-                }
-            ],
+            [tool_use("toolu_9", "json_tool_call", {"city": "Oslo"})],
             "tool_use",
             {"input_tokens": 1, "output_tokens": 5},
         ),
@@ -1118,12 +1097,7 @@ ANSWER_STREAM: list[Event] = [
     MESSAGE_START,
     block_start(
         0,
-        {
-            "type": "tool_use",
-            "id": "toolu_9",
-            "name": "json_tool_call",
-            "input": {},
-        },
+        tool_use("toolu_9", "json_tool_call", {}),
     ),
     block_delta(0, {"type": "input_json_delta", "partial_json": '{"city": "O'}),
     block_delta(0, {"type": "input_json_delta", "partial_json": 'slo"}'}),

@@ -31,6 +31,7 @@ from aigateway.translators.client_apis.messages_request import (
 from aigateway.translators.client_apis.messages_stream import MessagesEventStream
 from aigateway.translators.client_apis.pivot import PivotTranslator
 from aigateway.translators.contract import StreamEnding, TokenUsage, TranslationError
+from tests.translators.anthropic_wire import tool_use
 
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(RawMessageStreamEvent)
 CLAUDE = MessagesOptions(cache_marks=True, thinking=True)
@@ -178,12 +179,7 @@ def test_tool_use_and_results_become_tool_calls_and_tool_messages_in_order() -> 
                 "role": "assistant",
                 "content": [
                     {"type": "text", "text": "Checking"},
-                    {
-                        "type": "tool_use",
-                        "id": "toolu_1",
-                        "name": "get_weather",
-                        "input": {"city": "Paris"},
-                    },
+                    tool_use("toolu_1", "get_weather", {"city": "Paris"}),
                 ],
             },
             {
@@ -449,12 +445,7 @@ def test_the_stream_runs_from_message_start_to_message_stop() -> None:
         "message_stop",
     ]
     assert [e.get("index") for e in events[1:9]] == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert events[5]["content_block"] == {
-        "type": "tool_use",
-        "id": "call_1",
-        "name": "get_weather",
-        "input": {},
-    }
+    assert events[5]["content_block"] == tool_use("call_1", "get_weather", {})
     assert "".join(e["delta"]["partial_json"] for e in events[6:8]) == '{"city":"Paris"}'
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
     assert events[-2]["usage"] == {

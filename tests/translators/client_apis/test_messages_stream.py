@@ -5,6 +5,7 @@ from __future__ import annotations
 from aigateway.translators.client_apis.chat import events as ev
 from aigateway.translators.client_apis.messages_stream import MessagesEventStream
 from aigateway.translators.contract import TokenUsage
+from tests.translators.anthropic_wire import tool_use
 from tests.translators.client_apis.sinks import names, write
 
 USAGE = TokenUsage(input_tokens=30, output_tokens=5, total_tokens=35, cached_input_tokens=10)
@@ -70,12 +71,7 @@ def test_thinking_text_and_a_tool_call_are_blocks_numbered_in_turn() -> None:
         (1, "text"),
         (2, "tool_use"),
     ]
-    assert starts[2]["content_block"] == {
-        "type": "tool_use",
-        "id": "toolu_1",
-        "name": "lookup",
-        "input": {},
-    }
+    assert starts[2]["content_block"] == tool_use("toolu_1", "lookup", {})
     deltas = [(d["index"], d["delta"]) for name, d in out if name == "content_block_delta"]
     assert deltas == [
         (0, {"type": "thinking_delta", "thinking": "Hmm."}),

@@ -31,6 +31,7 @@ from aigateway.translators.client_apis.responses_request import (
     read_responses_request,
 )
 from aigateway.translators.contract import StreamEnding, TokenUsage, TranslationError
+from tests.translators.anthropic_wire import tool_use
 
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 WEATHER = {
@@ -86,7 +87,7 @@ ANSWER_WITH_TOOL = (
     {
         "type": "content_block_start",
         "index": 1,
-        "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+        "content_block": tool_use("toolu_1", "get_weather", {}),
     },
     {
         "type": "content_block_delta",
@@ -348,12 +349,7 @@ def test_a_whole_answer_is_a_response_with_a_message_a_function_call_and_usage()
         "model": "claude-x",
         "content": [
             {"type": "text", "text": "Let me check."},
-            {
-                "type": "tool_use",
-                "id": "toolu_1",
-                "name": "get_weather",
-                "input": {"city": "Paris"},
-            },
+            tool_use("toolu_1", "get_weather", {"city": "Paris"}),
         ],
         "stop_reason": "tool_use",
         "usage": {"input_tokens": 10, "output_tokens": 7, "cache_read_input_tokens": 2},
