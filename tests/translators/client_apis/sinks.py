@@ -17,3 +17,15 @@ def write(sink: AnswerSink, *events: AnswerEvent) -> list[tuple[str | None, dict
 
 def names(written: list[tuple[str | None, dict[str, Any]]]) -> list[str | None]:
     return [name for name, _ in written]
+
+
+#: The Responses stream events of one message item written in two text deltas, in order.
+TEXT_ITEM_EVENTS = [
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+]

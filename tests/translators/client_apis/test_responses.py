@@ -32,6 +32,7 @@ from aigateway.translators.client_apis.responses_request import (
 )
 from aigateway.translators.contract import StreamEnding, TokenUsage, TranslationError
 from tests.translators.anthropic_wire import tool_use
+from tests.translators.client_apis.sinks import TEXT_ITEM_EVENTS
 
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 WEATHER = {
@@ -408,13 +409,7 @@ def test_the_stream_is_the_event_sequence_the_sdk_expects() -> None:
     assert [e["type"] for e in events] == [
         "response.created",
         "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
+        *TEXT_ITEM_EVENTS,
         "response.output_item.added",
         "response.function_call_arguments.delta",
         "response.function_call_arguments.delta",

@@ -8,7 +8,7 @@ from aigateway.translators.client_apis.responses_stream import (
     ResponsesEventStream,
 )
 from aigateway.translators.contract import TokenUsage
-from tests.translators.client_apis.sinks import names, write
+from tests.translators.client_apis.sinks import TEXT_ITEM_EVENTS, names, write
 
 USAGE = TokenUsage(input_tokens=30, output_tokens=5, total_tokens=35, reasoning_tokens=2)
 
@@ -26,13 +26,7 @@ def test_a_text_answer_is_one_message_item_and_a_completed_response() -> None:
     assert names(out) == [
         "response.created",
         "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
+        *TEXT_ITEM_EVENTS,
         "response.completed",
     ]
     # Every event numbered in turn, from 0.
