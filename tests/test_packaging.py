@@ -11,17 +11,16 @@ import sys
 import venv
 import zipfile
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from tests.e2e.stack import Proc, Stack, running, spawn, wait_until
+from tests.instrumentation.collector import Collector, collecting
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Every extra but otlp, and the install orders: otlp alone, first, last.
@@ -31,29 +30,24 @@ PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-buil
 ORDERS = {"otlp-alone": ["otlp"], "otlp-first": ["otlp", OTHERS], "otlp-last": [OTHERS, "otlp"]}
 
 
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.span_names: list[str] = []
-
-    def Export(self, request: Any, context: Any) -> Any:
-        self.span_names += [
-            span.name
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-        ]
-        return trace_service_pb2.ExportTraceServiceResponse()
+def span_names(collector: Collector) -> list[str]:
+    """The names of every span ``collector`` has been sent."""
+    return [
+        span.name
+        for request in collector.requests
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
 
 
 @pytest.fixture(scope="module")
 def collector() -> Iterator[tuple[Collector, int]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    servicer = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    server.stop(None)
+    with collecting(
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server,
+        trace_service_pb2.ExportTraceServiceResponse(),
+    ) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +125,11 @@ def test_serve_exports_spans_over_otlp_whatever_the_install_order(
     stack = InstalledStack(tmp_path / "stack", config_factory=one_backend, env=env, bin=bin_dir)
     (tmp_path / "stack").mkdir()
     with running(stack):
-        servicer.span_names.clear()
+        servicer.requests.clear()
         response = httpx.post(
             stack.base_url + "/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
             timeout=30,
         )
         assert response.status_code == 200, response.text
-        wait_until("a span at the collector", lambda: "chat gpt-4o-mini" in servicer.span_names)
+        wait_until("a span at the collector", lambda: "chat gpt-4o-mini" in span_names(servicer))
