@@ -4,6 +4,7 @@ and a backend with a one-second timeout."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,14 @@ def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     with running(stack) as s:
         yield s
+
+
+def stream_text(raw: bytes) -> str:
+    """The text of a whole chat completions stream (its content deltas, joined)."""
+    text = ""
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data: {"):
+            doc = json.loads(line[6:])
+            if doc.get("choices"):
+                text += doc["choices"][0]["delta"].get("content") or ""
+    return text

@@ -15,6 +15,7 @@ import httpx
 
 from tests.e2e.stack import Stack, wait_until
 from tests.e2e.test_metrics import delta, snapshot
+from tests.reliability.conftest import stream_text
 
 REQUESTS = 5000
 CONCURRENCY = 24
@@ -198,13 +199,7 @@ async def send(client: httpx.AsyncClient, s: Scenario) -> str | None:
 def _content(raw: bytes, stream: bool) -> str:
     if not stream:
         return str(json.loads(raw)["choices"][0]["message"]["content"])
-    text = ""
-    for line in raw.split(b"\n"):
-        if line.startswith(b"data: {"):
-            doc = json.loads(line[6:])
-            if doc.get("choices"):
-                text += doc["choices"][0]["delta"].get("content") or ""
-    return text
+    return stream_text(raw)
 
 
 def test_every_request_is_counted_exactly_once(rstack: Stack) -> None:

@@ -5,7 +5,6 @@ and, once restarted, requests succeed again within 2 s."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from tests.e2e.stack import Stack, running, wait_until
 from tests.e2e.test_lifecycle import NOT_SERVING, SERVING, HealthWatch
+from tests.reliability.conftest import stream_text
 
 STREAMS = 50
 TOKENS = 30
@@ -25,16 +25,6 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count 
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with running(Stack(tmp_path / "stack")) as s:
         yield s
-
-
-def stream_text(raw: bytes) -> str:
-    text = ""
-    for line in raw.split(b"\n"):
-        if line.startswith(b"data: {"):
-            doc = json.loads(line[6:])
-            if doc.get("choices"):
-                text += doc["choices"][0]["delta"].get("content") or ""
-    return text
 
 
 def test_sigterm_with_50_streams_in_flight(stack: Stack) -> None:
