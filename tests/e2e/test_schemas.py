@@ -13,6 +13,7 @@ from urllib.parse import unquote
 import openai
 import pytest
 
+from tests.chat_tools import weather_tool
 from tests.e2e.stack import (
     AWS_KEY_ID,
     BEDROCK_MODEL_ID,
@@ -37,18 +38,9 @@ MODELS = {
     "vertex-claude": "mock-vertex",
 }
 VERTEX_PATH = f"/v1/projects/{VERTEX_PROJECT}/locations/{VERTEX_REGION}/publishers"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city", "days"],
-        },
-    },
-}
+WEATHER_TOOL = weather_tool(
+    {"city": {"type": "string"}, "days": {"type": "integer"}}, ["city", "days"]
+)
 
 pytestmark = pytest.mark.parametrize("model", list(MODELS))
 

@@ -11,26 +11,19 @@ import openai
 import pytest
 
 from aigateway.mock_backend import MockBackendServer, reply_pieces, reply_text
+from tests.chat_tools import weather_tool
 
 from .helpers import parse_sse, raw_post, user_messages
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                "days": {"type": "integer"},
-                "detailed": {"type": "boolean"},
-            },
-            "required": ["location", "unit", "days"],
-        },
+WEATHER_TOOL = weather_tool(
+    {
+        "location": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer"},
+        "detailed": {"type": "boolean"},
     },
-}
+    ["location", "unit", "days"],
+)
 CLOCK_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
 WEATHER_ARGS = {"location": "mock", "unit": "celsius", "days": 1}
 

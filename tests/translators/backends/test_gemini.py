@@ -27,6 +27,7 @@ from aigateway.translators.backends.gemini import (
     vertex_model_path,
 )
 from aigateway.translators.contract import TokenUsage, TranslationError
+from tests.chat_tools import weather_tool
 from tests.translators.backends.shared import (
     PNG_B64,
     PNG_URL,
@@ -40,18 +41,7 @@ from tests.translators.backends.shared import (
 )
 
 MODEL_PATH = "/v1beta/models/gemini-2.5-flash"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
+WEATHER_TOOL = weather_tool({"city": {"type": "string"}}, ["city"])
 
 
 def req(**payload: Any) -> dict[str, Any]:
