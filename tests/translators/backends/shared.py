@@ -82,3 +82,8 @@ UPSTREAM_CONNECT_ERROR = (
 def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     """An assistant message's tool call in the chat completions request."""
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def image_part(url: str, **extra: Any) -> dict[str, Any]:
+    """A user message's ``image_url`` content part (``extra``: e.g. ``cache_control``)."""
+    return {"type": "image_url", "image_url": {"url": url}, **extra}

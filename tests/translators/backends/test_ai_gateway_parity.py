@@ -12,7 +12,7 @@ from aigateway.translators.backends.anthropic import messages_request
 from aigateway.translators.backends.gemini import GeminiChatTranslator
 from aigateway.translators.wire.jsoncodec import loads_or_none
 from tests.translators.anthropic_wire import tool_use
-from tests.translators.backends.shared import tool_call
+from tests.translators.backends.shared import image_part, tool_call
 
 PDF = "data:application/pdf;base64,JVBERi0xLjQK"
 SIGNED = {"type": "thinking", "thinking": "let me see", "signature": "sig"}
@@ -33,7 +33,7 @@ def user(*parts: dict[str, Any]) -> dict[str, Any]:
 
 
 def image(url: str) -> dict[str, Any]:
-    return {"type": "image_url", "image_url": {"url": url}}
+    return image_part(url)
 
 
 @pytest.mark.parametrize(

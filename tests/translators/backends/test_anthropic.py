@@ -32,6 +32,7 @@ from tests.translators.backends.shared import (
     UPSTREAM_CONNECT_ERROR,
     chunks_of,
     feed_split,
+    image_part,
     openai_error,
     requested,
     sse_data,
@@ -221,8 +222,8 @@ def test_images() -> None:
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": PNG_URL}},
-                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    image_part(PNG_URL),
+                    image_part("https://example.com/cat.jpg"),
                     {"type": "text", "text": "Compare"},
                 ],
             }
@@ -238,9 +239,7 @@ def test_images() -> None:
             messages=[
                 {
                     "role": "user",
-                    "content": [
-                        {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA=="}}
-                    ],
+                    "content": [image_part("data:image/tiff;base64,AA==")],
                 }
             ]
         )
@@ -693,11 +692,7 @@ def test_cache_control_marks_every_kind_of_block() -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Read", "cache_control": EPHEMERAL},
-                    {
-                        "type": "image_url",
-                        "image_url": {"url": PNG_URL},
-                        "cache_control": EPHEMERAL,
-                    },
+                    image_part(PNG_URL, cache_control=EPHEMERAL),
                     {
                         "type": "file",
                         "file": {"file_data": PDF_URL},
@@ -956,10 +951,7 @@ def test_files_and_pdf_image_urls_become_documents() -> None:
                         },
                     },
                     {"type": "file", "file": {"file_data": f"data:text/plain;base64,{text_b64}"}},
-                    {
-                        "type": "image_url",
-                        "image_url": {"url": PDF_URL},
-                    },
+                    image_part(PDF_URL),
                 ],
             }
         ]
@@ -1140,7 +1132,7 @@ def test_tool_strict_and_tool_results_of_many_parts() -> None:
                 "tool_call_id": "t1",
                 "content": [
                     {"type": "text", "text": "chart:", "cache_control": EPHEMERAL},
-                    {"type": "image_url", "image_url": {"url": PNG_URL}},
+                    image_part(PNG_URL),
                     {
                         "type": "file",
                         "file": {"file_data": PDF_URL},

@@ -39,6 +39,7 @@ from tests.translators.backends.shared import (
     PNG_URL,
     chunks_of,
     feed_split,
+    image_part,
     openai_error,
     requested,
     sse_data,
@@ -208,9 +209,9 @@ def test_image_data_urls_become_image_blocks(url: str, fmt: str) -> None:
 @pytest.mark.parametrize(
     ("part", "message"),
     [
-        ({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}, "data: URLs"),
-        ({"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AAAA"}}, "image/bmp"),
-        ({"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}}, "base64"),
+        (image_part("https://example.com/a.png"), "data: URLs"),
+        (image_part("data:image/bmp;base64,AAAA"), "image/bmp"),
+        (image_part("data:image/png,rawbytes"), "base64"),
         ({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}, "input_audio"),
     ],
 )
@@ -852,11 +853,7 @@ def test_cache_points_follow_the_marked_blocks() -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Read", "cache_control": EPHEMERAL},
-                    {
-                        "type": "image_url",
-                        "image_url": {"url": PNG_URL},
-                        "cache_control": HOUR,
-                    },
+                    image_part(PNG_URL, cache_control=HOUR),
                 ],
             },
             {
@@ -1088,10 +1085,7 @@ def test_files_become_documents_with_valid_unique_names() -> None:
                     file("application/pdf", "Q3 report (final)_v2.pdf"),
                     file("text/csv", "Q3 report (final)_v2.csv"),
                     file("text/markdown"),
-                    {
-                        "type": "image_url",
-                        "image_url": {"url": PDF_URL},
-                    },
+                    image_part(PDF_URL),
                     {"type": "text", "text": "Summarise"},
                 ],
             }
@@ -1197,7 +1191,7 @@ def test_tool_strict_and_tool_results_of_many_parts() -> None:
                 "tool_call_id": "t1",
                 "content": [
                     {"type": "text", "text": "chart:"},
-                    {"type": "image_url", "image_url": {"url": PNG_URL}},
+                    image_part(PNG_URL),
                     {
                         "type": "file",
                         "file": {

@@ -34,6 +34,7 @@ from tests.translators.backends.shared import (
     UPSTREAM_CONNECT_ERROR,
     chunks_of,
     feed_split,
+    image_part,
     openai_error,
     requested,
     sse_data,
@@ -169,7 +170,7 @@ def test_images() -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "What is this?"},
-                    {"type": "image_url", "image_url": {"url": PNG_URL}},
+                    image_part(PNG_URL),
                 ],
             }
         ]
