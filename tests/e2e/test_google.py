@@ -70,9 +70,9 @@ def test_embeddings_go_through_batch_embed_contents(stack: Stack, client: openai
     assert delta(before, after, "aigateway_model_tokens_total", key) == {}
 
 
-def test_vertex_ai_has_no_embeddings_endpoint(client: openai.OpenAI) -> None:
+def test_claude_on_vertex_ai_has_no_embeddings_endpoint(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.embeddings.create(model="vertex-gemini", input="x")
+        client.embeddings.create(model="vertex-claude", input="x")
     assert isinstance(err.value.body, dict) and err.value.body["code"] == "unsupported_endpoint"
 
 
