@@ -16,7 +16,7 @@ import trustme
 from aigateway.mock_backend.vectors import embedding_vector
 from tests.e2e.stack import GEMINI_KEY, Stack, running, wait_until
 from tests.e2e.test_chat_openai import MESSAGES, PROMPT_WORDS
-from tests.e2e.test_metrics import delta, snapshot
+from tests.e2e.test_metrics import after_requests, delta, snapshot
 
 
 def grants(stack: Stack) -> list[dict[str, Any]]:
@@ -29,20 +29,6 @@ def bearer_tokens(stack: Stack, publisher: str) -> list[str]:
         for r in stack.mock_requests()
         if f"/publishers/{publisher}/" in r["path"]
     ]
-
-
-def recorded(
-    stack: Stack, before: dict[Any, float], key: tuple[str, str], count: int
-) -> dict[Any, float]:
-    after: dict[Any, float] = {}
-
-    def done() -> bool:
-        nonlocal after
-        after = snapshot(stack.metrics_text())
-        return sum(delta(before, after, "aigateway_requests_total", key).values()) >= count
-
-    wait_until(f"{count} request(s) of {key} to be recorded", done)
-    return after
 
 
 # --- Gemini API ----------------------------------------------------------------------
@@ -65,7 +51,7 @@ def test_embeddings_go_through_batch_embed_contents(stack: Stack, client: openai
     assert vectors[2] == floats.data[0].embedding == expected[1]
     # Gemini reports no token counts for embeddings: 0 for the client, none counted.
     assert (result.usage.prompt_tokens, result.usage.total_tokens) == (0, 0)
-    after = recorded(stack, before, key, 2)
+    after = after_requests(stack, before, key, 2)
     assert delta(before, after, "aigateway_requests_total", key) == {(*key, "success"): 2}
     assert delta(before, after, "aigateway_model_tokens_total", key) == {}
 
@@ -110,7 +96,7 @@ def test_thoughts_and_cache_reads_are_reported_and_counted(
     assert usage.completion_tokens_details.reasoning_tokens == 5
     assert usage.prompt_tokens_details is not None
     assert usage.prompt_tokens_details.cached_tokens == 2
-    after = recorded(stack, before, key, 1)
+    after = after_requests(stack, before, key, 1)
     assert delta(before, after, "aigateway_requests_total", key) == {(*key, "success"): 1}
     assert delta(before, after, "aigateway_model_tokens_total", key) == {
         (*key, "prompt"): PROMPT_WORDS,
@@ -135,7 +121,7 @@ def test_a_stream_cut_before_its_last_chunk_is_an_error(
         ):
             pass
     assert "before it was complete" in err.value.message
-    after = recorded(stack, before, key, 1)
+    after = after_requests(stack, before, key, 1)
     assert delta(before, after, "aigateway_requests_total", key) == {(*key, "error"): 1}
     # What the upstream had reported is counted: the prompt (no completion yet).
     tokens = delta(before, after, "aigateway_model_tokens_total", key)
