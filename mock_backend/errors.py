@@ -10,11 +10,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
-
-from aigateway.translators.wire.errors import anthropic_error_body
-from aigateway.translators.wire.jsoncodec import dumps
 
 __all__ = [
     "ANTHROPIC_ERRORS",
@@ -25,6 +23,7 @@ __all__ = [
     "ErrorDialect",
     "MockError",
     "RenderedError",
+    "anthropic_error_type",
     "bedrock_exception_name",
     "google_status_name",
     "openai_error_type",
@@ -107,7 +106,7 @@ class _OpenAIErrors:
                 "code": error.code or _OPENAI_CODES.get(error.status),
             }
         }
-        return RenderedError(error.status, dumps(body), {"Content-Type": _JSON})
+        return RenderedError(error.status, _dumps(body), {"Content-Type": _JSON})
 
 
 _BEDROCK_EXCEPTIONS = {
@@ -137,14 +136,43 @@ class _BedrockErrors:
             "Content-Type": _JSON,
             "x-amzn-ErrorType": f"{name}:{_BEDROCK_FAULT_NAMESPACE}",
         }
-        return RenderedError(error.status, dumps({"message": error.message}), headers)
+        return RenderedError(error.status, _dumps({"message": error.message}), headers)
 
 
-# The shape and the status table are the wire formats' own (translators/wire/errors.py).
+# The providers' tables, written out here again on purpose: the mock is the upstream the
+# gateway's own tables (translators/wire/errors.py) are tested against, so it shares none.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's ``error.type`` for an HTTP status."""
+    kind = _ANTHROPIC_TYPES.get(status)
+    if kind is not None:
+        return kind
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
 class _AnthropicErrors:
     def render(self, error: MockError) -> RenderedError:
-        body = anthropic_error_body(error.message, status=error.status, type=error.error_type)
-        return RenderedError(error.status, body, {"Content-Type": _JSON})
+        body = {
+            "type": "error",
+            "error": {
+                "type": error.error_type or anthropic_error_type(error.status),
+                "message": error.message,
+            },
+        }
+        return RenderedError(error.status, _dumps(body), {"Content-Type": _JSON})
 
 
 _GOOGLE_STATUS_NAMES = {
@@ -179,14 +207,18 @@ def _google_error(error: MockError) -> dict[str, object]:
 
 class _GoogleErrors:
     def render(self, error: MockError) -> RenderedError:
-        body = dumps(_google_error(error))
+        body = _dumps(_google_error(error))
         return RenderedError(error.status, body, {"Content-Type": _JSON})
 
 
 class _VertexStreamErrors:
     def render(self, error: MockError) -> RenderedError:
-        body = dumps([_google_error(error)])
+        body = _dumps([_google_error(error)])
         return RenderedError(error.status, body, {"Content-Type": _JSON})
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 OPENAI_ERRORS: ErrorDialect = _OpenAIErrors()
