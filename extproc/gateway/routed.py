@@ -57,7 +57,7 @@ from aigateway.translators.contract import (
 )
 from aigateway.translators.matrix import ClientApi, UnsupportedEndpoint
 from aigateway.translators.wire.encoding import ContentDecoder, ContentDecodingError
-from aigateway.translators.wire.jsoncodec import loads_strict
+from aigateway.translators.wire.jsoncodec import loads_or_none, loads_strict
 from aigateway.translators.wire.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
@@ -332,7 +332,7 @@ class RoutedProcessor(Processor):
         undo_text = headers.get(UNDO_HEADER)
         undo: dict[str, str | None] = {}
         if undo_text:
-            loaded = json.loads(undo_text)
+            loaded = loads_or_none(undo_text)  # ours, but never trusted to be JSON
             if isinstance(loaded, dict):
                 undo = {
                     str(k): v if isinstance(v, str) else None
@@ -575,6 +575,7 @@ class RoutedProcessor(Processor):
         for name in (*mine, *removed):
             if not name.startswith(":") and name not in _ATTEMPT_OWN:
                 undo[name] = headers.get(name) if headers is not None else None
+        # ASCII escapes (not jsoncodec.dumps, which keeps UTF-8): this is a header value.
         final_set.append((UNDO_HEADER, json.dumps(undo, separators=(",", ":"))))
         removed.discard(UNDO_HEADER)
         return Result(

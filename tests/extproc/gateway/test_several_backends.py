@@ -13,13 +13,22 @@ from typing import Any
 import pytest
 
 from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.framework.processor import CONTINUE, Headers
 from aigateway.extproc.gateway.attempts import (
+    UNDO_HEADER,
     RestingBackends,
     attempt_result,
     leave_out,
     rest_seconds,
 )
-from aigateway.extproc.gateway.config import ConfigError, load_config, parse_config
+from aigateway.extproc.gateway.backends import RoutingTable
+from aigateway.extproc.gateway.chat import ChatCompletionProcessor
+from aigateway.extproc.gateway.config import (
+    ConfigError,
+    ResolvedSecrets,
+    load_config,
+    parse_config,
+)
 from aigateway.extproc.ops.cli.check_config import routing_lines
 from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, build_bootstrap
 
@@ -298,3 +307,15 @@ def test_check_config_explains_the_routing(tmp_path: Path) -> None:
     assert routing_lines(config, config.models[1]) == [
         "one -> local (openai, http://127.0.0.1:8000)"
     ]
+
+
+@pytest.mark.parametrize("undo", ["not json", "[1, 2]", '{"x-a": 1}'])
+async def test_an_attempt_reads_a_malformed_undo_header_as_nothing_to_undo(
+    tmp_path: Path, undo: str
+) -> None:
+    # The header is the gateway's own, but a mangled value must never crash an attempt.
+    config = load_config(write(tmp_path, CONFIG))
+    table = RoutingTable(config, ResolvedSecrets(config, tmp_path))
+    attempt = ChatCompletionProcessor(table, attempt=True)
+    headers = Headers([(":method", "POST"), (":path", "/v1/chat/completions"), (UNDO_HEADER, undo)])
+    assert await attempt.on_request_headers(headers) is CONTINUE
