@@ -130,14 +130,15 @@ def _mutate_headers(
     set_headers: tuple[tuple[str, str], ...],
     remove_headers: tuple[str, ...],
 ) -> None:
-    mutation.set_headers.extend(
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=name, raw_value=value.encode("latin-1")),
-            append_action=_OVERWRITE,
-        )
-        for name, value in set_headers
-    )
-    mutation.remove_headers.extend(remove_headers)
+    # Filled in place: an option built on its own and copied in costs 4x as much
+    # (benchmarks/NOTES.md).
+    add = mutation.set_headers.add
+    for name, value in set_headers:
+        header = add(append_action=_OVERWRITE).header
+        header.key = name
+        header.raw_value = value.encode("latin-1")
+    if remove_headers:
+        mutation.remove_headers.extend(remove_headers)
 
 
 def _set_metadata(out: struct_pb2.Struct, metadata: Mapping[str, Mapping[str, Any]]) -> None:
