@@ -35,9 +35,11 @@ class Headers:
         self.pairs = pairs
         #: True when no body follows these headers.
         self.end_of_stream = end_of_stream
-        first: dict[str, str] = {}
-        for name, value in pairs:
-            first.setdefault(name, value)
+        first = dict(pairs)
+        if len(first) != len(pairs):  # a repeated name: its first value, not its last
+            first = {}
+            for name, value in pairs:
+                first.setdefault(name, value)
         self._first = first
 
     def get(self, name: str, default: str | None = None) -> str | None:

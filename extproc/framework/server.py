@@ -118,10 +118,10 @@ _RESPONSE_BODY = _Phase(
 
 
 def _headers(msg: pb.HttpHeaders) -> Headers:
-    pairs = [
-        (h.key, h.raw_value.decode("latin-1") if h.raw_value else h.value)
-        for h in msg.headers.headers
-    ]
+    pairs = []
+    for h in msg.headers.headers:
+        raw = h.raw_value  # each read of a upb field builds a new bytes object
+        pairs.append((h.key, raw.decode("latin-1") if raw else h.value))
     return Headers(pairs, end_of_stream=msg.end_of_stream)
 
 
@@ -150,7 +150,14 @@ def _set_metadata(out: struct_pb2.Struct, metadata: Mapping[str, Mapping[str, An
         struct.SetInParent()  # an empty namespace is still published
         values = struct.fields
         for key, value in fields.items():
-            _set_value(values[key], value)
+            # Strings and numbers (nearly every fact) by exact type, without a call.
+            kind = type(value)
+            if kind is str:
+                values[key].string_value = value
+            elif kind is int or kind is float:
+                values[key].number_value = value
+            else:
+                _set_value(values[key], value)
 
 
 def _set_value(out: struct_pb2.Value, value: Any) -> None:
