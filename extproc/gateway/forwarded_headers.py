@@ -9,7 +9,7 @@ header is removed from the upstream request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aigateway.extproc.framework.processor import Headers
 from aigateway.translators.matrix import BackendOptions, vertex_claude
@@ -62,6 +62,10 @@ NEVER_FORWARDED = frozenset(
 ENVOY_OWNED = frozenset({"transfer-encoding", "x-forwarded-proto", "x-request-id"})
 
 
+#: How many header names one allowlist remembers its verdict for.
+_NAMES_REMEMBERED = 1024
+
+
 @dataclass(slots=True, frozen=True)
 class ForwardedHeaders:
     """The client headers one route's backend receives: exact ``names``, and names
@@ -70,6 +74,10 @@ class ForwardedHeaders:
 
     names: frozenset[str]
     prefixes: tuple[str, ...] = ()
+    #: Each header name seen: whether it is never removed (allowed, or Envoy's); the
+    #: config decides it, so it is worked out once per name (bounded: names are the
+    #: client's).
+    _verdicts: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def allows(self, name: str) -> bool:
         """Whether the backend may receive the client's header ``name`` (lower-case)."""
@@ -85,17 +93,20 @@ class ForwardedHeaders:
     def removals(self, headers: Headers, kept: frozenset[str]) -> tuple[str, ...]:
         """The names in ``headers`` to remove upstream: every one not allowed, except
         ``kept`` (the headers the gateway sets) and Envoy's own (:data:`ENVOY_OWNED`)."""
+        verdicts = self._verdicts
         remove: list[str] = []
         for name, _ in headers.pairs:
-            if (
-                name in self.names
-                or name in kept
-                or name[:1] == ":"
-                or name in ENVOY_OWNED
-                or name.startswith("x-envoy-")
-                or name in remove
-                or self.allows(name)
-            ):
+            never = verdicts.get(name)
+            if never is None:
+                never = (
+                    name[:1] == ":"
+                    or name in ENVOY_OWNED
+                    or name.startswith("x-envoy-")
+                    or self.allows(name)
+                )
+                if len(verdicts) < _NAMES_REMEMBERED:
+                    verdicts[name] = never
+            if never or name in kept or name in remove:
                 continue
             remove.append(name)
         return tuple(remove)

@@ -471,17 +471,20 @@ class RoutedProcessor(Processor):
                 type="server_error" if exc.status >= 500 else None,
                 code="backend_auth_failed",
             ) from None
-        set_names = frozenset(name for name, _ in set_headers)
         client_headers = self._request_headers
-        remove = list(route.forwarded.removals(client_headers, set_names) if client_headers else ())
+        remove = (
+            route.forwarded.removals(client_headers, frozenset([n for n, _ in set_headers]))
+            if client_headers is not None
+            else ()
+        )
         if self._attempt:
             # The gateway's own headers on an attempt are Envoy's and the listener's
             # (the client's went before the listener's filters ran).
-            remove = [h for h in remove if not h.startswith(GATEWAY_HEADER_PREFIX)]
-            return self._attempt_result(set_headers, remove, upstream.body)
+            to_remove = [h for h in remove if not h.startswith(GATEWAY_HEADER_PREFIX)]
+            return self._attempt_result(set_headers, to_remove, upstream.body)
         return Result(
             set_headers=tuple(set_headers),
-            remove_headers=tuple(remove),
+            remove_headers=remove,
             body=upstream.body,
             clear_route_cache=True,
             dynamic_metadata=self._metadata(),

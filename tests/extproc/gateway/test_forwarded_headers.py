@@ -78,6 +78,24 @@ def test_a_prefix_never_forwards_credentials_or_the_gateway_s_headers() -> None:
     assert {"x-api-key", "x-ai-gateway-original-path", "cookie"} <= set(removed)
 
 
+def test_what_is_learnt_per_name_holds_for_every_request() -> None:
+    """The allowlist remembers each name's verdict (benchmarks/NOTES.md): what the gateway
+    sets on one request is not remembered, and thousands of names change nothing."""
+    allowlist = forwarded_headers(options("anthropic"), ("x-team",))
+    assert "x-api-key" not in allowlist.removals(CLIENT, frozenset({"x-api-key"}))
+    assert "x-api-key" in allowlist.removals(CLIENT, frozenset())
+    many = Headers([(f"x-client-{i}", "v") for i in range(3000)] + list(CLIENT))
+    removed = allowlist.removals(many, frozenset())
+    assert set(removed) == {
+        *(f"x-client-{i}" for i in range(3000)),
+        "x-api-key",
+        "x-ai-gateway-original-path",
+        "cookie",
+        "x-goog-user-project",
+    }
+    assert allowlist.removals(CLIENT, frozenset()) == allowlist.removals(CLIENT, frozenset())
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
