@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,23 @@ CLIENT_HEADERS = [
     ("x-stainless-retry-count", "0"),
 ]
 WARMUP = 20
+#: Where the servicer's parts live: today, and in bac2f13's layout.
+_LAYOUTS = (
+    (
+        "aigateway.extproc.gateway.app",
+        "aigateway.extproc.gateway.backends",
+        "aigateway.extproc.gateway.config",
+        "aigateway.extproc.framework.server",
+        "tests.extproc.framework.fake_envoy",
+    ),
+    (
+        "extproc.app",
+        "extproc.backends",
+        "extproc.config",
+        "extproc.server",
+        "tests.extproc.fake_envoy",
+    ),
+)
 
 
 def workload(variant: str) -> tuple[Callable[[list[Any], int], None], list[Any], list[Any]]:
@@ -65,21 +83,22 @@ def workload(variant: str) -> tuple[Callable[[list[Any], int], None], list[Any],
     import grpc
 
     sys.path.insert(0, os.getcwd())
-    try:
-        from aigateway.extproc.framework.server import ExternalProcessorServicer
-        from aigateway.extproc.gateway.app import build_router, build_telemetry
-        from aigateway.extproc.gateway.backends import RoutingTable
-        from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
-        from tests.extproc.framework import fake_envoy
-    except ImportError:  # bac2f13's layout
-        from extproc.app import (  # type: ignore[no-redef]
-            build_router,
-            build_telemetry,
-        )
-        from extproc.backends import RoutingTable  # type: ignore[no-redef]
-        from extproc.config import ResolvedSecrets, parse_config  # type: ignore[no-redef]
-        from extproc.server import ExternalProcessorServicer  # type: ignore[no-redef]
-        from tests.extproc import fake_envoy  # type: ignore[no-redef]
+    for layout in _LAYOUTS:
+        try:
+            app, backends, config_module, server, fake_envoy = (
+                importlib.import_module(name) for name in layout
+            )
+            break
+        except ImportError:
+            continue
+    else:
+        raise SystemExit(f"no known layout in {os.getcwd()}")
+    build_router, build_telemetry = app.build_router, app.build_telemetry
+    RoutingTable, ExternalProcessorServicer = (
+        backends.RoutingTable,
+        server.ExternalProcessorServicer,
+    )
+    ResolvedSecrets, parse_config = config_module.ResolvedSecrets, config_module.parse_config
     from benchmarks.micro.streams import CHAT_COMPLETION, chat_request, openai_stream_events
 
     config = parse_config(CONFIG)
@@ -116,7 +135,7 @@ def workload(variant: str) -> tuple[Callable[[list[Any], int], None], list[Any],
     def run(messages: list[Any], n: int) -> None:
         for _ in range(n):
             context = fake_envoy.FakeContext()
-            for message in (*messages, grpc.aio.EOF):
+            for message in (*messages, grpc.aio.EOF):  # type: ignore[attr-defined]
                 context.inbox.put_nowait(message)
             loop.run_until_complete(service.Process(None, context))
             while not context.outbox.empty():
