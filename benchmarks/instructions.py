@@ -109,6 +109,10 @@ def workload(variant: str) -> tuple[Callable[[list[Any], int], None], list[Any],
     else:
         router = build_router(table, wrap=wrap)
     service = ExternalProcessorServicer(router)
+    if variant == "null":  # the floor: this tree's do-nothing servicer, same harness
+        from benchmarks.bare_serve import NullServicer
+
+        service = NullServicer()
     request = [
         fake_envoy.request_headers(extra=CLIENT_HEADERS),
         fake_envoy.request_body(chat_request()),
@@ -188,7 +192,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkout", type=Path, default=ROOT)
     parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--variant", choices=("instrumented", "bare"), default="instrumented")
+    parser.add_argument(
+        "--variant", choices=("instrumented", "bare", "null"), default="instrumented"
+    )
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--streams", type=int, default=40)
     args = parser.parse_args()
