@@ -205,29 +205,13 @@ def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
     """Every request Envoy answered itself that no processor recorded, to the counter
     (docs/architecture.md, "Requests no processor recorded"): no fact of a recorded
     request, and the ext_proc filter failed it for a processor unreachable or gone."""
-    details = " || ".join(
+    failed = " || ".join(
         f"response.code_details.startsWith('{d}')" for d in (UNAVAILABLE_DETAILS, LOST_DETAILS)
     )
-    not_recorded = {
-        "metadata_filter": {
-            "matcher": {
-                "filter": METADATA_NAMESPACE,
-                "path": [{"key": RECORDED_FACT}],
-                "value": {"present_match": True},
-                "invert": True,
-            },
-            "match_if_key_not_found": True,
-        }
-    }
-    failed = {
-        "extension_filter": {
-            "name": "envoy.access_loggers.extension_filters.cel",
-            "typed_config": {
-                "@type": _type("extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
-                "expression": details,
-            },
-        }
-    }
+    facts = f"metadata.filter_metadata.{METADATA_NAMESPACE}"
+    recorded = f"has({facts}) && has({facts}.{RECORDED_FACT})"
+    # The details first: they alone turn away nearly every request.
+    expression = f"({failed}) && !({recorded})"
     common: dict[str, Any] = {
         "log_name": UNRECORDED_LOG_NAME,
         "transport_api_version": "V3",
@@ -243,8 +227,15 @@ def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
         typed["additional_request_headers_to_log"] = headers
     return {
         "name": "envoy.access_loggers.http_grpc",
-        # The metadata filter first: it alone turns away nearly every request.
-        "filter": {"and_filter": {"filters": [not_recorded, failed]}},
+        "filter": {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": _type("extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
+                    "expression": expression,
+                },
+            }
+        },
         "typed_config": typed,
     }
 

@@ -24,7 +24,9 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count 
 PATH = "/v1/chat/completions"
 HOLD = {"x-mock-ttft-ms": "600000"}  # held before the response starts
 HOLD_STREAM = {"x-mock-output-tokens": "4", "x-mock-itl-ms": "600000"}  # after its first chunk
-HELD, HELD_STREAMS, LEFT, WHILE_DOWN, AFTER = 4, 4, 3, 8, 10
+#: Its terminal event passed (recorded), the end of its body held at the upstream.
+HOLD_END = {"x-mock-output-tokens": "4", "x-mock-hold-end": "kill-test"}
+HELD, HELD_STREAMS, DONE_STREAMS, LEFT, WHILE_DOWN, AFTER = 4, 4, 3, 3, 8, 10
 
 Series = tuple[str, str, str]  # backend, model, status
 
@@ -94,7 +96,25 @@ def test_a_worker_killed_under_load_every_request_is_counted_exactly_once(
                 async with client.stream("POST", PATH, json=body, headers=HOLD_STREAM) as r:
                     async for _chunk in r.aiter_bytes():
                         break
-            recorded = 1 + LEFT
+            # Recorded at their terminal event, held open until the worker dies: the
+            # parent must not count them again.
+            done = 0
+            all_done = asyncio.Event()
+
+            async def done_stream() -> None:
+                nonlocal done
+                body = {**CHAT, "stream": True}
+                with pytest.raises(httpx.RemoteProtocolError):  # reset when the worker dies
+                    async with client.stream("POST", PATH, json=body, headers=HOLD_END) as r:
+                        async for line in r.aiter_lines():
+                            if line == "data: [DONE]":
+                                done += 1
+                                if done == DONE_STREAMS:
+                                    all_done.set()
+
+            done_tasks = [asyncio.ensure_future(done_stream()) for _ in range(DONE_STREAMS)]
+            await asyncio.wait_for(all_done.wait(), 30)
+            recorded = 1 + LEFT + DONE_STREAMS
             await asyncio.to_thread(
                 wait_until,
                 "the worker to record what it answered",
@@ -134,7 +154,7 @@ def test_a_worker_killed_under_load_every_request_is_counted_exactly_once(
             assert stack.requests(0) == before
 
             os.kill(worker, signal.SIGKILL)
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks, *done_tasks)
             # While it is down Envoy answers itself; once restarted, the worker does.
             for _ in range(WHILE_DOWN):
                 statuses.append((await client.post(PATH, json=CHAT)).status_code)
