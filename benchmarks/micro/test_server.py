@@ -267,7 +267,9 @@ def test_servicer_several_backends_listener(
     (instrumented): what a one-backend request costs, plus the answer's translator made
     at the response headers; each attempt adds ``test_servicer_attempt``."""
     service = ExternalProcessorServicer(
-        build_router(SEVERAL_TABLE, instrument=build_telemetry(SEVERAL_TABLE.config).instrumentation.wrap)
+        build_router(
+            SEVERAL_TABLE, instrument=build_telemetry(SEVERAL_TABLE.config).instrumentation.wrap
+        )
     )
 
     def one_request() -> None:

@@ -34,7 +34,9 @@ UNRECORDED_LOG_NAME = "aigateway-unrecorded"
 UNAVAILABLE_DETAILS = "ext_proc_error_gRPC_error_14{"
 #: ...and when the connection of a processor that had answered ended under the stream
 #: (gRPC INTERNAL with the connection's termination: the process is gone).
-LOST_DETAILS = "ext_proc_error_gRPC_error_13{upstream_reset_after_response_started{connection_termination}"
+LOST_DETAILS = (
+    "ext_proc_error_gRPC_error_13{upstream_reset_after_response_started{connection_termination}"
+)
 
 
 def unrecorded_cause(details: str) -> UnrecordedCause | None:

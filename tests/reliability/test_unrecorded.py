@@ -173,9 +173,11 @@ def test_a_worker_killed_under_load_every_request_is_counted_exactly_once(
             await asyncio.to_thread(
                 wait_until,
                 "the parent to count every entry Envoy logged",
-                lambda: stack.requests(1).total()
-                == stack.envoy_stat("access_logs.grpc_access_log.logs_written")
-                == held_total + answered_by_envoy,
+                lambda: (
+                    stack.requests(1).total()
+                    == stack.envoy_stat("access_logs.grpc_access_log.logs_written")
+                    == held_total + answered_by_envoy
+                ),
             )
             assert stack.envoy_stat("access_logs.grpc_access_log.logs_dropped") == 0
             parent = stack.requests(1)
