@@ -506,6 +506,8 @@ class Bench:
             hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             filters = hcm["typed_config"]["http_filters"]
             filters[:] = [f for f in filters if f["name"] != "envoy.filters.http.ext_proc"]
+            # wrk sets the backend header itself: Envoy must not remove it as a client's.
+            hcm["typed_config"].pop("early_header_mutation_extensions", None)
         envoy = _envoy(f"gateway-{variant}", bootstrap, self.workdir)
         try:
             if processor is not None:
