@@ -46,8 +46,9 @@ class WorkersStack(Stack):
 
     def allocate_ports(self) -> None:
         super().allocate_ports()
-        self.extproc_port = free_ports(WORKERS)
-        self.metrics_port = free_ports(WORKERS)
+        # The workers' ports, then their parent's (it counts what no worker recorded).
+        self.extproc_port = free_ports(WORKERS + 1)
+        self.metrics_port = free_ports(WORKERS + 1)
 
     def worker_metrics(self, index: int) -> str:
         status, body = http_get(f"http://127.0.0.1:{self.metrics_port + index}/metrics")
