@@ -58,12 +58,6 @@ class SupervisedStack(Stack):
                     out[key] += int(sample.value)
         return out
 
-    def envoy_stat(self, name: str) -> int:
-        status, body = http_get(f"http://127.0.0.1:{self.admin_port}/stats?filter=^{name}$")
-        assert status == 200
-        values = [int(line.partition(": ")[2]) for line in body.decode().splitlines() if line]
-        return sum(values)
-
 
 def _serves(stack: SupervisedStack, index: int) -> bool:
     try:

@@ -134,6 +134,11 @@ def test_a_killed_worker_is_restarted_and_the_group_keeps_serving(stack: Workers
     wait_until("worker 1 restarted and serving its metrics", restarted)
     assert serve.popen.poll() is None
     assert workers[0] in children(serve.popen.pid)  # the survivor was left alone
+    # Every request was answered by a worker (a refused stream is retried on the other):
+    # none went to the parent, which counts only what no worker recorded.
+    assert stack.envoy_stat("access_logs.grpc_access_log.logs_written") == 0
+    wait_until("the parent's metrics", lambda: _serves(stack, WORKERS))
+    assert "aigateway_requests_total{" not in stack.worker_metrics(WORKERS)
     assert stack.procs["serve"].stop(signal.SIGTERM) == 0
 
 
