@@ -29,23 +29,33 @@ from aigateway.instrumentation.facts import (
 
 #: The ``log_name`` of Envoy's log of requests no processor recorded.
 UNRECORDED_LOG_NAME = "aigateway-unrecorded"
-#: Envoy's response code details when its ext_proc filter could not reach a processor
-#: (gRPC UNAVAILABLE: refused, no healthy processor, reset before it answered).
-UNAVAILABLE_DETAILS = "ext_proc_error_gRPC_error_14{"
+#: Envoy's response code details when its ext_proc filter could not reach a processor:
+#: gRPC UNAVAILABLE from Envoy's own connection handling (refused, reset before the
+#: processor answered, no healthy processor). A live processor's own UNAVAILABLE (its
+#: server cancelling calls when a drain times out) names the server's message instead,
+#: and that processor records those streams itself.
+UNAVAILABLE_DETAILS = (
+    "ext_proc_error_gRPC_error_14{upstream_",
+    "ext_proc_error_gRPC_error_14{no_healthy_upstream",
+)
 #: ...and when the connection of a processor that had answered ended under the stream
 #: (gRPC INTERNAL with the connection's termination: the process is gone).
 LOST_DETAILS = (
     "ext_proc_error_gRPC_error_13{upstream_reset_after_response_started{connection_termination}"
+)
+#: Every details prefix of a request no processor recorded, with why.
+UNRECORDED_DETAILS: tuple[tuple[str, UnrecordedCause], ...] = (
+    *((d, "processor_unavailable") for d in UNAVAILABLE_DETAILS),
+    (LOST_DETAILS, "processor_lost"),
 )
 
 
 def unrecorded_cause(details: str) -> UnrecordedCause | None:
     """Why no processor recorded a request Envoy ended with ``details``; ``None`` when
     one did (or will: it is alive and ends its stream with a record)."""
-    if details.startswith(UNAVAILABLE_DETAILS):
-        return "processor_unavailable"
-    if details.startswith(LOST_DETAILS):
-        return "processor_lost"
+    for prefix, cause in UNRECORDED_DETAILS:
+        if details.startswith(prefix):
+            return cause
     return None
 
 

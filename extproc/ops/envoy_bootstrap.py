@@ -26,11 +26,7 @@ from aigateway.extproc.gateway.attempts import (
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
 from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
-from aigateway.extproc.gateway.unrecorded import (
-    LOST_DETAILS,
-    UNAVAILABLE_DETAILS,
-    UNRECORDED_LOG_NAME,
-)
+from aigateway.extproc.gateway.unrecorded import UNRECORDED_DETAILS, UNRECORDED_LOG_NAME
 from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE, RECORDED_FACT
 
 EXTPROC_CLUSTER = "aigateway-extproc"
@@ -206,7 +202,7 @@ def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
     (docs/architecture.md, "Requests no processor recorded"): no fact of a recorded
     request, and the ext_proc filter failed it for a processor unreachable or gone."""
     failed = " || ".join(
-        f"response.code_details.startsWith('{d}')" for d in (UNAVAILABLE_DETAILS, LOST_DETAILS)
+        f"response.code_details.startsWith('{d}')" for d, _cause in UNRECORDED_DETAILS
     )
     facts = f"metadata.filter_metadata.{METADATA_NAMESPACE}"
     recorded = f"has({facts}) && has({facts}.{RECORDED_FACT})"

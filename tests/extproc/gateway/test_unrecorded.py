@@ -23,7 +23,10 @@ from aigateway.extproc.gateway.unrecorded import (
 from aigateway.extproc.ops.envoy_bootstrap import UNRECORDED_CLUSTER, EnvoyOptions, build_bootstrap
 from aigateway.instrumentation.facts import UnrecordedRequest
 
-REFUSED = UNAVAILABLE_DETAILS + "upstream_connect_error_or_disconnect/reset_before_headers}"
+REFUSED = (
+    "ext_proc_error_gRPC_error_14{upstream_connect_error_or_disconnect/reset_before_headers."
+    "_retried_and_the_latest_reset_reason:_remote_connection_failure{...}}"
+)
 KILLED = LOST_DETAILS + "}}"
 
 
@@ -40,8 +43,9 @@ def entry(
     return log
 
 
-def test_a_request_that_never_reached_a_processor_is_unknown() -> None:
-    assert UnrecordedLog.request(entry(REFUSED)) == UnrecordedRequest(
+@pytest.mark.parametrize("details", [REFUSED, "ext_proc_error_gRPC_error_14{no_healthy_upstream}"])
+def test_a_request_that_never_reached_a_processor_is_unknown(details: str) -> None:
+    assert UnrecordedLog.request(entry(details)) == UnrecordedRequest(
         facts={}, headers=(), duration=1.5, cause="processor_unavailable"
     )
 
@@ -65,6 +69,8 @@ def test_a_request_whose_processor_died_keeps_what_it_had_published() -> None:
         # The processor is alive: it records the request when its stream ends.
         "ext_proc_error_per-message_timeout_exceeded",
         "ext_proc_error_gRPC_error_13{upstream_reset_after_response_started{remote_reset}}",
+        # Its server cancelling the calls a drain did not finish.
+        "ext_proc_error_gRPC_error_14{Cancelling_all_calls{via_upstream}}",
         "ext_proc_error_gRPC_error_2{Unexpected_error}",
         "aigateway_model_not_found",
     ],
@@ -141,7 +147,7 @@ def test_the_log_goes_to_the_counters_with_the_header_labels(tmp_path: Path) -> 
     )
     assert config["additional_request_headers_to_log"] == ["x-tenant-id"]
     expression = grpc_log["filter"]["extension_filter"]["typed_config"]["expression"]
-    assert UNAVAILABLE_DETAILS in expression and LOST_DETAILS in expression
+    assert all(details in expression for details in (*UNAVAILABLE_DETAILS, LOST_DETAILS))
     assert "total_latency_ms" in expression
     cluster = next(
         c for c in doc["static_resources"]["clusters"] if c["name"] == UNRECORDED_CLUSTER
