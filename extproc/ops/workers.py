@@ -11,10 +11,17 @@ exact; there is no cross-process aggregation. Scrape every worker::
     scrape_configs:
       - job_name: aigateway
         static_configs:
-          - targets: ["gateway-host:9190", "gateway-host:9191"]   # --metrics-addr :9190, N=2
+          - targets: ["gateway-host:9190", "gateway-host:9191", "gateway-host:9192"]  # N=2
 
-and sum across them (``sum by (model) (rate(aigateway_requests_total[5m]))`` already does,
-the ``instance`` label tells workers apart).
+(the workers and the parent, below) and sum across them (``sum by (model)
+(rate(aigateway_requests_total[5m]))`` already does, the ``instance`` label tells them
+apart).
+
+The parent also counts the requests Envoy answers without a worker (none reachable, or
+the one holding the request died): Envoy's log of exactly those comes to the parent's
+:class:`~aigateway.extproc.gateway.app.UnrecordedCounter` on the ext_proc port + N
+(``PATH.N``), which serves them on its own ``/metrics`` on the metrics port + N; scrape
+it with the workers (docs/architecture.md, "Requests no processor recorded").
 
 The parent supervises: it prints one ``ready`` line once every worker accepts, forwards
 SIGINT/SIGTERM (each worker drains its streams, then exits), and exits 0 when all have.
