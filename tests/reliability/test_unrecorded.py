@@ -26,7 +26,7 @@ HOLD = {"x-mock-ttft-ms": "600000"}  # held before the response starts
 HOLD_STREAM = {"x-mock-output-tokens": "4", "x-mock-itl-ms": "600000"}  # after its first chunk
 #: Its terminal event passed (recorded), the end of its body held at the upstream.
 HOLD_END = {"x-mock-output-tokens": "4", "x-mock-hold-end": "kill-test"}
-HELD, HELD_STREAMS, DONE_STREAMS, LEFT, WHILE_DOWN, AFTER = 4, 4, 3, 3, 8, 10
+HELD, HELD_STREAMS, DONE_STREAMS, LEFT, WHILE_DOWN, AFTER = 8, 8, 4, 4, 16, 20
 
 Series = tuple[str, str, str]  # backend, model, status
 
@@ -150,13 +150,13 @@ def test_a_worker_killed_under_load_every_request_is_counted_exactly_once(
             os.kill(worker, signal.SIGKILL)
             await asyncio.gather(*tasks, *done_tasks)
             # While it is down Envoy answers itself; once restarted, the worker does.
-            for _ in range(WHILE_DOWN):
-                statuses.append((await client.post(PATH, json=CHAT)).status_code)
+            down = [client.post(PATH, json=CHAT) for _ in range(WHILE_DOWN)]
+            statuses.extend(r.status_code for r in await asyncio.gather(*down))
             await asyncio.to_thread(
                 wait_until, "the worker restarted", lambda: _serves(stack, 0), 60
             )
-            for _ in range(AFTER):
-                assert (await client.post(PATH, json=CHAT)).status_code == 200
+            after_restart = [client.post(PATH, json=CHAT) for _ in range(AFTER)]
+            assert all(r.status_code == 200 for r in await asyncio.gather(*after_restart))
 
             answered_by_envoy = statuses.count(500)
             assert answered_by_envoy + statuses.count(200) == WHILE_DOWN
