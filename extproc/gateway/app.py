@@ -67,6 +67,14 @@ COUNT_TOKENS = "/v1/messages/count_tokens"
 #: (docs/architecture.md, "Accounting rules").
 NOT_COUNTED = frozenset({MODELS_PATH, COUNT_TOKENS})
 
+
+def counted_path(path: str) -> bool:
+    """Whether a request to ``path`` (the client's, query and all) is counted: not the
+    :data:`NOT_COUNTED` paths, nor a model of the models list."""
+    route = path.partition("?")[0]
+    return route not in NOT_COUNTED and not route.startswith(MODELS_PATH + "/")
+
+
 #: Where ``serve`` listens unless told otherwise: ext_proc on loopback only (its answers
 #: carry backend credentials), metrics on every interface.
 DEFAULT_EXTPROC_ADDR = "127.0.0.1:1063"
@@ -340,7 +348,8 @@ class UnrecordedCounter:
             raise StartupError(str(exc)) from None
         self.server = grpc.aio.server()
         add_AccessLogServiceServicer_to_server(
-            UnrecordedLog(self.telemetry.instrumentation.record_unrecorded), self.server
+            UnrecordedLog(self.telemetry.instrumentation.record_unrecorded, counted_path),
+            self.server,
         )
         self.port = 0
         self.metrics_port: int | None = None

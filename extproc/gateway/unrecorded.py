@@ -19,6 +19,7 @@ from typing import Any, cast
 from google.protobuf import json_format
 
 from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.instrumentation.facts import (
     METADATA_NAMESPACE,
     RECORDED_FACT,
@@ -63,8 +64,13 @@ class UnrecordedLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc
     """``envoy.service.accesslog.v3.AccessLogService`` for Envoy's log of requests no
     processor recorded: hands each to ``record``."""
 
-    def __init__(self, record: Callable[[UnrecordedRequest], None]) -> None:
+    def __init__(
+        self,
+        record: Callable[[UnrecordedRequest], None],
+        counted: Callable[[str], bool] = lambda _path: True,
+    ) -> None:
         self._record = record
+        self._counted = counted
 
     async def StreamAccessLogs(
         self, request_iterator: Any, context: Any
@@ -81,13 +87,15 @@ class UnrecordedLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc
                     self._record(request)
         return als_pb2.StreamAccessLogsResponse()
 
-    @staticmethod
-    def request(entry: Any) -> UnrecordedRequest | None:
+    def request(self, entry: Any) -> UnrecordedRequest | None:
         """The request an entry (``HTTPAccessLogEntry``) stands for, or ``None`` when a
         processor recorded it (Envoy's filter leaves those out; a hand-written log may
-        not)."""
+        not) or its path is not counted (the models list: ``counted``)."""
         cause = unrecorded_cause(entry.response.response_code_details)
         if cause is None:
+            return None
+        headers = entry.request.request_headers
+        if not self._counted(headers.get(ORIGINAL_PATH_HEADER) or entry.request.path):
             return None
         common = entry.common_properties
         metadata = common.metadata.filter_metadata
@@ -98,7 +106,7 @@ class UnrecordedLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc
             return None
         return UnrecordedRequest(
             facts=facts,
-            headers=tuple(entry.request.request_headers.items()),
+            headers=tuple((k, v) for k, v in headers.items() if k != ORIGINAL_PATH_HEADER),
             duration=common.duration.ToTimedelta().total_seconds(),
             cause=cause,
         )

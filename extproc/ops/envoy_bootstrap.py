@@ -26,6 +26,7 @@ from aigateway.extproc.gateway.attempts import (
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
 from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
+from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.extproc.gateway.unrecorded import UNRECORDED_DETAILS, UNRECORDED_LOG_NAME
 from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE, RECORDED_FACT
 
@@ -214,13 +215,13 @@ def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
         "grpc_service": {"envoy_grpc": {"cluster_name": UNRECORDED_CLUSTER}},
         "buffer_flush_interval": "0.1s",
     }
-    headers = [h.header for h in config.metrics.labels_from_headers]
+    # The client's path (the paths not counted are left out) and the header labels.
+    headers = [ORIGINAL_PATH_HEADER, *(h.header for h in config.metrics.labels_from_headers)]
     typed: dict[str, Any] = {
         "@type": _type("extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"),
         "common_config": common,
+        "additional_request_headers_to_log": headers,
     }
-    if headers:  # the header labels' values
-        typed["additional_request_headers_to_log"] = headers
     return {
         "name": "envoy.access_loggers.http_grpc",
         "filter": {

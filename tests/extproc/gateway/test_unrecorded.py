@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from aigateway.extproc.framework._protos.envoy.data.accesslog.v3 import accesslog_pb2
 from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2
 from aigateway.extproc.framework.addresses import Address
+from aigateway.extproc.gateway.app import counted_path
 from aigateway.extproc.gateway.config import load_config
 from aigateway.extproc.gateway.unrecorded import (
     LOST_DETAILS,
@@ -23,6 +24,7 @@ from aigateway.extproc.gateway.unrecorded import (
 from aigateway.extproc.ops.envoy_bootstrap import UNRECORDED_CLUSTER, EnvoyOptions, build_bootstrap
 from aigateway.instrumentation.facts import UnrecordedRequest
 
+LOG = UnrecordedLog(lambda _request: None, counted_path)
 REFUSED = (
     "ext_proc_error_gRPC_error_14{upstream_connect_error_or_disconnect/reset_before_headers."
     "_retried_and_the_latest_reset_reason:_remote_connection_failure{...}}"
@@ -31,10 +33,14 @@ KILLED = LOST_DETAILS + "}}"
 
 
 def entry(
-    details: str, facts: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    details: str,
+    facts: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    path: str = "/v1/chat/completions",
 ) -> Any:
     log = accesslog_pb2.HTTPAccessLogEntry()
     log.response.response_code_details = details
+    log.request.path = path
     log.common_properties.duration.FromMilliseconds(1500)
     if facts is not None:
         json_format.ParseDict(facts, log.common_properties.metadata.filter_metadata["aigateway"])
@@ -45,14 +51,14 @@ def entry(
 
 @pytest.mark.parametrize("details", [REFUSED, "ext_proc_error_gRPC_error_14{no_healthy_upstream}"])
 def test_a_request_that_never_reached_a_processor_is_unknown(details: str) -> None:
-    assert UnrecordedLog.request(entry(details)) == UnrecordedRequest(
+    assert LOG.request(entry(details)) == UnrecordedRequest(
         facts={}, headers=(), duration=1.5, cause="processor_unavailable"
     )
 
 
 def test_a_request_whose_processor_died_keeps_what_it_had_published() -> None:
     facts = {"backend": "b", "model": "m", "input_tokens": 12}
-    got = UnrecordedLog.request(entry(KILLED, facts, {"x-tenant-id": "acme"}))
+    got = LOG.request(entry(KILLED, facts, {"x-tenant-id": "acme"}))
     assert got == UnrecordedRequest(
         facts={"backend": "b", "model": "m", "input_tokens": 12.0},
         headers=(("x-tenant-id", "acme"),),
@@ -76,12 +82,33 @@ def test_a_request_whose_processor_died_keeps_what_it_had_published() -> None:
     ],
 )
 def test_a_request_a_processor_records_is_not_taken(details: str) -> None:
-    assert UnrecordedLog.request(entry(details, {"backend": "b"})) is None
+    assert LOG.request(entry(details, {"backend": "b"})) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "original"),
+    [
+        ("/v1/models", None),
+        ("/v1/models/gpt-4o-mini", None),
+        ("/v1/messages/count_tokens?beta=true", None),
+        ("/v1/messages/count_tokens", "/v1/messages/count_tokens"),  # not rewritten
+        ("/rewritten/by/the/processor", "/v1/messages/count_tokens"),
+    ],
+)
+def test_a_request_to_a_path_never_counted_is_not_taken(path: str, original: str | None) -> None:
+    headers = {"x-ai-gateway-original-path": original} if original else {}
+    assert LOG.request(entry(KILLED, headers=headers, path=path)) is None
+
+
+def test_the_clients_path_decides_and_is_no_header_label() -> None:
+    headers = {"x-ai-gateway-original-path": "/v1/chat/completions", "x-tenant-id": "acme"}
+    got = LOG.request(entry(KILLED, headers=headers, path="/v1/models"))
+    assert got is not None and got.headers == (("x-tenant-id", "acme"),)
 
 
 def test_a_request_its_processor_recorded_before_it_died_is_not_taken() -> None:
     # Its answer that completed the response carried the recorded fact.
-    assert UnrecordedLog.request(entry(KILLED, {"model": "m", "total_latency_ms": 9.5})) is None
+    assert LOG.request(entry(KILLED, {"model": "m", "total_latency_ms": 9.5})) is None
 
 
 async def test_only_entries_of_its_own_log_are_recorded() -> None:
@@ -145,7 +172,10 @@ def test_the_log_goes_to_the_counters_with_the_header_labels(tmp_path: Path) -> 
     assert config["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == (
         UNRECORDED_CLUSTER
     )
-    assert config["additional_request_headers_to_log"] == ["x-tenant-id"]
+    assert config["additional_request_headers_to_log"] == [
+        "x-ai-gateway-original-path",
+        "x-tenant-id",
+    ]
     expression = grpc_log["filter"]["extension_filter"]["typed_config"]["expression"]
     assert all(details in expression for details in (*UNAVAILABLE_DETAILS, LOST_DETAILS))
     assert "total_latency_ms" in expression
