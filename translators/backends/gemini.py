@@ -190,11 +190,6 @@ def _reject_unexpressible(payload: dict[str, Any]) -> None:
         raise TranslationError(f"'{key}' is not supported for Gemini models", param=key)
     if payload.get("logprobs") not in (None, False):
         raise TranslationError("'logprobs' is not supported for Gemini models", param="logprobs")
-    if chat.parallel_tool_calls(payload) is False:
-        raise TranslationError(
-            "Gemini cannot be told to avoid parallel tool calls ('parallel_tool_calls': false)",
-            param="parallel_tool_calls",
-        )
 
 
 def _image_part(url: str, param: str) -> dict[str, Any]:
@@ -466,6 +461,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         "_finish",
         "_include_usage",
         "_model_path",
+        "_one_call",
     )
 
     def __init__(
@@ -478,6 +474,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         self._client_model = model_path.rpartition("/")[2]
         self._include_usage = False
         self._calls = 0  # function calls seen in the stream
+        self._one_call = False  # parallel_tool_calls: false
         self._finish: chat.FinishReason | None = None  # the stream's finishReason, once seen
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
@@ -485,6 +482,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         if isinstance(model, str) and model:
             self._client_model = model
         body = dumps(generate_content_request(payload))
+        # Gemini has no switch for it: the answer keeps its first function call only.
+        self._one_call = chat.parallel_tool_calls(payload) is False
         self._streamed = chat.is_streaming(payload)
         self._include_usage = self._streamed and chat.include_usage(payload)
         action = STREAM_GENERATE if self._streamed else GENERATE
@@ -530,6 +529,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             if isinstance(part.get("text"), str):
                 answer.texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
+                if self._one_call and calls:
+                    continue
                 call = part["functionCall"]
                 calls.append(
                     chat.ToolCall(
@@ -604,6 +605,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             if isinstance(part.get("text"), str):
                 stream.text(part["text"])
             elif isinstance(part.get("functionCall"), dict):
+                if self._one_call and self._calls:
+                    continue
                 call = part["functionCall"]
                 index = self._calls
                 self._calls += 1
