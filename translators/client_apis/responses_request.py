@@ -68,7 +68,7 @@ def decode_reasoning(text: Any, param: str) -> list[dict[str, Any]]:
     return blocks
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToolOrigin:
     """The Responses tool behind a chat function whose answer is not a plain
     ``function_call``: one inside a namespace, or a custom tool (free-text input)."""
@@ -258,11 +258,11 @@ class _Tools:
 
 
 def _check_fields(item: dict[str, Any], policy: FieldPolicy, param: str) -> None:
+    translated = policy.translated
     for key, value in item.items():
-        if value is None or policy.skips(key):
+        if key in translated or value is None or policy.skips(key):
             continue
-        if key not in policy.translated:
-            raise _error(f"'{key}' is not supported for this model", f"{param}.{key}")
+        raise _error(f"'{key}' is not supported for this model", f"{param}.{key}")
 
 
 def _tool_name(tool: dict[str, Any], param: str) -> str:
