@@ -428,6 +428,11 @@ def _read_input(
             # Reasoning without our signed blocks cannot be replayed (as in chat history).
             if item.get("encrypted_content") is not None:
                 thinking.extend(decode_reasoning(item["encrypted_content"], param))
+        elif kind == "agent_message":
+            # A message between Codex's agents: a user message, as Codex sends it to
+            # backends without them (docs/client-apis.md, "OpenAI Responses API").
+            params[f"messages[{len(messages)}]"] = param
+            messages.append({"role": "user", "content": _agent_text(item, param)})
         elif kind == "additional_tools":
             # Codex declares its tools in the conversation: they join the request's.
             _check_fields(item, RESPONSES_ADDITIONAL_TOOLS_FIELDS, param)
@@ -453,6 +458,24 @@ def _read_input(
                 f"{param}.type",
             )
     return updates
+
+
+def _agent_text(item: dict[str, Any], param: str) -> str:
+    content = item.get("content")
+    if not isinstance(content, list):
+        raise _error("'content' must be a list of parts", f"{param}.content")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "encrypted_content":
+            raise _error(
+                "encrypted agent messages are only supported by OpenAI models",
+                f"{param}.content[{j}]",
+            )
+        if kind != "input_text" or not isinstance(part.get("text"), str):
+            raise _error("an agent message's parts must be input_text", f"{param}.content[{j}]")
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def _content(item: dict[str, Any], param: str) -> str | list[dict[str, Any]]:

@@ -317,3 +317,22 @@ def test_a_custom_call_whose_arguments_are_not_an_input_object_goes_back_as_writ
     assert out.body is not None
     (item,) = json.loads(out.body)["output"]
     assert (item["type"], item["input"]) == ("custom_tool_call", '{"code":1}')
+
+
+def test_an_agent_message_between_codex_s_agents_is_a_user_message() -> None:
+    """The shape of Codex's ``agent_message`` items (sent after its sub-agents talk) is
+    built from its source (``ResponseItem::AgentMessage``), not recorded."""
+    item = {
+        "type": "agent_message",
+        "id": "amsg_1",
+        "author": "/root/worker",
+        "recipient": "/root",
+        "content": [{"type": "input_text", "text": "done"}, {"type": "input_text", "text": "ok"}],
+    }
+    body = {"model": "m", "input": [{"role": "user", "content": "x"}, item]}
+    assert chat(body)["messages"][1] == {"role": "user", "content": "done\nok"}
+    item["content"] = [{"type": "encrypted_content", "encrypted_content": "gAAAA"}]
+    with pytest.raises(TranslationError) as caught:
+        chat(body)
+    assert caught.value.param == "input[1].content[0]"
+    assert "only supported by OpenAI models" in str(caught.value)
