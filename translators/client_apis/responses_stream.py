@@ -388,7 +388,8 @@ class ResponsesEventStream:
                 "item": _call_item(item.id, call_id, name, "", "in_progress", origin),
             },
         )
-        item.delta_head = _delta_head("response.function_call_arguments.delta", item)
+        if not custom:
+            item.delta_head = _delta_head("response.function_call_arguments.delta", item)
 
     def tool_arguments(self, index: int, fragment: str) -> None:
         item = self._calls.get(index)
