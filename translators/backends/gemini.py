@@ -348,7 +348,9 @@ def _response_format(payload: dict[str, Any]) -> dict[str, Any]:
             "'response_format.json_schema.schema' must be a JSON schema object",
             param="response_format.json_schema.schema",
         )
-    return {"responseMimeType": "application/json", "responseSchema": schema}
+    # responseJsonSchema takes JSON Schema as clients write it (additionalProperties,
+    # $defs, anyOf); responseSchema is an OpenAPI subset that refuses those keys.
+    return {"responseMimeType": "application/json", "responseJsonSchema": schema}
 
 
 def _add_tools(body: dict[str, Any], payload: dict[str, Any]) -> None:
@@ -360,7 +362,9 @@ def _add_tools(body: dict[str, Any], payload: dict[str, Any]) -> None:
         return
     declarations: list[dict[str, Any]] = []
     for tool in tools:
-        declaration: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+        # parametersJsonSchema, not parameters (an OpenAPI subset that refuses the
+        # additionalProperties and $schema every SDK's schemas carry).
+        declaration: dict[str, Any] = {"name": tool.name, "parametersJsonSchema": tool.parameters}
         if tool.description:
             declaration["description"] = tool.description
         declarations.append(declaration)

@@ -233,7 +233,7 @@ def test_tool_calls_and_results() -> None:
                 {
                     "name": "get_weather",
                     "description": "Weather for a city",
-                    "parameters": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+                    "parametersJsonSchema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
                 }
             ]
         }
@@ -279,7 +279,7 @@ def test_response_formats() -> None:
     )
     assert body["generationConfig"] == {
         "responseMimeType": "application/json",
-        "responseSchema": schema,
+        "responseJsonSchema": schema,
     }
     assert req(response_format={"type": "json_object"})["generationConfig"] == {
         "responseMimeType": "application/json"
