@@ -78,6 +78,8 @@ def test_a_request_whose_processor_died_keeps_what_it_had_published() -> None:
         # Its server cancelling the calls a drain did not finish.
         "ext_proc_error_gRPC_error_14{Cancelling_all_calls{via_upstream}}",
         "ext_proc_error_gRPC_error_2{Unexpected_error}",
+        # A processor that raised after the response started ends its stream so.
+        "ext_proc_error_gRPC_error_13{aigateway:_processor_failed}",
         "aigateway_model_not_found",
     ],
 )
