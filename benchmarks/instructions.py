@@ -103,7 +103,10 @@ def workload(variant: str) -> tuple[Callable[[list[Any], int], None], list[Any],
 
     config = parse_config(CONFIG)
     table = RoutingTable(config, ResolvedSecrets(config, Path()))
-    wrap = build_telemetry(table).instrumentation.wrap if variant == "instrumented" else None
+    # build_telemetry took the routing table until the config was enough.
+    telemetry_of = "config" in inspect.signature(build_telemetry).parameters
+    telemetry = build_telemetry(config if telemetry_of else table)
+    wrap = telemetry.instrumentation.wrap if variant == "instrumented" else None
     if "instrument" in inspect.signature(build_router).parameters:
         router = build_router(table, instrument=wrap)
     else:
