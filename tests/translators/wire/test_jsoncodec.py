@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from aigateway.translators.wire.jsoncodec import NOT_JSON, dumps, loads_or_none, parse
@@ -18,6 +21,30 @@ def test_what_is_not_json_parses_to_not_json(text: bytes | str) -> None:
 def test_null_is_json() -> None:
     assert parse(b"null") is None
     assert parse(b'{"a":[1,"\\u00e9"]}') == {"a": [1, "\u00e9"]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":[1,2.5,"\\u00e9",null,true],"b":{"c":NaN}}',
+        '{"a":"\u00e9"}'.encode(),
+        b'{"a":"\xed\xa0\x80"}',  # a surrogate in UTF-8 bytes: json.loads lets it pass
+        b'{"a":"\xff"}',
+        b'{"a":' * 100_000,
+        b'\xef\xbb\xbf{"a":1}',
+        '{"a":1}'.encode("utf-16"),
+        '{"a":1}'.encode("utf-16-le"),
+        b"{\x00",
+        b" {}",
+    ],
+)
+def test_bytes_parse_as_json_loads_reads_them(body: bytes) -> None:
+    """The object fast path (benchmarks/NOTES.md) reads exactly what json.loads does."""
+    try:
+        expected: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        expected = NOT_JSON
+    assert parse(body) == expected
 
 
 def test_dumps_is_compact_utf8_and_survives_a_lone_surrogate() -> None:
