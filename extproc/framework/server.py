@@ -13,6 +13,7 @@ to a headers or body message, :func:`_immediate` every immediate response."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -104,7 +105,8 @@ class LargeBodyTurns:
 
     def _release_memory(self, loop: asyncio.AbstractEventLoop) -> None:
         self._trim = None
-        loop.run_in_executor(None, release_freed_memory)
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down: no matter
+            loop.run_in_executor(None, release_freed_memory)
 
 
 class BindError(OSError):
