@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from aigateway.extproc.framework.memory import use_one_arena
 from aigateway.extproc.framework.router import Wrap, compose
 from aigateway.extproc.gateway import (
     ServeOptions,
@@ -102,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # First, before any thread starts (docs/reliability.md, "Large bodies").
+    use_one_arena()
     config = load_config(args.config)
     secrets = load_secrets(config, args.config)
     try:
