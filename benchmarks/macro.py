@@ -502,10 +502,11 @@ class Bench:
             unrecorded=(Address("127.0.0.1", extproc + workers),) if counted else (),
         )
         bootstrap = build_bootstrap(load_config(str(self.config_path)), options)
+        hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         if processor is None:
-            hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             filters = hcm["typed_config"]["http_filters"]
             filters[:] = [f for f in filters if f["name"] != "envoy.filters.http.ext_proc"]
+        if processor is None or kind == "null":
             # wrk sets the backend header itself: Envoy must not remove it as a client's.
             hcm["typed_config"].pop("early_header_mutation_extensions", None)
         envoy = _envoy(f"gateway-{variant}", bootstrap, self.workdir)
