@@ -370,6 +370,7 @@ NOT_RUN = {
     "make up      # creates .venv": "make up's command is what the tour test starts",
     "make bench": "minutes of load; `make bench` is its own check",
     "make test ": "this is the test suite itself",
+    ".venv/bin/python -m benchmarks.instructions": "minutes under valgrind, like make bench",
     "ANTHROPIC_BASE_URL=": "starts Claude Code's interactive CLI (from npm);"
     " tests/e2e/test_claude_code.py replays the requests it sends",
 }
