@@ -81,6 +81,41 @@ class _Series:
         self.min = float("inf")
         self.max = float("-inf")
 
+    def add(self, bounds: tuple[float, ...], value: float) -> None:
+        self.buckets[bisect_left(bounds, value)] += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: _Series) -> None:
+        buckets = self.buckets
+        for i, count in enumerate(other.buckets):
+            buckets[i] += count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+
+class PendingObservations:
+    """Observations for one :class:`HistogramTotals` whose label values are not known
+    yet (a stream's gaps between chunks, labelled when the request is recorded): kept
+    as bucket counts, so memory stays bounded however long the stream, and added to the
+    histogram in one step by :meth:`HistogramTotals.record_pending`."""
+
+    __slots__ = ("_bounds", "_series", "count")
+
+    def __init__(self, histogram: HistogramTotals) -> None:
+        self._bounds = histogram.bounds
+        self._series = _Series(len(self._bounds) + 1)
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        """One observation of ``value`` (>= 0)."""
+        self.count += 1
+        self._series.add(self._bounds, value)
+
 
 class HistogramTotals:
     """One explicit-bucket histogram, aggregated in process by label values: bucket
@@ -115,18 +150,26 @@ class HistogramTotals:
     def record(self, value: float, values: LabelValues) -> None:
         """One observation of ``value`` (>= 0) for the series with these label values."""
         with self._lock:
-            series = self._series.get(values)
+            self._series_of(values).add(self.bounds, value)
+
+    def record_pending(self, pending: PendingObservations, values: LabelValues) -> None:
+        """``pending``'s observations (of this histogram) for the series with these
+        label values."""
+        if not pending.count:
+            return
+        with self._lock:
+            self._series_of(values).merge(pending._series)
+
+    def _series_of(self, values: LabelValues) -> _Series:
+        """The series of these label values (the overflow one past the limit); under
+        the lock."""
+        series = self._series.get(values)
+        if series is None:
+            key = values if len(self._series) < self.limit else None
+            series = self._series.get(key)
             if series is None:
-                key = values if len(self._series) < self.limit else None
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = _Series(len(self.bounds) + 1)
-            series.buckets[bisect_left(self.bounds, value)] += 1
-            series.sum += value
-            if value < series.min:
-                series.min = value
-            if value > series.max:
-                series.max = value
+                series = self._series[key] = _Series(len(self.bounds) + 1)
+        return series
 
     def has_data(self) -> bool:
         return bool(self._series)
