@@ -31,7 +31,6 @@ from typing import Any, TypeGuard
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from aigateway.instrumentation.aggregation import PendingObservations
 from aigateway.extproc.framework.processor import (
     LOCAL_REPLY_DETAILS_PREFIX,
     Headers,
@@ -41,6 +40,7 @@ from aigateway.extproc.framework.processor import (
     ProcessorWrapper,
     Result,
 )
+from aigateway.instrumentation.aggregation import PendingObservations
 from aigateway.instrumentation.facts import (
     ATTEMPT_RESULTS,
     METADATA_NAMESPACE,
