@@ -20,7 +20,8 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -104,17 +105,16 @@ class PendingObservations:
     as bucket counts, so memory stays bounded however long the stream, and added to the
     histogram in one step by :meth:`HistogramTotals.record_pending`."""
 
-    __slots__ = ("_bounds", "_series", "count")
+    __slots__ = ("_series", "add")
 
     def __init__(self, histogram: HistogramTotals) -> None:
-        self._bounds = histogram.bounds
-        self._series = _Series(len(self._bounds) + 1)
-        self.count = 0
+        self._series = _Series(len(histogram.bounds) + 1)
+        #: One observation of ``value`` (>= 0); a partial, so a chunk pays one frame.
+        self.add: Callable[[float], None] = partial(self._series.add, histogram.bounds)
 
-    def add(self, value: float) -> None:
-        """One observation of ``value`` (>= 0)."""
-        self.count += 1
-        self._series.add(self._bounds, value)
+    @property
+    def count(self) -> int:
+        return sum(self._series.buckets)
 
 
 class HistogramTotals:
