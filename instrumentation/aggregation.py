@@ -20,8 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -82,14 +81,6 @@ class _Series:
         self.min = float("inf")
         self.max = float("-inf")
 
-    def add(self, bounds: tuple[float, ...], value: float) -> None:
-        self.buckets[bisect_left(bounds, value)] += 1
-        self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-
     def merge(self, other: _Series) -> None:
         buckets = self.buckets
         for i, count in enumerate(other.buckets):
@@ -101,20 +92,41 @@ class _Series:
 
 class PendingObservations:
     """Observations for one :class:`HistogramTotals` whose label values are not known
-    yet (a stream's gaps between chunks, labelled when the request is recorded): kept
-    as bucket counts, so memory stays bounded however long the stream, and added to the
-    histogram in one step by :meth:`HistogramTotals.record_pending`."""
+    yet (a stream's gaps between chunks, labelled when the request is recorded), added
+    to the histogram in one step by :meth:`HistogramTotals.record_pending`.
 
-    __slots__ = ("_series", "add")
+    An observation is appended to ``values`` (a list append: the cheapest thing a
+    streamed chunk can do); the owner calls :meth:`fold` when ``values`` holds
+    :attr:`FOLD_AT` of them, which turns them into bucket counts, so memory stays
+    bounded however long the stream."""
+
+    FOLD_AT = 256
+
+    __slots__ = ("_bounds", "_series", "values")
 
     def __init__(self, histogram: HistogramTotals) -> None:
-        self._series = _Series(len(histogram.bounds) + 1)
-        #: One observation of ``value`` (>= 0); a partial, so a chunk pays one frame.
-        self.add: Callable[[float], None] = partial(self._series.add, histogram.bounds)
+        self._bounds = histogram.bounds
+        self._series = _Series(len(self._bounds) + 1)
+        #: Observations (>= 0) not yet folded into the bucket counts.
+        self.values: list[float] = []
 
     @property
     def count(self) -> int:
-        return sum(self._series.buckets)
+        return len(self.values) + sum(self._series.buckets)
+
+    def fold(self) -> None:
+        """Turn ``values`` into bucket counts."""
+        values = self.values
+        if not values:
+            return
+        series, bounds = self._series, self._bounds
+        buckets = series.buckets
+        for value in values:
+            buckets[bisect_left(bounds, value)] += 1
+        series.sum += sum(values)
+        series.min = min(series.min, *values)
+        series.max = max(series.max, *values)
+        values.clear()
 
 
 class HistogramTotals:
@@ -150,25 +162,35 @@ class HistogramTotals:
     def record(self, value: float, values: LabelValues) -> None:
         """One observation of ``value`` (>= 0) for the series with these label values."""
         with self._lock:
-            self._series_of(values).add(self.bounds, value)
+            series = self._series.get(values)
+            if series is None:
+                series = self._new_series(values)
+            series.buckets[bisect_left(self.bounds, value)] += 1
+            series.sum += value
+            if value < series.min:
+                series.min = value
+            if value > series.max:
+                series.max = value
 
     def record_pending(self, pending: PendingObservations, values: LabelValues) -> None:
         """``pending``'s observations (of this histogram) for the series with these
         label values."""
+        pending.fold()
         if not pending.count:
             return
         with self._lock:
-            self._series_of(values).merge(pending._series)
-
-    def _series_of(self, values: LabelValues) -> _Series:
-        """The series of these label values (the overflow one past the limit); under
-        the lock."""
-        series = self._series.get(values)
-        if series is None:
-            key = values if len(self._series) < self.limit else None
-            series = self._series.get(key)
+            series = self._series.get(values)
             if series is None:
-                series = self._series[key] = _Series(len(self.bounds) + 1)
+                series = self._new_series(values)
+            series.merge(pending._series)
+
+    def _new_series(self, values: LabelValues) -> _Series:
+        """The series for label values not seen yet: a new one, or past the limit the
+        overflow series; under the lock."""
+        key = values if len(self._series) < self.limit else None
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(len(self.bounds) + 1)
         return series
 
     def has_data(self) -> bool:

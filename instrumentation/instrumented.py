@@ -294,7 +294,10 @@ class InstrumentedProcessor(ProcessorWrapper):
             if self._first_chunk is None:
                 self._first_chunk = now
             elif self._chunk_gaps is not None:
-                self._chunk_gaps.add(now - self._last_chunk)
+                gaps = self._chunk_gaps.values
+                gaps.append(now - self._last_chunk)
+                if len(gaps) == PendingObservations.FOLD_AT:
+                    self._chunk_gaps.fold()
             self._last_chunk = now
         return await self._observe(
             self.inner.on_response_body(body, end_of_stream), ends=end_of_stream
