@@ -270,6 +270,23 @@ async def test_the_client_chunk_timings_come_with_the_opt_in() -> None:
     assert rec.points(TPOC) == {m1: (3, 0.85)}
 
 
+async def test_a_long_stream_has_one_chunk_gap_per_chunk_after_the_first() -> None:
+    # More chunks than are kept unfolded (PendingObservations.FOLD_AT): none is lost.
+    rec = Recorded("genai", header_labels=(), latest_experimental=True)
+    conv = Conversation(rec.servicer())
+    await conv.send(request_headers())
+    await conv.send(request_body(chat(stream=True)))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    word = {"model": ANSWERED_BY, "choices": [{"delta": {"content": "x"}}]}
+    for _ in range(600):
+        rec.clock.now += 0.01
+        await conv.send(response_body(sse(word), end_of_stream=False))
+    await conv.send(response_body(sse({"choices": [], "usage": USAGE}) + DONE))
+    await conv.close()
+    ((count, total),) = rec.points(TPOC).values()
+    assert (count, total) == (600, pytest.approx(5.99))
+
+
 async def test_header_labels_go_on_every_family() -> None:
     rec = Recorded("both", prices={"m1": Price(1, 2)})
     await stream_on_m1(rec, tenant("globex"))
