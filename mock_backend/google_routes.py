@@ -27,11 +27,11 @@ with an empty text part that carries a ``thoughtSignature``, as they do. Events 
 CRLF, as Google's do. The responses before the last carry the prompt's usage on the
 Gemini API, only ``trafficType`` on Vertex AI (Google's own, ``candidatesTokenCount``
 growing with each word on the Gemini API, is not copied: the accounting tests need a
-cut stream's tokens not to depend on timing). With
-``x-mock-reasoning-tokens`` the usage reports thoughts (``thoughtsTokenCount``, left
-out of ``candidatesTokenCount``), with ``x-mock-cached-tokens`` cache reads
-(``cachedContentTokenCount``, part of ``promptTokenCount``). ``batchEmbedContents``
-answers ``{"embeddings": [{"values": [...]}]}`` and, like Google's, no token counts.
+cut stream's tokens not to depend on timing). With ``x-mock-reasoning-tokens`` the
+usage reports thoughts (``thoughtsTokenCount``, left out of ``candidatesTokenCount``),
+with ``x-mock-cached-tokens`` cache reads (``cachedContentTokenCount``, part of
+``promptTokenCount``, and ``cacheTokensDetails``). ``batchEmbedContents`` answers
+``{"embeddings": [{"values": [...]}]}`` and, like Google's, no token counts.
 
 Errors are ``{"error": {"code", "message", "status"}}`` (in a list for Vertex AI's
 ``streamGenerateContent``); in a stream, a ``data:`` event holding one. The knobs of
@@ -248,6 +248,8 @@ def _usage(call: MockCall, answer: _Answer, *, final: bool, vertex: bool) -> dic
     if cached:
         usage["cachedContentTokenCount"] = cached
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    if cached:
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
     if vertex:
         usage["trafficType"] = "ON_DEMAND"
         if answer.tokens:

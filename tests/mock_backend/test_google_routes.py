@@ -144,6 +144,7 @@ async def test_thoughts_and_cache_reads_in_usage(google: MockBackendServer) -> N
     assert usage["candidatesTokenCount"] == 4
     assert usage["thoughtsTokenCount"] == 7
     assert usage["cachedContentTokenCount"] == 3
+    assert usage["cacheTokensDetails"] == [{"modality": "TEXT", "tokenCount": 3}]
     assert usage["totalTokenCount"] == REQUEST_WORDS + 4 + 7
 
 
