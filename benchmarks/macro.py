@@ -14,8 +14,9 @@ message with a prebuilt CONTINUE: the floor of gRPC plus Envoy's ext_proc),
 ``bare`` (``benchmarks.bare_serve``: the same servicer and chat processor, not wrapped in
 ``InstrumentedProcessor``), ``instrumented`` (``aigateway serve`` as shipped),
 ``instrumented-both`` (``aigateway serve`` with ``metrics.schema: both``, a tenant header
-label and prices: every family at once) and ``instrumented-wN`` (``aigateway serve
---workers N``); with ``--baseline DIR`` also
+label and prices: every family at once), ``instrumented-wN`` (``aigateway serve
+--workers N``, Envoy's log of unrecorded requests to its parent) and, only when asked,
+``envoy-counted`` (``envoy`` with that log); with ``--baseline DIR`` also
 ``bare@baseline`` and ``instrumented@baseline``, the processor from another checkout.
 The gateway Envoy runs with ``--concurrency 1``.
 
@@ -442,11 +443,15 @@ class Bench:
     ) -> Iterator[tuple[int, int, Proc | None, Proc]]:
         """Starts the processor (unless ``envoy``) and the gateway Envoy; yields
         (listen port, admin port, processor, envoy)."""
-        extproc = free_ports(workers)
+        kind = variant.partition("@")[0]
+        # As `envoy-config --workers N` writes it: the log of requests no worker recorded
+        # to the parent (port + N); `envoy-counted` is `envoy` with that log alone.
+        counted = kind == "envoy-counted" or (kind.startswith("instrumented") and workers > 1)
+        extproc = free_ports(workers + 1)
         addrs = [Address("127.0.0.1", extproc + i) for i in range(workers)]
         if self.unix_socket:
             addrs = [Address(unix_path=str(self.workdir / f"{variant}.sock"))]
-        metrics = free_ports(workers)
+        metrics = free_ports(workers + 1)
         processor: Proc | None = None
         env = {"PYTHONPATH": str(ROOT)}
         serve_module = AIGATEWAY
@@ -459,7 +464,6 @@ class Bench:
                 # and its own benchmarks.bare_serve.
                 env = {"PYTHONPATH": str(self.baseline)}
                 serve_module = [sys.executable, "-m", "extproc"]
-        kind = variant.partition("@")[0]
         if kind in ("bare", "null"):
             argv = [
                 sys.executable,
@@ -495,12 +499,15 @@ class Bench:
             extproc=addrs,
             admin=Address("127.0.0.1", admin),
             access_log=False,
+            unrecorded=(Address("127.0.0.1", extproc + workers),) if counted else (),
         )
         bootstrap = build_bootstrap(load_config(str(self.config_path)), options)
         if processor is None:
             hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             filters = hcm["typed_config"]["http_filters"]
             filters[:] = [f for f in filters if f["name"] != "envoy.filters.http.ext_proc"]
+            # wrk sets the backend header itself: Envoy must not remove it as a client's.
+            hcm["typed_config"].pop("early_header_mutation_extensions", None)
         envoy = _envoy(f"gateway-{variant}", bootstrap, self.workdir)
         try:
             if processor is not None:
@@ -559,7 +566,7 @@ class Bench:
         processor: Proc | None,
         envoy: Proc,
     ) -> Measurement:
-        headers = self.headers(scenario, envoy_alone=variant in ("envoy", "null"))
+        headers = self.headers(scenario, envoy_alone=variant in ("envoy", "envoy-counted", "null"))
         if self.warmup > 0:
             self.wrk(port, scenario, headers, self.warmup)
         pid = processor.popen.pid if processor is not None else None
@@ -895,6 +902,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants:
         wanted = set(args.variants.split(","))
         variants = [v for v in variants if v[0] in wanted]
+        if "envoy-counted" in wanted:  # only when asked: the unrecorded log's cost
+            variants.insert(1, ("envoy-counted", 1))
     scenarios = list(SCENARIOS.values())
     if args.scenarios:
         scenarios = [{**SCENARIOS, **SEVERAL_SCENARIOS}[s] for s in args.scenarios.split(",")]

@@ -131,3 +131,25 @@ class Attempt:
     result: AttemptResult
     #: The backend's HTTP status, 0 when it sent none.
     status: int
+
+
+#: ``error.type`` of a request no processor recorded: it never reached one (Envoy could
+#: not open its stream), or the processor holding it was lost (its connection ended).
+UnrecordedCause = Literal["processor_unavailable", "processor_lost"]
+#: The fact only the answer that completes a request carries (the metrics wrapper adds it
+#: when it records): Envoy's log of unrecorded requests fires only without it.
+RECORDED_FACT: Final = "total_latency_ms"
+
+
+@dataclass(slots=True, frozen=True)
+class UnrecordedRequest:
+    """A request Envoy answered itself and no processor recorded, as Envoy logged it
+    (``docs/architecture.md``, "Requests no processor recorded")."""
+
+    #: What its processor had published before it was lost (backend, model, tokens).
+    facts: Facts
+    #: The request headers the header labels read (``metrics.labels_from_headers``).
+    headers: tuple[tuple[str, str], ...]
+    #: Seconds from the request's first byte to the end of Envoy's answer.
+    duration: float
+    cause: UnrecordedCause

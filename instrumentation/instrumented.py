@@ -47,6 +47,7 @@ from aigateway.instrumentation.facts import (
     Attempt,
     Facts,
     TokenFact,
+    UnrecordedRequest,
     facts_in,
 )
 from aigateway.instrumentation.metrics import (
@@ -178,6 +179,11 @@ class Instrumentation:
                 attempt.result if attempt.result in ATTEMPT_RESULTS else UNKNOWN,
             ),
         )
+
+    def record_unrecorded(self, request: UnrecordedRequest) -> None:
+        """A request Envoy answered itself that no processor recorded: one error, through
+        the same record step as every request, with the facts it had published."""
+        InstrumentedProcessor(Processor(), self).record_lost(request)
 
     def header_values(self, headers: Headers | None) -> tuple[str, ...]:
         """The header labels' values for a request with these headers."""
@@ -314,6 +320,17 @@ class InstrumentedProcessor(ProcessorWrapper):
                 if not ok and self._error_type is None:
                     self._error_type = _ending(outcome)
                 self._record(ok)
+
+    def record_lost(self, request: UnrecordedRequest) -> None:
+        """Record ``request``, which no processor recorded (its own, lost, never ran)."""
+        inst = self.instrumentation
+        self._start = inst.clock() - request.duration
+        self._extra = inst.header_values(Headers(list(request.headers)))
+        self._failed = True
+        self._error_type = request.cause
+        if request.facts:
+            self._note_metadata({METADATA_NAMESPACE: request.facts})
+        self._record(False)
 
     # -- bookkeeping -------------------------------------------------------------------
 

@@ -184,8 +184,10 @@ class _Answer:
         self.tool = select_tool(
             _tools(payload), header=knobs.tool_call, forced=_forced_tool(payload)
         )
+        config = payload.get("generationConfig")
+        if isinstance(config, dict):
+            _schema_field(config, "responseSchema", "responseJsonSchema", "generation_config")
         if self.tool is None:
-            config = payload.get("generationConfig")
             limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
             self.tokens, truncated = limit_tokens(knobs.output_tokens, limit)
             self.finish = "MAX_TOKENS" if truncated else "STOP"
@@ -336,18 +338,64 @@ def _error_event(error_type: str | None) -> bytes:
     return _event({"error": error})
 
 
+#: The fields of Google's ``Schema`` message (an OpenAPI subset), which is what
+#: ``parameters`` and ``responseSchema`` take; anything else is a 400, as Google answers
+#: it. ``parametersJsonSchema`` and ``responseJsonSchema`` take JSON Schema instead.
+_OPENAPI_SCHEMA_FIELDS = frozenset(
+    {
+        *("type", "format", "title", "description", "nullable", "enum", "default", "example"),
+        *("properties", "required", "minProperties", "maxProperties", "propertyOrdering"),
+        *("items", "minItems", "maxItems", "minLength", "maxLength", "pattern", "anyOf"),
+        *("minimum", "maximum"),
+    }
+)
+
+
+def _check_openapi_schema(schema: Any, where: str) -> None:
+    """Refuses a JSON Schema keyword in an OpenAPI ``Schema`` field, as Gemini does."""
+    if not isinstance(schema, dict):
+        return
+    for key, value in schema.items():
+        if key not in _OPENAPI_SCHEMA_FIELDS:
+            raise MockError(
+                400,
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}':"
+                " Cannot find field.",
+            )
+        if key == "properties" and isinstance(value, dict):
+            for name, inner in value.items():
+                _check_openapi_schema(inner, f"{where}.properties[{name}].value")
+        elif key == "items":
+            _check_openapi_schema(value, f"{where}.items")
+        elif key == "anyOf" and isinstance(value, list):
+            for i, inner in enumerate(value):
+                _check_openapi_schema(inner, f"{where}.any_of[{i}]")
+
+
+def _schema_field(doc: dict[str, Any], openapi: str, json_schema: str, where: str) -> Any:
+    """The schema under ``openapi`` (checked) or ``json_schema``; both at once is a 400."""
+    if openapi in doc and json_schema in doc:
+        raise MockError(400, f"{where}: {openapi} and {json_schema} are mutually exclusive")
+    if openapi in doc:
+        _check_openapi_schema(doc[openapi], f"{where}.{openapi}")
+        return doc[openapi]
+    return doc.get(json_schema)
+
+
 def _tools(payload: dict[str, Any]) -> list[ToolDefinition]:
     tools = payload.get("tools")
     if not isinstance(tools, list):
         return []
     found: list[ToolDefinition] = []
-    for tool in tools:
+    for i, tool in enumerate(tools):
         declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
         if not isinstance(declarations, list):
             continue
-        for declaration in declarations:
+        for j, declaration in enumerate(declarations):
             if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
-                found.append(ToolDefinition(declaration["name"], declaration.get("parameters")))
+                where = f"tools[{i}].function_declarations[{j}]"
+                schema = _schema_field(declaration, "parameters", "parametersJsonSchema", where)
+                found.append(ToolDefinition(declaration["name"], schema))
     return found
 
 

@@ -86,7 +86,7 @@ CHUNK = response_body(EVENTS[5], end_of_stream=False)
 
 
 def instrumentation(both: bool = False) -> Instrumentation:
-    return build_telemetry(TABLE_BOTH if both else TABLE).instrumentation
+    return build_telemetry((TABLE_BOTH if both else TABLE).config).instrumentation
 
 
 def servicer(instrumented: bool) -> ExternalProcessorServicer:
@@ -267,7 +267,9 @@ def test_servicer_several_backends_listener(
     (instrumented): what a one-backend request costs, plus the answer's translator made
     at the response headers; each attempt adds ``test_servicer_attempt``."""
     service = ExternalProcessorServicer(
-        build_router(SEVERAL_TABLE, instrument=build_telemetry(SEVERAL_TABLE).instrumentation.wrap)
+        build_router(
+            SEVERAL_TABLE, instrument=build_telemetry(SEVERAL_TABLE.config).instrumentation.wrap
+        )
     )
 
     def one_request() -> None:

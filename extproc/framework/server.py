@@ -12,6 +12,8 @@ to a headers or body message, :func:`_immediate` every immediate response."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
     external_processor_pb2_grpc as pb_grpc,
 )
 from aigateway.extproc.framework.health import SERVING, HealthService
+from aigateway.extproc.framework.memory import release_freed_memory
 from aigateway.extproc.framework.processor import (
     CONTINUE,
     LOCAL_REPLY_DETAILS_PREFIX,
@@ -56,6 +59,54 @@ _STREAMED_RESPONSE = processing_mode_pb2.ProcessingMode(
 )
 _EMPTY_TRAILERS = pb.TrailersResponse()
 _PROCESSOR_ERROR = LOCAL_REPLY_DETAILS_PREFIX + "processor_error"
+#: A body from this size on is handled in its turn (:class:`LargeBodyTurns`); below it,
+#: parsing takes a few milliseconds at most.
+LARGE_BODY_BYTES = 1024 * 1024
+
+
+#: How long after the last large body's stream ends freed memory goes back to the system:
+#: a burst keeps its heap for reuse, a quiet processor gives it back.
+TRIM_DELAY_SECONDS = 0.5
+
+
+class LargeBodyTurns:
+    """Large bodies take turns on the event loop, each after the loop has polled again,
+    and once the last stream holding one ends, the memory they took goes back to the
+    system (docs/reliability.md, "Large bodies"). Parsing one 30 MB body holds the loop
+    for ~0.1 s; bodies that arrive together used to run back to back, and every small
+    request's messages waited behind all of them (benchmarks/NOTES.md, "Large bodies")."""
+
+    __slots__ = ("_lock", "_streams", "_trim")
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._streams = 0
+        self._trim: asyncio.TimerHandle | None = None
+
+    async def wait(self) -> None:
+        """Returns when it is this body's turn: the previous large body has started and
+        the loop has since served what was waiting (the lock wakes one waiter per pass)."""
+        async with self._lock:
+            await asyncio.sleep(0)
+
+    def hold(self) -> None:
+        """A stream got a large body."""
+        self._streams += 1
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
+
+    def release(self) -> None:
+        """A stream that got a large body ended."""
+        self._streams -= 1
+        if not self._streams:
+            loop = asyncio.get_running_loop()
+            self._trim = loop.call_later(TRIM_DELAY_SECONDS, self._release_memory, loop)
+
+    def _release_memory(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._trim = None
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down: no matter
+            loop.run_in_executor(None, release_freed_memory)
 
 
 class BindError(OSError):
@@ -246,6 +297,7 @@ class _Stream:
     __slots__ = (
         "committed",
         "error",
+        "large",
         "local_reply",
         "path",
         "processor",
@@ -254,10 +306,13 @@ class _Stream:
         "router",
         "status",
         "streamed",
+        "turns",
     )
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, turns: LargeBodyTurns) -> None:
         self.router = router
+        self.turns = turns
+        self.large = False  # holds a large body (LargeBodyTurns.hold)
         self.processor: Processor | None = None
         self.path = ""
         self.request_id = "-"
@@ -333,8 +388,11 @@ class _Stream:
 
         if kind == "request_body":
             body = request.request_body
+            data = body.body
+            if len(data) >= LARGE_BODY_BYTES:
+                await self._large_turn()
             return self._answer(
-                _REQUEST_BODY, await processor.on_request_body(body.body, body.end_of_stream)
+                _REQUEST_BODY, await processor.on_request_body(data, body.end_of_stream)
             )
         if kind == "response_headers":
             headers = _headers(request.response_headers)
@@ -345,7 +403,10 @@ class _Stream:
             return self._answer(_RESPONSE_HEADERS, result, end_of_stream=headers.end_of_stream)
         if kind == "response_body":
             body = request.response_body
-            result = await processor.on_response_body(body.body, body.end_of_stream)
+            data = body.body
+            if len(data) >= LARGE_BODY_BYTES:
+                await self._large_turn()
+            result = await processor.on_response_body(data, body.end_of_stream)
             if body.end_of_stream or result.end_of_response:
                 self.response_complete = True
             if result is CONTINUE:  # most streamed chunks: no call more than needed
@@ -358,6 +419,12 @@ class _Stream:
             return pb.ProcessingResponse(response_trailers=_EMPTY_TRAILERS)
         log.warning("request %s: ignoring unknown ext_proc message %r", self.request_id, kind)
         return None
+
+    async def _large_turn(self) -> None:
+        if not self.large:
+            self.large = True
+            self.turns.hold()
+        await self.turns.wait()
 
     def _answer(
         self, phase: _Phase, result: Result, *, end_of_stream: bool = False
@@ -416,6 +483,7 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ign
         self.chains = dict(chains or {})
         #: Streams in flight (for draining and tests).
         self.active = 0
+        self.turns = LargeBodyTurns()
 
     def _router(self, context: grpc.aio.ServicerContext[Any, Any]) -> Router:
         if self.chains:
@@ -429,7 +497,7 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ign
     async def Process(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        stream = _Stream(self._router(context))
+        stream = _Stream(self._router(context), self.turns)
         self.active += 1
         cancelled = True
         try:
@@ -446,6 +514,8 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):  # type: ign
             await context.abort(grpc.StatusCode.INTERNAL, "aigateway: processor failed")
         finally:
             self.active -= 1
+            if stream.large:
+                self.turns.release()
             await stream.end(cancelled)
 
 

@@ -45,6 +45,7 @@ from aigateway.extproc.gateway.messages import CountTokensProcessor, MessagesPro
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
 from aigateway.extproc.gateway.responses import ResponsesProcessor
 from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
+from aigateway.extproc.gateway.unrecorded import UnrecordedLog
 from aigateway.instrumentation import (
     HeaderLabel,
     MetricsSetupError,
@@ -65,6 +66,14 @@ COUNT_TOKENS = "/v1/messages/count_tokens"
 #: which is no generation and is not billed): the metrics wrapper does not see them
 #: (docs/architecture.md, "Accounting rules").
 NOT_COUNTED = frozenset({MODELS_PATH, COUNT_TOKENS})
+
+
+def counted_path(path: str) -> bool:
+    """Whether a request to ``path`` (the client's, query and all) is counted: not the
+    :data:`NOT_COUNTED` paths, nor a model of the models list."""
+    route = path.partition("?")[0]
+    return route not in NOT_COUNTED and not route.startswith(MODELS_PATH + "/")
+
 
 #: Where ``serve`` listens unless told otherwise: ext_proc on loopback only (its answers
 #: carry backend credentials), metrics on every interface.
@@ -157,14 +166,13 @@ def build_attempt_router(table: RoutingTable, resting: RestingBackends) -> Route
     )
 
 
-def build_telemetry(table: RoutingTable) -> Telemetry:
-    """The telemetry for a routing table: its models and backends are the label values;
-    its config's ``metrics`` options choose the families and header labels, and its
-    models' prices feed the cost counter."""
-    config = table.config
+def build_telemetry(config: GatewayConfig) -> Telemetry:
+    """The telemetry for a config: its models and backends are the label values; its
+    ``metrics`` options choose the families and header labels, and its models' prices
+    feed the cost counter."""
     return setup_telemetry(
-        models=table.model_names,
-        backends=table.backend_names,
+        models=[m.name for m in config.models],
+        backends=[b.name for b in config.backends],
         schema=config.metrics.schema_,
         header_labels=[
             HeaderLabel(h.header, h.label, frozenset(h.values))
@@ -247,7 +255,7 @@ class Gateway:
         self.options = options
         self.table = RoutingTable(config, secrets)
         try:
-            self.telemetry = build_telemetry(self.table)
+            self.telemetry = build_telemetry(config)
         except MetricsSetupError as exc:
             raise StartupError(str(exc)) from None
         self.resting = RestingBackends()
@@ -287,14 +295,7 @@ class Gateway:
                 f"cannot listen for ext_proc on {options.extproc}: {exc.reason}"
             ) from None
         if options.metrics is not None:
-            try:
-                self._metrics_server = start_metrics_http_server(
-                    options.metrics.bind_host, options.metrics.port, self.telemetry.registry
-                )
-            except OSError as exc:
-                raise StartupError(
-                    f"cannot serve metrics on {options.metrics}: {exc.strerror or exc}"
-                ) from None
+            self._metrics_server = _serve_metrics(options.metrics, self.telemetry)
             self.metrics_port = self._metrics_server.server_port
         await self.server.start()
 
@@ -303,10 +304,7 @@ class Gateway:
         await self.server.stop(self.options.drain_timeout)
         if self.table.limiter is not None:
             await self.table.limiter.close()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-        self.telemetry.shutdown()
+        _stop_metrics(self._metrics_server, self.telemetry)
 
     def ready_line(self) -> str:
         """The ``aigateway ready: ...`` line, with the ports actually bound."""
@@ -318,6 +316,75 @@ class Gateway:
                 f", metrics on http://{self.options.metrics.url_host()}:{self.metrics_port}/metrics"
             )
         return line
+
+
+def _serve_metrics(address: Address, telemetry: Telemetry) -> Any:
+    """The ``/metrics`` endpoint on ``address``; raises :class:`StartupError`."""
+    try:
+        return start_metrics_http_server(address.bind_host, address.port, telemetry.registry)
+    except OSError as exc:
+        raise StartupError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+
+
+def _stop_metrics(metrics_server: Any, telemetry: Telemetry) -> None:
+    if metrics_server is not None:
+        metrics_server.shutdown()
+        metrics_server.server_close()
+    telemetry.shutdown()
+
+
+class UnrecordedCounter:
+    """Counts the requests Envoy answered itself that no processor recorded
+    (docs/architecture.md, "Requests no processor recorded"): Envoy's log of them over
+    gRPC on ``options.extproc`` (with its TLS settings), and a ``/metrics`` endpoint on
+    ``options.metrics`` with a processor's families, labels and bounds. It must outlive
+    the processors: ``serve --workers`` runs it in its parent."""
+
+    def __init__(self, config: GatewayConfig, options: ServeOptions) -> None:
+        self.options = options
+        try:
+            self.telemetry = build_telemetry(config)
+        except MetricsSetupError as exc:
+            raise StartupError(str(exc)) from None
+        self.server = grpc.aio.server()
+        add_AccessLogServiceServicer_to_server(
+            UnrecordedLog(self.telemetry.instrumentation.record_unrecorded, counted_path),
+            self.server,
+        )
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+
+    async def start(self) -> None:
+        """Listen for Envoy's log (and serve metrics); raises :class:`StartupError`."""
+        options = self.options
+        credentials = _credentials(options)
+        target = options.extproc.grpc_target()
+        server = self.server
+        try:
+            self.port = options.binder(
+                (lambda: server.add_secure_port(target, credentials))
+                if credentials is not None
+                else (lambda: server.add_insecure_port(target)),
+                target,
+            )
+        except BindError as exc:
+            raise StartupError(
+                f"cannot listen for Envoy's access log on {options.extproc}: {exc.reason}"
+            ) from None
+        if options.metrics is not None:
+            self._metrics_server = _serve_metrics(options.metrics, self.telemetry)
+            self.metrics_port = self._metrics_server.server_port
+        await server.start()
+
+    async def stop(self) -> None:
+        """Stop taking Envoy's log (its streams never end on their own), then metrics."""
+        await self.server.stop(grace=UNRECORDED_STOP_GRACE_SECONDS)
+        _stop_metrics(self._metrics_server, self.telemetry)
+
+
+#: How long the counter lets Envoy's log streams finish when it stops.
+UNRECORDED_STOP_GRACE_SECONDS = 1.0
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

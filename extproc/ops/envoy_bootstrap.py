@@ -26,9 +26,12 @@ from aigateway.extproc.gateway.attempts import (
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
 from aigateway.extproc.gateway.forwarded_headers import GATEWAY_HEADER_PREFIX
-from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE
+from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
+from aigateway.extproc.gateway.unrecorded import UNRECORDED_DETAILS, UNRECORDED_LOG_NAME
+from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE, RECORDED_FACT
 
 EXTPROC_CLUSTER = "aigateway-extproc"
+UNRECORDED_CLUSTER = "aigateway-unrecorded"
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
@@ -107,6 +110,9 @@ class EnvoyOptions:
     ca_bundle: str | None = None
     #: TLS to the processor (when it listens beyond loopback): ``None`` is plaintext.
     extproc_tls: ExtprocTls | None = None
+    #: Where ``serve --workers``' parents count the requests no processor recorded
+    #: (empty: nothing counts them, as with a single ``serve``).
+    unrecorded: tuple[Address, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -153,10 +159,11 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
+def _endpoints(addresses: list[Address]) -> tuple[list[dict[str, Any]], bool]:
+    """Envoy's endpoints for our processes' addresses, and whether a host needs DNS."""
     endpoints: list[dict[str, Any]] = []
     dns = False
-    for address in options.extproc:
+    for address in addresses:
         if address.unix_path is not None:
             endpoints.append({"endpoint": {"address": {"pipe": {"path": address.unix_path}}}})
             continue
@@ -170,6 +177,68 @@ def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]
                 }
             }
         )
+    return endpoints, dns
+
+
+def _unrecorded_cluster(options: EnvoyOptions, counters: list[Address]) -> dict[str, Any]:
+    """``serve --workers``' parents, which count what no processor recorded."""
+    endpoints, dns = _endpoints(counters)
+    cluster: dict[str, Any] = {
+        "name": UNRECORDED_CLUSTER,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": _HTTP2_OPTIONS,
+        "load_assignment": {
+            "cluster_name": UNRECORDED_CLUSTER,
+            "endpoints": [{"lb_endpoints": endpoints}],
+        },
+    }
+    if options.extproc_tls is not None:
+        cluster["transport_socket"] = _extproc_transport(options.extproc_tls)
+    return cluster
+
+
+def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
+    """Every request Envoy answered itself that no processor recorded, to the counter
+    (docs/architecture.md, "Requests no processor recorded"): no fact of a recorded
+    request, and the ext_proc filter failed it for a processor unreachable or gone."""
+    failed = " || ".join(
+        f"response.code_details.startsWith('{d}')" for d, _cause in UNRECORDED_DETAILS
+    )
+    facts = f"metadata.filter_metadata.{METADATA_NAMESPACE}"
+    recorded = f"has({facts}) && has({facts}.{RECORDED_FACT})"
+    # The details first: they alone turn away nearly every request.
+    expression = f"({failed}) && !({recorded})"
+    common: dict[str, Any] = {
+        "log_name": UNRECORDED_LOG_NAME,
+        "transport_api_version": "V3",
+        "grpc_service": {"envoy_grpc": {"cluster_name": UNRECORDED_CLUSTER}},
+        "buffer_flush_interval": "0.1s",
+    }
+    # The client's path (the paths not counted are left out) and the header labels.
+    headers = [ORIGINAL_PATH_HEADER, *(h.header for h in config.metrics.labels_from_headers)]
+    typed: dict[str, Any] = {
+        "@type": _type("extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"),
+        "common_config": common,
+        "additional_request_headers_to_log": headers,
+    }
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": _type("extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
+                    "expression": expression,
+                },
+            }
+        },
+        "typed_config": typed,
+    }
+
+
+def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
+    endpoints, dns = _endpoints(options.extproc)
     cluster: dict[str, Any] = {
         "name": EXTPROC_CLUSTER,
         "type": "STRICT_DNS" if dns else "STATIC",
@@ -780,8 +849,9 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
         ],
         "local_reply_config": _local_reply_config(),
     }
+    access_log: list[dict[str, Any]] = []
     if options.access_log:
-        hcm["access_log"] = [
+        access_log.append(
             {
                 "name": "envoy.access_loggers.stdout",
                 "typed_config": {
@@ -789,7 +859,11 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
                     "log_format": {"json_format": _ACCESS_LOG_FORMAT},
                 },
             }
-        ]
+        )
+    if options.unrecorded:
+        access_log.append(_unrecorded_log(config))
+    if access_log:
+        hcm["access_log"] = access_log
     return {
         "admin": {"address": _socket(options.admin)},
         "static_resources": {
@@ -812,6 +886,11 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
             ],
             "clusters": [
                 _extproc_cluster(options, buffer_limit),
+                *(
+                    [_unrecorded_cluster(options, list(options.unrecorded))]
+                    if options.unrecorded
+                    else []
+                ),
                 *(_backend_cluster(b, options, buffer_limit) for b in config.backends),
                 *(
                     _model_cluster(config, i, options, buffer_limit)

@@ -11,10 +11,17 @@ exact; there is no cross-process aggregation. Scrape every worker::
     scrape_configs:
       - job_name: aigateway
         static_configs:
-          - targets: ["gateway-host:9190", "gateway-host:9191"]   # --metrics-addr :9190, N=2
+          - targets: ["gateway-host:9190", "gateway-host:9191", "gateway-host:9192"]  # N=2
 
-and sum across them (``sum by (model) (rate(aigateway_requests_total[5m]))`` already does,
-the ``instance`` label tells workers apart).
+(the workers and the parent, below) and sum across them (``sum by (model)
+(rate(aigateway_requests_total[5m]))`` already does, the ``instance`` label tells them
+apart).
+
+The parent also counts the requests Envoy answers without a worker (none reachable, or
+the one holding the request died): Envoy's log of exactly those comes to the parent's
+:class:`~aigateway.extproc.gateway.app.UnrecordedCounter` on the ext_proc port + N
+(``PATH.N``), which serves them on its own ``/metrics`` on the metrics port + N; scrape
+it with the workers (docs/architecture.md, "Requests no processor recorded").
 
 The parent supervises: it prints one ``ready`` line once every worker accepts, forwards
 SIGINT/SIGTERM (each worker drains its streams, then exits), and exits 0 when all have.
@@ -48,9 +55,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aigateway.extproc.framework.addresses import Address
-from aigateway.extproc.gateway.app import run_event_loop
+from aigateway.extproc.gateway.app import (
+    ServeOptions,
+    StartupError,
+    UnrecordedCounter,
+    run_event_loop,
+)
+from aigateway.extproc.gateway.config import GatewayConfig
 from aigateway.extproc.gateway.limits.sqlite_store import STORE_FILE_ENV, create_store_file
 from aigateway.extproc.ops.envoy_process import die_with_parent
+from aigateway.extproc.ops.logs import bind_explained
 
 READY_PREFIX = "aigateway ready: "
 #: After the drain timeout, how long workers get to exit before they are killed.
@@ -102,6 +116,19 @@ def requests_counted(metrics_url: str) -> float:
     )
 
 
+def counter_address(address: Address, workers: int) -> Address:
+    """Where the parent of ``workers`` workers from ``address`` takes Envoy's log of
+    requests no processor recorded (or serves its metrics): the next address after the
+    workers' (port + N, ``PATH.N``; port 0 stays 0). Raises ``ValueError`` past 65535."""
+    if address.unix_path is not None:
+        return Address(unix_path=f"{address.unix_path}.{workers}")
+    if address.port == 0:
+        return address
+    if address.port + workers > 65535:
+        raise ValueError(f"{address}: {workers} workers and their parent would run past 65535")
+    return Address(address.host, address.port + workers)
+
+
 def worker_addresses(address: Address, workers: int) -> list[Address]:
     """The address of each of ``workers`` workers: consecutive ports from ``address``'s
     (``PATH.0``, ``PATH.1``... for a unix socket). Port 0 (pick any) stays 0 for every
@@ -151,8 +178,11 @@ class Supervisor:
         drain_timeout: float,
         recycle: Recycle = Recycle(),
         metrics_urls: Sequence[str] = (),
+        counter: UnrecordedCounter | None = None,
     ) -> None:
         self.commands = [list(c) for c in commands]
+        #: Counts what Envoy answered that no worker recorded; outlives every worker.
+        self.counter = counter
         self.drain_timeout = drain_timeout
         self.recycle = recycle
         self.metrics_urls = list(metrics_urls)
@@ -179,6 +209,8 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         keepers: list[asyncio.Task[None]] = []
+        if self.counter is not None:
+            await self.counter.start()
         try:
             for i in range(len(self.commands)):
                 self.workers.append(await self._spawn(i))
@@ -215,6 +247,8 @@ class Supervisor:
                     await worker.process.wait()
             if self._stderr_tasks:  # the rest of each worker's stderr
                 await asyncio.wait(self._stderr_tasks, timeout=EXIT_GRACE_SECONDS)
+            if self.counter is not None:  # last: Envoy logs what it answers until then
+                await self.counter.stop()
 
     async def _keep(self, index: int, stop: asyncio.Event) -> None:
         """Restarts worker ``index`` whenever it exits, with backoff, until ``stop``."""
@@ -335,6 +369,14 @@ class Supervisor:
 
     def ready_line(self) -> str:
         parts = "; ".join(f"worker {w.index}: {w.ready_text}" for w in self.workers)
+        counter = self.counter
+        if counter is not None:
+            where = counter.options.extproc
+            at = str(where) if where.is_unix else f"{where.url_host()}:{counter.port}"
+            parts += f"; requests no worker recorded: Envoy's log on {at}"
+            if counter.metrics_port is not None and counter.options.metrics is not None:
+                host = counter.options.metrics.url_host()
+                parts += f", metrics on http://{host}:{counter.metrics_port}/metrics"
         return f"{READY_PREFIX}{len(self.workers)} workers, {parts}"
 
 
@@ -364,9 +406,12 @@ def worker_commands(
     ]
 
 
-def serve_workers(args: argparse.Namespace, *, shared_limits: bool = False) -> int:
+def serve_workers(
+    args: argparse.Namespace, config: GatewayConfig, *, shared_limits: bool = False
+) -> int:
     """``serve --workers N``: the config and wrappers were checked by the caller once;
-    each worker is the same command with its own addresses. ``shared_limits``: the
+    each worker is the same command with its own addresses, and this parent counts the
+    requests no worker recorded (``config`` gives its labels). ``shared_limits``: the
     config's budgets live in the ``memory`` store, a file this parent makes and every
     worker opens (named in their environment), removed when they have all exited."""
     if shared_limits:
@@ -374,11 +419,11 @@ def serve_workers(args: argparse.Namespace, *, shared_limits: bool = False) -> i
             path = os.path.join(folder, "limits.sqlite3")
             create_store_file(path)
             os.environ[STORE_FILE_ENV] = path
-            return _serve_workers(args)
-    return _serve_workers(args)
+            return _serve_workers(args, config)
+    return _serve_workers(args, config)
 
 
-def _serve_workers(args: argparse.Namespace) -> int:
+def _serve_workers(args: argparse.Namespace, config: GatewayConfig) -> int:
     extproc: Address = args.extproc_addr
     if not extproc.is_unix and extproc.port == 0:
         print("aigateway: --workers needs a fixed --extproc-addr port", file=sys.stderr)
@@ -386,6 +431,15 @@ def _serve_workers(args: argparse.Namespace) -> int:
     try:
         extprocs = worker_addresses(extproc, args.workers)
         metrics = worker_addresses(args.metrics_addr, args.workers)
+        counter_options = ServeOptions(
+            extproc=counter_address(extproc, args.workers),
+            metrics=counter_address(args.metrics_addr, args.workers),
+            allow_remote_plaintext=args.allow_remote_plaintext,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            binder=bind_explained,
+        )
     except ValueError as exc:
         print(f"aigateway: {exc}", file=sys.stderr)
         return 2
@@ -399,8 +453,12 @@ def _serve_workers(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
             recycle=Recycle(args.max_requests, args.max_rss_mb),
             metrics_urls=[f"http://{m.url_host()}:{m.port}/metrics" for m in metrics],
+            counter=UnrecordedCounter(config, counter_options),
         )
-        code = await supervisor.run()
+        try:
+            code = await supervisor.run()
+        except StartupError as exc:
+            print(f"aigateway: {exc}", file=sys.stderr)
 
     run_event_loop(run())
     return code

@@ -461,6 +461,12 @@ class Stack:
         assert status == 200
         return body.decode()
 
+    def envoy_stat(self, name: str) -> int:
+        """One of Envoy's counters, by its full name (0 until Envoy has it)."""
+        status, body = http_get(f"http://127.0.0.1:{self.admin_port}/stats?filter=^{name}$")
+        assert status == 200
+        return sum(int(line.partition(": ")[2]) for line in body.decode().splitlines() if line)
+
 
 S = typing.TypeVar("S", bound=Stack)
 

@@ -1,5 +1,7 @@
 """The agent clients people run, on every backend schema, through real Envoy: the requests
-that Codex CLI, the Vercel AI SDK, the OpenAI Agents SDK, pydantic-ai and LangChain sent
+that Codex CLI (with a gateway model, and with its default model: tools in an
+``additional_tools`` item, a ``configuration_update`` item, custom and namespaced tool
+calls replayed), the Vercel AI SDK, the OpenAI Agents SDK, pydantic-ai and LangChain sent
 (``tests/e2e/data/*_requests.json``, recorded from the real clients, their texts replaced
 by placeholders) are replayed with their headers. Each must succeed, and the gateway must
 count exactly the tokens the backend reported; the one exception is a built-in tool a

@@ -28,7 +28,7 @@ from aigateway.instrumentation.aggregation import (
     InProcessHistograms,
     ProducingInMemoryMetricReader,
 )
-from aigateway.instrumentation.facts import METADATA_NAMESPACE
+from aigateway.instrumentation.facts import METADATA_NAMESPACE, UnrecordedRequest
 from aigateway.instrumentation.instrumented import HeaderLabel, Instrumentation
 from aigateway.instrumentation.metrics import Price, create_meter_provider
 from aigateway.instrumentation.telemetry import create_instrumentation, setup_telemetry
@@ -507,3 +507,44 @@ def test_the_cardinality_limit_grows_with_the_header_labels() -> None:
     assert "overflow" not in text
     assert text.count("aigateway_requests_total{") == 2 * 2 * 22 * 22 > 768
     assert text.count("aigateway_total_latency_seconds_count{") == 2 * 2 * 22 * 22
+
+
+def test_a_request_no_processor_recorded_is_one_error_on_every_family() -> None:
+    """What Envoy answered without a processor (docs/architecture.md, "Requests no
+    processor recorded"): the facts its processor had published before it was lost, or
+    none; labels bounded by the config as every request's."""
+    rec = Recorded("both")
+    rec.instrumentation.record_unrecorded(
+        UnrecordedRequest(
+            facts={"backend": "b1", "model": "m1", "operation": "chat", "input_tokens": 3.0},
+            headers=(("x-tenant-id", "acme"),),
+            duration=0.5,
+            cause="processor_lost",
+        )
+    )
+    rec.instrumentation.record_unrecorded(
+        UnrecordedRequest(
+            facts={"backend": "spoofed", "model": "also-spoofed"},
+            headers=(),
+            duration=0.25,
+            cause="processor_unavailable",
+        )
+    )
+    rec.instrumentation.record_unrecorded(
+        UnrecordedRequest(facts={}, headers=(), duration=0.0, cause="processor_unavailable")
+    )
+    assert rec.points("aigateway_requests_total") == {
+        attrs(backend="b1", model="m1", status="error", tenant="acme"): 1,
+        attrs(backend="unknown", model="unknown", status="error", tenant="none"): 2,
+    }
+    assert rec.points("aigateway_total_latency_seconds") == {
+        attrs(backend="b1", model="m1", status="error", tenant="acme"): (1, 0.5),
+        attrs(backend="unknown", model="unknown", status="error", tenant="none"): (2, 0.25),
+    }
+    assert rec.points("aigateway_model_tokens") == {
+        attrs(backend="b1", model="m1", tenant="acme", type="prompt"): 3
+    }
+    assert rec.points(DURATION) == {
+        genai("m1", "openai", "acme", error__type="processor_lost"): (1, 0.5),
+        genai("unknown", "unknown", "none", error__type="processor_unavailable"): (2, 0.25),
+    }

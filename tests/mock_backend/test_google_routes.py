@@ -253,6 +253,61 @@ async def test_no_function_call_without_tools_or_a_forcing_choice(
     assert "text" in doc["candidates"][0]["content"]["parts"][0]
 
 
+STRICT_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (
+            {"tools": [{"functionDeclarations": [{"name": "w", "parameters": STRICT_SCHEMA}]}]},
+            "tools[0].function_declarations[0].parameters",
+        ),
+        (
+            {
+                "generationConfig": {
+                    "responseMimeType": "application/json",
+                    "responseSchema": {
+                        "type": "object",
+                        "properties": {"a": {"type": "object", "additionalProperties": False}},
+                    },
+                }
+            },
+            "generation_config.responseSchema.properties[a].value",
+        ),
+    ],
+)
+async def test_json_schema_keywords_in_an_openapi_schema_are_refused(
+    google: MockBackendServer, body: dict[str, Any], where: str
+) -> None:
+    response = await gemini(google, ":generateContent", {**REQUEST, **body})
+    assert response.status == 400
+    message = json.loads(response.body)["error"]["message"]
+    assert message.startswith("Invalid JSON payload received. Unknown name") and where in message
+
+
+async def test_json_schema_fields_take_json_schema(google: MockBackendServer) -> None:
+    body = {
+        **REQUEST,
+        "tools": [{"functionDeclarations": [{"name": "w", "parametersJsonSchema": STRICT_SCHEMA}]}],
+        "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseJsonSchema": STRICT_SCHEMA,
+        },
+        "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+    }
+    doc = json.loads((await gemini(google, ":generateContent", body)).body)
+    assert doc["candidates"][0]["content"]["parts"] == [
+        {"functionCall": {"name": "w", "args": {"city": "mock", "days": 1}}}
+    ]
+
+
 @pytest.mark.parametrize(
     ("headers", "status", "message"),
     [

@@ -190,11 +190,6 @@ def _reject_unexpressible(payload: dict[str, Any]) -> None:
         raise TranslationError(f"'{key}' is not supported for Gemini models", param=key)
     if payload.get("logprobs") not in (None, False):
         raise TranslationError("'logprobs' is not supported for Gemini models", param="logprobs")
-    if chat.parallel_tool_calls(payload) is False:
-        raise TranslationError(
-            "Gemini cannot be told to avoid parallel tool calls ('parallel_tool_calls': false)",
-            param="parallel_tool_calls",
-        )
 
 
 def _image_part(url: str, param: str) -> dict[str, Any]:
@@ -353,7 +348,9 @@ def _response_format(payload: dict[str, Any]) -> dict[str, Any]:
             "'response_format.json_schema.schema' must be a JSON schema object",
             param="response_format.json_schema.schema",
         )
-    return {"responseMimeType": "application/json", "responseSchema": schema}
+    # responseJsonSchema takes JSON Schema as clients write it (additionalProperties,
+    # $defs, anyOf); responseSchema is an OpenAPI subset that refuses those keys.
+    return {"responseMimeType": "application/json", "responseJsonSchema": schema}
 
 
 def _add_tools(body: dict[str, Any], payload: dict[str, Any]) -> None:
@@ -365,7 +362,9 @@ def _add_tools(body: dict[str, Any], payload: dict[str, Any]) -> None:
         return
     declarations: list[dict[str, Any]] = []
     for tool in tools:
-        declaration: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+        # parametersJsonSchema, not parameters (an OpenAPI subset that refuses the
+        # additionalProperties and $schema every SDK's schemas carry).
+        declaration: dict[str, Any] = {"name": tool.name, "parametersJsonSchema": tool.parameters}
         if tool.description:
             declaration["description"] = tool.description
         declarations.append(declaration)
@@ -466,6 +465,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         "_finish",
         "_include_usage",
         "_model_path",
+        "_one_call",
     )
 
     def __init__(
@@ -478,6 +478,7 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         self._client_model = model_path.rpartition("/")[2]
         self._include_usage = False
         self._calls = 0  # function calls seen in the stream
+        self._one_call = False  # parallel_tool_calls: false
         self._finish: chat.FinishReason | None = None  # the stream's finishReason, once seen
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
@@ -485,6 +486,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
         if isinstance(model, str) and model:
             self._client_model = model
         body = dumps(generate_content_request(payload))
+        # Gemini has no switch for it: the answer keeps its first function call only.
+        self._one_call = chat.parallel_tool_calls(payload) is False
         self._streamed = chat.is_streaming(payload)
         self._include_usage = self._streamed and chat.include_usage(payload)
         action = STREAM_GENERATE if self._streamed else GENERATE
@@ -530,6 +533,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             if isinstance(part.get("text"), str):
                 answer.texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
+                if self._one_call and calls:
+                    continue
                 call = part["functionCall"]
                 calls.append(
                     chat.ToolCall(
@@ -604,6 +609,8 @@ class GeminiChatTranslator(SseOrJsonAnswer):
             if isinstance(part.get("text"), str):
                 stream.text(part["text"])
             elif isinstance(part.get("functionCall"), dict):
+                if self._one_call and self._calls:
+                    continue
                 call = part["functionCall"]
                 index = self._calls
                 self._calls += 1

@@ -109,6 +109,39 @@ RESPONSES_TOOL_FIELDS = FieldPolicy(
     refused=_names("allowed_callers output_schema"),
 )
 
+#: A custom tool of a Responses request (free-text input): a function with one string.
+RESPONSES_CUSTOM_TOOL_FIELDS = FieldPolicy(
+    "a Responses custom tool",
+    translated=_names("type name description format"),
+    ignored=_names("defer_loading"),
+    refused=_names("allowed_callers"),
+)
+
+#: A ``namespace`` tool of a Responses request: its function and custom tools, flattened.
+RESPONSES_NAMESPACE_FIELDS = FieldPolicy(
+    "a Responses namespace tool",
+    translated=_names("type name tools"),
+    # The namespace's one-line summary: each of its tools keeps its own description.
+    ignored=_names("description"),
+    refused=frozenset(),
+)
+
+#: An ``additional_tools`` input item (Codex): more tools, declared in the conversation.
+RESPONSES_ADDITIONAL_TOOLS_FIELDS = FieldPolicy(
+    "a Responses additional_tools item",
+    translated=_names("type tools"),
+    ignored=_names("id role"),
+    refused=frozenset(),
+)
+
+#: A ``configuration_update`` input item: settings that apply from there on.
+RESPONSES_CONFIGURATION_UPDATE_FIELDS = FieldPolicy(
+    "a Responses configuration_update item",
+    translated=_names("type reasoning text"),
+    ignored=_names("id"),
+    refused=frozenset(),
+)
+
 #: ``POST /v1/messages`` on a backend reached through the chat pivot.
 MESSAGES_FIELDS = FieldPolicy(
     "a Messages request",
@@ -136,6 +169,10 @@ POLICIES = (
     CHAT_FIELDS,
     RESPONSES_FIELDS,
     RESPONSES_TOOL_FIELDS,
+    RESPONSES_CUSTOM_TOOL_FIELDS,
+    RESPONSES_NAMESPACE_FIELDS,
+    RESPONSES_ADDITIONAL_TOOLS_FIELDS,
+    RESPONSES_CONFIGURATION_UPDATE_FIELDS,
     MESSAGES_FIELDS,
     MESSAGES_TOOL_FIELDS,
 )

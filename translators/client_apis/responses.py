@@ -73,7 +73,7 @@ class ResponsesApi:
 
     def chat_request(self, payload: dict[str, Any]) -> dict[str, Any]:
         request = read_responses_request(payload)
-        self._head = ResponseHead.new(request.echo)
+        self._head = ResponseHead.new(request.echo, request.tools)
         self._params = request.params
         return request.chat
 

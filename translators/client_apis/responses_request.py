@@ -11,7 +11,15 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from aigateway.translators.client_apis.field_policy import RESPONSES_FIELDS, RESPONSES_TOOL_FIELDS
+from aigateway.translators.client_apis.field_policy import (
+    RESPONSES_ADDITIONAL_TOOLS_FIELDS,
+    RESPONSES_CONFIGURATION_UPDATE_FIELDS,
+    RESPONSES_CUSTOM_TOOL_FIELDS,
+    RESPONSES_FIELDS,
+    RESPONSES_NAMESPACE_FIELDS,
+    RESPONSES_TOOL_FIELDS,
+    FieldPolicy,
+)
 from aigateway.translators.contract import TranslationError
 from aigateway.translators.wire.jsoncodec import dumps, loads_or_none
 
@@ -28,6 +36,9 @@ _STATEFUL = {
 _TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
 _TOOL_OPTIONS = frozenset({"auto", "none", "required"})
+#: The namespace plain function tools live in: its tools keep their plain names.
+DEFAULT_NAMESPACE = "functions"
+_GRAMMARS = frozenset({"lark", "regex"})
 
 
 def _error(message: str, param: str) -> TranslationError:
@@ -58,18 +69,46 @@ def decode_reasoning(text: Any, param: str) -> list[dict[str, Any]]:
 
 
 @dataclass(slots=True)
+class ToolOrigin:
+    """The Responses tool behind a chat function whose answer is not a plain
+    ``function_call``: one inside a namespace, or a custom tool (free-text input)."""
+
+    name: str
+    namespace: str | None
+    custom: bool
+
+
+def flat_name(namespace: str | None, name: str) -> str:
+    """The chat function's name for a tool in ``namespace``: ``namespace__name``, the
+    name Codex itself gives a namespaced tool where namespaces do not exist."""
+    if namespace is None or namespace == DEFAULT_NAMESPACE:
+        return name
+    return f"{namespace.rstrip('_')}__{name.lstrip('_')}"
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool call's input from the chat call's arguments (``{"input": ...}``); what
+    the model wrote, unchanged, if it is not that."""
+    doc = loads_or_none(arguments)
+    text = doc.get("input") if isinstance(doc, dict) else None
+    return text if isinstance(text, str) else arguments
+
+
+@dataclass(slots=True)
 class ResponsesRequest:
     """A Responses request read for the chat pivot.
 
     ``chat``: the chat completion request. ``echo``: the request fields the response
     object repeats. ``params``: chat field -> the client's field, for 400s the backend's
-    chat translator raises.
+    chat translator raises. ``tools``: chat function name -> its Responses tool, for the
+    functions whose calls go back as something else than a plain ``function_call``.
     """
 
     chat: dict[str, Any]
     echo: dict[str, Any]
     streamed: bool
     params: dict[str, str] = field(default_factory=dict)
+    tools: dict[str, ToolOrigin] = field(default_factory=dict)
 
 
 def read_responses_request(payload: dict[str, Any]) -> ResponsesRequest:
@@ -82,6 +121,7 @@ def read_responses_request(payload: dict[str, Any]) -> ResponsesRequest:
         "reasoning_effort": "reasoning.effort",
     }
     messages: list[dict[str, Any]] = []
+    tools = _Tools()
     for key, value in payload.items():
         if value is None or key in ("model", "input", "instructions"):
             continue
@@ -115,7 +155,7 @@ def read_responses_request(payload: dict[str, Any]) -> ResponsesRequest:
         elif key in ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier"):
             chat[key] = value
         elif key == "tools":
-            chat["tools"] = _tools(value)
+            tools.read(value, "tools")
         elif key == "tool_choice":
             chat["tool_choice"] = _tool_choice(value)
         elif key == "text":
@@ -135,11 +175,19 @@ def read_responses_request(payload: dict[str, Any]) -> ResponsesRequest:
         if instructions:
             params[f"messages[{len(messages)}]"] = "instructions"
             messages.append({"role": "system", "content": instructions})
-    _read_input(payload.get("input"), messages, params)
+    updates = _read_input(payload.get("input"), messages, params, tools)
     if not messages:
         raise _error("'input' must not be empty", "input")
+    # The last configuration_update of a setting applies to this answer, over the request's.
+    for key, (value, param) in updates.items():
+        chat.pop(key, None)
+        if value is not None:
+            chat[key] = value
+        params[key] = param
+    if tools.chat:
+        chat["tools"] = list(tools.chat.values())
     chat["messages"] = messages
-    return ResponsesRequest(chat, _echo(payload), chat.get("stream") is True, params)
+    return ResponsesRequest(chat, _echo(payload), chat.get("stream") is True, params, tools.origins)
 
 
 def _check_include(value: Any) -> None:
@@ -154,67 +202,135 @@ def _check_include(value: Any) -> None:
             )
 
 
-def _tools(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise _error("'tools' must be a list", "tools")
-    out: list[dict[str, Any]] = []
-    for i, tool in enumerate(value):
-        param = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise _error("each tool must be an object", param)
-        if tool.get("type") == "namespace" and _functions_only(tool.get("tools")):
-            # A namespace of function tools (Codex's multi_agent_v1) is its functions.
-            for j, inner in enumerate(tool["tools"]):
-                out.append(_function_tool(inner, f"{param}.tools[{j}]"))
+@dataclass(slots=True)
+class _Tools:
+    """The chat functions of a request: its ``tools`` and those its ``additional_tools``
+    items declare, namespaces flattened; a later definition of a name replaces the earlier."""
+
+    chat: dict[str, dict[str, Any]] = field(default_factory=dict)  # by chat name
+    origins: dict[str, ToolOrigin] = field(default_factory=dict)
+
+    def read(self, value: Any, param: str) -> None:
+        if not isinstance(value, list):
+            raise _error("'tools' must be a list", param)
+        for i, tool in enumerate(value):
+            where = f"{param}[{i}]"
+            if not isinstance(tool, dict):
+                raise _error("each tool must be an object", where)
+            if tool.get("type") == "namespace":
+                self._namespace(tool, where)
+            else:
+                self._add(tool, where, None)
+
+    def _namespace(self, tool: dict[str, Any], param: str) -> None:
+        _check_fields(tool, RESPONSES_NAMESPACE_FIELDS, param)
+        name, inner = tool.get("name"), tool.get("tools")
+        if not isinstance(name, str) or not name:
+            raise _error("a namespace tool needs 'name'", f"{param}.name")
+        if not isinstance(inner, list):
+            raise _error("a namespace tool needs a list of 'tools'", f"{param}.tools")
+        for j, member in enumerate(inner):
+            where = f"{param}.tools[{j}]"
+            if not isinstance(member, dict):
+                raise _error("each tool must be an object", where)
+            self._add(member, where, name)
+
+    def _add(self, tool: dict[str, Any], param: str, namespace: str | None) -> None:
+        kind = tool.get("type")
+        if kind == "function":
+            function = _function_tool(tool, param)
+        elif kind == "custom":
+            function = _custom_tool(tool, param)
+        else:
+            raise _error(
+                f"built-in tools ({str(kind)[:60]!r}) are only supported by OpenAI models;"
+                " use function tools",
+                f"{param}.type",
+            )
+        name = function["name"]
+        flat = flat_name(namespace, name)
+        function["name"] = flat
+        self.chat[flat] = {"type": "function", "function": function}
+        if namespace is not None or kind == "custom":
+            self.origins[flat] = ToolOrigin(name, namespace, kind == "custom")
+        else:
+            self.origins.pop(flat, None)
+
+
+def _check_fields(item: dict[str, Any], policy: FieldPolicy, param: str) -> None:
+    translated = policy.translated
+    for key, value in item.items():
+        if key in translated or value is None or policy.skips(key):
             continue
-        out.append(_function_tool(tool, param))
-    return out
+        raise _error(f"'{key}' is not supported for this model", f"{param}.{key}")
 
 
-def _functions_only(tools: Any) -> bool:
-    return isinstance(tools, list) and all(
-        isinstance(t, dict) and t.get("type") == "function" for t in tools
-    )
+def _tool_name(tool: dict[str, Any], param: str) -> str:
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise _error(f"a {tool.get('type')} tool needs 'name'", f"{param}.name")
+    return name
 
 
 def _function_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
-    kind = tool.get("type")
-    if kind != "function":
-        raise _error(
-            f"built-in tools ({str(kind)[:60]!r}) are only supported by OpenAI models;"
-            " use function tools",
-            f"{param}.type",
-        )
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise _error("a function tool needs 'name'", f"{param}.name")
-    for key, field_value in tool.items():
-        if field_value is None or RESPONSES_TOOL_FIELDS.skips(key):
-            continue
-        if key not in RESPONSES_TOOL_FIELDS.translated:
-            raise _error(f"'{key}' is not supported for this model", f"{param}.{key}")
+    name = _tool_name(tool, param)
+    _check_fields(tool, RESPONSES_TOOL_FIELDS, param)
     function: dict[str, Any] = {"name": name}
     for key in ("description", "parameters", "strict"):
         if tool.get(key) is not None:
             function[key] = tool[key]
-    return {"type": "function", "function": function}
+    return function
+
+
+def _custom_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
+    """A custom tool (its input free text) as a function of one string, ``input``. A
+    grammar the backend cannot enforce is given to the model as the input's description
+    (docs/client-apis.md, "OpenAI Responses API")."""
+    name = _tool_name(tool, param)
+    _check_fields(tool, RESPONSES_CUSTOM_TOOL_FIELDS, param)
+    about = "The input, as free text."
+    fmt = tool.get("format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "grammar":
+            assert isinstance(fmt, dict)
+            syntax, definition = fmt.get("syntax"), fmt.get("definition")
+            if syntax not in _GRAMMARS or not isinstance(definition, str):
+                raise _error(
+                    "a grammar needs 'syntax' lark or regex and its 'definition'",
+                    f"{param}.format",
+                )
+            about = f"The input: text that matches this {syntax} grammar.\n{definition}"
+        elif kind != "text":
+            raise _error("'format.type' must be text or grammar", f"{param}.format.type")
+    function: dict[str, Any] = {
+        "name": name,
+        "parameters": {
+            "type": "object",
+            "properties": {"input": {"type": "string", "description": about}},
+            "required": ["input"],
+        },
+    }
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    return function
 
 
 def _tool_choice(value: Any) -> Any:
     if isinstance(value, str) and value in _TOOL_OPTIONS:
         return value
-    if isinstance(value, dict) and value.get("type") == "function":
-        name = value.get("name")
-        if isinstance(name, str) and name:
-            return {"type": "function", "function": {"name": name}}
+    if isinstance(value, dict) and value.get("type") in ("function", "custom"):
+        name, namespace = value.get("name"), value.get("namespace")
+        if isinstance(name, str) and name and (namespace is None or isinstance(namespace, str)):
+            return {"type": "function", "function": {"name": flat_name(namespace, name)}}
     raise _error(
         "'tool_choice' must be auto, none, required or a function for this model", "tool_choice"
     )
 
 
-def _text_format(value: Any) -> dict[str, Any] | None:
+def _text_format(value: Any, param: str = "text") -> dict[str, Any] | None:
     if not isinstance(value, dict):
-        raise _error("'text' must be an object", "text")
+        raise _error("'text' must be an object", param)
     # `verbosity` is a hint on length: ignored, as the field policy says of hints.
     fmt = value.get("format")
     if fmt is None:
@@ -225,15 +341,17 @@ def _text_format(value: Any) -> dict[str, Any] | None:
     if kind == "json_object":
         return {"type": "json_object"}
     if kind != "json_schema":
-        raise _error("'text.format.type' must be text, json_object or json_schema", "text.format")
+        raise _error(
+            "'text.format.type' must be text, json_object or json_schema", f"{param}.format"
+        )
     assert isinstance(fmt, dict)
     spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
     return {"type": "json_schema", "json_schema": spec}
 
 
-def _reasoning_effort(value: Any) -> Any:
+def _reasoning_effort(value: Any, param: str = "reasoning") -> Any:
     if not isinstance(value, dict):
-        raise _error("'reasoning' must be an object", "reasoning")
+        raise _error("'reasoning' must be an object", param)
     # `summary` asks OpenAI for summaries; other backends return their reasoning as text.
     return value.get("effort")
 
@@ -260,11 +378,16 @@ def _echo(payload: dict[str, Any]) -> dict[str, Any]:
 # --- input items -------------------------------------------------------------------
 
 
-def _read_input(value: Any, messages: list[dict[str, Any]], params: dict[str, str]) -> None:
+def _read_input(
+    value: Any, messages: list[dict[str, Any]], params: dict[str, str], tools: _Tools
+) -> dict[str, tuple[Any, str]]:
+    """Reads the items into ``messages`` and ``tools``; returns what ``configuration_update``
+    items set last: chat field -> (its value, the item's field)."""
+    updates: dict[str, tuple[Any, str]] = {}
     if isinstance(value, str):
         if value:
             messages.append({"role": "user", "content": value})
-        return
+        return updates
     if not isinstance(value, list):
         raise _error("'input' must be a string or a list of items", "input")
     thinking: list[dict[str, Any]] = []  # signed reasoning for the next assistant message
@@ -282,7 +405,7 @@ def _read_input(value: Any, messages: list[dict[str, Any]], params: dict[str, st
                 message["thinking_blocks"], thinking = thinking, []
             params[f"messages[{len(messages)}]"] = param
             messages.append(message)
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
             call = _function_call(item, param)
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and not thinking:
@@ -293,10 +416,10 @@ def _read_input(value: Any, messages: list[dict[str, Any]], params: dict[str, st
                     message["thinking_blocks"], thinking = thinking, []
                 params[f"messages[{len(messages)}]"] = param
                 messages.append(message)
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
-                raise _error("a function_call_output needs 'call_id'", f"{param}.call_id")
+                raise _error(f"a {kind} needs 'call_id'", f"{param}.call_id")
             params[f"messages[{len(messages)}]"] = param
             messages.append(
                 {"role": "tool", "tool_call_id": call_id, "content": _output(item, param)}
@@ -305,6 +428,25 @@ def _read_input(value: Any, messages: list[dict[str, Any]], params: dict[str, st
             # Reasoning without our signed blocks cannot be replayed (as in chat history).
             if item.get("encrypted_content") is not None:
                 thinking.extend(decode_reasoning(item["encrypted_content"], param))
+        elif kind == "agent_message":
+            # A message between Codex's agents: a user message, as Codex sends it to
+            # backends without them (docs/client-apis.md, "OpenAI Responses API").
+            params[f"messages[{len(messages)}]"] = param
+            messages.append({"role": "user", "content": _agent_text(item, param)})
+        elif kind == "additional_tools":
+            # Codex declares its tools in the conversation: they join the request's.
+            _check_fields(item, RESPONSES_ADDITIONAL_TOOLS_FIELDS, param)
+            tools.read(item.get("tools"), f"{param}.tools")
+        elif kind == "configuration_update":
+            # Settings from here on (docs/client-apis.md, "OpenAI Responses API").
+            _check_fields(item, RESPONSES_CONFIGURATION_UPDATE_FIELDS, param)
+            if item.get("reasoning") is not None:
+                effort = _reasoning_effort(item["reasoning"], f"{param}.reasoning")
+                if effort is not None:
+                    updates["reasoning_effort"] = (effort, f"{param}.reasoning.effort")
+            if item.get("text") is not None:
+                fmt = _text_format(item["text"], f"{param}.text")
+                updates["response_format"] = (fmt, f"{param}.text.format")
         elif kind == "item_reference":
             raise _error(
                 "'item_reference' (items kept at OpenAI) is only supported by OpenAI models",
@@ -315,6 +457,25 @@ def _read_input(value: Any, messages: list[dict[str, Any]], params: dict[str, st
                 f"input items of type {str(kind)[:60]!r} are not supported for this model",
                 f"{param}.type",
             )
+    return updates
+
+
+def _agent_text(item: dict[str, Any], param: str) -> str:
+    content = item.get("content")
+    if not isinstance(content, list):
+        raise _error("'content' must be a list of parts", f"{param}.content")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "encrypted_content":
+            raise _error(
+                "encrypted agent messages are only supported by OpenAI models",
+                f"{param}.content[{j}]",
+            )
+        if kind != "input_text" or not isinstance(part.get("text"), str):
+            raise _error("an agent message's parts must be input_text", f"{param}.content[{j}]")
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def _content(item: dict[str, Any], param: str) -> str | list[dict[str, Any]]:
@@ -374,14 +535,27 @@ def _part(part: Any, param: str) -> dict[str, Any]:
 
 
 def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
-    call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
+    """A ``function_call`` or ``custom_tool_call`` item as a chat tool call (named as
+    its tool is in the chat request)."""
+    kind, call_id, name = item["type"], item.get("call_id"), item.get("name")
+    namespace = item.get("namespace")
     if not isinstance(call_id, str) or not call_id:
-        raise _error("a function_call needs 'call_id'", f"{param}.call_id")
+        raise _error(f"a {kind} needs 'call_id'", f"{param}.call_id")
     if not isinstance(name, str) or not name:
-        raise _error("a function_call needs 'name'", f"{param}.name")
-    if not isinstance(arguments, str):
+        raise _error(f"a {kind} needs 'name'", f"{param}.name")
+    if namespace is not None and not isinstance(namespace, str):
+        raise _error("'namespace' must be a string", f"{param}.namespace")
+    if kind == "custom_tool_call":
+        text = item.get("input")
+        if not isinstance(text, str):
+            raise _error("'input' must be a string", f"{param}.input")
+        arguments = dumps({"input": text}).decode()
+    elif isinstance(item.get("arguments"), str):
+        arguments = item["arguments"]
+    else:
         raise _error("'arguments' must be a JSON string", f"{param}.arguments")
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    function = {"name": flat_name(namespace, name), "arguments": arguments}
+    return {"id": call_id, "type": "function", "function": function}
 
 
 def _output(item: dict[str, Any], param: str) -> str | list[dict[str, Any]]:

@@ -13,7 +13,11 @@ from typing import Any
 
 from aigateway.translators.client_apis.chat.events import ChatAnswer
 from aigateway.translators.client_apis.chat.stream import KEEPALIVE
-from aigateway.translators.client_apis.responses_request import encode_reasoning
+from aigateway.translators.client_apis.responses_request import (
+    ToolOrigin,
+    custom_input,
+    encode_reasoning,
+)
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.jsoncodec import dumps
 from aigateway.translators.wire.sse import encode_sse_event
@@ -30,16 +34,18 @@ def new_id(prefix: str) -> str:
 
 @dataclass(slots=True, frozen=True)
 class ResponseHead:
-    """What every response object of one request carries: its id, creation time and the
-    request fields it repeats (``echo``)."""
+    """What every response object of one request carries: its id, creation time, the
+    request fields it repeats (``echo``) and the tools whose calls are not plain
+    ``function_call`` items (``tools``, by chat function name)."""
 
     id: str
     created_at: int
     echo: dict[str, Any]
+    tools: dict[str, ToolOrigin] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, echo: dict[str, Any]) -> ResponseHead:
-        return cls(new_id("resp"), int(time.time()), echo)
+    def new(cls, echo: dict[str, Any], tools: dict[str, ToolOrigin] | None = None) -> ResponseHead:
+        return cls(new_id("resp"), int(time.time()), echo, tools or {})
 
 
 def usage_object(usage: TokenUsage) -> dict[str, Any]:
@@ -103,16 +109,27 @@ def _text_part(text: str) -> dict[str, Any]:
 
 
 def _call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str
+    item_id: str, call_id: str, name: str, arguments: str, status: str, origin: ToolOrigin | None
 ) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "status": status,
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-    }
+    """A ``function_call`` item; a ``custom_tool_call`` for a custom tool, and the
+    namespace of a tool that has one (Codex finds its tools by namespace and name)."""
+    if origin is None:
+        return {
+            "id": item_id,
+            "type": "function_call",
+            "status": status,
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+        }
+    item: dict[str, Any] = {"id": item_id, "status": status, "call_id": call_id}
+    if origin.custom:
+        item |= {"type": "custom_tool_call", "name": origin.name, "input": custom_input(arguments)}
+    else:
+        item |= {"type": "function_call", "name": origin.name, "arguments": arguments}
+    if origin.namespace is not None:
+        item["namespace"] = origin.namespace
+    return item
 
 
 def _reasoning_item(
@@ -144,7 +161,11 @@ def response_body(head: ResponseHead, answer: ChatAnswer, usage: TokenUsage | No
     if text or not answer.tool_calls:
         output.append(_message_item(new_id("msg"), text, item_status))
     for call in answer.tool_calls:
-        output.append(_call_item(new_id("fc"), call.id, call.name, call.arguments, item_status))
+        origin = head.tools.get(call.name)
+        prefix = "ctc" if origin is not None and origin.custom else "fc"
+        output.append(
+            _call_item(new_id(prefix), call.id, call.name, call.arguments, item_status, origin)
+        )
     doc = response_object(head, status=status, output=output, usage=usage, incomplete=incomplete)
     return dumps(doc)
 
@@ -153,12 +174,13 @@ def response_body(head: ResponseHead, answer: ChatAnswer, usage: TokenUsage | No
 class _Item:
     """An output item being streamed."""
 
-    kind: str  # message, function_call, reasoning
+    kind: str  # message, function_call, custom_tool_call, reasoning
     id: str
     index: int
     texts: list[str] = field(default_factory=list)  # text, arguments or reasoning
     call_id: str = ""
     name: str = ""
+    origin: ToolOrigin | None = None
     blocks: list[dict[str, Any]] = field(default_factory=list)  # signed reasoning
     delta_head: bytes = b""  # the constant start of this item's delta events
 
@@ -257,7 +279,15 @@ class ResponsesEventStream:
             done = _message_item(item.id, text, "completed")
         elif item.kind == "function_call":
             self._event("response.function_call_arguments.done", {**where, "arguments": text})
-            done = _call_item(item.id, item.call_id, item.name, text, "completed")
+            done = _call_item(item.id, item.call_id, item.name, text, "completed", item.origin)
+        elif item.kind == "custom_tool_call":
+            # The input is inside the arguments' JSON: it goes out whole, once complete.
+            done = _call_item(item.id, item.call_id, item.name, text, "completed", item.origin)
+            if done["input"]:
+                self._event(
+                    "response.custom_tool_call_input.delta", {**where, "delta": done["input"]}
+                )
+            self._event("response.custom_tool_call_input.done", {**where, "input": done["input"]})
         else:
             if text:
                 self._event(
@@ -344,24 +374,29 @@ class ResponsesEventStream:
     def tool_call(self, index: int, call_id: str, name: str) -> None:
         if self._done:
             return
-        item = self._start("function_call", "fc")
-        item.call_id, item.name = call_id, name
+        origin = self._head.tools.get(name)
+        custom = origin is not None and origin.custom
+        item = (
+            self._start("custom_tool_call", "ctc") if custom else self._start("function_call", "fc")
+        )
+        item.call_id, item.name, item.origin = call_id, name, origin
         self._calls[index] = item
         self._event(
             "response.output_item.added",
             {
                 "output_index": item.index,
-                "item": _call_item(item.id, call_id, name, "", "in_progress"),
+                "item": _call_item(item.id, call_id, name, "", "in_progress", origin),
             },
         )
-        item.delta_head = _delta_head("response.function_call_arguments.delta", item)
+        if not custom:
+            item.delta_head = _delta_head("response.function_call_arguments.delta", item)
 
     def tool_arguments(self, index: int, fragment: str) -> None:
         item = self._calls.get(index)
         if item is None or self._done:
             return
         item.texts.append(fragment)
-        if item is self._open:
+        if item is self._open and item.kind == "function_call":
             self._delta(item, fragment)
 
     def keepalive(self) -> None:

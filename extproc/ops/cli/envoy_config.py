@@ -21,7 +21,7 @@ from aigateway.extproc.ops.cli.common import (
     worker_count,
 )
 from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, ExtprocTls, build_bootstrap
-from aigateway.extproc.ops.workers import worker_addresses
+from aigateway.extproc.ops.workers import counter_address, worker_addresses
 
 HELP = "print the Envoy bootstrap for a config (YAML)"
 DESCRIPTION = """\
@@ -46,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=worker_count,
-        default=1,
+        default=None,
         metavar="N",
-        help="each --extproc-addr stands for `serve --workers N`: N endpoints on consecutive ports",
+        help="each --extproc-addr stands for `serve --workers N`: N endpoints on consecutive"
+        " ports, and the parent that counts requests Envoy answered without them (port + N)",
     )
     parser.add_argument(
         "--no-access-log",
@@ -82,12 +83,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    given = args.extproc_addr or [Address.parse(DEFAULT_EXTPROC_ADDR)]
     try:
         extproc = [
-            worker
-            for given in args.extproc_addr or [Address.parse(DEFAULT_EXTPROC_ADDR)]
-            for worker in worker_addresses(given, args.workers)
+            worker for address in given for worker in worker_addresses(address, args.workers or 1)
         ]
+        counters = (
+            tuple(counter_address(address, args.workers) for address in given)
+            if args.workers is not None
+            else ()
+        )
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
     if (args.extproc_tls_cert is None) != (args.extproc_tls_key is None):
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         admin=args.admin_addr,
         access_log=not args.no_access_log,
         extproc_tls=tls,
+        unrecorded=counters,
         ca_bundle=os.path.abspath(args.backend_ca) if args.backend_ca else None,
     )
     sys.stdout.write(yaml.safe_dump(build_bootstrap(config, options), sort_keys=False))

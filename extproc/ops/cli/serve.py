@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from aigateway.extproc.framework.memory import use_one_arena
 from aigateway.extproc.framework.router import Wrap, compose
 from aigateway.extproc.gateway import (
     ServeOptions,
@@ -44,10 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=worker_count,
-        default=1,
+        default=None,
         metavar="N",
         help="run N processor processes: worker i on the ext_proc port + i and the metrics"
-        " port + i; pair with `envoy-config --workers N`",
+        " port + i, and a parent that restarts them and counts the requests Envoy answered"
+        " without one (its log on the ext_proc port + N, metrics on the metrics port + N);"
+        " pair with `envoy-config --workers N` (default: one process, no parent)",
     )
     parser.add_argument(
         "--max-requests",
@@ -100,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # First, before any thread starts (docs/reliability.md, "Large bodies").
+    use_one_arena()
     config = load_config(args.config)
     secrets = load_secrets(config, args.config)
     try:
@@ -107,13 +112,13 @@ def run(args: argparse.Namespace) -> int:
         routes = load_routes(args.routes) if args.routes else None
     except PluginError as exc:
         return fail(str(exc), EXIT_USAGE)
-    if args.workers > 1:
+    if args.workers is not None:
         from aigateway.extproc.ops.workers import serve_workers
 
         # The memory store is one file all workers share (docs/limits.md); Redis is
         # shared anyway.
         shared = bool(config.limits.rules) and config.limits.store == "memory"
-        return serve_workers(args, shared_limits=shared)
+        return serve_workers(args, config, shared_limits=shared)
     wrap: Wrap | None = compose(*wraps) if wraps else None
     options = ServeOptions(
         extproc=args.extproc_addr,

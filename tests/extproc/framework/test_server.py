@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
 
+from aigateway.extproc.framework import server
 from aigateway.extproc.framework._protos.envoy.extensions.filters.http.ext_proc.v3 import (
     processing_mode_pb2,
 )
@@ -25,7 +29,12 @@ from aigateway.extproc.framework.processor import (
     Result,
 )
 from aigateway.extproc.framework.router import Router
-from aigateway.extproc.framework.server import ExternalProcessorServicer, ResultError, _set_metadata
+from aigateway.extproc.framework.server import (
+    ExternalProcessorServicer,
+    LargeBodyTurns,
+    ResultError,
+    _set_metadata,
+)
 from tests.extproc.framework.fake_envoy import (
     Aborted,
     Conversation,
@@ -468,3 +477,64 @@ def test_metadata_struct_is_what_struct_update_writes() -> None:
     _set_metadata(written, metadata)
     assert written == expected
     assert written.fields["other"].WhichOneof("kind") == "struct_value"
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_large_bodies_take_turns_with_what_arrives_meanwhile() -> None:
+    """Each large body starts only after the loop has run what became ready during the
+    previous one: a message that arrives while one is parsed waits for that one alone,
+    not for every large body that came with it."""
+    turns = LargeBodyTurns()
+    order: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    async def large(i: int) -> None:
+        await turns.wait()
+        order.append(f"large {i}")
+        loop.call_soon(order.append, f"small after {i}")  # arrives while it is parsed
+
+    await asyncio.gather(*(large(i) for i in range(3)))
+    assert order == [
+        "large 0",
+        "small after 0",
+        "large 1",
+        "small after 1",
+        "large 2",
+        "small after 2",
+    ]
+
+
+async def test_freed_memory_goes_back_once_the_last_large_body_stream_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trims: list[int] = []
+
+    def trim() -> bool:
+        trims.append(1)
+        return True
+
+    monkeypatch.setattr(server, "TRIM_DELAY_SECONDS", 0)
+    monkeypatch.setattr(server, "release_freed_memory", trim)
+    servicer = servicer_for(lambda: Recorder([]))
+    large = request_body(b"x" * server.LARGE_BODY_BYTES)
+
+    async def stream(body: pb.ProcessingRequest) -> Conversation:
+        conv = Conversation(servicer)
+        await conv.send(request_headers("/p"))
+        await conv.send(body)
+        return conv
+
+    small = await stream(request_body(b"{}"))
+    await small.close()
+    for burst in (1, 2):
+        first, second = await stream(large), await stream(large)
+        await first.close()
+        await second.close()
+        await wait_for(lambda b=burst: len(trims) >= b)
+        assert len(trims) == burst

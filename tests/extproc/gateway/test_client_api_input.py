@@ -68,11 +68,26 @@ response_parts = shaped(
     ["text", "image_url", "file_data", "file_id", "filename", "detail", "refusal"],
     ["input_text", "output_text", "input_image", "input_file", "refusal", "text"],
 )
+response_tools = shaped(
+    ["name", "description", "parameters", "format", "tools", "strict"],
+    ["function", "custom", "namespace", "web_search"],
+)
 response_items = st.fixed_dictionaries(
     {},
     optional={
         "type": st.sampled_from(
-            ["message", "function_call", "function_call_output", "reasoning", "item_reference"]
+            [
+                "message",
+                "function_call",
+                "function_call_output",
+                "reasoning",
+                "item_reference",
+                "custom_tool_call",
+                "custom_tool_call_output",
+                "additional_tools",
+                "configuration_update",
+                "agent_message",
+            ]
         )
         | scalars,
         "role": st.sampled_from(["user", "assistant", "system", "developer"]) | values,
@@ -82,6 +97,11 @@ response_items = st.fixed_dictionaries(
         "arguments": st.sampled_from(["{}", '{"a":1}', "nope"]) | values,
         "output": st.text(max_size=5) | st.lists(response_parts, max_size=2) | values,
         "encrypted_content": st.text(max_size=10) | values,
+        "namespace": st.text(max_size=5) | values,
+        "input": st.text(max_size=5) | values,
+        "tools": st.lists(response_tools, max_size=2) | values,
+        "reasoning": st.sampled_from([{"effort": "low"}, {"effort": 3}]) | values,
+        "text": st.sampled_from([{"format": {"type": "text"}}, {"format": 1}]) | values,
     },
 )
 responses_bodies = st.fixed_dictionaries(

@@ -19,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigateway.extproc.framework.addresses import Address
-from aigateway.extproc.ops.workers import worker_addresses
+from aigateway.extproc.ops.workers import counter_address, worker_addresses
 from tests.e2e.stack import (
     AIGATEWAY,
     Stack,
@@ -46,8 +46,9 @@ class WorkersStack(Stack):
 
     def allocate_ports(self) -> None:
         super().allocate_ports()
-        self.extproc_port = free_ports(WORKERS)
-        self.metrics_port = free_ports(WORKERS)
+        # The workers' ports, then their parent's (it counts what no worker recorded).
+        self.extproc_port = free_ports(WORKERS + 1)
+        self.metrics_port = free_ports(WORKERS + 1)
 
     def worker_metrics(self, index: int) -> str:
         status, body = http_get(f"http://127.0.0.1:{self.metrics_port + index}/metrics")
@@ -133,6 +134,11 @@ def test_a_killed_worker_is_restarted_and_the_group_keeps_serving(stack: Workers
     wait_until("worker 1 restarted and serving its metrics", restarted)
     assert serve.popen.poll() is None
     assert workers[0] in children(serve.popen.pid)  # the survivor was left alone
+    # Every request was answered by a worker (a refused stream is retried on the other):
+    # none went to the parent, which counts only what no worker recorded.
+    assert stack.envoy_stat("access_logs.grpc_access_log.logs_written") == 0
+    wait_until("the parent's metrics", lambda: _serves(stack, WORKERS))
+    assert "aigateway_requests_total{" not in stack.worker_metrics(WORKERS)
     assert stack.procs["serve"].stop(signal.SIGTERM) == 0
 
 
@@ -222,6 +228,17 @@ def test_worker_addresses_are_consecutive() -> None:
         worker_addresses(Address("", 65535), 2)
 
 
+def test_the_parent_counts_on_the_address_after_its_workers() -> None:
+    assert counter_address(Address("127.0.0.1", 1063), 3) == Address("127.0.0.1", 1066)
+    assert counter_address(Address("127.0.0.1", 1063), 1) == Address("127.0.0.1", 1064)
+    assert counter_address(Address(unix_path="/run/ext.sock"), 2) == Address(
+        unix_path="/run/ext.sock.2"
+    )
+    assert counter_address(Address("", 0), 2) == Address("", 0)
+    with pytest.raises(ValueError, match="65535"):
+        counter_address(Address("", 65534), 2)
+
+
 def test_envoy_config_lists_one_endpoint_per_worker(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -252,3 +269,7 @@ def test_envoy_config_lists_one_endpoint_per_worker(tmp_path: Path) -> None:
     endpoints = extproc["load_assignment"]["endpoints"][0]["lb_endpoints"]
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
     assert ports == [2000, 2001, 2002]
+    # The parent takes Envoy's log of the requests no worker recorded.
+    counter = next(c for c in clusters if c["name"] == "aigateway-unrecorded")
+    (endpoint,) = counter["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == 2003

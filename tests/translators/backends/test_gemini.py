@@ -233,7 +233,7 @@ def test_tool_calls_and_results() -> None:
                 {
                     "name": "get_weather",
                     "description": "Weather for a city",
-                    "parameters": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+                    "parametersJsonSchema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
                 }
             ]
         }
@@ -279,7 +279,7 @@ def test_response_formats() -> None:
     )
     assert body["generationConfig"] == {
         "responseMimeType": "application/json",
-        "responseSchema": schema,
+        "responseJsonSchema": schema,
     }
     assert req(response_format={"type": "json_object"})["generationConfig"] == {
         "responseMimeType": "application/json"
@@ -302,7 +302,6 @@ def test_reasoning_effort_is_a_thinking_budget() -> None:
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"parallel_tool_calls": False, "tools": [WEATHER_TOOL]}, "parallel_tool_calls"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
@@ -604,6 +603,28 @@ def test_tool_stream() -> None:
         1: {"id": "call_test_1", "name": "get_weather", "arguments": '{"city":"Lyon"}'},
     }
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call_of_an_answer() -> None:
+    """Gemini has no switch for it: the gateway holds the answer to one call (Codex's
+    default config sends it)."""
+    assert "parallel_tool_calls" not in json.dumps(req(parallel_tool_calls=False))
+    t = translator(tools=[WEATHER_TOOL], parallel_tool_calls=False)
+    out = t.response_body(json.dumps(TOOL_STREAM[0]).encode(), True)
+    assert out.body is not None
+    calls = ChatCompletion.model_validate_json(out.body).choices[0].message.tool_calls
+    assert [json.loads(c.function.arguments) for c in calls or []] == [{"city": "Paris"}]  # type: ignore[union-attr]
+    t, data = streamed(TOOL_STREAM, tools=[WEATHER_TOOL], parallel_tool_calls=False)
+    out = t.response_body(data, False)
+    assert out.complete and out.body is not None
+    indexes = {
+        call.index
+        for chunk in chunks_of(out.body)
+        for choice in chunk.choices
+        for call in choice.delta.tool_calls or []
+    }
+    assert indexes == {0}
+    assert out.usage == TokenUsage(30, 14, 44)
 
 
 def test_error_event_ends_the_stream() -> None:

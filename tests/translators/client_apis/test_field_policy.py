@@ -59,18 +59,31 @@ def test_codex_s_metadata_hints_and_unknown_fields_are_left_out_with_a_debug_lin
     ]
 
 
-def test_a_namespace_of_function_tools_is_flattened() -> None:
+def test_a_namespace_of_function_tools_is_flattened_to_codex_s_flat_names() -> None:
     fn = {"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}
     out = responses(
-        tools=[{"type": "namespace", "name": "multi_agent_v1", "tools": [fn, {**fn, "name": "w"}]}]
+        tools=[
+            {
+                "type": "namespace",
+                "name": "multi_agent_v1",
+                "description": "Sub-agents.",
+                "tools": [fn, {**fn, "name": "w"}],
+            }
+        ]
     )
-    assert [t["function"]["name"] for t in out["tools"]] == ["spawn_agent", "w"]
+    assert [t["function"]["name"] for t in out["tools"]] == [
+        "multi_agent_v1__spawn_agent",
+        "multi_agent_v1__w",
+    ]
 
 
 def test_where_meaning_lives_unknown_kinds_are_still_refused() -> None:
     with pytest.raises(TranslationError) as caught:
         responses(tools=[{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}])
-    assert caught.value.param == "tools[0].type"
+    assert caught.value.param == "tools[0].tools[0].type"
+    with pytest.raises(TranslationError) as caught:
+        responses(tools=[{"type": "custom", "name": "c", "format": {"type": "hologram"}}])
+    assert caught.value.param == "tools[0].format.type"
     with pytest.raises(TranslationError) as caught:
         responses(input=[{"role": "user", "content": [{"type": "input_hologram"}]}])
     assert caught.value.param == "input[0].content[0].type"

@@ -269,7 +269,7 @@ def test_structured_answers_and_reasoning_effort_map_to_their_chat_fields() -> N
         ({"max_tool_calls": 3}, "max_tool_calls"),
         (
             {"tools": [{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}]},
-            "tools[0].type",
+            "tools[0].tools[0].type",
         ),
     ],
 )

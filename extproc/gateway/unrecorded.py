@@ -1,0 +1,112 @@
+"""Requests Envoy answered itself and no processor recorded (docs/architecture.md,
+"Requests no processor recorded").
+
+A processor records every request whose ext_proc stream it started, whatever the exit
+(``InstrumentedProcessor``), unless it dies first; a request that never reached one is
+recorded by none. Envoy knows both cases: its ext_proc filter fails the request with a
+transport error of the processor's stream. Envoy's access log sends exactly those
+requests (filtered in Envoy: the details below, and no :data:`RECORDED_FACT`, which only
+the answer that completes a recorded request carries) to :class:`UnrecordedLog`, served
+by a process that outlives the processors (``serve --workers``' parent), which records
+each once as an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from google.protobuf import json_format
+
+from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
+from aigateway.instrumentation.facts import (
+    METADATA_NAMESPACE,
+    RECORDED_FACT,
+    Facts,
+    UnrecordedCause,
+    UnrecordedRequest,
+)
+
+#: The ``log_name`` of Envoy's log of requests no processor recorded.
+UNRECORDED_LOG_NAME = "aigateway-unrecorded"
+#: Envoy's response code details when its ext_proc filter could not reach a processor:
+#: gRPC UNAVAILABLE from Envoy's own connection handling (refused, reset before the
+#: processor answered, no healthy processor). A live processor's own UNAVAILABLE (its
+#: server cancelling calls when a drain times out) names the server's message instead,
+#: and that processor records those streams itself.
+UNAVAILABLE_DETAILS = (
+    "ext_proc_error_gRPC_error_14{upstream_",
+    "ext_proc_error_gRPC_error_14{no_healthy_upstream",
+)
+#: ...and when the connection of a processor that had answered ended under the stream
+#: (gRPC INTERNAL with the connection's termination: the process is gone).
+LOST_DETAILS = (
+    "ext_proc_error_gRPC_error_13{upstream_reset_after_response_started{connection_termination}"
+)
+#: Every details prefix of a request no processor recorded, with why.
+UNRECORDED_DETAILS: tuple[tuple[str, UnrecordedCause], ...] = (
+    *((d, "processor_unavailable") for d in UNAVAILABLE_DETAILS),
+    (LOST_DETAILS, "processor_lost"),
+)
+
+
+def unrecorded_cause(details: str) -> UnrecordedCause | None:
+    """Why no processor recorded a request Envoy ended with ``details``; ``None`` when
+    one did (or will: it is alive and ends its stream with a record)."""
+    for prefix, cause in UNRECORDED_DETAILS:
+        if details.startswith(prefix):
+            return cause
+    return None
+
+
+class UnrecordedLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    """``envoy.service.accesslog.v3.AccessLogService`` for Envoy's log of requests no
+    processor recorded: hands each to ``record``."""
+
+    def __init__(
+        self,
+        record: Callable[[UnrecordedRequest], None],
+        counted: Callable[[str], bool] = lambda _path: True,
+    ) -> None:
+        self._record = record
+        self._counted = counted
+
+    async def StreamAccessLogs(
+        self, request_iterator: Any, context: Any
+    ) -> als_pb2.StreamAccessLogsResponse:
+        ours = False
+        async for message in request_iterator:
+            if message.HasField("identifier"):  # only the stream's first message has it
+                ours = message.identifier.log_name == UNRECORDED_LOG_NAME
+            if not ours:
+                continue
+            for entry in message.http_logs.log_entry:
+                request = self.request(entry)
+                if request is not None:
+                    self._record(request)
+        return als_pb2.StreamAccessLogsResponse()
+
+    def request(self, entry: Any) -> UnrecordedRequest | None:
+        """The request an entry (``HTTPAccessLogEntry``) stands for, or ``None`` when a
+        processor recorded it (Envoy's filter leaves those out; a hand-written log may
+        not) or its path is not counted (the models list: ``counted``)."""
+        cause = unrecorded_cause(entry.response.response_code_details)
+        if cause is None:
+            return None
+        headers = entry.request.request_headers
+        if not self._counted(headers.get(ORIGINAL_PATH_HEADER) or entry.request.path):
+            return None
+        common = entry.common_properties
+        metadata = common.metadata.filter_metadata
+        facts: Facts = {}
+        if METADATA_NAMESPACE in metadata:
+            facts = cast("Facts", json_format.MessageToDict(metadata[METADATA_NAMESPACE]))
+        if RECORDED_FACT in facts:
+            return None
+        return UnrecordedRequest(
+            facts=facts,
+            headers=tuple((k, v) for k, v in headers.items() if k != ORIGINAL_PATH_HEADER),
+            duration=common.duration.ToTimedelta().total_seconds(),
+            cause=cause,
+        )
