@@ -294,6 +294,13 @@ def test_reasoning_effort_is_a_thinking_budget() -> None:
     assert req(reasoning_effort="none")["generationConfig"] == {
         "thinkingConfig": {"thinkingBudget": 0}
     }
+    # OpenAI's levels past Google's mapping: the nearest one it has.
+    assert req(reasoning_effort="minimal")["generationConfig"] == {
+        "thinkingConfig": {"thinkingBudget": 1024}
+    }
+    assert req(reasoning_effort="xhigh")["generationConfig"] == {
+        "thinkingConfig": {"thinkingBudget": 24576}
+    }
 
 
 @pytest.mark.parametrize(
@@ -320,7 +327,7 @@ def test_reasoning_effort_is_a_thinking_budget() -> None:
             "response_format.json_schema.schema",
         ),
         ({"response_format": {"type": "xml"}}, "response_format"),
-        ({"reasoning_effort": "minimal"}, "reasoning_effort"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
         ({"seed": 1.5}, "seed"),
         ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0]"),
     ],
