@@ -81,6 +81,53 @@ class _Series:
         self.min = float("inf")
         self.max = float("-inf")
 
+    def merge(self, other: _Series) -> None:
+        buckets = self.buckets
+        for i, count in enumerate(other.buckets):
+            buckets[i] += count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+
+class PendingObservations:
+    """Observations for one :class:`HistogramTotals` whose label values are not known
+    yet (a stream's gaps between chunks, labelled when the request is recorded), added
+    to the histogram in one step by :meth:`HistogramTotals.record_pending`.
+
+    An observation is appended to ``values`` (a list append: the cheapest thing a
+    streamed chunk can do); the owner calls :meth:`fold` when ``values`` holds
+    :attr:`FOLD_AT` of them, which turns them into bucket counts, so memory stays
+    bounded however long the stream."""
+
+    FOLD_AT = 256
+
+    __slots__ = ("_bounds", "_series", "values")
+
+    def __init__(self, histogram: HistogramTotals) -> None:
+        self._bounds = histogram.bounds
+        self._series = _Series(len(self._bounds) + 1)
+        #: Observations (>= 0) not yet folded into the bucket counts.
+        self.values: list[float] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.values) + sum(self._series.buckets)
+
+    def fold(self) -> None:
+        """Turn ``values`` into bucket counts."""
+        values = self.values
+        if not values:
+            return
+        series, bounds = self._series, self._bounds
+        buckets = series.buckets
+        for value in values:
+            buckets[bisect_left(bounds, value)] += 1
+        series.sum += sum(values)
+        series.min = min(series.min, *values)
+        series.max = max(series.max, *values)
+        values.clear()
+
 
 class HistogramTotals:
     """One explicit-bucket histogram, aggregated in process by label values: bucket
@@ -117,16 +164,34 @@ class HistogramTotals:
         with self._lock:
             series = self._series.get(values)
             if series is None:
-                key = values if len(self._series) < self.limit else None
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = _Series(len(self.bounds) + 1)
+                series = self._new_series(values)
             series.buckets[bisect_left(self.bounds, value)] += 1
             series.sum += value
             if value < series.min:
                 series.min = value
             if value > series.max:
                 series.max = value
+
+    def record_pending(self, pending: PendingObservations, values: LabelValues) -> None:
+        """``pending``'s observations (of this histogram) for the series with these
+        label values."""
+        pending.fold()
+        if not pending.count:
+            return
+        with self._lock:
+            series = self._series.get(values)
+            if series is None:
+                series = self._new_series(values)
+            series.merge(pending._series)
+
+    def _new_series(self, values: LabelValues) -> _Series:
+        """The series for label values not seen yet: a new one, or past the limit the
+        overflow series; under the lock."""
+        key = values if len(self._series) < self.limit else None
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(len(self.bounds) + 1)
+        return series
 
     def has_data(self) -> bool:
         return bool(self._series)

@@ -31,6 +31,8 @@ class Facts(TypedDict, total=False):
     operation: str
     #: The client API (``chat_completions``, ``embeddings``, ``responses``, ``messages``).
     api: str
+    #: ``True``: the client asked for a streamed response (absent when it did not).
+    stream: bool
     #: Token counts as the backend reported them.
     input_tokens: int
     output_tokens: int
@@ -61,6 +63,7 @@ FactKey = Literal[
     "model",
     "operation",
     "api",
+    "stream",
     "input_tokens",
     "output_tokens",
     "total_tokens",

@@ -40,6 +40,7 @@ from aigateway.extproc.framework.processor import (
     ProcessorWrapper,
     Result,
 )
+from aigateway.instrumentation.aggregation import PendingObservations
 from aigateway.instrumentation.facts import (
     ATTEMPT_RESULTS,
     METADATA_NAMESPACE,
@@ -229,6 +230,7 @@ class InstrumentedProcessor(ProcessorWrapper):
 
     __slots__ = (
         "_backend",
+        "_chunk_gaps",
         "_error_type",
         "_extra",
         "_failed",
@@ -259,6 +261,8 @@ class InstrumentedProcessor(ProcessorWrapper):
         self._streamed = False
         self._first_chunk: float | None = None
         self._last_chunk = 0.0
+        # The gaps between streamed chunks, when the client chunk metrics are on.
+        self._chunk_gaps: PendingObservations | None = None
         self._metadata: Facts = {}
         self._recorded = False
         self._span: Span | None = None
@@ -285,6 +289,9 @@ class InstrumentedProcessor(ProcessorWrapper):
             self.inner.on_response_headers(headers), ends=headers.end_of_stream
         )
         self._streamed = result.stream_response_body and not headers.end_of_stream
+        genai = self.instrumentation.genai
+        if self._streamed and genai is not None and genai.time_per_output_chunk is not None:
+            self._chunk_gaps = PendingObservations(genai.time_per_output_chunk)
         return result
 
     async def on_response_body(self, body: bytes, end_of_stream: bool) -> Result:
@@ -292,6 +299,11 @@ class InstrumentedProcessor(ProcessorWrapper):
             now = self.instrumentation.clock()
             if self._first_chunk is None:
                 self._first_chunk = now
+            elif self._chunk_gaps is not None:
+                gaps = self._chunk_gaps.values
+                gaps.append(now - self._last_chunk)
+                if len(gaps) == PendingObservations.FOLD_AT:
+                    self._chunk_gaps.fold()
             self._last_chunk = now
         return await self._observe(
             self.inner.on_response_body(body, end_of_stream), ends=end_of_stream
@@ -447,6 +459,11 @@ class InstrumentedProcessor(ProcessorWrapper):
                     genai.time_to_first_token.record(first_token, (*base, *extra))
                 if inter_token is not None:
                     genai.time_per_output_token.record(inter_token, (*base, *extra))
+                if first_token is not None and genai.time_to_first_chunk is not None:
+                    genai.time_to_first_chunk.record(first_token, (*base, *extra))
+                chunks, gaps = genai.time_per_output_chunk, self._chunk_gaps
+                if chunks is not None and gaps is not None and first is not None:
+                    chunks.record_pending(gaps, (*base, *extra))
             if span is not None:
                 self._end_span(span, operation, provider, error_type, first_token, total, extra)
 
@@ -514,7 +531,8 @@ class InstrumentedProcessor(ProcessorWrapper):
         if isinstance(reported, str) and reported:
             attributes[RESPONSE_MODEL] = reported[:_MAX_RESPONSE_MODEL]
         if inst.latest_experimental:
-            attributes["gen_ai.request.stream"] = self._streamed
+            # What the client asked for (a refused stream too), else what it got.
+            attributes["gen_ai.request.stream"] = meta.get("stream") is True or self._streamed
             if self._streamed and first_token is not None:
                 attributes["gen_ai.response.time_to_first_chunk"] = first_token
         for key, name in _SPAN_TOKENS:

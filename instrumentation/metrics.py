@@ -68,6 +68,10 @@ GENAI_TOKEN_USAGE = "gen_ai.client.token.usage"
 GENAI_DURATION = "gen_ai.server.request.duration"
 GENAI_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
 GENAI_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
+#: The client's view of the backend (the gateway is its client); newer than the
+#: conventions' last release: only with the opt-in (docs/metrics.md, "GenAI semantic conventions").
+GENAI_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+GENAI_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
 
 GENAI_DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -78,6 +82,7 @@ GENAI_TIME_TO_FIRST_TOKEN_BUCKETS = (
 GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 )  # fmt: skip
+GENAI_CHUNK_BUCKETS = GENAI_DURATION_BUCKETS
 GENAI_TOKEN_BUCKETS = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
@@ -94,6 +99,17 @@ GENAI_FAMILIES = {
     GENAI_TIME_PER_OUTPUT_TOKEN: (
         "s",
         "Time per output token generated after the first token for successful responses.",
+    ),
+    GENAI_TIME_TO_FIRST_CHUNK: (
+        "s",
+        "Time to receive the first chunk, measured from when the client issues the"
+        " generation request to when the first chunk is received in the response stream.",
+    ),
+    GENAI_TIME_PER_OUTPUT_CHUNK: (
+        "s",
+        "Time per output chunk, recorded for each chunk received after the first one,"
+        " measured as the time elapsed from the end of the previous chunk to the end of"
+        " the current chunk.",
     ),
 }
 
@@ -182,6 +198,9 @@ class GenAIMetrics:
     duration: HistogramTotals
     time_to_first_token: HistogramTotals
     time_per_output_token: HistogramTotals
+    #: The client chunk timings, with ``OTEL_SEMCONV_STABILITY_OPT_IN`` only (else ``None``).
+    time_to_first_chunk: HistogramTotals | None = None
+    time_per_output_chunk: HistogramTotals | None = None
 
     @classmethod
     def create(
@@ -190,6 +209,7 @@ class GenAIMetrics:
         *,
         extra_labels: tuple[str, ...] = (),
         cardinality: int = 2000,
+        latest_experimental: bool = False,
     ) -> GenAIMetrics:
         def histogram(name: str, own: tuple[str, ...], bounds: Sequence[float]) -> Any:
             unit, description = GENAI_FAMILIES[name]
@@ -213,6 +233,12 @@ class GenAIMetrics:
             time_per_output_token=histogram(
                 GENAI_TIME_PER_OUTPUT_TOKEN, (), GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS
             ),
+            time_to_first_chunk=histogram(GENAI_TIME_TO_FIRST_CHUNK, (), GENAI_CHUNK_BUCKETS)
+            if latest_experimental
+            else None,
+            time_per_output_chunk=histogram(GENAI_TIME_PER_OUTPUT_CHUNK, (), GENAI_CHUNK_BUCKETS)
+            if latest_experimental
+            else None,
         )
 
 

@@ -13,7 +13,11 @@ from opentelemetry.metrics import Meter
 from prometheus_client import CollectorRegistry
 
 from aigateway.instrumentation.aggregation import InProcessHistograms
-from aigateway.instrumentation.instrumented import HeaderLabel, Instrumentation
+from aigateway.instrumentation.instrumented import (
+    HeaderLabel,
+    Instrumentation,
+    genai_latest_experimental,
+)
 from aigateway.instrumentation.metrics import (
     METER_NAME,
     SCHEMAS,
@@ -51,6 +55,7 @@ def create_instrumentation(
     prices: Mapping[str, Price] | None = None,
     providers: Mapping[str, str] | None = None,
     rules: Collection[str] = (),
+    latest_experimental: bool | None = None,
     **kwargs: Any,
 ) -> Instrumentation:
     """The :class:`Instrumentation` recording the families of ``schema`` (``aigateway``,
@@ -59,20 +64,29 @@ def create_instrumentation(
     ``models`` and ``backends`` are the only label values allowed (anything else is
     recorded as ``unknown``); ``providers`` maps each backend to its
     ``gen_ai.provider.name``; ``header_labels`` are added to every family; ``rules``
-    (the names of the config's limits rules) bring the limits families. ``kwargs``
-    go to :class:`Instrumentation` (tracer, clocks)."""
+    (the names of the config's limits rules) bring the limits families;
+    ``latest_experimental`` (default: as ``OTEL_SEMCONV_STABILITY_OPT_IN`` says) adds
+    what the GenAI conventions have not released yet. ``kwargs`` go to
+    :class:`Instrumentation` (tracer, clocks)."""
     if schema not in SCHEMAS:
         raise ValueError(f"schema must be one of {', '.join(SCHEMAS)}, not {schema!r}")
     labels = tuple(header_labels)
     extra = tuple(h.label for h in labels)
     cardinality = cardinality_limit(len(models), len(backends), [len(h.values) for h in labels])
+    if latest_experimental is None:
+        latest_experimental = genai_latest_experimental()
     gateway = genai = None
     if schema in ("aigateway", "both"):
         gateway = GatewayMetrics.create(
             meter, histograms, extra_labels=extra, cardinality=cardinality
         )
     if schema in ("genai", "both"):
-        genai = GenAIMetrics.create(histograms, extra_labels=extra, cardinality=cardinality)
+        genai = GenAIMetrics.create(
+            histograms,
+            extra_labels=extra,
+            cardinality=cardinality,
+            latest_experimental=latest_experimental,
+        )
     return Instrumentation.create(
         gateway,
         models=models,
@@ -83,6 +97,7 @@ def create_instrumentation(
         rules=frozenset(rules),
         header_labels=labels,
         providers=dict(providers or {}),
+        latest_experimental=latest_experimental,
         **kwargs,
     )
 

@@ -11,7 +11,9 @@ With thinking enabled in ``additionalModelRequestFields`` (see :mod:`.reasoning`
 answer starts with a ``reasoningContent`` block (streamed as text deltas, then a
 ``signature`` delta). ``cachePoint`` blocks (``system``, ``messages``,
 ``toolConfig.tools``) must be ``{"type": "default"}`` (``ttl`` 5m or 1h);
-``x-mock-cache-write-tokens`` reports ``cacheWriteInputTokens``. Documents need a
+``x-mock-cache-write-tokens`` reports ``cacheWriteInputTokens`` and, as Bedrock does,
+``cacheDetails`` (the writes by TTL: ``1h`` when a cache point asked for it, else
+``5m``). Documents need a
 Converse format and a name of letters, digits, single spaces, hyphens, parentheses and
 brackets. ``serviceTier`` must name a Converse tier and is echoed back (``metadata`` in
 a stream).
@@ -78,6 +80,7 @@ class _Answer:
     """What the model "says" to one Converse request."""
 
     __slots__ = (
+        "cache_ttl",
         "input_tokens",
         "request_id",
         "service_tier",
@@ -100,7 +103,7 @@ class _Answer:
         extra = payload.get("additionalModelRequestFields")
         config = extra.get("thinking") if isinstance(extra, dict) else None
         self.thinking = requested_thinking(config, max_tokens, knobs)
-        self.service_tier = _check_request(payload, self.thinking is not None)
+        self.service_tier, self.cache_ttl = _check_request(payload, self.thinking is not None)
         tool_config = payload.get("toolConfig")
         self.tool = select_tool(
             _tools(tool_config), header=knobs.tool_call, forced=_forced_tool(tool_config)
@@ -120,10 +123,10 @@ class _Answer:
     def output_tokens(self) -> int:
         return self.tokens + (len(self.thinking.pieces) if self.thinking is not None else 0)
 
-    def usage(self, call: MockCall) -> dict[str, int]:
+    def usage(self, call: MockCall) -> dict[str, Any]:
         cached = min(call.knobs.cached_tokens, self.input_tokens)
         written = min(call.knobs.cache_write_tokens, self.input_tokens - cached)
-        usage = {
+        usage: dict[str, Any] = {
             "inputTokens": self.input_tokens - cached - written,
             "outputTokens": self.output_tokens,
             "totalTokens": self.input_tokens + self.output_tokens,
@@ -131,6 +134,8 @@ class _Answer:
         if cached or written:
             usage["cacheReadInputTokens"] = cached
             usage["cacheWriteInputTokens"] = written
+        if written:
+            usage["cacheDetails"] = [{"ttl": self.cache_ttl, "inputTokens": written}]
         return usage
 
     def tier(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -219,9 +224,9 @@ def _frames(call: MockCall, answer: _Answer) -> Iterator[tuple[EventKind, bytes]
     yield EventKind.FINAL, frame("metadata", answer.tier(metadata))
 
 
-def _check_request(payload: dict[str, Any], thinking_on: bool) -> str | None:
+def _check_request(payload: dict[str, Any], thinking_on: bool) -> tuple[str | None, str]:
     """What Bedrock refuses and the gateway must get right: cache points, documents,
-    replayed reasoning; returns the service tier asked for."""
+    replayed reasoning; returns the service tier asked for and the longest cache TTL."""
     tier = payload.get("serviceTier")
     name = tier.get("type") if isinstance(tier, dict) else None
     if tier is not None and name not in _SERVICE_TIERS:
@@ -239,11 +244,14 @@ def _check_request(payload: dict[str, Any], thinking_on: bool) -> str | None:
     tool_config = payload.get("toolConfig")
     tools = tool_config.get("tools") if isinstance(tool_config, dict) else None
     blocks.extend(tools if isinstance(tools, list) else ())
+    ttl = "5m"
     for block in blocks:
         if not isinstance(block, dict):
             continue
         if "cachePoint" in block:
             check_cache_control(block["cachePoint"], "cachePoint", "default")
+            if block["cachePoint"].get("ttl") == "1h":
+                ttl = "1h"
         document = block.get("document")
         if isinstance(document, dict):
             doc_name = document.get("name")
@@ -261,7 +269,7 @@ def _check_request(payload: dict[str, Any], thinking_on: bool) -> str | None:
         is_tool_use=lambda b: "toolUse" in b,
         signed=_signed_reasoning,
     )
-    return name if isinstance(name, str) else None
+    return (name if isinstance(name, str) else None), ttl
 
 
 def _signed_reasoning(block: dict[str, Any]) -> tuple[str, str] | None:

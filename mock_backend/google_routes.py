@@ -19,13 +19,19 @@ under ``/v1/projects/{project}/locations/{region}/publishers``:
 
 ``generateContent`` answers a ``GenerateContentResponse`` (one candidate: ``text`` or
 ``functionCall`` parts, ``finishReason``, ``usageMetadata``, ``modelVersion``,
-``responseId``). The SSE stream sends one response per word (or one ``functionCall``
-part), each with the prompt's ``usageMetadata``, then a last one with an empty text
-part, ``finishReason`` and the final usage; events end in CRLF, as Google's do. With
-``x-mock-reasoning-tokens`` the usage reports thoughts (``thoughtsTokenCount``, left
-out of ``candidatesTokenCount``), with ``x-mock-cached-tokens`` cache reads
-(``cachedContentTokenCount``, part of ``promptTokenCount``). ``batchEmbedContents``
-answers ``{"embeddings": [{"values": [...]}]}`` and, like Google's, no token counts.
+``responseId``; Vertex AI adds ``createTime``, ``trafficType`` and
+``candidatesTokensDetails``, and leaves out the candidate's ``index``). The SSE stream
+sends one response per word, the last word's with ``finishReason`` and the final usage
+(a ``functionCall`` part comes whole, finished, in one response); Gemini 3 models end
+with an empty text part that carries a ``thoughtSignature``, as they do. Events end in
+CRLF, as Google's do. The responses before the last carry the prompt's usage on the
+Gemini API, only ``trafficType`` on Vertex AI (Google's own, ``candidatesTokenCount``
+growing with each word on the Gemini API, is not copied: the accounting tests need a
+cut stream's tokens not to depend on timing). With ``x-mock-reasoning-tokens`` the
+usage reports thoughts (``thoughtsTokenCount``, left out of ``candidatesTokenCount``),
+with ``x-mock-cached-tokens`` cache reads (``cachedContentTokenCount``, part of
+``promptTokenCount``, and ``cacheTokensDetails``). ``batchEmbedContents`` answers
+``{"embeddings": [{"values": [...]}]}`` and, like Google's, no token counts.
 
 Errors are ``{"error": {"code", "message", "status"}}`` (in a list for Vertex AI's
 ``streamGenerateContent``); in a stream, a ``data:`` event holding one. The knobs of
@@ -36,6 +42,7 @@ endpoint's own knobs are query parameters of the key file's ``token_uri`` (see
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,7 +171,7 @@ def _anthropic_on_vertex(payload: dict[str, Any], *, stream: bool) -> None:
 class _Answer:
     """What the model "says" to one generateContent request."""
 
-    __slots__ = ("finish", "prompt", "response_id", "tokens", "tool")
+    __slots__ = ("created", "finish", "prompt", "response_id", "tokens", "tool")
 
     def __init__(self, call: MockCall) -> None:
         payload = call.payload
@@ -188,6 +195,7 @@ class _Answer:
             self.tokens, self.finish = knobs.output_tokens, "STOP"
         self.prompt = gemini_prompt_words(payload)
         self.response_id = f"mockResponse{call.state.next_id():012d}"
+        self.created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
 
 
 def _signs_calls(model: str) -> bool:
@@ -226,6 +234,8 @@ def _check_signatures(contents: list[Any]) -> None:
 
 
 def _usage(call: MockCall, answer: _Answer, *, final: bool, vertex: bool) -> dict[str, Any]:
+    if vertex and not final:
+        return {"trafficType": "ON_DEMAND"}  # Vertex AI counts tokens in the last response
     prompt = answer.prompt
     usage: dict[str, Any] = {"promptTokenCount": prompt}
     if final:
@@ -240,8 +250,12 @@ def _usage(call: MockCall, answer: _Answer, *, final: bool, vertex: bool) -> dic
     if cached:
         usage["cachedContentTokenCount"] = cached
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    if cached:
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
     if vertex:
         usage["trafficType"] = "ON_DEMAND"
+        if answer.tokens:
+            usage["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": answer.tokens}]
     return usage
 
 
@@ -252,17 +266,18 @@ def _response(
     *,
     finish: str | None,
     usage: dict[str, Any],
+    vertex: bool,
 ) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
     if finish is not None:
         candidate["finishReason"] = finish
-    candidate["index"] = 0
-    return {
-        "candidates": [candidate],
-        "usageMetadata": usage,
-        "modelVersion": model,
-        "responseId": answer.response_id,
-    }
+    if not vertex:
+        candidate["index"] = 0
+    doc: dict[str, Any] = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model}
+    if vertex:
+        doc["createTime"] = answer.created
+    doc["responseId"] = answer.response_id
+    return doc
 
 
 def _event(doc: dict[str, Any]) -> bytes:
@@ -278,24 +293,35 @@ async def _generate(call: MockCall, *, stream: bool, vertex: bool) -> web.Stream
         call_part = {"functionCall": {"name": tool.name, "args": mock_arguments(tool.schema)}}
         if _signs_calls(model):
             call_part["thoughtSignature"] = _call_signature(call_part["functionCall"])
+    final = _usage(call, answer, final=True, vertex=vertex)
     if not stream:
         parts = [call_part] if call_part is not None else [{"text": reply_text(answer.tokens)}]
-        usage = _usage(call, answer, final=True, vertex=vertex)
-        doc = _response(answer, model, parts, finish=answer.finish, usage=usage)
+        doc = _response(answer, model, parts, finish=answer.finish, usage=final, vertex=vertex)
         return await send_json(call.request, call.knobs, dumps(doc))
 
     def events() -> Iterator[tuple[EventKind, bytes]]:
         partial = _usage(call, answer, final=False, vertex=vertex)
+
+        def response(parts: list[dict[str, Any]], *, last: bool) -> bytes:
+            usage, finish = (final, answer.finish) if last else (partial, None)
+            return _event(
+                _response(answer, model, parts, finish=finish, usage=usage, vertex=vertex)
+            )
+
         if call_part is not None:
-            doc = _response(answer, model, [call_part], finish=None, usage=partial)
-            yield EventKind.TOKEN, _event(doc)
+            yield EventKind.FINAL, response([call_part], last=True)
+            return
+        pieces = reply_pieces(answer.tokens)
+        # Gemini 3 signs its answer in an empty last part; the others finish on the last word.
+        signed = _signs_calls(model)
+        words = pieces if signed else pieces[:-1]
+        for piece in words:
+            yield EventKind.TOKEN, response([{"text": piece}], last=False)
+        if signed:
+            last: dict[str, Any] = {"text": "", "thoughtSignature": signature(answer.response_id)}
         else:
-            for piece in reply_pieces(answer.tokens):
-                doc = _response(answer, model, [{"text": piece}], finish=None, usage=partial)
-                yield EventKind.TOKEN, _event(doc)
-        final = _usage(call, answer, final=True, vertex=vertex)
-        doc = _response(answer, model, [{"text": ""}], finish=answer.finish, usage=final)
-        yield EventKind.FINAL, _event(doc)
+            last = {"text": pieces[-1] if pieces else ""}
+        yield EventKind.FINAL, response([last], last=True)
 
     faults = StreamFaults(
         bad_json=b'data: {"candidates":[{"content":\r\n\r\n', error_event=_error_event

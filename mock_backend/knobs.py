@@ -21,9 +21,10 @@ header                            effect
 ``x-mock-tool-call: NAME``        answer with a call to tool NAME; ignored when the request
                                   has no tools, 400 when its tools lack NAME
 ``x-mock-cached-tokens: N``       report N of the prompt tokens as cache reads
-``x-mock-cache-write-tokens: N``  Anthropic and Bedrock: report N of the prompt tokens
-                                  as cache writes (``cache_creation_input_tokens``,
-                                  ``cacheWriteInputTokens``)
+``x-mock-cache-write-tokens: N``  report N of the prompt tokens as cache writes
+                                  (Anthropic ``cache_creation_input_tokens``, Bedrock
+                                  ``cacheWriteInputTokens``, OpenAI
+                                  ``cache_write_tokens``)
 ``x-mock-reasoning-tokens: N``    OpenAI: add N reasoning tokens to completion usage;
                                   Anthropic and Bedrock, when the request enables
                                   thinking: think N words (default 4, see

@@ -5,7 +5,11 @@ stream of ``chat.completion.chunk`` objects as OpenAI sends them: a first chunk 
 ``delta: {"role": "assistant", "content": ""}``, one chunk per word, a chunk with an
 empty delta and the ``finish_reason``, then (only with ``stream_options.include_usage``)
 a usage chunk with ``"choices": []``, and ``data: [DONE]``. While ``include_usage`` is
-on every other chunk carries ``"usage": null``.
+on every other chunk carries ``"usage": null``. Every chunk ends with an
+``obfuscation`` string of varying length (OpenAI pads chunk sizes against side
+channels), unless ``stream_options.include_obfuscation`` is ``false``. Usage reports
+cache writes (``prompt_tokens_details.cache_write_tokens``) when
+``x-mock-cache-write-tokens`` asks for them.
 
 :func:`chat_completion` and :func:`embeddings` are shared with the Azure OpenAI routes.
 """
@@ -30,12 +34,13 @@ from .tools import ToolDefinition, argument_fragments, arguments_json, select_to
 from .vectors import embedding_base64, embedding_vector
 from .words import limit_tokens, reply_pieces, reply_text
 
-__all__ = ["add_openai_routes", "chat_completion", "embeddings"]
+__all__ = ["add_openai_routes", "chat_completion", "embeddings", "obfuscation"]
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 _FINGERPRINT = "fp_mock"
 _MAX_DIMENSIONS = 8192
 _MODEL_CREATED = 1_700_000_000
+_PADDING = "aB3dE6gH9jK2mN5"
 
 
 def add_openai_routes(app: web.Application) -> None:
@@ -83,6 +88,7 @@ async def chat_completion(call: MockCall, model: str) -> web.StreamResponse:
             param="stream_options",
         )
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    obfuscated = not (isinstance(options, dict) and options.get("include_obfuscation") is False)
     tool = select_tool(_tools(payload), header=knobs.tool_call, forced=_forced_tool(payload))
     if tool is None:
         limit = payload.get("max_completion_tokens")
@@ -109,7 +115,8 @@ async def chat_completion(call: MockCall, model: str) -> web.StreamResponse:
     faults = StreamFaults(
         bad_json=reply.bad_json_event(), error_event=_error_event, keepalive=b": keep-alive\n\n"
     )
-    return await send_stream(call, reply.chunks(include_usage), faults, {**_SSE_HEADERS, **headers})
+    chunks = reply.chunks(include_usage, obfuscated)
+    return await send_stream(call, chunks, faults, {**_SSE_HEADERS, **headers})
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,18 +170,25 @@ class _Reply:
             "system_fingerprint": _FINGERPRINT,
         }
 
-    def chunks(self, include_usage: bool) -> Iterator[tuple[EventKind, bytes]]:
+    def chunks(self, include_usage: bool, obfuscated: bool) -> Iterator[tuple[EventKind, bytes]]:
         # Chunks differ only in their delta: build the JSON around it once.
         head = (
             f'{{"id":{_json(self.id)},"object":"chat.completion.chunk",'
             f'"created":{self.created},"model":{_json(self.model)},'
             f'"service_tier":"default","system_fingerprint":"{_FINGERPRINT}","choices":'
         )
-        tail = ',"usage":null}' if include_usage else "}"
+        count = 0
+
+        def end() -> str:
+            nonlocal count
+            count += 1
+            return f',"obfuscation":"{obfuscation(count)}"}}' if obfuscated else "}"
+
+        usage_null = ',"usage":null' if include_usage else ""
 
         def chunk(delta: str, finish: str = "null") -> bytes:
             choice = f'[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]'
-            return sse_event((head + choice + tail).encode())
+            return sse_event((head + choice + usage_null + end()).encode())
 
         if self.tool is None:
             yield EventKind.OPEN, chunk('{"role":"assistant","content":"","refusal":null}')
@@ -200,7 +214,8 @@ class _Reply:
                 )
         yield EventKind.CLOSE, chunk("{}", f'"{self.finish}"')
         if include_usage:
-            yield EventKind.CLOSE, sse_event(f'{head}[],"usage":{_json(self.usage)}}}'.encode())
+            usage = f'{head}[],"usage":{_json(self.usage)}{end()}'
+            yield EventKind.CLOSE, sse_event(usage.encode())
         yield EventKind.FINAL, b"data: [DONE]\n\n"
 
     def bad_json_event(self) -> bytes:
@@ -219,16 +234,24 @@ def _error_event(error_type: str | None) -> bytes:
     return sse_event(dumps({"error": error}))
 
 
+def obfuscation(count: int) -> str:
+    """The ``obfuscation`` padding of the ``count``-th streamed event (1 to 15
+    characters, varying as OpenAI's does; shared with the Responses routes)."""
+    return _PADDING[: 1 + count * 7 % 15]
+
+
 def _usage(prompt: int, completion: int, knobs: Knobs) -> dict[str, Any]:
     completion += knobs.reasoning_tokens
+    cached = min(knobs.cached_tokens, prompt)
+    details: dict[str, int] = {"cached_tokens": cached, "audio_tokens": 0}
+    written = min(knobs.cache_write_tokens, prompt - cached)
+    if written:
+        details["cache_write_tokens"] = written
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {
-            "cached_tokens": min(knobs.cached_tokens, prompt),
-            "audio_tokens": 0,
-        },
+        "prompt_tokens_details": details,
         "completion_tokens_details": {
             "reasoning_tokens": knobs.reasoning_tokens,
             "audio_tokens": 0,

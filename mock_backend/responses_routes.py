@@ -8,7 +8,13 @@ OpenAI sends them, each with its ``sequence_number``: ``response.created``,
 ``response.in_progress``, ``response.output_item.added``, ``response.content_part.added``,
 one ``response.output_text.delta`` per word (or ``response.function_call_arguments.delta``
 per argument fragment), the ``.done`` events, ``response.output_item.done`` and
-``response.completed``. A ``max_output_tokens`` below the reply's length cuts it and ends
+``response.completed``. Delta events end with an ``obfuscation`` string, as OpenAI's do,
+unless ``stream_options.include_obfuscation`` is ``false``. The ``response`` object has
+every field OpenAI's has by default (``background``, ``reasoning``, ``service_tier``
+``auto`` while in progress then ``default``, ``text``, ``truncation``...), the request's
+``max_output_tokens``, ``previous_response_id`` and ``metadata`` echoed; usage has
+``input_tokens_details.cache_write_tokens`` (``x-mock-cache-write-tokens``, else 0). A
+``max_output_tokens`` below the reply's length cuts it and ends
 with ``response.incomplete`` (``incomplete_details.reason`` ``max_output_tokens``). The
 ``exception`` fault ends a stream with an ``error`` event. ``model`` and ``input`` are
 required; ``store``, ``previous_response_id`` and the other stateful fields are accepted
@@ -25,6 +31,7 @@ from aiohttp import web
 
 from .errors import OPENAI_ERRORS, MockError
 from .knobs import Knobs
+from .openai_routes import obfuscation
 from .prompt_words import responses_prompt_words
 from .routing import MockCall, dumps, provider_route, send_json
 from .streaming import EventKind, StreamFaults, send_stream, sse_event
@@ -34,6 +41,8 @@ from .words import limit_tokens, reply_pieces, reply_text
 __all__ = ["add_responses_routes"]
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+#: Request fields the ``response`` object repeats.
+_ECHOED = ("max_output_tokens", "previous_response_id", "metadata")
 
 
 def add_responses_routes(app: web.Application) -> None:
@@ -56,6 +65,7 @@ async def _responses(call: MockCall) -> web.StreamResponse:
     else:
         tokens, cut = knobs.output_tokens, False
     seq = call.state.next_id()
+    options = payload.get("stream_options")
     reply = _Reply(
         id=f"resp_mock{seq:020d}",
         item_id=(f"fc_mock{seq:020d}" if tool is not None else f"msg_mock{seq:020d}"),
@@ -66,6 +76,8 @@ async def _responses(call: MockCall) -> web.StreamResponse:
         incomplete=cut,
         tool=tool,
         usage=_usage(responses_prompt_words(payload), tokens, knobs),
+        echoed={key: payload.get(key) for key in _ECHOED},
+        obfuscated=not (isinstance(options, dict) and options.get("include_obfuscation") is False),
     )
     headers = {"x-request-id": f"req_mock{seq:020d}"}
     if payload.get("stream") is not True:
@@ -88,10 +100,12 @@ class _Reply:
     __slots__ = (
         "call_id",
         "created",
+        "echoed",
         "id",
         "incomplete",
         "item_id",
         "model",
+        "obfuscated",
         "tokens",
         "tool",
         "usage",
@@ -109,10 +123,13 @@ class _Reply:
         incomplete: bool,
         tool: ToolDefinition | None,
         usage: dict[str, Any],
+        echoed: dict[str, Any],
+        obfuscated: bool,
     ) -> None:
         self.id, self.item_id, self.call_id = id, item_id, call_id
         self.created, self.model, self.tokens = created, model, tokens
         self.incomplete, self.tool, self.usage = incomplete, tool, usage
+        self.echoed, self.obfuscated = echoed, obfuscated
 
     def item(self, done: bool) -> dict[str, Any]:
         status = ("incomplete" if self.incomplete else "completed") if done else "in_progress"
@@ -139,30 +156,56 @@ class _Reply:
 
     def response(self, *, done: bool) -> dict[str, Any]:
         status = ("incomplete" if self.incomplete else "completed") if done else "in_progress"
+        echoed = self.echoed
         return {
             "id": self.id,
             "object": "response",
             "created_at": self.created,
             "status": status,
+            "background": False,
+            "completed_at": self.created if done and not self.incomplete else None,
             "error": None,
             "incomplete_details": {"reason": "max_output_tokens"}
             if done and self.incomplete
             else None,
             "instructions": None,
+            "max_output_tokens": echoed["max_output_tokens"],
+            "max_tool_calls": None,
             "model": self.model,
             "output": [self.item(done=True)] if done else [],
             "parallel_tool_calls": True,
+            "previous_response_id": echoed["previous_response_id"],
+            "prompt_cache_key": None,
+            "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "default" if done else "auto",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
             "tool_choice": "auto",
             "tools": [],
-            "store": True,
+            "top_logprobs": 0,
+            "top_p": 1.0,
+            "truncation": "disabled",
             "usage": self.usage if done else None,
+            "user": None,
+            "metadata": echoed["metadata"] or {},
         }
 
     def events(self) -> Iterator[tuple[EventKind, bytes]]:
         counter = iter(range(1_000_000))
 
+        deltas = 0
+
         def event(name: str, body: dict[str, Any]) -> bytes:
-            return sse_event(dumps({"type": name, **body, "sequence_number": next(counter)}), name)
+            return sse_event(dumps({"type": name, "sequence_number": next(counter), **body}), name)
+
+        def delta(name: str, body: dict[str, Any]) -> bytes:
+            nonlocal deltas
+            deltas += 1
+            if self.obfuscated:
+                body["obfuscation"] = obfuscation(deltas)
+            return event(name, body)
 
         where = {"item_id": self.item_id, "output_index": 0}
         yield EventKind.OPEN, event("response.created", {"response": self.response(done=False)})
@@ -180,7 +223,7 @@ class _Reply:
             for piece in reply_pieces(self.tokens):
                 yield (
                     EventKind.TOKEN,
-                    event("response.output_text.delta", {**part, "delta": piece, "logprobs": []}),
+                    delta("response.output_text.delta", {**part, "delta": piece, "logprobs": []}),
                 )
             text = reply_text(self.tokens)
             yield (
@@ -196,7 +239,7 @@ class _Reply:
             for fragment in argument_fragments(arguments, self.tokens):
                 yield (
                     EventKind.TOKEN,
-                    event("response.function_call_arguments.delta", {**where, "delta": fragment}),
+                    delta("response.function_call_arguments.delta", {**where, "delta": fragment}),
                 )
             yield (
                 EventKind.CLOSE,
@@ -223,9 +266,13 @@ def _error_event(error_type: str | None) -> bytes:
 
 def _usage(prompt: int, completion: int, knobs: Knobs) -> dict[str, Any]:
     completion += knobs.reasoning_tokens
+    cached = min(knobs.cached_tokens, prompt)
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": min(knobs.cached_tokens, prompt)},
+        "input_tokens_details": {
+            "cached_tokens": cached,
+            "cache_write_tokens": min(knobs.cache_write_tokens, prompt - cached),
+        },
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": knobs.reasoning_tokens},
         "total_tokens": prompt + completion,

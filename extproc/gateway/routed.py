@@ -194,6 +194,7 @@ class RoutedProcessor(Processor):
         "_restore",
         "_route",
         "_status",
+        "_stream_asked",
         "_streamed",
         "_streamed_bytes",
         "_translator",
@@ -228,6 +229,7 @@ class RoutedProcessor(Processor):
         self._response_headers: Headers | None = None
         self._decoder: ContentDecoder | None = None
         self._streamed = False
+        self._stream_asked = False  # the client's request has "stream": true
         self._error_body: list[bytes] = []  # the non-2xx body (UPSTREAM_ERROR)
         self._fixed_reply = b""  # the reply that replaces the upstream's body (FIXED_REPLY)
         self._usage: TokenUsage | None = None
@@ -370,6 +372,7 @@ class RoutedProcessor(Processor):
                 code="gateway_misconfigured",
             )
         payload = parse_json_body(body)
+        self._stream_asked = payload.get("stream") is True
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise ImmediateResponse.error(
@@ -853,6 +856,8 @@ class RoutedProcessor(Processor):
             "operation": self.operation,
             "api": self.api,
         }
+        if self._stream_asked:
+            facts["stream"] = True
         if self._usage is not None:
             add_usage(facts, self._usage)
         if self._error is not None:

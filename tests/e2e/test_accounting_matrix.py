@@ -55,7 +55,8 @@ FULL = {
 NONE: dict[str, int] = {}
 #: Anthropic's message_start reports the input and one output token before any content.
 MESSAGE_START = {"prompt": PROMPT_TOKENS, "completion": 1, "total": PROMPT_TOKENS + 1}
-#: Gemini sends the prompt's usageMetadata with every chunk, the output's with the last.
+#: The mock's Gemini API sends the prompt's usageMetadata with every chunk, the output's
+#: with the last; Vertex AI counts nothing before its last response.
 GEMINI_CHUNK = {"prompt": PROMPT_TOKENS, "total": PROMPT_TOKENS}
 
 
@@ -104,8 +105,8 @@ ROWS = [
         "vertex-gemini",
         "mock-vertex",
         f"{VERTEX}/google/models/{VERTEX_GEMINI_MODEL}:streamGenerateContent?alt=sse",
-        GEMINI_CHUNK,
-        GEMINI_CHUNK,
+        NONE,
+        NONE,
     ),
     Row(
         "gcp-vertex-ai",

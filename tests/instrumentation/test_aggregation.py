@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from aigateway.instrumentation.aggregation import (
     HistogramTotals,
     InProcessHistograms,
+    PendingObservations,
     ProducingInMemoryMetricReader,
 )
 from aigateway.instrumentation.metrics import (
@@ -118,3 +120,26 @@ def test_histograms_are_exported_without_any_sdk_instrument() -> None:
     h = histograms.add(HistogramTotals("h", labels=(), bounds=BOUNDS, description=""))
     h.record(1, ())
     assert set(data_points(reader)) == {"h"}
+
+
+def test_pending_observations_fold_to_what_recording_each_gives() -> None:
+    # A stream's chunk gaps: appended, folded every FOLD_AT (bounded memory), recorded
+    # under their labels at the end; the same buckets, sum, min and max as one by one.
+    one_by_one = HistogramTotals("h", labels=("k",), bounds=BOUNDS, description="")
+    at_once = HistogramTotals("h", labels=("k",), bounds=BOUNDS, description="")
+    pending = PendingObservations(at_once)
+    values = [VALUES[i % len(VALUES)] * (1 + i % 3) for i in range(600)]
+    for value in values:
+        one_by_one.record(value, ("a",))
+        pending.values.append(value)
+        if len(pending.values) == PendingObservations.FOLD_AT:
+            pending.fold()
+        assert len(pending.values) < PendingObservations.FOLD_AT
+    assert pending.count == 600
+    at_once.record_pending(pending, ("a",))
+    at_once.record_pending(PendingObservations(at_once), ("b",))  # nothing: no series
+    (expected,) = one_by_one.metric(0, 1).data.data_points  # type: ignore[union-attr]
+    (point,) = at_once.metric(0, 1).data.data_points  # type: ignore[union-attr]
+    assert list(point.bucket_counts) == list(expected.bucket_counts)
+    assert (point.count, point.min, point.max) == (expected.count, expected.min, expected.max)
+    assert point.sum == pytest.approx(expected.sum)

@@ -40,7 +40,13 @@ from tests.extproc.framework.fake_envoy import (
     response_body,
     response_headers,
 )
-from tests.instrumentation.test_instrumented_processor import CONFIG, FakeClock, chat, sse
+from tests.instrumentation.test_instrumented_processor import (
+    CONFIG,
+    DONE,
+    FakeClock,
+    chat,
+    sse,
+)
 
 TENANT = HeaderLabel("x-tenant-id", "tenant", frozenset({"acme", "globex"}))
 PROVIDERS = {"b1": "openai", "b2": "anthropic"}
@@ -50,6 +56,8 @@ TOKEN_USAGE = "gen_ai.client.token.usage"
 TTFT = "gen_ai.server.time_to_first_token"
 TPOT = "gen_ai.server.time_per_output_token"
 GENAI = {DURATION, TOKEN_USAGE, TTFT, TPOT}
+TTFC = "gen_ai.client.operation.time_to_first_chunk"
+TPOC = "gen_ai.client.operation.time_per_output_chunk"
 
 
 class Driven(Protocol):
@@ -68,6 +76,7 @@ class Recorded:
         schema: str = "both",
         header_labels: Iterable[HeaderLabel] = (TENANT,),
         prices: dict[str, Price] | None = None,
+        latest_experimental: bool = False,
     ) -> None:
         histograms = InProcessHistograms()
         self.reader = ProducingInMemoryMetricReader(histograms)
@@ -83,6 +92,7 @@ class Recorded:
             prices=prices,
             providers=PROVIDERS,
             clock=self.clock,
+            latest_experimental=latest_experimental,
         )
 
     def metrics(self) -> dict[str, list[Any]]:
@@ -225,6 +235,56 @@ async def test_genai_alone_exports_no_aigateway_family_and_aigateway_alone_no_ge
         "aigateway_inter_token_latency_seconds",
         "aigateway_total_latency_seconds",
     }
+
+
+async def test_the_client_chunk_timings_come_with_the_opt_in() -> None:
+    rec = Recorded("genai", latest_experimental=True)
+    conv = Conversation(rec.servicer())
+    await conv.send(request_headers(extra=tenant("acme")))
+    await conv.send(request_body(chat(stream=True)))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    # Chunks 0.5 s, 0.55 s, 1.05 s and 1.35 s after request headers: one time to first
+    # chunk, then one observation per further chunk, the gap since the one before.
+    rec.clock.now += 0.5
+    first = {"model": ANSWERED_BY, "choices": [{"delta": {"content": "x"}}]}
+    for gap in (0.05, 0.5):
+        await conv.send(response_body(sse(first), end_of_stream=False))
+        rec.clock.now += gap
+    await conv.send(response_body(sse(first), end_of_stream=False))
+    rec.clock.now += 0.3
+    last = {"model": ANSWERED_BY, "choices": [{"delta": {}, "finish_reason": "stop"}]}
+    await conv.send(response_body(sse(last) + sse({"choices": [], "usage": USAGE}) + DONE))
+    await conv.close()
+    m1 = genai("m1", "openai", "acme", gen_ai__response__model=ANSWERED_BY)
+    assert set(rec.metrics()) == GENAI | {TTFC, TPOC}
+    assert rec.points(TTFC) == {m1: (1, 0.5)}
+    assert rec.points(TPOC) == {m1: (3, 0.85)}
+    (point,) = rec.metrics()[TPOC]
+    assert list(point.explicit_bounds) == [0.01 * 2**i for i in range(14)]
+    # 0.05 in (0.04, 0.08], 0.3 in (0.16, 0.32], 0.5 in (0.32, 0.64]
+    assert list(point.bucket_counts) == [0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert (point.min, point.max) == (pytest.approx(0.05), pytest.approx(0.5))
+    # A non-streamed request has neither.
+    await upstream_500_on_m2(rec, [])
+    assert rec.points(TTFC) == {m1: (1, 0.5)}
+    assert rec.points(TPOC) == {m1: (3, 0.85)}
+
+
+async def test_a_long_stream_has_one_chunk_gap_per_chunk_after_the_first() -> None:
+    # More chunks than are kept unfolded (PendingObservations.FOLD_AT): none is lost.
+    rec = Recorded("genai", header_labels=(), latest_experimental=True)
+    conv = Conversation(rec.servicer())
+    await conv.send(request_headers())
+    await conv.send(request_body(chat(stream=True)))
+    await conv.send(response_headers(content_type="text/event-stream"))
+    word = {"model": ANSWERED_BY, "choices": [{"delta": {"content": "x"}}]}
+    for _ in range(600):
+        rec.clock.now += 0.01
+        await conv.send(response_body(sse(word), end_of_stream=False))
+    await conv.send(response_body(sse({"choices": [], "usage": USAGE}) + DONE))
+    await conv.close()
+    ((count, total),) = rec.points(TPOC).values()
+    assert (count, total) == (600, pytest.approx(5.99))
 
 
 async def test_header_labels_go_on_every_family() -> None:

@@ -233,6 +233,21 @@ async def test_the_attributes_still_in_development_need_the_opt_in() -> None:
     assert attributes["gen_ai.response.time_to_first_chunk"] == 0.5
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_request_stream_is_what_the_client_asked_even_when_refused(stream: bool) -> None:
+    traced = Traced(latest_experimental=True)
+    conv = Conversation(traced.servicer())
+    await conv.send(request_headers())
+    await conv.send(request_body(json.loads(chat(stream=stream)) | {"model": "m2"}))
+    await conv.send(response_headers(429))  # the answer is an error, not a stream
+    await conv.send(response_body(b'{"type":"error","error":{"type":"rate_limit_error"}}'))
+    await conv.close()
+    (span,) = traced.spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.request.stream"] is stream
+    assert "gen_ai.response.time_to_first_chunk" not in attributes
+
+
 def test_the_opt_in_is_read_from_otel_semconv_stability_opt_in() -> None:
     opted = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http, gen_ai_latest_experimental"}
     assert genai_latest_experimental(opted)

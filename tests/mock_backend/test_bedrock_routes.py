@@ -534,3 +534,14 @@ async def test_cache_write_tokens_knob(mock_server: MockBackendServer) -> None:
     usage = json.loads((await raw_post(mock_server.port, path, CONVERSATION, knobs)).body)["usage"]
     assert usage["inputTokens"] == CONVERSATION_WORDS - 5
     assert (usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]) == (2, 3)
+    # Bedrock breaks writes down by TTL (cacheDetails), the longest a cache point asked.
+    assert usage["cacheDetails"] == [{"ttl": "5m", "inputTokens": 3}]
+    hour = {
+        **CONVERSATION,
+        "system": [{"text": "be brief"}, {"cachePoint": {"type": "default", "ttl": "1h"}}],
+    }
+    usage = json.loads((await raw_post(mock_server.port, path, hour, knobs)).body)["usage"]
+    assert usage["cacheDetails"] == [{"ttl": "1h", "inputTokens": 3}]
+    knobs = {"x-mock-cached-tokens": "2"}
+    usage = json.loads((await raw_post(mock_server.port, path, CONVERSATION, knobs)).body)["usage"]
+    assert "cacheDetails" not in usage

@@ -144,6 +144,7 @@ async def test_thoughts_and_cache_reads_in_usage(google: MockBackendServer) -> N
     assert usage["candidatesTokenCount"] == 4
     assert usage["thoughtsTokenCount"] == 7
     assert usage["cachedContentTokenCount"] == 3
+    assert usage["cacheTokensDetails"] == [{"modality": "TEXT", "tokenCount": 3}]
     assert usage["totalTokenCount"] == REQUEST_WORDS + 4 + 7
 
 
@@ -154,23 +155,63 @@ async def test_max_output_tokens(google: MockBackendServer) -> None:
     assert doc["candidates"][0]["content"]["parts"] == [{"text": reply_text(3)}]
 
 
-async def test_stream_is_one_word_per_event_then_finish_and_usage(
+async def test_stream_is_one_word_per_event_the_last_with_finish_and_usage(
     google: MockBackendServer,
 ) -> None:
+    # As Gemini streams (a recorded gemini-2.5-flash stream): the finish reason and the
+    # final usage come with the last word, not in an extra empty response.
     response = await gemini(
         google, ":streamGenerateContent?alt=sse", REQUEST, **{"x-mock-output-tokens": "4"}
     )
     assert response.status == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     docs = sse_docs(response)
-    assert len(response.chunks) == len(docs) == 5  # one write per event
+    assert len(response.chunks) == len(docs) == 4  # one write per event
     pieces = [d["candidates"][0]["content"]["parts"][0]["text"] for d in docs]
-    assert pieces == [*reply_pieces(4), ""]
+    assert pieces == list(reply_pieces(4))
     assert all("finishReason" not in d["candidates"][0] for d in docs[:-1])
     assert all(d["usageMetadata"]["totalTokenCount"] == REQUEST_WORDS for d in docs[:-1])
     assert docs[-1]["candidates"][0]["finishReason"] == "STOP"
     assert docs[-1]["usageMetadata"]["candidatesTokenCount"] == 4
     assert len({d["responseId"] for d in docs}) == 1
+    assert {d["candidates"][0]["index"] for d in docs} == {0}
+    empty = sse_docs(
+        await gemini(
+            google, ":streamGenerateContent?alt=sse", REQUEST, **{"x-mock-output-tokens": "0"}
+        )
+    )
+    assert [d["candidates"][0]["content"]["parts"] for d in empty] == [[{"text": ""}]]
+
+
+async def test_vertex_streams_count_tokens_in_the_last_response_only(
+    google: MockBackendServer, key_file: tuple[str, GcpServiceAccount]
+) -> None:
+    # As Vertex AI streams (a recorded gemini-3.1 stream): the responses before the last
+    # carry only trafficType, each has createTime and no candidate index, and Gemini 3
+    # ends with an empty text part carrying a thoughtSignature.
+    token = await asyncio.to_thread(fetch_token, key_file[0], google.url + "/token")
+    auth = {"authorization": f"Bearer {token}", "x-mock-output-tokens": "3"}
+    for model, tail in (("gemini-2.0-flash-001", 0), ("gemini-3-pro-preview", 1)):
+        path = f"{VERTEX}/google/models/{model}:streamGenerateContent?alt=sse"
+        docs = sse_docs(await raw_post(google.port, path, REQUEST, auth))
+        assert len(docs) == 3 + tail
+        assert [d["usageMetadata"] for d in docs[:-1]] == [{"trafficType": "ON_DEMAND"}] * (
+            2 + tail
+        )
+        assert docs[-1]["usageMetadata"] == {
+            "promptTokenCount": REQUEST_WORDS,
+            "candidatesTokenCount": 3,
+            "totalTokenCount": REQUEST_WORDS + 3,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": REQUEST_WORDS}],
+            "trafficType": "ON_DEMAND",
+            "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 3}],
+        }
+        assert all("index" not in d["candidates"][0] and d["createTime"] for d in docs)
+        last = docs[-1]["candidates"][0]
+        assert last["finishReason"] == "STOP"
+        if tail:
+            (part,) = last["content"]["parts"]
+            assert part["text"] == "" and part["thoughtSignature"]
 
 
 async def test_stream_needs_alt_sse(google: MockBackendServer) -> None:
@@ -303,7 +344,7 @@ async def test_stream_faults(google: MockBackendServer) -> None:
             google, path, REQUEST, **{"x-mock-fault": "truncate", "x-mock-output-tokens": "3"}
         )
     )
-    assert [d["candidates"][0].get("finishReason") for d in truncated] == [None, None, None]
+    assert [d["candidates"][0].get("finishReason") for d in truncated] == [None, None]
     failed = sse_docs(await gemini(google, path, REQUEST, **{"x-mock-fault": "exception"}))
     assert failed[-1] == {
         "error": {

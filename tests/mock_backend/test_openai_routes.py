@@ -456,3 +456,42 @@ async def test_azure_requires_api_version(mock_server: MockBackendServer) -> Non
         error = json.loads(response.body)["error"]
         assert error["code"] == "MissingApiVersionParameter"
         assert "api-version" in error["message"]
+
+
+async def test_every_chunk_is_padded_like_openai_unless_asked_not_to(
+    mock_server: MockBackendServer,
+) -> None:
+    # As OpenAI streams since its side-channel fix: an "obfuscation" string of varying
+    # length closes every chunk, the usage chunk too; include_obfuscation: false drops it.
+    body = {
+        "model": "m",
+        "messages": user_messages("a b"),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    padded = await raw_post(mock_server.port, "/v1/chat/completions", body)
+    payloads = [event.json() for event in parse_sse(padded.body.decode())[:-1]]
+    assert all(list(p)[-1] == "obfuscation" for p in payloads)
+    assert len({len(p["obfuscation"]) for p in payloads}) > 1
+    assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["prompt_tokens"] == 2
+    body["stream_options"] = {"include_usage": True, "include_obfuscation": False}
+    plain = await raw_post(mock_server.port, "/v1/chat/completions", body)
+    payloads = [event.json() for event in parse_sse(plain.body.decode())[:-1]]
+    assert all("obfuscation" not in p for p in payloads)
+
+
+async def test_cache_writes_are_reported_in_prompt_tokens_details(
+    client: openai.AsyncOpenAI,
+) -> None:
+    completion = await client.chat.completions.create(
+        model="m",
+        messages=user_messages("one two three four five"),
+        extra_headers={"x-mock-cached-tokens": "2", "x-mock-cache-write-tokens": "2"},
+    )
+    assert completion.usage is not None
+    details = completion.usage.prompt_tokens_details
+    assert details is not None
+    assert (details.cached_tokens, details.cache_write_tokens) == (2, 2)
+    plain = await client.chat.completions.create(model="m", messages=user_messages("x"))
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is not None
+    assert plain.usage.prompt_tokens_details.cache_write_tokens is None

@@ -120,3 +120,30 @@ async def test_count_tokens_counts_prompt_words(http: aiohttp.ClientSession) -> 
     async with http.post("/v1/messages/count_tokens", json={"model": "c"}) as response:
         assert response.status == 400
         assert (await response.json())["type"] == "error"
+
+
+async def test_the_stream_is_shaped_as_openai_sends_it(http: aiohttp.ClientSession) -> None:
+    # The fields of a recorded OpenAI stream: sequence numbers from 0 right after the
+    # type, an obfuscation string on every delta, the response object's defaults, and
+    # cache writes in the usage.
+    body = {"model": "gpt-test", "input": "hi", "stream": True, "metadata": {"k": "v"}}
+    headers = {"x-mock-output-tokens": "3", "x-mock-cache-write-tokens": "1"}
+    async with http.post("/v1/responses", json=body, headers=headers) as response:
+        events = [e.json() for e in parse_sse(await response.text())]
+    assert [list(e)[:2] for e in events] == [["type", "sequence_number"]] * len(events)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    deltas = [e for e in events if e["type"].endswith(".delta")]
+    assert len(deltas) == 3 and all(isinstance(e["obfuscation"], str) for e in deltas)
+    assert all("obfuscation" not in e for e in events if e not in deltas)
+    created, completed = events[0]["response"], events[-1]["response"]
+    assert (created["service_tier"], completed["service_tier"]) == ("auto", "default")
+    assert completed["metadata"] == {"k": "v"}
+    assert completed["text"] == {"format": {"type": "text"}, "verbosity": "medium"}
+    assert completed["usage"]["input_tokens_details"] == {
+        "cached_tokens": 0,
+        "cache_write_tokens": 1,
+    }
+    body["stream_options"] = {"include_obfuscation": False}
+    async with http.post("/v1/responses", json=body, headers=headers) as response:
+        events = [e.json() for e in parse_sse(await response.text())]
+    assert all("obfuscation" not in e for e in events)

@@ -19,7 +19,8 @@ _OLD = re.compile(r"claude-(\d+)(?:-(\d{1,2}))?-(opus|sonnet|haiku)")
 # and with the effort parameter (output_config.effort).
 _STRUCTURED = {"opus": (4, 1), "sonnet": (4, 5), "haiku": (4, 5)}
 _EFFORT = {"opus": (4, 5), "sonnet": (4, 6)}
-_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+# xhigh as high: the highest level every effort-taking model accepts ("max" is not).
+_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,7 +65,7 @@ def native_output_config(
     if claude.effort and effort is not None and effort != "none":
         if not isinstance(effort, str) or effort not in _EFFORTS:
             raise TranslationError(
-                "'reasoning_effort' must be one of none, minimal, low, medium, high",
+                "'reasoning_effort' must be one of none, minimal, low, medium, high, xhigh",
                 param="reasoning_effort",
             )
         out["effort"] = _EFFORTS[effort]

@@ -61,7 +61,15 @@ _FINISH_REASONS: dict[str, chat.FinishReason] = {
 }
 
 # Google's OpenAI compatibility layer maps reasoning efforts to these thinking budgets.
-_THINKING_BUDGETS = {"none": 0, "low": 1024, "medium": 8192, "high": 24576}
+# minimal as low, xhigh as high: 24576 is the largest budget every Gemini 2.5 model takes.
+_THINKING_BUDGETS = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 24576,
+}
 
 # Request fields read below; the chat fields Gemini cannot express are refused by name,
 # the ignored and unknown ones left out (docs/client-apis.md, "Field policy").
@@ -319,7 +327,8 @@ def _generation_config(payload: dict[str, Any]) -> dict[str, Any]:
     if effort is not None:
         if effort not in _THINKING_BUDGETS:
             raise TranslationError(
-                "'reasoning_effort' must be one of none, low, medium, high for Gemini models",
+                "'reasoning_effort' must be one of none, minimal, low, medium, high, xhigh"
+                " for Gemini models",
                 param="reasoning_effort",
             )
         config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGETS[effort]}

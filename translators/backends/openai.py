@@ -36,6 +36,8 @@ def usage_from_openai(usage: Any) -> TokenUsage | None:
     details = usage.get("prompt_tokens_details")
     if isinstance(details, dict):
         out.cached_input_tokens = as_int(details.get("cached_tokens"))
+        written = as_int(details.get("cache_write_tokens"))
+        out.cache_write_input_tokens = written or None  # as the Responses usage's
     details = usage.get("completion_tokens_details")
     if isinstance(details, dict):
         out.reasoning_tokens = as_int(details.get("reasoning_tokens"))

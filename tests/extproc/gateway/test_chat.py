@@ -245,6 +245,7 @@ async def test_upstream_errors_become_openai_errors_with_the_same_status(
         "model": "phi4",
         "operation": "chat",
         "api": "chat_completions",
+        "stream": True,  # what the client asked, though its answer is not a stream
         "error": "upstream_http_429",
     }
     await conv.close()

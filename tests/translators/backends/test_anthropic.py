@@ -769,6 +769,7 @@ def test_cache_writes_show_in_the_response_usage() -> None:
         ("minimal", None, 1024, 1024 + 4096),
         ("medium", 500, 4096, 4096 + 500),
         ("high", 20000, 16384, 16384 + 20000),
+        ("xhigh", None, 24576, 24576 + 4096),
     ],
 )
 def test_reasoning_effort_becomes_a_thinking_budget_below_max_tokens(

@@ -527,6 +527,10 @@ def test_json_tool_use_response_with_cache_usage() -> None:
         ("tool_use", "tool_calls"),
         ("guardrail_intervened", "content_filter"),
         ("content_filtered", "content_filter"),
+        ("model_context_window_exceeded", "length"),
+        # Bedrock's other stop reasons (service model 2023-09-30): no OpenAI equivalent.
+        ("malformed_model_output", "stop"),
+        ("malformed_tool_use", "stop"),
         ("something_new", "stop"),
     ],
 )
@@ -582,6 +586,57 @@ def test_text_stream_with_usage() -> None:
     assert chunks[-1].usage.total_tokens == 15
     assert {c.id for c in chunks} == {"chatcmpl-test"}
     assert {c.model for c in chunks} == {"claude-sonnet"}
+
+
+def test_stream_with_bedrock_s_current_metadata() -> None:
+    # As ConverseStream ends today (botocore's bedrock-runtime model): a citation delta,
+    # messageStop with additionalModelResponseFields, then metadata with cache reads and
+    # writes, the writes by TTL (cacheDetails), metrics, a trace and the service tier.
+    t, data = streamed(
+        event("messageStart", {"role": "assistant", "p": "ab"}),
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+        event(
+            "contentBlockDelta",
+            {"contentBlockIndex": 0, "delta": {"citation": {"title": "t", "location": {}}}},
+        ),
+        event("contentBlockStop", {"contentBlockIndex": 0}),
+        event(
+            "messageStop",
+            {
+                "stopReason": "model_context_window_exceeded",
+                "additionalModelResponseFields": {"stop_sequence": None},
+            },
+        ),
+        event(
+            "metadata",
+            {
+                "usage": {
+                    "inputTokens": 10,
+                    "outputTokens": 2,
+                    "totalTokens": 1512,
+                    "cacheReadInputTokens": 1000,
+                    "cacheWriteInputTokens": 500,
+                    "cacheDetails": [
+                        {"ttl": "1h", "inputTokens": 300},
+                        {"ttl": "5m", "inputTokens": 200},
+                    ],
+                },
+                "metrics": {"latencyMs": 812},
+                "trace": {"promptRouter": {"invokedModelId": "m"}},
+                "serviceTier": {"type": "default"},
+                "p": "abcdef",
+            },
+        ),
+    )
+    out = t.response_body(data, True)
+    assert out.error is None and out.complete
+    assert out.usage == TokenUsage(
+        1510, 2, 1512, cached_input_tokens=1000, cache_write_input_tokens=500
+    )
+    assert out.body is not None
+    chunks = chunks_of(out.body)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
 
 
 def test_stream_without_include_usage_has_no_usage_chunk_but_reports_usage() -> None:

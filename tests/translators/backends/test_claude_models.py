@@ -62,6 +62,9 @@ def test_reasoning_effort_is_claude_s_effort_where_the_model_takes_it() -> None:
     body = anthropic("claude-opus-4-5", reasoning_effort="minimal")
     assert body["output_config"] == {"effort": "low"}
     assert "thinking" not in body and body["max_tokens"] == 100
+    assert anthropic("claude-sonnet-4-6", reasoning_effort="xhigh")["output_config"] == {
+        "effort": "high"
+    }
 
 
 def test_reasoning_effort_is_a_thinking_budget_on_other_models() -> None:

@@ -294,6 +294,13 @@ def test_reasoning_effort_is_a_thinking_budget() -> None:
     assert req(reasoning_effort="none")["generationConfig"] == {
         "thinkingConfig": {"thinkingBudget": 0}
     }
+    # OpenAI's levels past Google's mapping: the nearest one it has.
+    assert req(reasoning_effort="minimal")["generationConfig"] == {
+        "thinkingConfig": {"thinkingBudget": 1024}
+    }
+    assert req(reasoning_effort="xhigh")["generationConfig"] == {
+        "thinkingConfig": {"thinkingBudget": 24576}
+    }
 
 
 @pytest.mark.parametrize(
@@ -320,7 +327,7 @@ def test_reasoning_effort_is_a_thinking_budget() -> None:
             "response_format.json_schema.schema",
         ),
         ({"response_format": {"type": "xml"}}, "response_format"),
-        ({"reasoning_effort": "minimal"}, "reasoning_effort"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
         ({"seed": 1.5}, "seed"),
         ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0]"),
     ],
@@ -464,6 +471,81 @@ def test_text_stream() -> None:
     assert {c.id for c in chunks} == {"chatcmpl-test"}
     # What the upstream sends after its terminal event does not reach the client.
     assert t.response_body(b"", True).body == b""
+
+
+#: Streams as Google sends them today (recorded, the texts replaced). The Gemini API
+#: (gemini-2.5-flash): every response has the usage so far, candidates and thoughts
+#: growing, with serviceTier; the last word comes with the finish reason.
+GEMINI_API_RECORDED = (
+    b'data: {"candidates": [{"content": {"parts": [{"text": "Hello"}],"role": "model"},'
+    b'"index": 0}],"usageMetadata": {"promptTokenCount": 11,"candidatesTokenCount": 1,'
+    b'"totalTokenCount": 30,"promptTokensDetails": [{"modality": "TEXT","tokenCount": 11}],'
+    b'"thoughtsTokenCount": 18,"serviceTier": "standard"},"modelVersion": "gemini-2.5-flash",'
+    b'"responseId": "cWmNaqOEH9CRkdUP1bWcsQU"}\r\n\r\n'
+    b'data: {"candidates": [{"content": {"parts": [{"text": ", World!"}],"role": "model"},'
+    b'"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 11,'
+    b'"candidatesTokenCount": 4,"totalTokenCount": 33,"promptTokensDetails": [{"modality":'
+    b' "TEXT","tokenCount": 11}],"thoughtsTokenCount": 18,"serviceTier": "standard"},'
+    b'"modelVersion": "gemini-2.5-flash","responseId": "cWmNaqOEH9CRkdUP1bWcsQU"}\r\n\r\n'
+)
+#: Vertex AI (gemini-3.1-flash-lite-preview): only trafficType until the last response,
+#: which has an empty text part signed with a thoughtSignature; createTime, no index.
+VERTEX_RECORDED = b"".join(
+    b'data: {"candidates": [{"content": {"role": "model","parts": ['
+    + part
+    + b"]}"
+    + finish
+    + b'}],"usageMetadata": '
+    + usage
+    + b',"modelVersion": "gemini-3.1-flash-lite-preview",'
+    b'"createTime": "2026-03-10T14:54:45.066123Z","responseId": "tTCwacuEBMvnitYP06qsgQY"}'
+    b"\r\n\r\n"
+    for part, finish, usage in (
+        (b'{"text": "Hello!"}', b"", b'{"trafficType": "ON_DEMAND"}'),
+        (b'{"text": " How can I help you today"}', b"", b'{"trafficType": "ON_DEMAND"}'),
+        (b'{"text": "?"}', b"", b'{"trafficType": "ON_DEMAND"}'),
+        (
+            b'{"text": "","thoughtSignature": "AY89a18iOcFus5wr5bW5xN6zZ4aUiCyhgmg6HE2Y="}',
+            b',"finishReason": "STOP"',
+            b'{"promptTokenCount": 1,"candidatesTokenCount": 9,"totalTokenCount": 10,'
+            b'"trafficType": "ON_DEMAND","promptTokensDetails": [{"modality": "TEXT",'
+            b'"tokenCount": 1}],"candidatesTokensDetails": [{"modality": "TEXT","tokenCount": 9}]}',
+        ),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("wire", "text", "usages"),
+    [
+        # The usage so far is what a cut stream counts; the last is the request's.
+        (
+            GEMINI_API_RECORDED,
+            "Hello, World!",
+            [
+                TokenUsage(11, 19, 30, reasoning_tokens=18),
+                TokenUsage(11, 22, 33, reasoning_tokens=18),
+            ],
+        ),
+        (
+            VERTEX_RECORDED,
+            "Hello! How can I help you today?",
+            [TokenUsage(0, 0, 0)] * 3 + [TokenUsage(1, 9, 10)],
+        ),
+    ],
+    ids=["gemini-api", "vertex"],
+)
+def test_recorded_streams(wire: bytes, text: str, usages: list[TokenUsage]) -> None:
+    t, _ = streamed([])
+    events = [e + b"\r\n\r\n" for e in wire.split(b"\r\n\r\n") if e]
+    outs = [t.response_body(e, i == len(events) - 1) for i, e in enumerate(events)]
+    assert [o.usage for o in outs] == usages
+    assert [o.complete for o in outs] == [False] * (len(events) - 1) + [True]
+    assert all(o.error is None for o in outs)
+    chunks = chunks_of(b"".join(o.body or b"" for o in outs))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == usages[-1].total_tokens
 
 
 def test_stream_id_comes_from_the_response_id() -> None:

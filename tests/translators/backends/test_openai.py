@@ -223,3 +223,42 @@ def test_nothing_reported_is_none() -> None:
     t.response_headers(200, "application/json")
     out = t.response_body(json.dumps({"model": 3, "choices": [{"x": 1}, "y"]}).encode(), True)
     assert (out.model, out.finish_reasons) == (None, ())
+
+
+#: A stream as OpenAI sends it today (recorded, the texts replaced): every chunk ends in
+#: an ``obfuscation`` string, the usage chunk too, and usage reports cache writes.
+RECORDED = (
+    b'data: {"id":"chatcmpl-C1","object":"chat.completion.chunk","created":1761564674,'
+    b'"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":null,'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
+    b'"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"Gpkah"}\n\n'
+    b'data: {"id":"chatcmpl-C1","object":"chat.completion.chunk","created":1761564674,'
+    b'"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":null,'
+    b'"choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}],'
+    b'"usage":null,"obfuscation":"38dLw0"}\n\n'
+    b'data: {"id":"chatcmpl-C1","object":"chat.completion.chunk","created":1761564674,'
+    b'"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":null,'
+    b'"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],'
+    b'"usage":null,"obfuscation":"a"}\n\n'
+    b'data: {"id":"chatcmpl-C1","object":"chat.completion.chunk","created":1761564674,'
+    b'"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":null,'
+    b'"choices":[],"usage":{"prompt_tokens":2000,"completion_tokens":5,"total_tokens":2005,'
+    b'"prompt_tokens_details":{"cached_tokens":1024,"audio_tokens":0,'
+    b'"cache_write_tokens":512},"completion_tokens_details":{"reasoning_tokens":0,'
+    b'"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},'
+    b'"obfuscation":"8618FsxJD2gV"}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_the_recorded_openai_stream_with_obfuscation_and_cache_writes(asked: bool) -> None:
+    out, usage, error = run(streaming(include_usage=asked), [RECORDED])
+    assert error is None
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (2000, 5, 2005)
+    assert (usage.cached_input_tokens, usage.cache_write_input_tokens) == (1024, 512)
+    sent = events(out)
+    assert sent == (events(RECORDED) if asked else [*events(RECORDED)[:3], b"[DONE]"])
+    for data in sent[:-1]:
+        assert ChatCompletionChunk.model_validate_json(data).obfuscation

@@ -384,7 +384,13 @@ def _thinking_block(block: Any, where: str) -> ThinkingBlock:
 
 # Thinking budget per reasoning_effort (docs/client-apis.md, "Reasoning"); 1024 is
 # Anthropic's minimum.
-REASONING_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+REASONING_BUDGETS: dict[str, int] = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 4096,
+    "high": 16384,
+    "xhigh": 24576,
+}
 
 
 @dataclass(slots=True, frozen=True)
@@ -410,7 +416,7 @@ def thinking_of(payload: dict[str, Any]) -> Thinking | None:
         budget = REASONING_BUDGETS.get(effort) if isinstance(effort, str) else None
         if budget is None:
             raise TranslationError(
-                "'reasoning_effort' must be one of none, minimal, low, medium, high",
+                "'reasoning_effort' must be one of none, minimal, low, medium, high, xhigh",
                 param="reasoning_effort",
             )
         if response_format_of(payload) is not None or _unsigned_tool_turn(payload):
