@@ -530,10 +530,12 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
         "_client_model",
         "_completion_id",
         "_created",
+        "_dropped_blocks",
         "_frames",
         "_include_usage",
         "_metadata_seen",
         "_model_id",
+        "_one_call",
         "_stop_reason",
         "_stopped",
         "_stream",
@@ -558,6 +560,8 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
         )
         self._answer_blocks: set[int] = set()  # stream blocks that carry the answer tool's input
         self._called_tools = False  # the stream called one of the client's tools
+        self._one_call = False  # parallel_tool_calls: false
+        self._dropped_blocks: set[int] = set()  # stream blocks of calls past the first
 
     def request(self, payload: dict[str, Any], raw: bytes) -> UpstreamRequest:
         model = payload.get("model")
@@ -569,6 +573,8 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
             tool.get("toolSpec", {}).get("name") == chat.RESPONSE_FORMAT_TOOL
             for tool in converse.get("toolConfig", {}).get("tools", ())
         )
+        # Converse has no switch for it: the answer keeps its first tool call only.
+        self._one_call = chat.parallel_tool_calls(payload) is False
         self._streamed = chat.is_streaming(payload)
         self._include_usage = self._streamed and chat.include_usage(payload)
         model_path = "/model/" + quote(self._model_id, safe="")
@@ -632,6 +638,8 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
                 arguments = dumps(use.get("input", {})).decode()
                 if self._answer_tool and use.get("name") == chat.RESPONSE_FORMAT_TOOL:
                     answer.texts.append(arguments)
+                    continue
+                if self._one_call and answer.calls:
                     continue
                 answer.calls.append(
                     chat.ToolCall(
@@ -730,6 +738,8 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
             index = _block_index(doc)
             tool_use = delta.get("toolUse")
             if isinstance(tool_use, dict) and isinstance(tool_use.get("input"), str):
+                if index in self._dropped_blocks:
+                    return
                 if index in self._answer_blocks:
                     stream.text(tool_use["input"])
                 else:
@@ -751,6 +761,8 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
                 name = str(tool_use.get("name", ""))
                 if self._answer_tool and name == chat.RESPONSE_FORMAT_TOOL:
                     self._answer_blocks.add(_block_index(doc))
+                elif self._one_call and self._called_tools:
+                    self._dropped_blocks.add(_block_index(doc))
                 else:
                     self._called_tools = True
                     stream.tool_call_start(

@@ -679,6 +679,36 @@ def test_tool_call_stream() -> None:
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 100
 
 
+def test_parallel_tool_calls_false_keeps_the_first_call_of_an_answer() -> None:
+    """Converse has no switch for it: the gateway holds the answer to one call, streamed
+    and not (Codex's default config sends it)."""
+    assert "parallel_tool_calls" not in json.dumps(req(parallel_tool_calls=False))
+    t = translator(parallel_tool_calls=False)
+    t.response_headers(200, "application/json")
+    uses = [
+        {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "P"}}},
+        {"toolUse": {"toolUseId": "tooluse_2", "name": "now", "input": {}}},
+    ]
+    usage = {"inputTokens": 5, "outputTokens": 7, "totalTokens": 12}
+    out = t.response_body(converse_response(uses, "tool_use", usage), True)
+    assert out.body is not None
+    message = ChatCompletion.model_validate_json(out.body).choices[0].message
+    assert [c.id for c in message.tool_calls or []] == ["tooluse_1"]
+    t = translator(stream=True, parallel_tool_calls=False)
+    t.response_headers(200, "application/vnd.amazon.eventstream")
+    out = t.response_body(b"".join(TOOL_STREAM), True)
+    assert out.complete and out.body is not None
+    calls = [
+        (call.index, call.id, call.function.arguments if call.function else None)
+        for chunk in chunks_of(out.body)
+        for choice in chunk.choices
+        for call in choice.delta.tool_calls or []
+    ]
+    assert {index for index, _, _ in calls} == {0}
+    assert "".join(a or "" for _, _, a in calls) == '{"city": "Paris"}'
+    assert out.usage is not None and out.usage.output_tokens == 30
+
+
 @pytest.mark.parametrize(
     ("exception_type", "status", "error_type", "code"),
     [
