@@ -170,7 +170,13 @@ def test_metrics_match_the_mix_exactly(fresh: Stack) -> None:
     assert inter == {("mock-openai", "phi4"): 2}
 
 
-def test_exposition_has_exactly_the_five_families_and_passes_promtool(stack: Stack) -> None:
+def test_exposition_has_exactly_the_five_families_and_passes_promtool(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    # A streamed request of its own: every family then has samples, whatever ran before.
+    before = snapshot(stack.metrics_text())
+    list(client.chat.completions.create(model="phi4", messages=MESSAGES, stream=True))
+    after_requests(stack, before, ("mock-openai", "phi4"), 1)
     text = stack.metrics_text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert set(families) == set(FAMILIES)
