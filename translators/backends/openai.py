@@ -9,6 +9,7 @@ usage: then the extra usage-only chunk is cut out.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aigateway.translators.client_apis.passthrough import PassthroughAnswer
@@ -25,20 +26,39 @@ CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 
-def usage_from_openai(usage: Any) -> TokenUsage | None:
+@dataclass(slots=True, frozen=True)
+class UsageKeys:
+    """Where an OpenAI-style ``usage`` object keeps its counts: chat completions say
+    ``prompt``/``completion``, the Responses API ``input``/``output``."""
+
+    input_tokens: str
+    output_tokens: str
+    input_details: str
+    output_details: str
+
+
+CHAT_USAGE_KEYS = UsageKeys(
+    "prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"
+)
+RESPONSES_USAGE_KEYS = UsageKeys(
+    "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details"
+)
+
+
+def usage_from_openai(usage: Any, keys: UsageKeys = CHAT_USAGE_KEYS) -> TokenUsage | None:
     """``TokenUsage`` from an OpenAI ``usage`` object (``None`` if it is not one)."""
     if not isinstance(usage, dict):
         return None
-    prompt = as_int(usage.get("prompt_tokens")) or 0
-    completion = as_int(usage.get("completion_tokens")) or 0
+    prompt = as_int(usage.get(keys.input_tokens)) or 0
+    completion = as_int(usage.get(keys.output_tokens)) or 0
     total = as_int(usage.get("total_tokens"))
     out = TokenUsage(prompt, completion, total if total is not None else prompt + completion)
-    details = usage.get("prompt_tokens_details")
+    details = usage.get(keys.input_details)
     if isinstance(details, dict):
         out.cached_input_tokens = as_int(details.get("cached_tokens"))
         written = as_int(details.get("cache_write_tokens"))
-        out.cache_write_input_tokens = written or None  # as the Responses usage's
-    details = usage.get("completion_tokens_details")
+        out.cache_write_input_tokens = written or None  # 0 is what every answer says
+    details = usage.get(keys.output_details)
     if isinstance(details, dict):
         out.reasoning_tokens = as_int(details.get("reasoning_tokens"))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aigateway.translators.backends.openai import RESPONSES_USAGE_KEYS, usage_from_openai
 from aigateway.translators.client_apis.chat.events import AnswerSink, ChatAnswer
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
@@ -45,21 +46,7 @@ AZURE_RESPONSES_PATH = "/openai/v1/responses"
 
 def usage_from_responses(usage: Any) -> TokenUsage | None:
     """``TokenUsage`` from a Responses ``usage`` object (``None`` if it is not one)."""
-    if not isinstance(usage, dict):
-        return None
-    prompt = as_int(usage.get("input_tokens")) or 0
-    completion = as_int(usage.get("output_tokens")) or 0
-    total = as_int(usage.get("total_tokens"))
-    out = TokenUsage(prompt, completion, total if total is not None else prompt + completion)
-    details = usage.get("input_tokens_details")
-    if isinstance(details, dict):
-        out.cached_input_tokens = as_int(details.get("cached_tokens"))
-        written = as_int(details.get("cache_write_tokens"))
-        out.cache_write_input_tokens = written or None  # 0 is what every answer says
-    details = usage.get("output_tokens_details")
-    if isinstance(details, dict):
-        out.reasoning_tokens = as_int(details.get("reasoning_tokens"))
-    return out
+    return usage_from_openai(usage, RESPONSES_USAGE_KEYS)
 
 
 class ResponsesApi:
