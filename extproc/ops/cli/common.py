@@ -63,45 +63,27 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_address_flag(parser: argparse.ArgumentParser, flag: str, default: str, help: str) -> None:
+    parser.add_argument(flag, type=address, default=default, metavar="ADDR", help=help)
+
+
 def add_listen_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--listen",
-        type=address,
-        default=DEFAULT_LISTEN_ADDR,
-        metavar="ADDR",
-        help="Envoy's client listener",
-    )
+    _add_address_flag(parser, "--listen", DEFAULT_LISTEN_ADDR, "Envoy's client listener")
 
 
 def add_extproc_flag(parser: argparse.ArgumentParser, help: str) -> None:
     """``--extproc-addr`` (one address, defaulting to ``serve``'s)."""
-    parser.add_argument(
-        "--extproc-addr",
-        type=address,
-        default=DEFAULT_EXTPROC_ADDR,
-        metavar="ADDR",
-        help=help,
-    )
+    _add_address_flag(parser, "--extproc-addr", DEFAULT_EXTPROC_ADDR, help)
 
 
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--metrics-addr",
-        type=address,
-        default=DEFAULT_METRICS_ADDR,
-        metavar="ADDR",
-        help="Prometheus /metrics listen address",
+    _add_address_flag(
+        parser, "--metrics-addr", DEFAULT_METRICS_ADDR, "Prometheus /metrics listen address"
     )
 
 
 def add_admin_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--admin-addr",
-        type=address,
-        default=DEFAULT_ADMIN_ADDR,
-        metavar="ADDR",
-        help="Envoy's admin interface",
-    )
+    _add_address_flag(parser, "--admin-addr", DEFAULT_ADMIN_ADDR, "Envoy's admin interface")
 
 
 def add_drain_timeout_flag(parser: argparse.ArgumentParser, help: str) -> None:
