@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -416,6 +417,25 @@ _RESERVED_LABELS = frozenset(
     {"backend", "model", "status", "type", "le", "quantile", "job", "instance"}
 )
 _RESERVED_LABEL_PREFIXES = ("gen_ai", "error", "otel", "__")
+
+
+def _lowercase(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+#: A request header's name, lowercased as Envoy passes header names.
+_HeaderName = Annotated[
+    str, BeforeValidator(_lowercase), Field(pattern=r"^[a-z0-9-]+$", max_length=100)
+]
+
+
+def _refuse_credentials(header: str, use: str) -> str:
+    """``header``, unless its values are secrets; ``use`` says what it cannot be then."""
+    if header in _CREDENTIAL_HEADERS:
+        raise ValueError(f"{header} carries credentials; {use}")
+    return header
+
+
 #: Most combinations of header label values (each label's values, other and none).
 MAX_HEADER_LABEL_COMBINATIONS = 10_000
 
@@ -424,23 +444,16 @@ class LabelFromHeader(_Strict):
     """A metric label from a request header: the header's value when ``values`` lists
     it, ``other`` when not, ``none`` when the request has no such header."""
 
-    header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$", max_length=100)]
+    header: _HeaderName
     label: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=60)]
     values: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         min_length=1, max_length=100
     )
 
-    @field_validator("header", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
     @field_validator("header")
     @classmethod
     def _not_a_secret(cls, value: str) -> str:
-        if value in _CREDENTIAL_HEADERS:
-            raise ValueError(f"{value} carries credentials; it cannot be a label")
-        return value
+        return _refuse_credentials(value, "it cannot be a label")
 
     @field_validator("label")
     @classmethod
@@ -508,19 +521,12 @@ class LimitKey(_Strict):
     """One budget per value of a request header (a request without it shares the
     budget of every other request without it)."""
 
-    header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$", max_length=100)]
-
-    @field_validator("header", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+    header: _HeaderName
 
     @field_validator("header")
     @classmethod
     def _not_a_secret(cls, value: str) -> str:
-        if value in _CREDENTIAL_HEADERS:
-            raise ValueError(f"{value} carries credentials; budgets cannot be keyed on it")
-        return value
+        return _refuse_credentials(value, "budgets cannot be keyed on it")
 
 
 class LimitRule(_Strict):
