@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from aigateway.translators.client_apis.chat.events import ChatAnswer
-from aigateway.translators.client_apis.chat.stream import KEEPALIVE
+from aigateway.translators.client_apis.chat.stream import KEEPALIVE, BufferedSink
 from aigateway.translators.contract import TokenUsage
 from aigateway.translators.wire.errors import anthropic_error, anthropic_error_type_for_status
 from aigateway.translators.wire.jsoncodec import as_int, dumps, loads_or_none
@@ -120,7 +120,7 @@ def _event(name: str, body: dict[str, Any]) -> bytes:
     return encode_sse_event(dumps({"type": name, **body}), name)
 
 
-class MessagesEventStream:
+class MessagesEventStream(BufferedSink):
     """One streamed answer being written as Messages events (a sink of answer events).
 
     ``message_start`` first; each content block (thinking, text, each tool use) is
@@ -132,39 +132,24 @@ class MessagesEventStream:
     __slots__ = (
         "_calls",
         "_delta_head",
-        "_done",
         "_id",
         "_index",
         "_model",
         "_open",
-        "_out",
         "_started",
         "_stop_reason",
-        "usage",
     )
 
     def __init__(self, message_id: str, model: str) -> None:
+        super().__init__()
         self._id = message_id
         self._model = model
-        self._out: list[bytes] = []
         self._started = False
         self._index = -1  # the last block started
         self._open: str | None = None  # the type of the open block
         self._delta_head = b""
         self._calls: dict[int, int] = {}  # chat tool call index -> block index
         self._stop_reason = "end_turn"
-        self._done = False
-        self.usage: TokenUsage | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self._done
-
-    def output(self) -> bytes:
-        out = self._out
-        body = b"".join(out)
-        out.clear()
-        return body
 
     def _begin(self) -> None:
         if self._started:

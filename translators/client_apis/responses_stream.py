@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway.translators.client_apis.chat.events import ChatAnswer
-from aigateway.translators.client_apis.chat.stream import KEEPALIVE
+from aigateway.translators.client_apis.chat.stream import KEEPALIVE, BufferedSink
 from aigateway.translators.client_apis.responses_request import (
     ToolOrigin,
     custom_input,
@@ -192,7 +192,7 @@ def error_code(error: dict[str, Any]) -> str:
     return "server_error"
 
 
-class ResponsesEventStream:
+class ResponsesEventStream(BufferedSink):
     """One streamed answer being written as Responses events (a sink of answer events).
 
     ``response.created`` and ``response.in_progress`` open it; each output item (a
@@ -200,33 +200,21 @@ class ResponsesEventStream:
     turn; ``response.completed`` (or ``incomplete``/``failed``) ends it with usage.
     """
 
-    __slots__ = ("_calls", "_done", "_finish", "_head", "_open", "_out", "_output", "_seq", "usage")
+    __slots__ = ("_calls", "_finish", "_head", "_open", "_output", "_seq")
 
     def __init__(self, head: ResponseHead) -> None:
+        super().__init__()
         self._head = head
         self._seq = 0
-        self._out: list[bytes] = []
         self._output: list[dict[str, Any]] = []  # finished items, by output index
         self._open: _Item | None = None
         self._calls: dict[int, _Item] = {}  # chat tool call index -> its item
         self._finish = "stop"
-        self._done = False
-        self.usage: TokenUsage | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self._done
 
     @property
     def sequence_number(self) -> int:
         """The next event's sequence number."""
         return self._seq
-
-    def output(self) -> bytes:
-        out = self._out
-        body = b"".join(out)
-        out.clear()
-        return body
 
     # -- events --------------------------------------------------------------------
 

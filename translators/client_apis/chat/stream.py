@@ -266,15 +266,13 @@ class _ThinkingBlock:
     signature: str = ""
 
 
-class ChatChunkWriter:
-    """The chat client API's sink of answer events: ``chat.completion.chunk`` SSE events,
-    ``[DONE]`` at the end, the usage chunk when the client asked for it."""
+class BufferedSink:
+    """What every client API's ``AnswerSink`` keeps alike: the bytes written since the
+    last :meth:`output`, whether its terminal event is written, and the usage so far."""
 
-    __slots__ = ("_done", "_encoder", "_include_usage", "_out", "usage")
+    __slots__ = ("_done", "_out", "usage")
 
-    def __init__(self, encoder: ChunkEncoder, *, include_usage: bool) -> None:
-        self._encoder = encoder
-        self._include_usage = include_usage
+    def __init__(self) -> None:
         self._out: list[bytes] = []
         self._done = False
         self.usage: TokenUsage | None = None
@@ -288,6 +286,18 @@ class ChatChunkWriter:
         body = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         return body
+
+
+class ChatChunkWriter(BufferedSink):
+    """The chat client API's sink of answer events: ``chat.completion.chunk`` SSE events,
+    ``[DONE]`` at the end, the usage chunk when the client asked for it."""
+
+    __slots__ = ("_encoder", "_include_usage")
+
+    def __init__(self, encoder: ChunkEncoder, *, include_usage: bool) -> None:
+        super().__init__()
+        self._encoder = encoder
+        self._include_usage = include_usage
 
     def start(self) -> None:
         self._out.append(self._encoder.role())
