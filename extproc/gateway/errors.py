@@ -47,3 +47,8 @@ def written(reply: ImmediateResponse, body: bytes) -> ImmediateResponse:
     reply.write(JSON, body)
     reply.details = local_reply_details(error_name(reply.local_error))
     return reply
+
+
+def invalid_value(message: str, param: str) -> ImmediateResponse:
+    """A 400 for a request body of the wrong structure, naming the field (``param``)."""
+    return ImmediateResponse.error(400, message, param=param, code="invalid_value")

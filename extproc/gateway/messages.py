@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from aigateway.extproc.framework.processor import ImmediateResponse, LocalError
+from aigateway.extproc.framework.processor import LocalError
 from aigateway.extproc.gateway.backends import ModelRoute
-from aigateway.extproc.gateway.errors import anthropic_error_reply
+from aigateway.extproc.gateway.errors import anthropic_error_reply, invalid_value
 from aigateway.extproc.gateway.routed import RoutedProcessor
 from aigateway.translators.matrix import ClientApi
 
@@ -16,39 +16,35 @@ MAX_MESSAGES = 100_000
 ROLES = frozenset({"user", "assistant", "system"})
 
 
-def _invalid(message: str, param: str) -> ImmediateResponse:
-    return ImmediateResponse.error(400, message, param=param, code="invalid_value")
-
-
 def validate_messages(payload: dict[str, Any]) -> None:
     """The structure every schema relies on (``messages``, ``system``), checked once so
     that malformed requests get the same 400 whatever the backend."""
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _invalid("messages: must be a non-empty array of message objects.", "messages")
+        raise invalid_value("messages: must be a non-empty array of message objects.", "messages")
     if len(messages) > MAX_MESSAGES:
-        raise _invalid(f"messages: has more than {MAX_MESSAGES} items.", "messages")
+        raise invalid_value(f"messages: has more than {MAX_MESSAGES} items.", "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _invalid(f"messages.{i}: must be an object.", f"messages[{i}]")
+            raise invalid_value(f"messages.{i}: must be an object.", f"messages[{i}]")
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
-            raise _invalid(
+            raise invalid_value(
                 f"messages.{i}.role: must be one of user, assistant, system.", f"messages[{i}].role"
             )
         content = message.get("content")
         if not isinstance(content, str | list):
-            raise _invalid(
+            raise invalid_value(
                 f"messages.{i}.content: must be a string or an array of content blocks.",
                 f"messages[{i}].content",
             )
         if isinstance(content, list) and not all(isinstance(block, dict) for block in content):
-            raise _invalid(
+            raise invalid_value(
                 f"messages.{i}.content: content blocks must be objects.", f"messages[{i}].content"
             )
     system = payload.get("system")
     if system is not None and not isinstance(system, str | list):
-        raise _invalid("system: must be a string or an array of text blocks.", "system")
+        raise invalid_value("system: must be a string or an array of text blocks.", "system")
 
 
 class _AnthropicShaped(RoutedProcessor):
@@ -76,10 +72,10 @@ class MessagesProcessor(_AnthropicShaped):
         validate_messages(payload)
         max_tokens = payload.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise _invalid("max_tokens: a positive integer is required.", "max_tokens")
+            raise invalid_value("max_tokens: a positive integer is required.", "max_tokens")
         stream = payload.get("stream")
         if stream is not None and not isinstance(stream, bool):
-            raise _invalid("stream: must be a boolean.", "stream")
+            raise invalid_value("stream: must be a boolean.", "stream")
 
 
 class CountTokensProcessor(_AnthropicShaped):

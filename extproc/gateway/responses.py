@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aigateway.extproc.framework.processor import ImmediateResponse
+from aigateway.extproc.gateway.chat import check_stream_flag, check_tool_list
+from aigateway.extproc.gateway.errors import invalid_value
 from aigateway.extproc.gateway.routed import RoutedProcessor
 
 MAX_INPUT_ITEMS = 100_000
-
-
-def _invalid(message: str, param: str) -> ImmediateResponse:
-    return ImmediateResponse.error(400, message, param=param, code="invalid_value")
 
 
 def validate_responses_request(payload: dict[str, Any]) -> None:
@@ -21,25 +18,19 @@ def validate_responses_request(payload: dict[str, Any]) -> None:
     value = payload.get("input")
     if isinstance(value, str):
         if not value:
-            raise _invalid("'input' must not be empty.", "input")
+            raise invalid_value("'input' must not be empty.", "input")
     elif isinstance(value, list):
         if not value:
-            raise _invalid("'input' must not be empty.", "input")
+            raise invalid_value("'input' must not be empty.", "input")
         if len(value) > MAX_INPUT_ITEMS:
-            raise _invalid(f"'input' has more than {MAX_INPUT_ITEMS} items.", "input")
+            raise invalid_value(f"'input' has more than {MAX_INPUT_ITEMS} items.", "input")
         for i, item in enumerate(value):
             if not isinstance(item, dict):
-                raise _invalid(f"input[{i}] must be an object.", f"input[{i}]")
+                raise invalid_value(f"input[{i}] must be an object.", f"input[{i}]")
     else:
-        raise _invalid("'input' must be a string or an array of input items.", "input")
-    stream = payload.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _invalid("'stream' must be a boolean.", "stream")
-    tools = payload.get("tools")
-    if tools is not None and not (
-        isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
-    ):
-        raise _invalid("'tools' must be an array of objects.", "tools")
+        raise invalid_value("'input' must be a string or an array of input items.", "input")
+    check_stream_flag(payload)
+    check_tool_list(payload)
 
 
 class ResponsesProcessor(RoutedProcessor):
