@@ -258,29 +258,11 @@ def _thinking_block(block: chat.ThinkingBlock) -> dict[str, Any]:
 def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
     # Thinking first: Anthropic wants a tool-use turn to start with its signed thinking.
     blocks = [_thinking_block(b) for b in chat.thinking_blocks_of(message, param)]
-    refused = False
-    for part in chat.content_parts(message.get("content"), param):
-        kind = part["type"]
-        if kind in chat.THINKING_PARTS:
-            continue  # read above, first
-        if kind == "text":
-            block = _text_block(chat.part_text(part, param), part, param)
-        elif kind == "refusal":  # the turn happened: the model reads it as what it said
-            refused = True
-            block = _text_block(chat.part_refusal(part, param), part, param)
-        else:
-            raise TranslationError(f"content part type '{kind}' is not supported", param=param)
+    for text, part in chat.assistant_texts(message, param):
+        block = _text_block(text, part, param)
         if block is not None:
             blocks.append(block)
-    refusal = message.get("refusal")
-    if isinstance(refusal, str) and refusal and not refused:
-        blocks.append({"type": "text", "text": refusal})
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise TranslationError("'tool_calls' must be a list", param=param)
-    for j, call in enumerate(calls):
-        where = f"{param}.tool_calls[{j}]"
-        call_id, name, args = chat.tool_call_fields(call, where)
+    for where, call, call_id, name, args in chat.tool_calls_of(message, param):
         use: dict[str, Any] = {"type": "tool_use", "id": call_id, "name": name, "input": args}
         mark = chat.cache_control_of(call, where)
         if mark is not None:
@@ -291,9 +273,7 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
 
 
 def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise TranslationError("a tool message needs 'tool_call_id'", param=param)
+    call_id = chat.tool_result_id(message, param)
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
     blocks = _content_blocks(message.get("content"), param)
     if len(blocks) == 1 and set(blocks[0]) == {"type", "text"}:
@@ -414,10 +394,7 @@ def _add_tools(
     elif choice is None:
         pass  # Anthropic's default is auto
     elif choice.mode == "named":
-        if choice.name not in {t.name for t in tools}:
-            raise TranslationError(
-                f"'tool_choice' names unknown function '{choice.name}'", param="tool_choice"
-            )
+        chat.check_named_tool(choice, tools)
         out = {"type": "tool", "name": choice.name}
     else:
         out = {"type": _TOOL_CHOICE_TYPES[choice.mode]}

@@ -302,32 +302,13 @@ def _reasoning_block(block: chat.ThinkingBlock) -> dict[str, Any]:
 def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
     # Reasoning first, as the model produced it; Claude wants it before a tool use.
     blocks = [_reasoning_block(b) for b in chat.thinking_blocks_of(message, param)]
-    refused = False
-    for part in chat.content_parts(message.get("content"), param):
-        kind = part["type"]
-        if kind in chat.THINKING_PARTS:
-            continue  # read above, first
-        if kind == "text":
-            text = chat.part_text(part, param)
-        elif kind == "refusal":  # the turn happened: the model reads it as what it said
-            refused = True
-            text = chat.part_refusal(part, param)
-        else:
-            raise TranslationError(f"content part type '{kind}' is not supported", param=param)
+    for text, part in chat.assistant_texts(message, param):
         mark = chat.cache_control_of(part, param)
         if text:
             _append(blocks, {"text": text}, mark)
         elif mark is not None:
             raise TranslationError("'cache_control' on an empty text part", param=param)
-    refusal = message.get("refusal")
-    if isinstance(refusal, str) and refusal and not refused:
-        blocks.append({"text": refusal})
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise TranslationError("'tool_calls' must be a list", param=param)
-    for j, call in enumerate(calls):
-        where = f"{param}.tool_calls[{j}]"
-        call_id, name, args = chat.tool_call_fields(call, where)
+    for where, call, call_id, name, args in chat.tool_calls_of(message, param):
         use = {"toolUse": {"toolUseId": call_id, "name": name, "input": args}}
         _append(blocks, use, chat.cache_control_of(call, where))
     _mark_end(blocks, chat.cache_control_of(message, param), param)
@@ -339,9 +320,7 @@ def _tool_result_blocks(
 ) -> list[dict[str, Any]]:
     """The toolResult block, then a cache point when it or any of its parts is marked
     (a tool result's content cannot hold one)."""
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise TranslationError("a tool message needs 'tool_call_id'", param=param)
+    call_id = chat.tool_result_id(message, param)
     content, marks = _content_blocks(message.get("content"), names, param)
     result = {"toolResult": {"toolUseId": call_id, "content": content or [{"text": ""}]}}
     mark = chat.cache_control_of(message, param) or next((m for m in marks if m is not None), None)
@@ -505,10 +484,7 @@ def _tool_config(
         elif choice.mode == "required":
             config["toolChoice"] = {"any": {}}
         else:
-            if choice.name not in {t.name for t in tools}:
-                raise TranslationError(
-                    f"'tool_choice' names unknown function '{choice.name}'", param="tool_choice"
-                )
+            chat.check_named_tool(choice, tools)
             config["toolChoice"] = {"tool": {"name": choice.name}}
     return config
 

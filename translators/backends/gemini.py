@@ -243,11 +243,7 @@ def _model_parts(
         elif kind != "refusal" and kind not in chat.THINKING_PARTS:
             # a refusal carries no content worth replaying; only Claude reads its thinking
             raise TranslationError(f"content part type '{kind}' is not supported", param=param)
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise TranslationError("'tool_calls' must be a list", param=param)
-    for j, call in enumerate(calls):
-        call_id, name, args = chat.tool_call_fields(call, f"{param}.tool_calls[{j}]")
+    for _, _, call_id, name, args in chat.tool_calls_of(message, param):
         call_names[call_id] = name
         function_call: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
         signature = thought_signature_of(call_id)
@@ -285,9 +281,7 @@ def thought_signature_of(call_id: str) -> str | None:
 def _function_response_part(
     message: dict[str, Any], param: str, call_names: dict[str, str]
 ) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise TranslationError("a tool message needs 'tool_call_id'", param=param)
+    call_id = chat.tool_result_id(message, param)
     name = call_names.get(call_id)
     if name is None:
         # Gemini answers function calls by name, and only the history knows it.
@@ -382,10 +376,7 @@ def _add_tools(body: dict[str, Any], payload: dict[str, Any]) -> None:
         return  # Gemini's default is AUTO
     calling: dict[str, Any]
     if choice.mode == "named":
-        if choice.name not in {t.name for t in tools}:
-            raise TranslationError(
-                f"'tool_choice' names unknown function '{choice.name}'", param="tool_choice"
-            )
+        chat.check_named_tool(choice, tools)
         calling = {"mode": "ANY", "allowedFunctionNames": [choice.name]}
     else:
         calling = {"mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice.mode]}

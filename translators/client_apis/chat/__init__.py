@@ -13,7 +13,9 @@ from aigateway.translators.client_apis.chat.request import (
     Thinking,
     ThinkingBlock,
     append_merged,
+    assistant_texts,
     cache_control_of,
+    check_named_tool,
     content_parts,
     file_document,
     function_tools,
@@ -39,7 +41,9 @@ from aigateway.translators.client_apis.chat.request import (
     thinking_blocks_of,
     thinking_of,
     tool_call_fields,
+    tool_calls_of,
     tool_choice,
+    tool_result_id,
 )
 from aigateway.translators.client_apis.chat.stream import (
     UPSTREAM_INVALID_JSON,
@@ -74,8 +78,10 @@ __all__ = [
     "ThinkingBlock",
     "ToolCall",
     "append_merged",
+    "assistant_texts",
     "cache_control_of",
     "chat_completion_body",
+    "check_named_tool",
     "content_parts",
     "file_document",
     "function_tools",
@@ -105,5 +111,7 @@ __all__ = [
     "thinking_blocks_of",
     "thinking_of",
     "tool_call_fields",
+    "tool_calls_of",
     "tool_choice",
+    "tool_result_id",
 ]

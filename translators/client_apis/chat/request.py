@@ -6,6 +6,7 @@ every edge (data URLs, tool-call ids, parameter checks).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -241,6 +242,36 @@ def tool_call_fields(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
     return call_id, fn["name"], args
 
 
+def tool_calls_of(
+    message: dict[str, Any], param: str
+) -> Iterator[tuple[str, Any, str, str, dict[str, Any]]]:
+    """An assistant message's ``tool_calls``, each as (its param, the item, id, function
+    name, parsed arguments object)."""
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise TranslationError("'tool_calls' must be a list", param=param)
+    for j, call in enumerate(calls):
+        where = f"{param}.tool_calls[{j}]"
+        call_id, name, args = tool_call_fields(call, where)
+        yield where, call, call_id, name, args
+
+
+def tool_result_id(message: dict[str, Any], param: str) -> str:
+    """A tool message's ``tool_call_id``: the call it answers."""
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise TranslationError("a tool message needs 'tool_call_id'", param=param)
+    return call_id
+
+
+def check_named_tool(choice: ToolChoice, tools: list[FunctionTool]) -> None:
+    """A ``named`` tool choice must name one of the request's function tools."""
+    if choice.name not in {t.name for t in tools}:
+        raise TranslationError(
+            f"'tool_choice' names unknown function '{choice.name}'", param="tool_choice"
+        )
+
+
 def append_merged(
     messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]], key: str
 ) -> None:
@@ -341,6 +372,27 @@ class ThinkingBlock:
 
 #: Assistant content parts that replay reasoning (read with the message's thinking_blocks).
 THINKING_PARTS = frozenset({"thinking", "redacted_thinking"})
+
+
+def assistant_texts(message: dict[str, Any], param: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """An assistant message's text and refusal parts as (text, part), then its
+    ``refusal`` when no refusal part said it (with no part: ``{}``). Thinking parts are
+    :func:`thinking_blocks_of`'s."""
+    refused = False
+    for part in content_parts(message.get("content"), param):
+        kind = part["type"]
+        if kind in THINKING_PARTS:
+            continue
+        if kind == "text":
+            yield part_text(part, param), part
+        elif kind == "refusal":  # the turn happened: the model reads it as what it said
+            refused = True
+            yield part_refusal(part, param), part
+        else:
+            raise TranslationError(f"content part type '{kind}' is not supported", param=param)
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal and not refused:
+        yield refusal, {}
 
 
 def thinking_blocks_of(message: dict[str, Any], param: str) -> list[ThinkingBlock]:
