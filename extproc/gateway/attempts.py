@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from aigateway.instrumentation.facts import Attempt, AttemptResult
@@ -66,12 +66,11 @@ def attempt_result(status: int, flags: Any) -> AttemptResult:
     return "success"
 
 
-class AttemptLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-    """``envoy.service.accesslog.v3.AccessLogService`` for Envoy's per-attempt log:
-    hands each attempt to ``record``."""
+class NamedAccessLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    """``envoy.service.accesslog.v3.AccessLogService`` for one of Envoy's logs: hands
+    the HTTP entries of the streams named ``log_name`` to :meth:`take`."""
 
-    def __init__(self, record: Callable[[Attempt], None]) -> None:
-        self._record = record
+    log_name: ClassVar[str]
 
     async def StreamAccessLogs(
         self, request_iterator: Any, context: Any
@@ -79,12 +78,27 @@ class AttemptLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
         ours = False
         async for message in request_iterator:
             if message.HasField("identifier"):  # only the stream's first message has it
-                ours = message.identifier.log_name == ATTEMPT_LOG_NAME
-            if not ours:
-                continue
-            for entry in message.http_logs.log_entry:
-                self._record(self.attempt(entry))
+                ours = message.identifier.log_name == self.log_name
+            if ours:
+                self.take(message.http_logs.log_entry)
         return als_pb2.StreamAccessLogsResponse()
+
+    def take(self, entries: Any) -> None:
+        """One message's entries (``HTTPAccessLogEntry``)."""
+        raise NotImplementedError
+
+
+class AttemptLog(NamedAccessLog):
+    """Envoy's per-attempt log: hands each attempt to ``record``."""
+
+    log_name = ATTEMPT_LOG_NAME
+
+    def __init__(self, record: Callable[[Attempt], None]) -> None:
+        self._record = record
+
+    def take(self, entries: Any) -> None:
+        for entry in entries:
+            self._record(self.attempt(entry))
 
     @staticmethod
     def attempt(entry: Any) -> Attempt:

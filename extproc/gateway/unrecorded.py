@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from google.protobuf import json_format
 
-from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from aigateway.extproc.gateway.attempts import NamedAccessLog
 from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.instrumentation.facts import (
     METADATA_NAMESPACE,
@@ -60,9 +60,10 @@ def unrecorded_cause(details: str) -> UnrecordedCause | None:
     return None
 
 
-class UnrecordedLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-    """``envoy.service.accesslog.v3.AccessLogService`` for Envoy's log of requests no
-    processor recorded: hands each to ``record``."""
+class UnrecordedLog(NamedAccessLog):
+    """Envoy's log of requests no processor recorded: hands each to ``record``."""
+
+    log_name = UNRECORDED_LOG_NAME
 
     def __init__(
         self,
@@ -72,20 +73,11 @@ class UnrecordedLog(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc
         self._record = record
         self._counted = counted
 
-    async def StreamAccessLogs(
-        self, request_iterator: Any, context: Any
-    ) -> als_pb2.StreamAccessLogsResponse:
-        ours = False
-        async for message in request_iterator:
-            if message.HasField("identifier"):  # only the stream's first message has it
-                ours = message.identifier.log_name == UNRECORDED_LOG_NAME
-            if not ours:
-                continue
-            for entry in message.http_logs.log_entry:
-                request = self.request(entry)
-                if request is not None:
-                    self._record(request)
-        return als_pb2.StreamAccessLogsResponse()
+    def take(self, entries: Any) -> None:
+        for entry in entries:
+            request = self.request(entry)
+            if request is not None:
+                self._record(request)
 
     def request(self, entry: Any) -> UnrecordedRequest | None:
         """The request an entry (``HTTPAccessLogEntry``) stands for, or ``None`` when a
