@@ -180,22 +180,42 @@ def _endpoints(addresses: list[Address]) -> tuple[list[dict[str, Any]], bool]:
     return endpoints, dns
 
 
-def _unrecorded_cluster(options: EnvoyOptions, counters: list[Address]) -> dict[str, Any]:
-    """``serve --workers``' parents, which count what no processor recorded."""
-    endpoints, dns = _endpoints(counters)
+def _processor_cluster(
+    name: str, addresses: list[Address], options: EnvoyOptions, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """A cluster of the gateway's own gRPC servers at ``addresses`` (TLS as the
+    processors'), with ``settings`` between its connect timeout and its endpoints."""
+    endpoints, dns = _endpoints(addresses)
     cluster: dict[str, Any] = {
-        "name": UNRECORDED_CLUSTER,
+        "name": name,
         "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "1s",
-        "typed_extension_protocol_options": _HTTP2_OPTIONS,
-        "load_assignment": {
-            "cluster_name": UNRECORDED_CLUSTER,
-            "endpoints": [{"lb_endpoints": endpoints}],
-        },
+        **settings,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     }
     if options.extproc_tls is not None:
         cluster["transport_socket"] = _extproc_transport(options.extproc_tls)
     return cluster
+
+
+def _unrecorded_cluster(options: EnvoyOptions, counters: list[Address]) -> dict[str, Any]:
+    """``serve --workers``' parents, which count what no processor recorded."""
+    settings = {"typed_extension_protocol_options": _HTTP2_OPTIONS}
+    return _processor_cluster(UNRECORDED_CLUSTER, counters, options, settings)
+
+
+def _cel_filter(expression: str) -> dict[str, Any]:
+    """An access log's (or a local reply mapper's) filter: what the CEL ``expression``
+    holds for."""
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": _type("extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
+                "expression": expression,
+            },
+        }
+    }
 
 
 def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
@@ -224,25 +244,13 @@ def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
     }
     return {
         "name": "envoy.access_loggers.http_grpc",
-        "filter": {
-            "extension_filter": {
-                "name": "envoy.access_loggers.extension_filters.cel",
-                "typed_config": {
-                    "@type": _type("extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
-                    "expression": expression,
-                },
-            }
-        },
+        "filter": _cel_filter(expression),
         "typed_config": typed,
     }
 
 
 def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
-    endpoints, dns = _endpoints(options.extproc)
-    cluster: dict[str, Any] = {
-        "name": EXTPROC_CLUSTER,
-        "type": "STRICT_DNS" if dns else "STATIC",
-        "connect_timeout": "1s",
+    settings: dict[str, Any] = {
         "lb_policy": "LEAST_REQUEST",
         "per_connection_buffer_limit_bytes": buffer_limit * 2,
         "typed_extension_protocol_options": _EXTPROC_HTTP2_OPTIONS,
@@ -266,14 +274,8 @@ def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]
             "base_ejection_time": "1s",
             "max_ejection_percent": 100,
         },
-        "load_assignment": {
-            "cluster_name": EXTPROC_CLUSTER,
-            "endpoints": [{"lb_endpoints": endpoints}],
-        },
     }
-    if options.extproc_tls is not None:
-        cluster["transport_socket"] = _extproc_transport(options.extproc_tls)
-    return cluster
+    return _processor_cluster(EXTPROC_CLUSTER, options.extproc, options, settings)
 
 
 def _socket(address: Address) -> dict[str, Any]:
@@ -672,15 +674,7 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
 def _local_reply_mapper(condition: str, body: dict[str, Any]) -> dict[str, Any]:
     expression = f"{condition} && !response.code_details.startsWith('{LOCAL_REPLY_DETAILS_PREFIX}')"
     return {
-        "filter": {
-            "extension_filter": {
-                "name": "envoy.access_loggers.extension_filters.cel",
-                "typed_config": {
-                    "@type": _type("extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
-                    "expression": expression,
-                },
-            }
-        },
+        "filter": _cel_filter(expression),
         "body_format_override": {"json_format": body, "content_type": "application/json"},
     }
 
