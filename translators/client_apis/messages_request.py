@@ -363,16 +363,26 @@ def _user_part(block: dict[str, Any], param: str, options: MessagesOptions) -> d
     return part
 
 
-def _image_url(block: dict[str, Any], param: str) -> str:
+def _source_of(block: dict[str, Any], what: str, param: str) -> dict[str, Any]:
     source = block.get("source")
     if not isinstance(source, dict):
-        raise _error("an image needs a 'source'", f"{param}.source")
+        raise _error(f"{what} needs a 'source'", f"{param}.source")
+    return source
+
+
+def _base64_data_url(source: dict[str, Any], what: str, param: str) -> str:
+    """A ``base64`` source as a ``data:`` URL; ``what`` names the block in the error."""
+    media_type, data = source.get("media_type"), source.get("data")
+    if not isinstance(media_type, str) or not isinstance(data, str) or not data:
+        raise _error(f"a base64 {what} needs 'media_type' and 'data'", f"{param}.source")
+    return f"data:{media_type};base64,{data}"
+
+
+def _image_url(block: dict[str, Any], param: str) -> str:
+    source = _source_of(block, "an image", param)
     kind = source.get("type")
     if kind == "base64":
-        media_type, data = source.get("media_type"), source.get("data")
-        if not isinstance(media_type, str) or not isinstance(data, str) or not data:
-            raise _error("a base64 image needs 'media_type' and 'data'", f"{param}.source")
-        return f"data:{media_type};base64,{data}"
+        return _base64_data_url(source, "image", param)
     if kind == "url":
         url = source.get("url")
         if not isinstance(url, str) or not url:
@@ -382,15 +392,10 @@ def _image_url(block: dict[str, Any], param: str) -> str:
 
 
 def _document_file(block: dict[str, Any], param: str) -> dict[str, Any]:
-    source = block.get("source")
-    if not isinstance(source, dict):
-        raise _error("a document needs a 'source'", f"{param}.source")
+    source = _source_of(block, "a document", param)
     kind = source.get("type")
     if kind == "base64":
-        media_type, data = source.get("media_type"), source.get("data")
-        if not isinstance(media_type, str) or not isinstance(data, str) or not data:
-            raise _error("a base64 document needs 'media_type' and 'data'", f"{param}.source")
-        url = f"data:{media_type};base64,{data}"
+        url = _base64_data_url(source, "document", param)
     elif kind == "text":
         text = source.get("data")
         if not isinstance(text, str):
