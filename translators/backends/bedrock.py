@@ -643,10 +643,9 @@ class BedrockConverseTranslator(StreamOrJsonAnswer):
         return ResponseBodyOutput(body=out, usage=usage, complete=True)
 
     def _finish_reason(self, stop_reason: Any, called_tools: bool) -> chat.FinishReason:
-        reason = finish_reason_from_converse(stop_reason)
-        if reason == "tool_calls" and self._answer_tool and not called_tools:
-            return "stop"  # the only tool called was the answer tool
-        return reason
+        return chat.answer_tool_finish(
+            finish_reason_from_converse(stop_reason), self._answer_tool, called_tools
+        )
 
     # --- event stream ---
 

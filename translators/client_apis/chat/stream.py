@@ -20,6 +20,14 @@ from aigateway.translators.wire.sse import SSE_DONE
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
+def answer_tool_finish(reason: FinishReason, answer_tool: bool, called_tools: bool) -> FinishReason:
+    """``stop`` when the only tool called was the answer tool (``response_format`` sent
+    as a tool, ``answer_tool``), else ``reason``."""
+    if reason == "tool_calls" and answer_tool and not called_tools:
+        return "stop"
+    return reason
+
+
 def new_completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex
 
