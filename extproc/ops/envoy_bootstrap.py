@@ -499,14 +499,7 @@ def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[
                 "message_timeout": f"{options.message_timeout_seconds:g}s",
                 # Request headers and body to translate; response headers to say which
                 # backend answered. The response body is the listener's processor's.
-                "processing_mode": {
-                    "request_header_mode": "SEND",
-                    "request_body_mode": "BUFFERED",
-                    "request_trailer_mode": "SKIP",
-                    "response_header_mode": "SEND",
-                    "response_body_mode": "NONE",
-                    "response_trailer_mode": "SKIP",
-                },
+                "processing_mode": _processing_mode(response_body="NONE"),
             },
         },
         {
@@ -564,6 +557,19 @@ def _retry_policy(model: Model) -> dict[str, Any]:
     return policy
 
 
+def _processing_mode(*, response_body: str) -> dict[str, str]:
+    """What the processor sees: request headers and the whole request body, response
+    headers, and the response body as ``response_body`` says; never trailers."""
+    return {
+        "request_header_mode": "SEND",
+        "request_body_mode": "BUFFERED",
+        "request_trailer_mode": "SKIP",
+        "response_header_mode": "SEND",
+        "response_body_mode": response_body,
+        "response_trailer_mode": "SKIP",
+    }
+
+
 def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
@@ -577,14 +583,7 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
             "failure_mode_allow": False,
             "allow_mode_override": True,
             "message_timeout": f"{options.message_timeout_seconds:g}s",
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
-                "response_body_mode": "BUFFERED",
-                "response_trailer_mode": "SKIP",
-            },
+            "processing_mode": _processing_mode(response_body="BUFFERED"),
             # Envoy drops dynamic metadata from namespaces not listed here.
             "metadata_options": {
                 "receiving_namespaces": {
