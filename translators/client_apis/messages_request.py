@@ -15,6 +15,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigateway.translators.client_apis.chat.request import set_streaming
 from aigateway.translators.client_apis.field_policy import MESSAGES_FIELDS, MESSAGES_TOOL_FIELDS
 from aigateway.translators.contract import TranslationError
 from aigateway.translators.wire.jsoncodec import as_int, dumps
@@ -88,11 +89,7 @@ def read_messages_request(payload: dict[str, Any], options: MessagesOptions) -> 
             if value:
                 chat["stop"] = value
         elif key == "stream":
-            if not isinstance(value, bool):
-                raise _error("'stream' must be a boolean", key)
-            if value:
-                chat["stream"] = True
-                chat["stream_options"] = {"include_usage": True}
+            set_streaming(chat, value, key)
         elif key == "metadata":
             user = value.get("user_id") if isinstance(value, dict) else None
             if isinstance(user, str) and user:

@@ -11,6 +11,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigateway.translators.client_apis.chat.request import set_streaming
 from aigateway.translators.client_apis.field_policy import (
     RESPONSES_ADDITIONAL_TOOLS_FIELDS,
     RESPONSES_CONFIGURATION_UPDATE_FIELDS,
@@ -145,11 +146,7 @@ def read_responses_request(payload: dict[str, Any]) -> ResponsesRequest:
         elif key == "include":
             _check_include(value)
         elif key == "stream":
-            if not isinstance(value, bool):
-                raise _error("'stream' must be a boolean", key)
-            if value:
-                chat["stream"] = True
-                chat["stream_options"] = {"include_usage": True}
+            set_streaming(chat, value, key)
         elif key == "max_output_tokens":
             chat["max_completion_tokens"] = value
         elif key in ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier"):

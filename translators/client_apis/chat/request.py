@@ -49,6 +49,16 @@ def is_streaming(payload: dict[str, Any]) -> bool:
     return payload.get("stream") is True
 
 
+def set_streaming(chat: dict[str, Any], value: Any, param: str) -> None:
+    """Another client API's ``stream`` flag on the chat request it becomes: a streamed
+    chat request asks for usage, which the gateway meters."""
+    if not isinstance(value, bool):
+        raise TranslationError(f"'{param}' must be a boolean", param=param)
+    if value:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+
+
 def include_usage(payload: dict[str, Any]) -> bool:
     options = payload.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
