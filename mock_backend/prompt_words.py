@@ -27,6 +27,7 @@ Anthropic translation count the same.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import MockError
@@ -87,47 +88,46 @@ def responses_prompt_words(payload: dict[str, Any]) -> int:
 def bedrock_prompt_words(payload: dict[str, Any]) -> int:
     """Prompt words of a Bedrock Converse request body."""
     total = _blocks_words(payload.get("system"))
-    messages = payload.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if not isinstance(message, dict):
+    for content in _message_contents(payload):
+        if not isinstance(content, list):
+            continue
+        for block in content:
+            if not isinstance(block, dict):
                 continue
-            content = message.get("content")
-            if not isinstance(content, list):
-                continue
-            for block in content:
-                if not isinstance(block, dict):
-                    continue
-                text = block.get("text")
-                if isinstance(text, str):
-                    total += count_words(text)
-                result = block.get("toolResult")
-                if isinstance(result, dict):
-                    total += _blocks_words(result.get("content"))
+            text = block.get("text")
+            if isinstance(text, str):
+                total += count_words(text)
+            result = block.get("toolResult")
+            if isinstance(result, dict):
+                total += _blocks_words(result.get("content"))
     return total
 
 
 def anthropic_prompt_words(payload: dict[str, Any]) -> int:
     """Prompt words of an Anthropic Messages request body."""
     total = _text_words(payload.get("system"), "text")
+    for content in _message_contents(payload):
+        if isinstance(content, str):
+            total += count_words(content)
+        elif isinstance(content, list):
+            for block in content:
+                if not isinstance(block, dict):
+                    continue
+                kind = block.get("type")
+                if kind == "text":
+                    total += _str_words(block.get("text"))
+                elif kind == "tool_result":
+                    total += _text_words(block.get("content"), "text")
+    return total
+
+
+def _message_contents(payload: dict[str, Any]) -> Iterator[Any]:
+    """The ``content`` of each message of a Messages or Converse body."""
     messages = payload.get("messages")
     if isinstance(messages, list):
         for message in messages:
-            if not isinstance(message, dict):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                total += count_words(content)
-            elif isinstance(content, list):
-                for block in content:
-                    if not isinstance(block, dict):
-                        continue
-                    kind = block.get("type")
-                    if kind == "text":
-                        total += _str_words(block.get("text"))
-                    elif kind == "tool_result":
-                        total += _text_words(block.get("content"), "text")
-    return total
+            if isinstance(message, dict):
+                yield message.get("content")
 
 
 def gemini_prompt_words(payload: dict[str, Any]) -> int:
