@@ -109,6 +109,19 @@ class LargeBodyTurns:
             loop.run_in_executor(None, release_freed_memory)
 
 
+def add_server_port(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    binder: PortBinder,
+) -> int:
+    """Have ``server`` listen on a gRPC address, over TLS when given ``credentials``;
+    returns the port, or raises :class:`BindError` with the reason ``binder`` finds."""
+    if credentials is not None:
+        return binder(lambda: server.add_secure_port(address, credentials), address)
+    return binder(lambda: server.add_insecure_port(address), address)
+
+
 class BindError(OSError):
     """The server cannot listen on an address; ``reason`` says why in a few words."""
 
@@ -551,9 +564,7 @@ class ExtProcServer:
 
         Raises :class:`BindError` when it cannot, with the reason the server's
         :data:`PortBinder` finds."""
-        if credentials is not None:
-            return self.binder(lambda: self.server.add_secure_port(address, credentials), address)
-        return self.binder(lambda: self.server.add_insecure_port(address), address)
+        return add_server_port(self.server, address, credentials, self.binder)
 
     async def start(self) -> None:
         """Start accepting; health reports SERVING for ext_proc."""

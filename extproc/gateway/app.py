@@ -29,7 +29,13 @@ from aigateway.extproc.framework.router import (
     Wrap,
     compose,
 )
-from aigateway.extproc.framework.server import BindError, ExtProcServer, PortBinder, bind_port
+from aigateway.extproc.framework.server import (
+    BindError,
+    ExtProcServer,
+    PortBinder,
+    add_server_port,
+    bind_port,
+)
 from aigateway.extproc.gateway.attempts import ATTEMPT_CHAIN, AttemptLog, RestingBackends
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
@@ -358,15 +364,9 @@ class UnrecordedCounter:
     async def start(self) -> None:
         """Listen for Envoy's log (and serve metrics); raises :class:`StartupError`."""
         options = self.options
-        credentials = _credentials(options)
-        target = options.extproc.grpc_target()
-        server = self.server
         try:
-            self.port = options.binder(
-                (lambda: server.add_secure_port(target, credentials))
-                if credentials is not None
-                else (lambda: server.add_insecure_port(target)),
-                target,
+            self.port = add_server_port(
+                self.server, options.extproc.grpc_target(), _credentials(options), options.binder
             )
         except BindError as exc:
             raise StartupError(
@@ -375,7 +375,7 @@ class UnrecordedCounter:
         if options.metrics is not None:
             self._metrics_server = _serve_metrics(options.metrics, self.telemetry)
             self.metrics_port = self._metrics_server.server_port
-        await server.start()
+        await self.server.start()
 
     async def stop(self) -> None:
         """Stop taking Envoy's log (its streams never end on their own), then metrics."""
