@@ -120,13 +120,7 @@ def counter_address(address: Address, workers: int) -> Address:
     """Where the parent of ``workers`` workers from ``address`` takes Envoy's log of
     requests no processor recorded (or serves its metrics): the next address after the
     workers' (port + N, ``PATH.N``; port 0 stays 0). Raises ``ValueError`` past 65535."""
-    if address.unix_path is not None:
-        return Address(unix_path=f"{address.unix_path}.{workers}")
-    if address.port == 0:
-        return address
-    if address.port + workers > 65535:
-        raise ValueError(f"{address}: {workers} workers and their parent would run past 65535")
-    return Address(address.host, address.port + workers)
+    return worker_addresses(address, workers + 1)[-1]
 
 
 def worker_addresses(address: Address, workers: int) -> list[Address]:
