@@ -815,8 +815,7 @@ class ResolvedSecrets:
         self.aws: dict[str, tuple[Secret, Secret, Secret | None] | None] = {}
         #: The service-account key files' contents (JSON holding a private key).
         self.gcp: dict[str, Secret] = {}
-        self.redis = RedisCredentials()
-        problems = _redis_problems(self, config, base_dir, source)
+        self.redis, problems = _redis_credentials(config, base_dir, source)
         for i, backend in enumerate(config.backends):
             auth = backend.auth
             if auth is None:
@@ -844,13 +843,13 @@ class ResolvedSecrets:
             raise ConfigError("\n".join(problems))
 
 
-def _redis_problems(
-    secrets: ResolvedSecrets, config: GatewayConfig, base_dir: Path, source: str
-) -> list[str]:
-    """Reads ``limits.redis`` into ``secrets.redis``; returns what is wrong with it."""
+def _redis_credentials(
+    config: GatewayConfig, base_dir: Path, source: str
+) -> tuple[RedisCredentials, list[str]]:
+    """``limits.redis`` read now, and what is wrong with it."""
     login = config.limits.redis
     if login is None:
-        return []
+        return RedisCredentials(), []
     problems = []
     password = None
     if login.password is not None:
@@ -868,8 +867,7 @@ def _redis_problems(
             problems.append(f"{source}: limits.redis.ca_file: {path} holds no PEM certificate")
         except OSError as exc:
             problems.append(f"{source}: limits.redis.ca_file: cannot read {path}: {exc.strerror}")
-    secrets.redis = RedisCredentials(login.username, password, ca_pem)
-    return problems
+    return RedisCredentials(login.username, password, ca_pem), problems
 
 
 def load_secrets(config: GatewayConfig, path: str | os.PathLike[str]) -> ResolvedSecrets:

@@ -130,14 +130,17 @@ def _keys(charge: Charge) -> tuple[str, str]:
     return f"{KEY_PREFIX}{charge.bucket}:log", f"{KEY_PREFIX}{charge.bucket}:amounts"
 
 
-def connection_options(credentials: RedisCredentials) -> dict[str, Any]:
-    """The redis client's keyword arguments for ``credentials`` (the password revealed
-    only here, into the client, which never prints it)."""
+def connection_options(url: str, credentials: RedisCredentials) -> dict[str, Any]:
+    """The redis client's keyword arguments for the store at ``url`` (the password
+    revealed only here, into the client, which never prints it)."""
     options: dict[str, Any] = {
         "socket_timeout": TIMEOUT_SECONDS,
         "socket_connect_timeout": TIMEOUT_SECONDS,
         "retry_on_timeout": False,
     }
+    if url.startswith("rediss://"):
+        # The certificate must name the URL's host (redis-py 5 checks only the chain).
+        options["ssl_check_hostname"] = True
     if credentials.username is not None:
         options["username"] = credentials.username
     if credentials.password is not None:
@@ -173,7 +176,7 @@ class RedisStore:
         if self._client is None:
             # Created on first use, inside the event loop that will use it.
             self._client = redis.asyncio.Redis.from_url(
-                self.url, **connection_options(self.credentials)
+                self.url, **connection_options(self.url, self.credentials)
             )
             self._reserve = self._client.register_script(_RESERVE)
             self._settle = self._client.register_script(_SETTLE)

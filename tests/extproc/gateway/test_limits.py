@@ -416,7 +416,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisS
     """A redis-server that speaks only TLS, its certificate from a CA of the test's own."""
     ca = trustme.CA()
     folder = tmp_path_factory.mktemp("tls-redis")
-    issued = ca.issue_cert("127.0.0.1")
+    issued = ca.issue_cert("localhost")
     issued.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
     issued.private_key_pem.write_to_path(str(folder / "server.key"))
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
@@ -441,24 +441,30 @@ async def test_rediss_verifies_the_server_with_the_configured_ca(
     tls_redis: tuple[RedisServer, str], bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     server, ca_pem = tls_redis
-    assert server.url.startswith("rediss://")
-    store = RedisStore(server.url, credentials=RedisCredentials(None, Secret(PASSWORD), ca_pem))
+    assert server.url == f"rediss://127.0.0.1:{server.port}/0"
+    by_name = f"rediss://localhost:{server.port}/0"  # the name its certificate holds
+    store = RedisStore(by_name, credentials=RedisCredentials(None, Secret(PASSWORD), ca_pem))
     try:
         assert (await store.reserve([charge(bucket, 60)])).refused is None
         assert (await store.reserve([charge(bucket, 60)])).refused == 0
     finally:
         await store.close()
-    # Without the CA (the system's trust store) the certificate is refused: an outage.
-    untrusted = Limiter(
-        {}, RedisStore(server.url, credentials=RedisCredentials(None, Secret(PASSWORD)))
-    )
-    try:
-        with caplog.at_level(logging.WARNING, logger="aigateway.limits"):
-            admission = await untrusted.admit(limits(Rule("r", Kind.REQUESTS, 5, 60.0)), None, 1, 1)
-    finally:
-        await untrusted.close()
-    assert admission.verdict is Verdict.STORE_ALLOWED
-    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text and PASSWORD not in caplog.text
+    # Refused, as an outage: without the CA (the system's trust store), and by an
+    # address the certificate does not name.
+    for url, ca in ((by_name, None), (server.url, ca_pem)):
+        untrusted = Limiter(
+            {}, RedisStore(url, credentials=RedisCredentials(None, Secret(PASSWORD), ca))
+        )
+        caplog.clear()
+        try:
+            with caplog.at_level(logging.WARNING, logger="aigateway.limits"):
+                model = limits(Rule("r", Kind.REQUESTS, 5, 60.0))
+                admission = await untrusted.admit(model, None, 1, 1)
+        finally:
+            await untrusted.close()
+        assert admission.verdict is Verdict.STORE_ALLOWED
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text, caplog.text
+        assert PASSWORD not in caplog.text
 
 
 @pytest.mark.parametrize(
