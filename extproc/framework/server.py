@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2_grpc
 
 from aigateway.extproc.framework._protos.envoy.config.core.v3 import base_pb2
@@ -181,12 +181,17 @@ _RESPONSE_BODY = _Phase(
 )
 
 
-def _headers(msg: pb.HttpHeaders) -> Headers:
+def _headers(msg: pb.HttpHeaders, metadata: base_pb2.Metadata | None = None) -> Headers:
     pairs = []
     for h in msg.headers.headers:
         raw = h.raw_value  # each read of a upb field builds a new bytes object
         pairs.append((h.key, raw.decode("latin-1") if raw else h.value))
-    return Headers(pairs, end_of_stream=msg.end_of_stream)
+    forwarded = None
+    if metadata is not None and metadata.filter_metadata:  # only where Envoy forwards some
+        forwarded = {
+            ns: json_format.MessageToDict(fields) for ns, fields in metadata.filter_metadata.items()
+        }
+    return Headers(pairs, end_of_stream=msg.end_of_stream, metadata=forwarded)
 
 
 def _mutate_headers(
@@ -349,7 +354,7 @@ class _Stream:
         try:
             # The dispatch is inline: a coroutine more per message costs every chunk.
             if kind == "request_headers":
-                headers = _headers(request.request_headers)
+                headers = _headers(request.request_headers, request.metadata_context)
                 self.request_id = headers.get("x-request-id", "-") or "-"
                 if self.processor is None:
                     self.path = self.router.path_of(headers)
