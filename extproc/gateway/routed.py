@@ -612,6 +612,7 @@ class RoutedProcessor(Processor):
         assert current is not None and client is not None
         allows = route.forwarded.allows
         mine = {name for name, _ in set_headers}
+        mine.add("content-length")  # set above, or by the framework for a replaced body
         final_set = list(set_headers)
         for name, value in client.first.items():
             if (
