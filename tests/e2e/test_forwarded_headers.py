@@ -158,7 +158,7 @@ def access_log_path(stack: Stack, request_id: str) -> str | None:
     for line in stack.procs["envoy"].stdout.read_text(errors="replace").splitlines():
         if line.startswith("{") and request_id in line:
             doc = json.loads(line)
-            if doc.get("request_id") == request_id:
+            if doc.get("request_id") == request_id and "path" in doc:  # not an attempt's
                 return str(doc["path"])
     return None
 
