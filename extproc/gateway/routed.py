@@ -709,8 +709,8 @@ class RoutedProcessor(Processor):
         labels = self.table.config.metrics.labels_from_headers
         client = self._request_headers
         if labels and client is not None:
-            # For Envoy's per-attempt log (docs/architecture.md, "Routing over several
-            # backends"); ASCII escapes (not jsoncodec.dumps): this is a header value.
+            # Envoy's per-attempt log reads it; ASCII escapes (not jsoncodec.dumps): it
+            # is a header value.
             values = {h.header: client.get(h.header) for h in labels if h.header in client}
             answered.append((CLIENT_LABELS_HEADER, json.dumps(values, separators=(",", ":"))))
         return Result(set_headers=tuple(answered))
