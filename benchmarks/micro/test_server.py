@@ -20,6 +20,7 @@ from aigateway.extproc.gateway.app import build_attempt_router, build_router, bu
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
+    CLIENT_HEADERS_NAMESPACE,
     CLIENT_NAMESPACE,
     RestingBackends,
 )
@@ -259,9 +260,9 @@ ATTEMPT_HEADERS = [
 def _attempt_headers() -> pb.ProcessingRequest:
     """An attempt's request headers, with the client's request the listener published."""
     message = request_headers(extra=[*ATTEMPT_HEADERS, (ATTEMPT_BACKEND_HEADER, "static")])
-    message.metadata_context.filter_metadata[CLIENT_NAMESPACE].update(
-        {"path": "/v1/chat/completions", "headers": {"content-type": "application/json"}}
-    )
+    forwarded = message.metadata_context.filter_metadata
+    forwarded[CLIENT_NAMESPACE].update({"path": "/v1/chat/completions"})
+    forwarded[CLIENT_HEADERS_NAMESPACE].update({"content-type": "application/json"})
     return message
 
 

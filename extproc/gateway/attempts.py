@@ -36,11 +36,12 @@ ANSWERED_BY_HEADER = "x-ai-gateway-answered-by"
 #: listener's processor removes it from the answer it translates.
 CLIENT_LABELS_HEADER = "x-ai-gateway-client-labels"
 #: The dynamic metadata the listener's processor publishes for every attempt (Envoy
-#: forwards it to the attempts' processor): the client's path and the client headers an
-#: attempt may need, so that every attempt starts from the client's request.
+#: forwards it to the attempts' processor), so that every attempt starts from the
+#: client's request: the client's path, and the client headers an attempt may need
+#: (name: value, in a namespace of their own: flat strings are cheap to publish).
 CLIENT_NAMESPACE = "aigateway.client"
 CLIENT_PATH = "path"
-CLIENT_HEADERS = "headers"
+CLIENT_HEADERS_NAMESPACE = "aigateway.client.headers"
 
 #: The ``log_name`` of Envoy's per-attempt log to the processor.
 ATTEMPT_LOG_NAME = "aigateway-attempts"

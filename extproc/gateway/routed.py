@@ -35,7 +35,7 @@ from aigateway.extproc.framework.processor import (
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
-    CLIENT_HEADERS,
+    CLIENT_HEADERS_NAMESPACE,
     CLIENT_LABELS_HEADER,
     CLIENT_NAMESPACE,
     CLIENT_PATH,
@@ -348,8 +348,8 @@ class RoutedProcessor(Processor):
         self._upstream_headers = headers
         client = headers.metadata.get(CLIENT_NAMESPACE)
         path = client.get(CLIENT_PATH) if client is not None else None
-        sent = client.get(CLIENT_HEADERS) if client is not None else None
-        if not isinstance(path, str) or not isinstance(sent, dict):
+        sent = headers.metadata.get(CLIENT_HEADERS_NAMESPACE, {})
+        if not isinstance(path, str) or not isinstance(sent, Mapping):
             raise ImmediateResponse.error(
                 500,
                 "The gateway is misconfigured: Envoy did not forward the client's request to"
@@ -560,7 +560,9 @@ class RoutedProcessor(Processor):
         self._payload = payload
         self._body = body
         metadata = self._metadata()
-        metadata[CLIENT_NAMESPACE] = self._client_request(route)
+        path, sent = self._client_request(route)
+        metadata[CLIENT_NAMESPACE] = {CLIENT_PATH: path}
+        metadata[CLIENT_HEADERS_NAMESPACE] = sent
         if self.resting is not None:
             backends = self.table.backends_of(route.model.name)
             lb = leave_out(self.resting.resting(backends), backends)
@@ -576,18 +578,17 @@ class RoutedProcessor(Processor):
             dynamic_metadata=metadata,
         )
 
-    def _client_request(self, route: ModelRoute) -> dict[str, Any]:
-        """What every attempt starts from (published under :data:`CLIENT_NAMESPACE`): the
-        client's path, and those of its headers the model's attempts may need (repeated
-        ones joined with commas)."""
+    def _client_request(self, route: ModelRoute) -> tuple[str, dict[str, str]]:
+        """What every attempt starts from: the client's path, and those of its headers
+        the model's attempts may need (repeated ones joined with commas)."""
         headers = self._request_headers
         if headers is None:
-            return {CLIENT_PATH: "", CLIENT_HEADERS: {}}
+            return "", {}
         needed = self.table.attempt_headers(route.model.name).allows
         sent: dict[str, str] = {}
         size = 0
         for name, value in headers:
-            if _envoys(name) or not needed(name):
+            if not needed(name) or _envoys(name):
                 continue
             size += len(name) + len(value)
             sent[name] = f"{sent[name]},{value}" if name in sent else value
@@ -598,7 +599,7 @@ class RoutedProcessor(Processor):
                 f" {CLIENT_HEADERS_MAX} bytes.",
                 code="request_headers_too_large",
             )
-        return {CLIENT_PATH: headers.path, CLIENT_HEADERS: sent}
+        return headers.path, sent
 
     def _attempt_result(
         self, set_headers: list[tuple[str, str]], route: ModelRoute, body: bytes | None

@@ -20,6 +20,7 @@ from aigateway.extproc.gateway.attempts import (
     ATTEMPT_LOG_NAME,
     ATTEMPT_TAG_BACKEND,
     ATTEMPT_TAG_MODEL,
+    CLIENT_HEADERS_NAMESPACE,
     CLIENT_LABELS_HEADER,
     CLIENT_NAMESPACE,
     CLIENT_PATH,
@@ -521,7 +522,11 @@ def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[
                 "processing_mode": _processing_mode(response_body="NONE"),
                 # The client's path and headers, as the listener's processor published
                 # them: every attempt starts from the client's request.
-                "metadata_options": {"forwarding_namespaces": {"untyped": [CLIENT_NAMESPACE]}},
+                "metadata_options": {
+                    "forwarding_namespaces": {
+                        "untyped": [CLIENT_NAMESPACE, CLIENT_HEADERS_NAMESPACE]
+                    }
+                },
             },
         },
         {
@@ -609,7 +614,12 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
             # Envoy drops dynamic metadata from namespaces not listed here.
             "metadata_options": {
                 "receiving_namespaces": {
-                    "untyped": [METADATA_NAMESPACE, LB_NAMESPACE, CLIENT_NAMESPACE]
+                    "untyped": [
+                        METADATA_NAMESPACE,
+                        LB_NAMESPACE,
+                        CLIENT_NAMESPACE,
+                        CLIENT_HEADERS_NAMESPACE,
+                    ]
                     if any(m.several for m in config.models)
                     else [METADATA_NAMESPACE]
                 }

@@ -19,6 +19,7 @@ from aigateway.extproc.framework.processor import CONTINUE, Headers, ImmediateRe
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
+    CLIENT_HEADERS_NAMESPACE,
     CLIENT_LABELS_HEADER,
     CLIENT_NAMESPACE,
     AttemptLog,
@@ -291,7 +292,7 @@ def test_a_model_with_several_backends_gets_its_cluster_and_route(tmp_path: Path
     assert (mode["request_body_mode"], mode["response_body_mode"]) == ("BUFFERED", "NONE")
     # Every attempt gets the client's request as the listener's processor published it.
     assert filters[1]["typed_config"]["metadata_options"] == {
-        "forwarding_namespaces": {"untyped": [CLIENT_NAMESPACE]}
+        "forwarding_namespaces": {"untyped": [CLIENT_NAMESPACE, CLIENT_HEADERS_NAMESPACE]}
     }
     assert len(cluster["lb_subset_config"]["subset_selectors"]) == 6  # 3 + 3 pairs
     # Single-backend models keep their backend route; this model gets a route of its own.
@@ -308,7 +309,8 @@ def test_a_model_with_several_backends_gets_its_cluster_and_route(tmp_path: Path
         "envoy.access_loggers.stdout",
     ]
     listener = hcm["http_filters"][0]["typed_config"]
-    assert CLIENT_NAMESPACE in listener["metadata_options"]["receiving_namespaces"]["untyped"]
+    receiving = listener["metadata_options"]["receiving_namespaces"]["untyped"]
+    assert {CLIENT_NAMESPACE, CLIENT_HEADERS_NAMESPACE} <= set(receiving)
     # The client's path: the attempts removed the gateway's path header.
     access_log = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
     assert access_log["path"].startswith("%CEL(")
@@ -357,7 +359,7 @@ def test_check_config_explains_the_routing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "metadata",
-    [{}, {CLIENT_NAMESPACE: {"path": "/v1/chat/completions"}}, {CLIENT_NAMESPACE: {"headers": {}}}],
+    [{}, {CLIENT_NAMESPACE: {}}, {CLIENT_NAMESPACE: {"path": 1.0}}, {CLIENT_HEADERS_NAMESPACE: {}}],
 )
 async def test_an_attempt_without_the_clients_request_is_a_misconfigured_gateway(
     tmp_path: Path, metadata: dict[str, Any]
@@ -415,10 +417,8 @@ async def test_the_listener_publishes_what_every_attempt_starts_from(tmp_path: P
     await listener.on_request_headers(Headers(sent))
     result = await listener.on_request_body(BODY, True)
     assert result.dynamic_metadata is not None
-    assert result.dynamic_metadata[CLIENT_NAMESPACE] == {
-        "path": "/v1/chat/completions",
-        "headers": CLIENT,
-    }
+    assert result.dynamic_metadata[CLIENT_NAMESPACE] == {"path": "/v1/chat/completions"}
+    assert result.dynamic_metadata[CLIENT_HEADERS_NAMESPACE] == CLIENT
     assert not any(name.startswith("x-ai-gateway-original") for name, _ in result.set_headers)
 
 
@@ -450,7 +450,10 @@ async def test_a_later_attempt_undoes_the_earlier_ones_changes(tmp_path: Path) -
         ("x-request-id", "r1"),
         ("x-envoy-expected-rq-timeout-ms", "1000"),
     ]
-    metadata = {CLIENT_NAMESPACE: {"path": "/v1/chat/completions", "headers": CLIENT}}
+    metadata = {
+        CLIENT_NAMESPACE: {"path": "/v1/chat/completions"},
+        CLIENT_HEADERS_NAMESPACE: CLIENT,
+    }
     assert await attempt.on_request_headers(Headers(left, metadata=metadata)) is CONTINUE
     result = await attempt.on_request_body(BODY, True)
     set_headers = dict(result.set_headers)
