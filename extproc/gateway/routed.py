@@ -138,6 +138,25 @@ def add_usage(facts: Facts, usage: TokenUsage) -> None:
         facts["reasoning_tokens"] = usage.reasoning_tokens
 
 
+def add_grown_usage(facts: Facts, usage: TokenUsage, before: TokenUsage) -> None:
+    """Adds to ``facts`` the token counts of ``usage`` that differ from ``before``."""
+    if usage.input_tokens != before.input_tokens:
+        facts["input_tokens"] = usage.input_tokens
+    if usage.output_tokens != before.output_tokens:
+        facts["output_tokens"] = usage.output_tokens
+    if usage.total_tokens != before.total_tokens:
+        facts["total_tokens"] = usage.total_tokens
+    cached = usage.cached_input_tokens
+    if cached is not None and cached != before.cached_input_tokens:
+        facts["cached_input_tokens"] = cached
+    cache_write = usage.cache_write_input_tokens
+    if cache_write is not None and cache_write != before.cache_write_input_tokens:
+        facts["cache_write_input_tokens"] = cache_write
+    reasoning = usage.reasoning_tokens
+    if reasoning is not None and reasoning != before.reasoning_tokens:
+        facts["reasoning_tokens"] = reasoning
+
+
 class ResponseMode(enum.Enum):
     """What :class:`RoutedProcessor` does with the response body it is sent."""
 
@@ -726,11 +745,18 @@ class RoutedProcessor(Processor):
         if self._streamed and self._admission is not None:
             self._streamed_bytes += len(decoded if out.body is None else out.body)
         # Facts are published as soon as they change, so that whatever ends the stream
-        # later (the client leaving, a reset) finds them in Envoy and in the metrics.
+        # later (the client leaving, a reset) finds them in Envoy and in the metrics; a
+        # usage that grows on every chunk (the Gemini API) publishes its counts alone.
         changed = False
-        if out.usage is not None and out.usage != self._usage:
-            self._usage = dataclasses.replace(out.usage)
-            changed = True
+        grown: Facts | None = None  # the counts of a usage reported before that changed
+        usage = out.usage
+        if usage is not None and usage != self._usage:
+            if self._usage is None:
+                changed = True
+            else:
+                grown = {}
+                add_grown_usage(grown, usage, self._usage)
+            self._usage = dataclasses.replace(usage)
         if out.error is not None and self._error is None:
             self._error = out.error
             changed = True
@@ -746,13 +772,15 @@ class RoutedProcessor(Processor):
             # An error the upstream put in the stream may quote what it was sent.
             new_body = self._redact(decoded if new_body is None else new_body)
         if not end_of_stream:
-            if new_body is None and not changed and not ends_response:
+            if changed or ends_response:
+                metadata = self._metadata()
+            elif grown is not None:
+                metadata = published(grown)
+            elif new_body is None:
                 return CONTINUE
-            return Result(
-                body=new_body,
-                dynamic_metadata=self._metadata() if changed or ends_response else None,
-                end_of_response=ends_response,
-            )
+            else:
+                metadata = None
+            return Result(body=new_body, dynamic_metadata=metadata, end_of_response=ends_response)
         if out.error is not None and not self._streamed:
             # A 2xx the client cannot use (not JSON): make it the error it is.
             return Result(
