@@ -9,6 +9,10 @@ the number of requests or streams.
 
     .venv/bin/python -m benchmarks.instructions                  # this working tree
     .venv/bin/python -m benchmarks.instructions --checkout DIR --python DIR/venv/bin/python
+    .venv/bin/python -m benchmarks.instructions --stream gemini  # a Gemini backend instead
+
+``--stream gemini`` routes to a Gemini API backend: a non-streamed request, and a stream
+whose usage grows on every chunk, as Google's does (benchmarks/NOTES.md, "Growing usage").
 
 ``--checkout`` runs another revision's code (``git archive REV | tar -x -C DIR``, or the
 paired benchmark's ``$TMPDIR/aigateway-base/<commit>/src``) with its own interpreter; the

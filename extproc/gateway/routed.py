@@ -5,8 +5,8 @@ usage.
 
 The processor reports what happened (backend, model, usage, failure) as dynamic
 metadata under ``aigateway`` as soon as it knows it (routing facts at routing, usage when
-the backend reports it), and marks the chunk that ends the client's response; it never
-records a metric.
+the backend reports it, mid-stream only the counts that changed), and marks the chunk
+that ends the client's response; it never records a metric.
 Endpoints subclass :class:`RoutedProcessor` and say how to validate a request and
 which translator a route uses.
 """
@@ -746,7 +746,8 @@ class RoutedProcessor(Processor):
             self._streamed_bytes += len(decoded if out.body is None else out.body)
         # Facts are published as soon as they change, so that whatever ends the stream
         # later (the client leaving, a reset) finds them in Envoy and in the metrics; a
-        # usage that grows on every chunk (the Gemini API) publishes its counts alone.
+        # usage reported before publishes only the counts that changed (the Gemini API's
+        # grow on every chunk): docs/architecture.md, "Request lifecycle".
         changed = False
         grown: Facts | None = None  # the counts of a usage reported before that changed
         usage = out.usage

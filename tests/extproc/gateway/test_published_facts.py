@@ -1,8 +1,9 @@
-"""What a streamed response publishes to Envoy, answer by answer (docs/architecture.md,
-"Request lifecycle"): a usage the backend reports growing on every chunk (the Gemini API
-does) costs each chunk only the counts that changed, never the whole facts again, and
-Envoy's merge of what the answers carried stays equal to what the metrics record, whether
-the stream completes or the client leaves mid-stream."""
+"""What a streamed response publishes to Envoy, answer by answer.
+
+See docs/architecture.md, "Request lifecycle": a usage the backend reports growing on
+every chunk (the Gemini API does) costs each chunk only the counts that changed, never
+the whole facts again, and Envoy's merge of what the answers carried stays equal to what
+the metrics record, whether the stream completes or the client leaves mid-stream."""
 
 from __future__ import annotations
 
