@@ -207,6 +207,7 @@ class RoutedProcessor(Processor):
         "_fixed_reply",
         "_mode",
         "_payload",
+        "_published_answer",
         "_request_headers",
         "_response_headers",
         "_response_model",
@@ -256,6 +257,8 @@ class RoutedProcessor(Processor):
         self._completed = False  # the client has the end of its response
         self._response_model: str | None = None  # the model the backend says answered
         self._finish_reasons: tuple[str, ...] = ()
+        # The response model and finish reasons the whole facts last carried.
+        self._published_answer: tuple[str | None, tuple[str, ...]] = (None, ())
         self._admission: Admission | None = None  # the route's limits said (limits:)
         self._streamed_bytes = 0  # streamed to the client, while a reservation is held
 
@@ -763,6 +766,8 @@ class RoutedProcessor(Processor):
             changed = True
         self._response_model = out.model
         self._finish_reasons = out.finish_reasons
+        if grown is not None and (out.model, out.finish_reasons) != self._published_answer:
+            changed = True  # the backend said more than its counts: the whole facts again
         ends_response = out.complete and not self._completed
         if ends_response:
             self._completed = True
@@ -895,6 +900,7 @@ class RoutedProcessor(Processor):
             facts["response_model"] = self._response_model
         if self._finish_reasons:
             facts["finish_reasons"] = list(self._finish_reasons)
+        self._published_answer = (self._response_model, self._finish_reasons)
         admission = self._admission
         if admission is not None and admission.verdict is not Verdict.ADMITTED:
             if admission.verdict is Verdict.REFUSED:

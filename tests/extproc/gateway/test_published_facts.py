@@ -34,9 +34,13 @@ CONFIG = parse_config(
                 "schema": "gcp-gemini",
                 "endpoint": "http://127.0.0.1:1",
                 "auth": {"api_key": {"value": "gk-test"}},
-            }
+            },
+            {"name": "vllm", "schema": "openai", "endpoint": "http://127.0.0.1:1"},
         ],
-        "models": [{"name": "flash", "backend": "google", "backend_model": "gemini-2.5-flash"}],
+        "models": [
+            {"name": "flash", "backend": "google", "backend_model": "gemini-2.5-flash"},
+            {"name": "llama", "backend": "vllm"},
+        ],
     }
 )
 PROMPT, THOUGHTS = 11, 18
@@ -90,15 +94,18 @@ def tokens_after(i: int) -> dict[str, int]:
 
 def gateway(metrics: Metrics) -> ExternalProcessorServicer:
     metrics.instrumentation = Instrumentation.create(
-        metrics.instruments, models={"flash"}, backends={"google"}, clock=metrics.clock
+        metrics.instruments,
+        models={"flash", "sonnet"},
+        backends={"google", "claude-api"},
+        clock=metrics.clock,
     )
     table = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
     return ExternalProcessorServicer(build_router(table, instrument=metrics.instrumentation.wrap))
 
 
-async def start_stream(conv: Conversation) -> list[dict[str, Any]]:
-    """Routes a streamed chat completion to Gemini; the facts each answer carried."""
-    chat = {"model": "flash", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+async def start_stream(conv: Conversation, model: str = "flash") -> list[dict[str, Any]]:
+    """Routes a streamed chat completion to ``model``; the facts each answer carried."""
+    chat = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     return [
         metadata(await conv.send(message))
         for message in (
@@ -171,3 +178,32 @@ async def test_a_client_leaving_mid_stream_leaves_envoy_the_counts_the_metrics_r
     assert "total_latency_ms" not in logged  # not recorded by an answer: the fallback did
     assert metrics.requests() == {("google", "flash", "error"): 1}
     assert recorded_tokens(metrics) == tokens_after(2) == {k: logged[k] for k in tokens_after(2)}
+
+
+async def test_what_the_backend_says_with_a_grown_usage_is_published_with_it() -> None:
+    # vLLM with stream_options.continuous_usage_stats: the usage so far on every chunk,
+    # the finish reason with the last word, before the usage chunk and [DONE].
+    metrics = Metrics()
+    conv = Conversation(gateway(metrics))
+    published = await start_stream(conv, "llama")
+
+    def chunk(i: int, finish: str | None = None) -> bytes:
+        doc = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": i, "total_tokens": 7 + i},
+        }
+        return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+    for event in (chunk(1), chunk(2), chunk(3, "stop")):
+        published.append(metadata(await conv.send(response_body(event, end_of_stream=False))))
+    await conv.cancel()  # the client left before the usage chunk and [DONE]
+
+    logged = merged(published)
+    assert logged["finish_reasons"] == ["stop"]
+    assert logged["response_model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    tokens = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+    assert logged.items() >= tokens.items()
+    assert recorded_tokens(metrics) == tokens
