@@ -123,6 +123,13 @@ def counter_address(address: Address, workers: int) -> Address:
     return worker_addresses(address, workers + 1)[-1]
 
 
+def large_body_address(address: Address, workers: int) -> Address:
+    """Where the large-body worker of ``workers`` workers from ``address`` listens (or
+    serves its metrics): the address after the parent's (port + N + 1, ``PATH.{N+1}``;
+    port 0 stays 0). Raises ``ValueError`` past 65535."""
+    return worker_addresses(address, workers + 2)[-1]
+
+
 def worker_addresses(address: Address, workers: int) -> list[Address]:
     """The address of each of ``workers`` workers: consecutive ports from ``address``'s
     (``PATH.0``, ``PATH.1``... for a unix socket). Port 0 (pick any) stays 0 for every
@@ -173,8 +180,11 @@ class Supervisor:
         recycle: Recycle = Recycle(),
         metrics_urls: Sequence[str] = (),
         counter: UnrecordedCounter | None = None,
+        large_body: bool = False,
     ) -> None:
         self.commands = [list(c) for c in commands]
+        #: The last command is the large-body worker's.
+        self.large_body = large_body
         #: Counts what Envoy answered that no worker recorded; outlives every worker.
         self.counter = counter
         self.drain_timeout = drain_timeout
@@ -296,7 +306,7 @@ class Supervisor:
             if reason:
                 exited.cancel()
                 print(
-                    f"aigateway: recycling worker {index} (pid {process.pid}): {reason}",
+                    f"aigateway: recycling {self.name(index)} (pid {process.pid}): {reason}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -324,10 +334,15 @@ class Supervisor:
             worker.process.kill()
             await worker.process.wait()
 
-    @staticmethod
-    def _report_exit(worker: _Worker, then: str) -> None:
+    def name(self, index: int) -> str:
+        """How the log names worker ``index``."""
+        if self.large_body and index == len(self.commands) - 1:
+            return "the large-body worker"
+        return f"worker {index}"
+
+    def _report_exit(self, worker: _Worker, then: str) -> None:
         print(
-            f"aigateway: worker {worker.index} (pid {worker.process.pid}) exited with code"
+            f"aigateway: {self.name(worker.index)} (pid {worker.process.pid}) exited with code"
             f" {worker.process.returncode}; {then}",
             file=sys.stderr,
             flush=True,
@@ -362,7 +377,9 @@ class Supervisor:
         return list(await asyncio.gather(*waits))
 
     def ready_line(self) -> str:
-        parts = "; ".join(f"worker {w.index}: {w.ready_text}" for w in self.workers)
+        parts = "; ".join(
+            f"{self.name(w.index).removeprefix('the ')}: {w.ready_text}" for w in self.workers
+        )
         counter = self.counter
         if counter is not None:
             where = counter.options.extproc
@@ -371,7 +388,9 @@ class Supervisor:
             if counter.metrics_port is not None and counter.options.metrics is not None:
                 host = counter.options.metrics.url_host()
                 parts += f", metrics on http://{host}:{counter.metrics_port}/metrics"
-        return f"{READY_PREFIX}{len(self.workers)} workers, {parts}"
+        workers = len(self.workers) - self.large_body
+        large = " and a large-body worker" if self.large_body else ""
+        return f"{READY_PREFIX}{workers} workers{large}, {parts}"
 
 
 def without_flag(argv: Sequence[str], flag: str) -> list[str]:
@@ -423,8 +442,15 @@ def _serve_workers(args: argparse.Namespace, config: GatewayConfig) -> int:
         print("aigateway: --workers needs a fixed --extproc-addr port", file=sys.stderr)
         return 2
     try:
-        extprocs = worker_addresses(extproc, args.workers)
-        metrics = worker_addresses(args.metrics_addr, args.workers)
+        # The large-body worker last (docs/reliability.md, "Large bodies").
+        extprocs = [
+            *worker_addresses(extproc, args.workers),
+            large_body_address(extproc, args.workers),
+        ]
+        metrics = [
+            *worker_addresses(args.metrics_addr, args.workers),
+            large_body_address(args.metrics_addr, args.workers),
+        ]
         counter_options = ServeOptions(
             extproc=counter_address(extproc, args.workers),
             metrics=counter_address(args.metrics_addr, args.workers),
@@ -448,6 +474,7 @@ def _serve_workers(args: argparse.Namespace, config: GatewayConfig) -> int:
             recycle=Recycle(args.max_requests, args.max_rss_mb),
             metrics_urls=[f"http://{m.url_host()}:{m.port}/metrics" for m in metrics],
             counter=UnrecordedCounter(config, counter_options),
+            large_body=True,
         )
         try:
             code = await supervisor.run()
