@@ -6,16 +6,22 @@ One Python process runs on one core. With ``--workers N`` the parent starts N
 Envoy balances ext_proc streams over the N endpoints (``aigateway envoy-config --workers
 N`` lists them). Each request is one stream, handled and counted by exactly one worker,
 so summing a metric over the workers' ``/metrics`` (Prometheus does it in the query) is
-exact; there is no cross-process aggregation. Scrape every worker::
+exact; there is no cross-process aggregation.
+
+One more worker, the large-body worker, runs the same command on the ext_proc port + N +
+1 (``PATH.{N+1}``) with its metrics on the metrics port + N + 1: Envoy sends it every
+request whose body may be large (``LARGE_BODY_BYTES`` or more, or of unknown size), so
+receiving and parsing those never holds up the small requests on the other workers
+(docs/reliability.md, "Large bodies"). Scrape every worker::
 
     scrape_configs:
       - job_name: aigateway
-        static_configs:
-          - targets: ["gateway-host:9190", "gateway-host:9191", "gateway-host:9192"]  # N=2
+        static_configs:  # N=2: the workers, the parent (below), the large-body worker
+          - targets: ["gateway-host:9190", "gateway-host:9191", "gateway-host:9192",
+                      "gateway-host:9193"]
 
-(the workers and the parent, below) and sum across them (``sum by (model)
-(rate(aigateway_requests_total[5m]))`` already does, the ``instance`` label tells them
-apart).
+and sum across them (``sum by (model) (rate(aigateway_requests_total[5m]))`` already
+does, the ``instance`` label tells them apart).
 
 The parent also counts the requests Envoy answers without a worker (none reachable, or
 the one holding the request died): Envoy's log of exactly those comes to the parent's
@@ -23,8 +29,9 @@ the one holding the request died): Envoy's log of exactly those comes to the par
 (``PATH.N``), which serves them on its own ``/metrics`` on the metrics port + N; scrape
 it with the workers (docs/architecture.md, "Requests no processor recorded").
 
-The parent supervises: it prints one ``ready`` line once every worker accepts, forwards
-SIGINT/SIGTERM (each worker drains its streams, then exits), and exits 0 when all have.
+The parent supervises every worker, the large-body worker too: it prints one ``ready``
+line once every worker accepts, forwards SIGINT/SIGTERM (each worker drains its streams,
+then exits), and exits 0 when all have.
 A worker that exits on its own once the group is ready (crash, OOM kill) is reported and
 restarted on its own addresses, after a backoff that doubles from
 ``RESTART_BACKOFF_SECONDS`` up to ``MAX_RESTART_BACKOFF_SECONDS`` while it keeps dying
