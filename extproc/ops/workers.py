@@ -83,6 +83,9 @@ MAX_RESTART_BACKOFF_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
 #: How often the parent reads each worker's request count and RSS (recycling).
 RECYCLE_CHECK_SECONDS = 1.0
+#: Added to the large-body worker's niceness: when the cores are busy the processes
+#: serving small requests get them first (docs/reliability.md, "Large bodies").
+LARGE_BODY_NICENESS = 10
 
 
 @dataclass(slots=True, frozen=True)
@@ -208,7 +211,7 @@ class Supervisor:
             *self.commands[index],
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,
+            preexec_fn=_large_body_child if self._is_large_body(index) else die_with_parent,
         )
         worker = _Worker(index, process)
         self._stderr_tasks.append(asyncio.create_task(worker.forward_stderr()))
@@ -341,9 +344,12 @@ class Supervisor:
             worker.process.kill()
             await worker.process.wait()
 
+    def _is_large_body(self, index: int) -> bool:
+        return self.large_body and index == len(self.commands) - 1
+
     def name(self, index: int) -> str:
         """How the log names worker ``index``."""
-        if self.large_body and index == len(self.commands) - 1:
+        if self._is_large_body(index):
             return "the large-body worker"
         return f"worker {index}"
 
@@ -398,6 +404,12 @@ class Supervisor:
         workers = len(self.workers) - self.large_body
         large = " and a large-body worker" if self.large_body else ""
         return f"{READY_PREFIX}{workers} workers{large}, {parts}"
+
+
+def _large_body_child() -> None:
+    """``preexec_fn`` of the large-body worker."""
+    die_with_parent()
+    os.nice(LARGE_BODY_NICENESS)
 
 
 def without_flag(argv: Sequence[str], flag: str) -> list[str]:
