@@ -105,6 +105,9 @@ def test_streams_spread_over_workers_and_metrics_sum_exactly(stack: WorkersStack
     assert all(count > 0 for count in counts), counts  # Envoy used every worker
     for i in range(WORKERS):
         assert 'status="success"' in stack.worker_metrics(i)
+    # The ready line names every worker, the large-body worker after the parent's port.
+    large = stack.extproc_port + WORKERS + 1
+    assert f"large-body worker: ext_proc on 127.0.0.1:{large}" in stack.procs["serve"].output()
 
 
 def test_sigterm_drains_every_worker_and_exits_zero(stack: WorkersStack) -> None:
