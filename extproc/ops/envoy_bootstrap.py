@@ -661,10 +661,13 @@ def at_least_regex(threshold: int) -> str:
     return "0*(?:" + "|".join(alternatives) + ")"
 
 
+_LARGE_BODY_ROUTES = ("large-body", "large-body-unsized")
+
+
 def _large_body_headers() -> list[list[dict[str, Any]]]:
-    """The requests whose body may be large, as header matchers (either list): a
-    content-length of ``LARGE_BODY_BYTES`` or more, or none on a method that has a body
-    (its size is unknown until it has arrived)."""
+    """The requests whose body may be large, as header matchers, one list per route of
+    ``_LARGE_BODY_ROUTES``: a content-length of ``LARGE_BODY_BYTES`` or more, or none on
+    a method that has a body (its size is unknown until it has arrived)."""
     return [
         [
             {
@@ -712,9 +715,6 @@ def _large_body_attempt_routes(route: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for name, headers in zip(_LARGE_BODY_ROUTES, _large_body_headers(), strict=True)
     ]
-
-
-_LARGE_BODY_ROUTES = ("large-body", "large-body-unsized")
 
 
 def _large_body_routes() -> list[dict[str, Any]]:

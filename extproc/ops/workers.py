@@ -350,7 +350,7 @@ class Supervisor:
     def name(self, index: int) -> str:
         """How the log names worker ``index``."""
         if self._is_large_body(index):
-            return "the large-body worker"
+            return "large-body worker"
         return f"worker {index}"
 
     def _report_exit(self, worker: _Worker, then: str) -> None:
@@ -390,9 +390,7 @@ class Supervisor:
         return list(await asyncio.gather(*waits))
 
     def ready_line(self) -> str:
-        parts = "; ".join(
-            f"{self.name(w.index).removeprefix('the ')}: {w.ready_text}" for w in self.workers
-        )
+        parts = "; ".join(f"{self.name(w.index)}: {w.ready_text}" for w in self.workers)
         counter = self.counter
         if counter is not None:
             where = counter.options.extproc
@@ -401,7 +399,7 @@ class Supervisor:
             if counter.metrics_port is not None and counter.options.metrics is not None:
                 host = counter.options.metrics.url_host()
                 parts += f", metrics on http://{host}:{counter.metrics_port}/metrics"
-        workers = len(self.workers) - self.large_body
+        workers = len(self.workers) - int(self.large_body)
         large = " and a large-body worker" if self.large_body else ""
         return f"{READY_PREFIX}{workers} workers{large}, {parts}"
 

@@ -143,7 +143,9 @@ def test_a_large_body_to_a_model_with_several_backends_stays_on_the_large_body_w
     stack: LargeBodyStack,
 ) -> None:
     with httpx.Client(base_url=stack.base_url, timeout=60) as client:
-        reply = client.post(PATH, content=large_body("spread"), headers=JSON)
+        # The client's own routing headers are removed before any route is matched.
+        spoofed = {**JSON, "x-ai-gateway-backend": "mock-a", "x-ai-gateway-model": "spread"}
+        reply = client.post(PATH, content=large_body("spread"), headers=spoofed)
         assert reply.status_code == 200
         # The listener's stream and the attempt's, both at the large-body worker.
         assert stack.envoy_stat(f"{LARGE}.upstream_rq_total") == 2
