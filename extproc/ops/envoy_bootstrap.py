@@ -22,6 +22,7 @@ from aigateway.extproc.gateway.attempts import (
     ATTEMPT_TAG_MODEL,
     LB_NAMESPACE,
     MAX_RESTING,
+    UNDO_HEADER,
     without_key,
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
@@ -919,6 +920,12 @@ def _attempt_logs(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str
                         },
                     ],
                 },
+                # The header labels' headers as the attempt left them, and what it
+                # changed: the attempts family carries the header labels too.
+                "additional_request_headers_to_log": [
+                    *(h.header for h in config.metrics.labels_from_headers),
+                    *((UNDO_HEADER,) if config.metrics.labels_from_headers else ()),
+                ],
             },
         }
     ]

@@ -505,10 +505,14 @@ class RedisServer:
     workdir: Path
     port: int = 0
     proc: Proc | None = None
+    #: More ``redis-server`` arguments (``--requirepass``, ``--user``, TLS files).
+    options: tuple[str, ...] = ()
+    #: Serve TLS only (``--tls-port``; ``options`` names the certificate files).
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -518,7 +522,7 @@ class RedisServer:
             "redis",
             [
                 "redis-server",
-                "--port",
+                *(("--port", "0", "--tls-port") if self.tls else ("--port",)),
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
@@ -528,6 +532,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.options,
             ],
             self.workdir,
         )
