@@ -39,6 +39,7 @@ from aigateway.extproc.gateway.attempts import (
     UNDO_HEADER,
     RestingBackends,
     leave_out,
+    undo_record,
 )
 from aigateway.extproc.gateway.backends import (
     BackendAuthError,
@@ -57,7 +58,7 @@ from aigateway.translators.contract import (
 )
 from aigateway.translators.matrix import ClientApi, UnsupportedEndpoint
 from aigateway.translators.wire.encoding import ContentDecoder, ContentDecodingError
-from aigateway.translators.wire.jsoncodec import loads_or_none, loads_strict
+from aigateway.translators.wire.jsoncodec import loads_strict
 from aigateway.translators.wire.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
@@ -353,16 +354,9 @@ class RoutedProcessor(Processor):
         """An attempt's request headers as the client's request had them: Envoy hands
         every attempt the header map the previous attempts changed, and each attempt
         leaves in :data:`UNDO_HEADER` what it changed."""
-        undo_text = headers.get(UNDO_HEADER)
-        undo: dict[str, str | None] = {}
-        if undo_text:
-            loaded = loads_or_none(undo_text)  # ours, but never trusted to be JSON
-            if isinstance(loaded, dict):
-                undo = {
-                    str(k): v if isinstance(v, str) else None
-                    for k, v in loaded.items()
-                    if k not in _ATTEMPT_OWN
-                }
+        undo = {
+            k: v for k, v in undo_record(headers.get(UNDO_HEADER)).items() if k not in _ATTEMPT_OWN
+        }
         original_path = headers.get(ORIGINAL_PATH_HEADER)
         if original_path:
             undo[":path"] = original_path
