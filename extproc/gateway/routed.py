@@ -774,7 +774,7 @@ class RoutedProcessor(Processor):
         if not end_of_stream:
             if changed or ends_response:
                 metadata = self._metadata()
-            elif grown is not None:
+            elif grown:
                 metadata = published(grown)
             elif new_body is None:
                 return CONTINUE
