@@ -84,6 +84,16 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def child_serving(pid: int, extproc_addr: str) -> int:
+    """The child process of ``pid`` started with ``--extproc-addr extproc_addr`` (one of
+    ``serve --workers``' workers), from /proc."""
+    for child in children(pid):
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if extproc_addr.encode() in argv:
+            return child
+    raise LookupError(f"no child of {pid} serves {extproc_addr}")
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie awaiting its parent's wait() is not running)."""
     try:
