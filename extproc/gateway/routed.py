@@ -75,8 +75,8 @@ ORIGINAL_PATH_HEADER = GATEWAY_HEADER_PREFIX + "original-path"
 #: The request fields that cap a generation's output, by client API.
 _MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
-# What a client must not set on a request to a model with several backends: the
-# header only Envoy sets.
+# What a request to a model with several backends loses before its attempts: the
+# client's credentials (for the gateway only), and the header only Envoy sets.
 _REMOVE_SEVERAL = (*CLIENT_CREDENTIALS, ATTEMPT_BACKEND_HEADER)
 #: The most bytes (names and values) of client headers published for the attempts of a
 #: request to a model with several backends (a larger request is refused with a 431).
