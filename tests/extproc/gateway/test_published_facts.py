@@ -95,8 +95,8 @@ def tokens_after(i: int) -> dict[str, int]:
 def gateway(metrics: Metrics) -> ExternalProcessorServicer:
     metrics.instrumentation = Instrumentation.create(
         metrics.instruments,
-        models={"flash", "sonnet"},
-        backends={"google", "claude-api"},
+        models={m.name for m in CONFIG.models},
+        backends={b.name for b in CONFIG.backends},
         clock=metrics.clock,
     )
     table = RoutingTable(CONFIG, ResolvedSecrets(CONFIG, Path()))
