@@ -493,7 +493,8 @@ class RoutedProcessor(Processor):
                 (self.table.model_header, route.model.name),
                 (self.table.backend_header, route.backend.name),
             ]
-        client_path = self._request_headers.path if self._request_headers is not None else ""
+        client_headers = self._request_headers
+        client_path = client_headers.path if client_headers is not None else ""
         if self._attempt:
             set_headers.append((":path", path))
             if upstream.body is None:
@@ -514,7 +515,6 @@ class RoutedProcessor(Processor):
                 type="server_error" if exc.status >= 500 else None,
                 code="backend_auth_failed",
             ) from None
-        client_headers = self._request_headers
         if self._attempt:
             return self._attempt_result(set_headers, route, upstream.body)
         remove = (
