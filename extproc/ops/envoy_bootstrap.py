@@ -539,12 +539,8 @@ def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[
             "name": "envoy.filters.http.ext_proc",
             "typed_config": {
                 "@type": _type("extensions.filters.http.ext_proc.v3.ExternalProcessor"),
-                "grpc_service": {
-                    "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
-                    # The processor serves these streams with its attempt router.
-                    "initial_metadata": [{"key": CHAIN_METADATA_KEY, "value": ATTEMPT_CHAIN}],
-                    "retry_policy": _EXTPROC_RETRY,
-                },
+                # The processor serves these streams with its attempt router.
+                "grpc_service": _processor_service(EXTPROC_CLUSTER, attempt=True),
                 "failure_mode_allow": False,
                 "message_timeout": f"{options.message_timeout_seconds:g}s",
                 # Request headers and body to translate; response headers to say which
@@ -627,15 +623,22 @@ def _processing_mode(*, response_body: str) -> dict[str, str]:
     }
 
 
+def _processor_service(cluster: str, *, attempt: bool = False) -> dict[str, Any]:
+    """The ext_proc filter's gRPC service: the processors of ``cluster``, and for an
+    attempt's stream the initial metadata that selects the attempt router."""
+    service: dict[str, Any] = {"envoy_grpc": {"cluster_name": cluster}}
+    if attempt:
+        service["initial_metadata"] = [{"key": CHAIN_METADATA_KEY, "value": ATTEMPT_CHAIN}]
+    service["retry_policy"] = _EXTPROC_RETRY
+    return service
+
+
 def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": _type("extensions.filters.http.ext_proc.v3.ExternalProcessor"),
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
-                "retry_policy": _EXTPROC_RETRY,
-            },
+            "grpc_service": _processor_service(EXTPROC_CLUSTER),
             # Without the processor, requests would reach backends unrouted and unmetered.
             "failure_mode_allow": False,
             "allow_mode_override": True,
@@ -722,10 +725,7 @@ def _large_body_processor(*, attempt: bool = False) -> dict[str, Any]:
     """The ext_proc filter's per-route config sending its stream to the large-body
     workers (``attempt``: the upstream filter's stream of an attempt, which reads the
     route too and needs the attempt chain the override would otherwise drop)."""
-    service: dict[str, Any] = {"envoy_grpc": {"cluster_name": LARGE_BODY_CLUSTER}}
-    if attempt:
-        service["initial_metadata"] = [{"key": CHAIN_METADATA_KEY, "value": ATTEMPT_CHAIN}]
-    service["retry_policy"] = _EXTPROC_RETRY
+    service = _processor_service(LARGE_BODY_CLUSTER, attempt=attempt)
     return {
         "envoy.filters.http.ext_proc": {
             "@type": _type("extensions.filters.http.ext_proc.v3.ExtProcPerRoute"),
