@@ -431,7 +431,7 @@ async def test_the_listener_refuses_headers_too_large_to_publish(tmp_path: Path)
     assert refused.value.status == 431
 
 
-async def test_a_later_attempt_undoes_the_earlier_ones_changes(tmp_path: Path) -> None:
+async def test_a_later_attempt_drops_the_earlier_ones_changes(tmp_path: Path) -> None:
     """The header map as the first attempt (to the OpenAI backend) left it: the second
     (Anthropic) gets its own credentials, the client's beta header back, and none of
     the first's headers, the gateway's or a client header it does not take."""
