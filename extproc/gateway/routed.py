@@ -67,6 +67,9 @@ ORIGINAL_PATH_HEADER = GATEWAY_HEADER_PREFIX + "original-path"
 
 #: The request fields that cap a generation's output, by client API.
 _MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+#: The most output a request reserves, whatever it asks: past any budget, and its cost
+#: stays a finite double (10**307 tokens' would overflow to infinity).
+_MOST_OUTPUT = 2**53
 
 # What a client must not set on a request to a model with several backends: the
 # headers only Envoy and the attempts' processor set.
@@ -534,7 +537,7 @@ class RoutedProcessor(Processor):
         for name in _MAX_OUTPUT_FIELDS:
             value = payload.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
+                return min(value, _MOST_OUTPUT)
         return limits.max_output_tokens
 
     def _route_to_model(self, route: ModelRoute, payload: dict[str, Any], body: bytes) -> Result:
