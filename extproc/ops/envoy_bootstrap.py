@@ -830,6 +830,11 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
         ),
         "stat_prefix": "aigateway",
         "codec_type": "AUTO",
+        # HTTP/1.0, //v1/messages, /v1/./responses: odd but legal, so served.
+        # See docs/reliability.md, "Hostile and odd requests".
+        "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "aigateway"},
+        "normalize_path": True,
+        "merge_slashes": True,
         "generate_request_id": True,
         "early_header_mutation_extensions": [_early_header_mutation(config)],
         "route_config": {

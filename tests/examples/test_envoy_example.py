@@ -89,7 +89,8 @@ def test_it_says_what_envoy_config_generates() -> None:
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["aigateway"]
     # Header-based routes per backend, then the 404 fallback.
     assert my_hcm["route_config"] == their_hcm["route_config"]
-    assert my_hcm["generate_request_id"] == their_hcm["generate_request_id"]
+    for key in ("generate_request_id", "http_protocol_options", "normalize_path", "merge_slashes"):
+        assert my_hcm[key] == their_hcm[key], key
     assert my_hcm["local_reply_config"] == their_hcm["local_reply_config"]
     assert my_hcm["access_log"] == their_hcm["access_log"]
 
