@@ -358,8 +358,11 @@ class _Stream:
                 return self._answer(_REQUEST_HEADERS, result)
             processor = self.processor
             if processor is None:
-                # Envoy always starts with request headers; anything else is a broken peer.
-                raise RuntimeError(f"ext_proc message {kind!r} before request headers")
+                if kind != "response_headers":  # Envoy sends nothing else first
+                    raise RuntimeError(f"ext_proc message {kind!r} before request headers")
+                # Envoy's own reply to a request it refused before any filter saw it (no
+                # Host, a fragment in the path): the fallback's, so it is counted once.
+                processor = self.processor = self.router.create(self.path)
             if kind == "response_body":  # first: every streamed chunk
                 body = request.response_body
                 data = body.body

@@ -1,0 +1,110 @@
+"""Hostile and odd requests through the real Envoy, as bytes on a socket (what no HTTP
+client library would send): each gets the answer below, in the client API's shape,
+counted exactly once in ``aigateway_requests_total``, with no traceback in the
+processor's log (docs/reliability.md, "Hostile and odd requests").
+
+| request | answer |
+|---|---|
+| no Host, a fragment in the path, a WebSocket upgrade | Envoy's 400/403 in the path's API shape (was a 500, a traceback and no count: the processor got Envoy's reply before any request) |
+| HTTP/1.0 | served (was a connection closed with no answer) |
+| ``//v1/messages``, ``/v1/./chat/completions``, ``/v1/x/../responses`` | served (were 404s, ``//v1/messages`` in OpenAI's shape) |
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.e2e.stack import Stack, wait_until
+
+CHAT = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+MESSAGES = (
+    b'{"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}'
+)
+RESPONSES = b'{"model": "gpt-4o-mini", "input": "hi"}'
+
+
+def request(
+    target: str, body: bytes, *, version: str = "HTTP/1.1", host: bool = True, extra: str = ""
+) -> bytes:
+    head = f"POST {target} {version}\r\n" + ("host: gateway\r\n" if host else "")
+    head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+# (what, raw request, status, shape of the answer: "openai", "anthropic" or "served")
+CASES = [
+    ("no host", request("/v1/chat/completions", CHAT, host=False), 400, "openai"),
+    ("no host, messages", request("/v1/messages", MESSAGES, host=False), 400, "anthropic"),
+    ("fragment", request("/v1/chat/completions#frag", CHAT), 400, "openai"),
+    ("fragment, messages", request("/v1/messages#frag", MESSAGES), 400, "anthropic"),
+    (
+        "websocket upgrade",
+        request("/v1/responses", RESPONSES, extra="upgrade: websocket\r\nconnection: upgrade\r\n"),
+        403,
+        "openai",
+    ),
+    ("http/1.0", request("/v1/chat/completions", CHAT, version="HTTP/1.0"), 200, "served"),
+    (
+        "http/1.0, no host",
+        request("/v1/messages", MESSAGES, version="HTTP/1.0", host=False),
+        200,
+        "served",
+    ),
+    ("double slash", request("//v1/messages", MESSAGES), 200, "served"),
+    ("dot segment", request("/v1/./chat/completions", CHAT), 200, "served"),
+    ("dot-dot segment", request("/v1/x/../responses", RESPONSES), 200, "served"),
+]
+
+
+def exchange(stack: Stack, raw: bytes) -> tuple[int, bytes]:
+    """Sends ``raw`` on a connection of its own and reads the whole answer."""
+    with socket.create_connection(("127.0.0.1", stack.listen_port), timeout=10) as sock:
+        sock.sendall(raw)
+        data = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            length = [
+                int(v)
+                for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                if k.strip().lower() == b"content-length"
+            ]
+            if sep and length and len(body) >= length[0]:
+                break
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head, "the connection closed with no answer"
+    return int(head.split()[1]), body
+
+
+def requests_total(stack: Stack) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in stack.metrics_text().splitlines()
+        if line.startswith("aigateway_requests_total{")
+    )
+
+
+@pytest.mark.parametrize(("what", "raw", "status", "shape"), CASES, ids=[c[0] for c in CASES])
+def test_hostile_and_odd_requests(
+    rstack: Stack, what: str, raw: bytes, status: int, shape: str
+) -> None:
+    before = requests_total(rstack)
+    tracebacks = rstack.procs["serve"].output().count("Traceback")
+    got, body = exchange(rstack, raw)
+    assert got == status, body
+    doc = json.loads(body)
+    if shape == "anthropic":
+        assert doc["type"] == "error" and isinstance(doc["error"]["message"], str)
+    elif shape == "openai":
+        assert isinstance(doc["error"]["message"], str) and isinstance(doc["error"]["type"], str)
+    wait_until("the request to be counted", lambda: requests_total(rstack) >= before + 1, 5)
+    assert requests_total(rstack) == before + 1
+    assert rstack.procs["serve"].output().count("Traceback") == tracebacks
