@@ -31,14 +31,27 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _double_range_int(text: str) -> int:
+    value = int(text)
+    if len(text) > 308:  # shorter ones are below 1e308, within a double
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"the number {text[:40]}... is too large for a double") from None
+    return value
+
+
 # Built once: json.loads with hooks would build a decoder per call. The float hook runs
-# only for numbers with a fraction or exponent (benchmarks/NOTES.md, "Strict JSON").
-_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+# only for numbers with a fraction or exponent, the int hook for the others
+# (benchmarks/NOTES.md, "Strict JSON").
+_STRICT = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_double_range_int
+)
 
 
 def loads_strict(body: bytes) -> Any:
     """JSON as RFC 8259 defines it, from UTF-8 bytes: ``NaN``, ``Infinity`` and numbers
-    beyond a double's range raise :class:`ValueError` (Python's json accepts them, and
+    beyond a double's range (integers too) raise :class:`ValueError` (Python's json accepts them, and
     upstreams would get invalid JSON). Raises :class:`UnicodeDecodeError` for bytes that
     are not UTF-8 and :class:`RecursionError` for nesting too deep."""
     return _STRICT.decode(body.decode())
