@@ -90,6 +90,10 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ImmediateResponse.error(400, "The request body is not valid UTF-8.") from None
     except ValueError as exc:
+        if body.startswith(b"\xef\xbb\xbf"):
+            raise ImmediateResponse.error(
+                400, "The request body starts with a byte order mark; send JSON without one."
+            ) from None
         raise ImmediateResponse.error(
             400, f"We could not parse the JSON body of your request: {exc}."
         ) from None

@@ -108,3 +108,16 @@ def test_hostile_and_odd_requests(
     wait_until("the request to be counted", lambda: requests_total(rstack) >= before + 1, 5)
     assert requests_total(rstack) == before + 1
     assert rstack.procs["serve"].output().count("Traceback") == tracebacks
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES), ("/v1/responses", RESPONSES)],
+)
+def test_a_byte_order_mark_is_a_400_that_says_so(rstack: Stack, path: str, body: bytes) -> None:
+    before = requests_total(rstack)
+    got, answer = exchange(rstack, request(path, b"\xef\xbb\xbf" + body))
+    assert got == 400
+    assert "byte order mark" in json.loads(answer)["error"]["message"]
+    wait_until("the request to be counted", lambda: requests_total(rstack) >= before + 1, 5)
+    assert requests_total(rstack) == before + 1
