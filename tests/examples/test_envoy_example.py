@@ -84,7 +84,7 @@ def test_it_says_what_envoy_config_generates() -> None:
         "envoy.filters.http.router",
     ]
     assert my_hcm["http_filters"] == their_hcm["http_filters"]
-    ext_proc = my_hcm["http_filters"][0]["typed_config"]
+    ext_proc = my_hcm["http_filters"][0]["typed_config"]["extension_config"]["typed_config"]
     assert ext_proc["grpc_service"]["envoy_grpc"] == {"cluster_name": "aigateway-extproc"}
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["aigateway"]
     # Header-based routes per backend, then the 404 fallback.

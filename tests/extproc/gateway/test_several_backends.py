@@ -284,7 +284,7 @@ models: [{name: one, backend: local}]
         "aigateway-extproc",
         "local",
     ]
-    ext_proc = hcm["http_filters"][0]["typed_config"]
+    ext_proc = hcm["http_filters"][0]["typed_config"]["extension_config"]["typed_config"]
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["aigateway"]
 
 
