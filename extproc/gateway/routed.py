@@ -470,7 +470,10 @@ class RoutedProcessor(Processor):
             set_headers.append((":path", path))
             # For the access log, which shows the client's path (Envoy's own
             # x-envoy-original-path is not ours to set: ext_proc may not touch x-envoy-*).
-            set_headers.append((ORIGINAL_PATH_HEADER, client_path))
+            # The backend gets it too: never the client's query string (up to 60 KiB).
+            client_route = client_path.partition("?")[0]
+            if client_route != path:
+                set_headers.append((ORIGINAL_PATH_HEADER, client_route))
         try:
             set_headers.extend(await route.auth.headers("POST", path, final_body))
         except BackendAuthError as exc:
@@ -563,7 +566,7 @@ class RoutedProcessor(Processor):
                 (self.table.model_header, route.model.name),
                 ("accept-encoding", "identity"),
                 # Every attempt starts from the client's path.
-                (ORIGINAL_PATH_HEADER, client_path),
+                (ORIGINAL_PATH_HEADER, client_path.partition("?")[0]),
             ),
             remove_headers=(*_REMOVE_SEVERAL, self.table.backend_header),
             clear_route_cache=True,

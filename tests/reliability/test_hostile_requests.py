@@ -12,6 +12,8 @@ exact count in ``aigateway_requests_total`` and no traceback in the processor's 
   in a value, 150 headers, a 100 kB header, both content-length and chunked): a
   connection closed with no answer; now Envoy's 400/431 in OpenAI's shape, not counted
   (no processor sees it);
+- a 20 kB query string: copied into the header the backend got the client's path in, so
+  an upstream refused the request; now that header never holds the query string;
 - a UTF-8 byte order mark: a 400 saying "Expecting value"; now one that says what it is.
 """
 
@@ -102,6 +104,13 @@ CASES = [
     (
         "http/1.0, no host",
         request("/v1/messages", MESSAGES, version="HTTP/1.0", host=False),
+        200,
+        "served",
+        True,
+    ),
+    (
+        "20 kB query string",
+        request("/v1/chat/completions?" + "q" * 20_000, CHAT),
         200,
         "served",
         True,
