@@ -51,9 +51,10 @@ _STRICT = json.JSONDecoder(
 
 def loads_strict(body: bytes) -> Any:
     """JSON as RFC 8259 defines it, from UTF-8 bytes: ``NaN``, ``Infinity`` and numbers
-    beyond a double's range (integers too) raise :class:`ValueError` (Python's json accepts them, and
-    upstreams would get invalid JSON). Raises :class:`UnicodeDecodeError` for bytes that
-    are not UTF-8 and :class:`RecursionError` for nesting too deep."""
+    beyond a double's range, integers too, raise :class:`ValueError` (Python's json
+    accepts them, and upstreams would get invalid JSON or refuse them). Raises
+    :class:`UnicodeDecodeError` for bytes that are not UTF-8 and :class:`RecursionError`
+    for nesting too deep."""
     return _STRICT.decode(body.decode())
 
 
