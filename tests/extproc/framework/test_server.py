@@ -423,6 +423,17 @@ async def test_end_of_stream_at_response_headers_completes_the_response() -> Non
     assert isinstance(outcome, Outcome) and outcome.succeeded
 
 
+async def test_a_stream_that_starts_with_envoy_s_reply_goes_to_the_fallback() -> None:
+    """Envoy's reply to a request it refused before any filter saw it (no Host, say):
+    its headers come first, with no request before them."""
+    log: list[object] = []
+    conv = Conversation(ExternalProcessorServicer(Router({}, fallback=lambda: Recorder(log))))
+    assert (await conv.send(response_headers(400))).HasField("response_headers")
+    assert (await conv.send(response_body(b"{}"))).HasField("response_body")
+    await conv.close()
+    assert log == [Outcome(response_complete=True, status=400)]
+
+
 async def test_router_prefixes_pick_the_longest_match() -> None:
     made: list[str] = []
 
