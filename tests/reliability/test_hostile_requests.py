@@ -14,6 +14,8 @@ exact count in ``aigateway_requests_total`` and no traceback in the processor's 
   (no processor sees it);
 - a 20 kB query string: copied into the header the backend got the client's path in, so
   an upstream refused the request; now that header never holds the query string;
+- nesting just inside the parser's depth limit, where the gateway writes the body again:
+  a 500 and a traceback (too deep to write from further down the stack); now a 400;
 - a UTF-8 byte order mark: a 400 saying "Expecting value"; now one that says what it is.
 """
 
@@ -23,6 +25,7 @@ import json
 import socket
 import time
 
+import httpx
 import pytest
 
 from tests.e2e.stack import Stack, wait_until
@@ -185,3 +188,48 @@ def test_a_byte_order_mark_is_a_400_that_says_so(rstack: Stack, path: str, body:
     assert "byte order mark" in json.loads(answer)["error"]["message"]
     wait_until("the request to be counted", lambda: requests_total(rstack) >= before + 1, 5)
     assert requests_total(rstack) == before + 1
+
+
+def nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+# Where the gateway writes the body again (a model renamed for its backend, a
+# translation), with NESTED where the deep value goes.
+USER_HI = '"messages": [{"role": "user", "content": "hi"}]'
+DEEP_BODIES = [
+    ("/v1/chat/completions", '{"model": "phi4", ' + USER_HI + ', "metadata": NESTED}'),
+    (
+        "/v1/responses",
+        '{"model": "bedrock-claude", "input": "hi",'
+        ' "tools": [{"type": "function", "name": "f", "parameters": NESTED}]}',
+    ),
+    (
+        "/v1/messages",
+        '{"model": "gemini-flash", "max_tokens": 5, ' + USER_HI + ","
+        ' "tools": [{"name": "f", "input_schema": NESTED}]}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "template"), DEEP_BODIES, ids=["chat", "responses", "messages"])
+def test_nesting_at_the_parser_s_limit_is_served_or_a_400(
+    rstack: Stack, path: str, template: str
+) -> None:
+    """Depths around the parser's limit (where one more level is a 400): a body parsed
+    just inside it was too deep to write again, a 500 with a traceback."""
+    tracebacks = rstack.procs["serve"].output().count("Traceback")
+    before = requests_total(rstack)
+    statuses = set()
+    with httpx.Client(base_url=rstack.base_url, timeout=30) as client:
+        for depth in range(950, 1000):
+            body = template.replace("NESTED", nested(depth)).encode()
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+            statuses.add(response.status_code)
+            if response.status_code != 200:
+                assert response.status_code == 400, response.text
+                assert "nested too deeply" in response.json()["error"]["message"]
+    assert statuses == {200, 400}  # both sides of the limit were reached
+    wait_until("the requests to be counted", lambda: requests_total(rstack) >= before + 50, 5)
+    assert requests_total(rstack) == before + 50
+    assert rstack.procs["serve"].output().count("Traceback") == tracebacks
