@@ -81,9 +81,6 @@ _ATTEMPT_OWN = frozenset({ATTEMPT_BACKEND_HEADER, UNDO_HEADER, ORIGINAL_PATH_HEA
 GATEWAY_ANSWERED = "-"
 
 
-_NESTED_TOO_DEEPLY = "The JSON body is nested too deeply."
-
-
 def parse_json_body(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 saying what is wrong with it."""
     if not body.strip():
@@ -101,7 +98,7 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
             400, f"We could not parse the JSON body of your request: {exc}."
         ) from None
     except RecursionError:
-        raise ImmediateResponse.error(400, _NESTED_TOO_DEEPLY) from None
+        raise ImmediateResponse.error(400, "The JSON body is nested too deeply.") from None
     if not isinstance(doc, dict):
         raise ImmediateResponse.error(400, "The request body must be a JSON object.")
     if _SURROGATE_ESCAPE.search(body) is not None and _has_lone_surrogate(doc):
@@ -451,10 +448,6 @@ class RoutedProcessor(Processor):
             upstream = translator.request(payload, body)
         except TranslationError as exc:
             raise ImmediateResponse.error(400, exc.message, param=exc.param) from None
-        except RecursionError:
-            # Parsed just inside the parser's depth limit, and too deep to write again
-            # from further down the stack (docs/reliability.md, "Hostile and odd requests").
-            raise ImmediateResponse.error(400, _NESTED_TOO_DEEPLY) from None
 
         final_body = body if upstream.body is None else upstream.body
         path = route.upstream_path_prefix + upstream.path

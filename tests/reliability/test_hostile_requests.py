@@ -14,8 +14,9 @@ exact count in ``aigateway_requests_total`` and no traceback in the processor's 
   (no processor sees it);
 - a 20 kB query string: copied into the header the backend got the client's path in, so
   an upstream refused the request; now that header never holds the query string;
-- nesting just inside the parser's depth limit, where the gateway writes the body again:
-  a 500 and a traceback (too deep to write from further down the stack); now a 400;
+- nesting just inside the parser's depth limit, where the gateway writes the body again
+  (or echoes it, as the Responses stream does): a 500 or a stream cut short, and a
+  traceback (too deep to write from further down the stack); now served;
 - a UTF-8 byte order mark: a 400 saying "Expecting value"; now one that says what it is.
 """
 
@@ -209,15 +210,24 @@ DEEP_BODIES = [
         '{"model": "gemini-flash", "max_tokens": 5, ' + USER_HI + ","
         ' "tools": [{"name": "f", "input_schema": NESTED}]}',
     ),
+    # The Responses stream's first event echoes the request's tools.
+    (
+        "/v1/responses",
+        '{"model": "claude-sonnet", "stream": true, "input": "hi",'
+        ' "tools": [{"type": "function", "name": "f", "parameters": NESTED}]}',
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "template"), DEEP_BODIES, ids=["chat", "responses", "messages"])
+@pytest.mark.parametrize(
+    ("path", "template"), DEEP_BODIES, ids=["chat", "responses", "messages", "responses-stream"]
+)
 def test_nesting_at_the_parser_s_limit_is_served_or_a_400(
     rstack: Stack, path: str, template: str
 ) -> None:
     """Depths around the parser's limit (where one more level is a 400): a body parsed
-    just inside it was too deep to write again, a 500 with a traceback."""
+    just inside it was too deep to write again further down the stack, a 500 (or a
+    stream cut short) with a traceback."""
     tracebacks = rstack.procs["serve"].output().count("Traceback")
     before = requests_total(rstack)
     statuses = set()
@@ -226,7 +236,9 @@ def test_nesting_at_the_parser_s_limit_is_served_or_a_400(
             body = template.replace("NESTED", nested(depth)).encode()
             response = client.post(path, content=body, headers={"content-type": "application/json"})
             statuses.add(response.status_code)
-            if response.status_code != 200:
+            if response.status_code == 200 and b'"stream": true' in body:
+                assert b"event: response.completed" in response.content
+            elif response.status_code != 200:
                 assert response.status_code == 400, response.text
                 assert "nested too deeply" in response.json()["error"]["message"]
     assert statuses == {200, 400}  # both sides of the limit were reached
