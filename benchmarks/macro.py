@@ -447,11 +447,11 @@ class Bench:
         # As `envoy-config --workers N` writes it: the log of requests no worker recorded
         # to the parent (port + N); `envoy-counted` is `envoy` with that log alone.
         counted = kind == "envoy-counted" or (kind.startswith("instrumented") and workers > 1)
-        extproc = free_ports(workers + 1)
+        extproc = free_ports(workers + 2)  # and the large-body worker's (port + N + 1)
         addrs = [Address("127.0.0.1", extproc + i) for i in range(workers)]
         if self.unix_socket:
             addrs = [Address(unix_path=str(self.workdir / f"{variant}.sock"))]
-        metrics = free_ports(workers + 1)
+        metrics = free_ports(workers + 2)
         processor: Proc | None = None
         env = {"PYTHONPATH": str(ROOT)}
         serve_module = AIGATEWAY

@@ -223,7 +223,8 @@ class Paired:
     def start(self, side: Side, workers: int = 1) -> None:
         """The side's processor (with the pivot backend if its config accepts one) and its
         gateway Envoy, both left running until ``stop``."""
-        extproc, metrics = free_ports(workers), free_ports(workers)
+        # With --workers: the parent's and the large-body worker's ports after the workers'.
+        extproc, metrics = free_ports(workers + 2), free_ports(workers + 2)
         for pivot, forward in ((True, True), (True, False), (False, True), (False, False)):
             path = self.workdir / f"config-{side.name}.yaml"
             path.write_text(yaml.safe_dump(self.config(pivot=pivot, forward=forward)))

@@ -131,6 +131,8 @@ class Attempt:
     result: AttemptResult
     #: The backend's HTTP status, 0 when it sent none.
     status: int
+    #: The request headers the header labels read (``metrics.labels_from_headers``).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 #: ``error.type`` of a request no processor recorded: it never reached one (Envoy could

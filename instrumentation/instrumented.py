@@ -177,6 +177,7 @@ class Instrumentation:
                 attempt.backend if attempt.backend in self.backends else UNKNOWN,
                 attempt.model if attempt.model in self.models else UNKNOWN,
                 attempt.result if attempt.result in ATTEMPT_RESULTS else UNKNOWN,
+                *self.header_values(Headers(list(attempt.headers))),
             ),
         )
 

@@ -132,8 +132,7 @@ class GatewayMetrics:
 
     requests: CounterTotals
     tokens: CounterTotals
-    #: Every attempt of a request to a model with several backends (no header labels:
-    #: Envoy's per-attempt log carries none of the client's headers).
+    #: Every attempt of a request to a model with several backends.
     attempts: CounterTotals
     first_token_latency: HistogramTotals
     inter_token_latency: HistogramTotals
@@ -156,7 +155,7 @@ class GatewayMetrics:
         meter.create_observable_counter(
             TOKENS, callbacks=[tokens.observe], description=FAMILIES["aigateway_model_tokens"]
         )
-        attempts = CounterTotals(("backend", "model", "result"))
+        attempts = CounterTotals(("backend", "model", "result", *extra_labels))
         meter.create_observable_counter(
             ATTEMPTS, callbacks=[attempts.observe], description=FAMILIES[ATTEMPTS]
         )

@@ -26,12 +26,13 @@ sends one response per word, the last word's with ``finishReason`` and the final
 with an empty text part that carries a ``thoughtSignature``, as they do. Events end in
 CRLF, as Google's do. The responses before the last carry the prompt's usage on the
 Gemini API, only ``trafficType`` on Vertex AI (Google's own, ``candidatesTokenCount``
-growing with each word on the Gemini API, is not copied: the accounting tests need a
-cut stream's tokens not to depend on timing). With ``x-mock-reasoning-tokens`` the
-usage reports thoughts (``thoughtsTokenCount``, left out of ``candidatesTokenCount``),
-with ``x-mock-cached-tokens`` cache reads (``cachedContentTokenCount``, part of
-``promptTokenCount``, and ``cacheTokensDetails``). ``batchEmbedContents`` answers
-``{"embeddings": [{"values": [...]}]}`` and, like Google's, no token counts.
+growing with each word on the Gemini API, is copied only with ``x-mock-usage-so-far``:
+the accounting tests need a cut stream's tokens not to depend on timing). With
+``x-mock-reasoning-tokens`` the usage reports thoughts (``thoughtsTokenCount``, left
+out of ``candidatesTokenCount``), with ``x-mock-cached-tokens`` cache reads
+(``cachedContentTokenCount``, part of ``promptTokenCount``, and ``cacheTokensDetails``).
+``batchEmbedContents`` answers ``{"embeddings": [{"values": [...]}]}`` and, like
+Google's, no token counts.
 
 Errors are ``{"error": {"code", "message", "status"}}`` (in a list for Vertex AI's
 ``streamGenerateContent``); in a stream, a ``data:`` event holding one. The knobs of
@@ -233,15 +234,20 @@ def _check_signatures(contents: list[Any]) -> None:
             )
 
 
-def _usage(call: MockCall, answer: _Answer, *, final: bool, vertex: bool) -> dict[str, Any]:
+def _usage(
+    call: MockCall, answer: _Answer, *, final: bool, vertex: bool, so_far: int | None = None
+) -> dict[str, Any]:
+    """The usage of the last response (``final``), or of one before it: the prompt's, or
+    with ``so_far`` (``x-mock-usage-so-far``) that many candidates' tokens too."""
     if vertex and not final:
         return {"trafficType": "ON_DEMAND"}  # Vertex AI counts tokens in the last response
     prompt = answer.prompt
     usage: dict[str, Any] = {"promptTokenCount": prompt}
-    if final:
+    if final or so_far is not None:
+        candidates = answer.tokens if final or so_far is None else so_far
         thoughts = call.knobs.reasoning_tokens
-        usage["candidatesTokenCount"] = answer.tokens
-        usage["totalTokenCount"] = prompt + answer.tokens + thoughts
+        usage["candidatesTokenCount"] = candidates
+        usage["totalTokenCount"] = prompt + candidates + thoughts
         if thoughts:
             usage["thoughtsTokenCount"] = thoughts
     else:
@@ -302,8 +308,10 @@ async def _generate(call: MockCall, *, stream: bool, vertex: bool) -> web.Stream
     def events() -> Iterator[tuple[EventKind, bytes]]:
         partial = _usage(call, answer, final=False, vertex=vertex)
 
-        def response(parts: list[dict[str, Any]], *, last: bool) -> bytes:
+        def response(parts: list[dict[str, Any]], *, last: bool, words: int = 0) -> bytes:
             usage, finish = (final, answer.finish) if last else (partial, None)
+            if not last and call.knobs.usage_so_far:
+                usage = _usage(call, answer, final=False, vertex=vertex, so_far=words)
             return _event(
                 _response(answer, model, parts, finish=finish, usage=usage, vertex=vertex)
             )
@@ -315,8 +323,8 @@ async def _generate(call: MockCall, *, stream: bool, vertex: bool) -> web.Stream
         # Gemini 3 signs its answer in an empty last part; the others finish on the last word.
         signed = _signs_calls(model)
         words = pieces if signed else pieces[:-1]
-        for piece in words:
-            yield EventKind.TOKEN, response([{"text": piece}], last=False)
+        for i, piece in enumerate(words, 1):
+            yield EventKind.TOKEN, response([{"text": piece}], last=False, words=i)
         if signed:
             last: dict[str, Any] = {"text": "", "thoughtSignature": signature(answer.response_id)}
         else:

@@ -40,6 +40,10 @@ header                            effect
 ``x-mock-crlf: 1``                SSE streams: end lines with CRLF instead of LF
 ``x-mock-keepalive: 1``           streams: a keep-alive before every event (OpenAI: an SSE
                                   comment line; Anthropic: a ``ping`` event)
+``x-mock-usage-so-far: 1``        Gemini API streams: every response has the usage so far,
+                                  the candidates' count growing by one a word, as
+                                  Google's do (the default keeps the prompt's until the
+                                  last, so that a cut stream's count is not timing's)
 ================================  =======================================================
 """
 
@@ -83,6 +87,7 @@ HOLD_END = "x-mock-hold-end"
 SPLIT = "x-mock-split"
 CRLF = "x-mock-crlf"
 KEEPALIVE = "x-mock-keepalive"
+USAGE_SO_FAR = "x-mock-usage-so-far"
 
 _ALL_HEADERS = (
     OUTPUT_TOKENS,
@@ -103,6 +108,7 @@ _ALL_HEADERS = (
     SPLIT,
     CRLF,
     KEEPALIVE,
+    USAGE_SO_FAR,
 )
 
 
@@ -162,6 +168,7 @@ class Knobs:
     split: int | None = None
     crlf: bool = False
     keepalive: bool = False
+    usage_so_far: bool = False
 
     @property
     def stream_fault_after(self) -> int:
@@ -210,6 +217,7 @@ def parse_knobs(headers: Mapping[str, str]) -> Knobs:
         split=_int(headers, SPLIT, 1, MAX_OUTPUT_TOKENS),
         crlf=_flag(headers, CRLF),
         keepalive=_flag(headers, KEEPALIVE),
+        usage_so_far=_flag(headers, USAGE_SO_FAR),
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from aigateway.instrumentation.facts import Attempt, AttemptResult
+from aigateway.translators.wire.jsoncodec import loads_or_none
 
 #: The gRPC metadata value (``x-extproc-chain``) of the upstream filter chain's streams.
 ATTEMPT_CHAIN = "attempt"
@@ -39,6 +40,17 @@ ATTEMPT_LOG_NAME = "aigateway-attempts"
 #: The custom tags that name an attempt's backend and model in that log.
 ATTEMPT_TAG_BACKEND = "backend"
 ATTEMPT_TAG_MODEL = "model"
+
+
+def undo_record(text: str | None) -> dict[str, str | None]:
+    """What attempts changed in the request headers (:data:`UNDO_HEADER`'s value): each
+    header's value in the client's request, ``None`` for one the client did not send."""
+    if not text:
+        return {}
+    loaded = loads_or_none(text)  # ours, but never trusted to be JSON
+    if not isinstance(loaded, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else None for k, v in loaded.items()}
 
 
 def attempt_result(status: int, flags: Any) -> AttemptResult:
@@ -105,11 +117,21 @@ class AttemptLog(NamedAccessLog):
         common = entry.common_properties
         tags: Mapping[str, str] = common.custom_tags
         status = entry.response.response_code.value
+        # The log has the header labels' headers as the attempt left them, and its undo
+        # record: together, the client's values (docs/metrics.md, "Families").
+        logged: Mapping[str, str] = entry.request.request_headers
+        headers = {k: v for k, v in logged.items() if k != UNDO_HEADER}
+        for name, value in undo_record(logged.get(UNDO_HEADER)).items():
+            if value is None:
+                headers.pop(name, None)
+            else:
+                headers[name] = value
         return Attempt(
             backend=tags.get(ATTEMPT_TAG_BACKEND, ""),
             model=tags.get(ATTEMPT_TAG_MODEL, ""),
             result=attempt_result(status, common.response_flags),
             status=status,
+            headers=tuple(headers.items()),
         )
 
 

@@ -234,7 +234,7 @@ class RoutingTable:
                 # A model's route is its first backend's until an answer says otherwise.
                 self.routes.setdefault(model.name, route)
         #: The budgets of ``limits:`` (``None`` without rules: no request pays for them).
-        self.limiter: Limiter | None = limiter_from_config(config)
+        self.limiter: Limiter | None = limiter_from_config(config, secrets)
 
     def lookup(self, model: str) -> ModelRoute | None:
         """The route of a model name clients send, ``None`` for one not configured.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -81,6 +84,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def config_relative(path: str, base_dir: Path) -> Path:
+    """A path the config file names: relative paths start at its folder."""
+    out = Path(path).expanduser()
+    return out if out.is_absolute() else base_dir / out
+
+
 class SecretRef(_Strict):
     """Where a secret comes from: exactly one of ``env``, ``file`` or ``value``."""
 
@@ -109,9 +118,7 @@ class SecretRef(_Strict):
             if value is None:
                 raise ValueError(f"environment variable {self.env} is not set")
         elif self.file is not None:
-            path = Path(self.file).expanduser()
-            if not path.is_absolute():
-                path = base_dir / path
+            path = config_relative(self.file, base_dir)
             try:
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
@@ -567,12 +574,31 @@ class LimitRule(_Strict):
         return f"{self.name}: {amount} per {limit.per}, {key}, {models}"
 
 
+class RedisLogin(_Strict):
+    """``limits.redis``: how the gateway logs in to the Redis of its store; the password
+    is a secret reference, so it stays out of the file (docs/limits.md)."""
+
+    #: A Redis ACL user; none: Redis's ``default`` user.
+    username: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")] | None = None
+    password: SecretRef | None = None
+    #: ``rediss://`` only: the CA certificates (PEM) that verify the server, relative to
+    #: the config file; none: the system's.
+    ca_file: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _user_needs_password(self) -> RedisLogin:
+        if self.username is not None and self.password is None:
+            raise ValueError("username needs a password")
+        return self
+
+
 class LimitsOptions(_Strict):
     """``limits:``: where budgets are kept and the rules every request must pass."""
 
-    #: ``memory`` (one machine, every ``serve --workers`` process) or
-    #: ``redis://HOST:PORT/DB`` (every replica).
+    #: ``memory`` (one machine, every ``serve --workers`` process), ``redis://HOST:PORT/DB``
+    #: or ``rediss://HOST:PORT/DB`` (TLS) (every replica).
     store: str = "memory"
+    redis: RedisLogin | None = None
     on_store_error: Literal["allow", "deny"] = "allow"
     rules: list[LimitRule] = Field(default_factory=list, max_length=100)
 
@@ -582,17 +608,35 @@ class LimitsOptions(_Strict):
         if value == "memory":
             return value
         parts = urlsplit(value)
-        if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError("must be memory or redis://HOST:PORT/DB")
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be memory, redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
             raise ValueError("has a bad port") from None
         if parts.path.strip("/") and not parts.path.strip("/").isdigit():
             raise ValueError("the path of redis://HOST:PORT/DB must be a database number")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must not carry a query, fragment or credentials")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials (give them in limits.redis)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
         return value
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_login(cls, value: RedisLogin | None, info: ValidationInfo) -> RedisLogin | None:
+        store = info.data.get("store", "")  # absent when invalid: that error is enough
+        if value is None or not store:
+            return value
+        if not store.startswith(("redis://", "rediss://")):
+            raise ValueError("only for a redis:// or rediss:// store")
+        if value.ca_file is not None and not store.startswith("rediss://"):
+            raise ValueError("ca_file is only for a rediss:// (TLS) store")
+        return value
+
+    @property
+    def in_redis(self) -> bool:
+        return self.store.startswith(("redis://", "rediss://"))
 
 
 class GatewayConfig(_Strict):
@@ -753,6 +797,16 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     return parse_config(doc, source)
 
 
+@dataclass(slots=True, frozen=True)
+class RedisCredentials:
+    """``limits.redis`` read at start: what the Redis store logs in with."""
+
+    username: str | None = None
+    password: Secret | None = None
+    #: ``rediss://``: the CA certificates (PEM) that verify the server; none: the system's.
+    ca_pem: str | None = None
+
+
 class ResolvedSecrets:
     """The secrets a config names, read once at start (never logged)."""
 
@@ -761,7 +815,7 @@ class ResolvedSecrets:
         self.aws: dict[str, tuple[Secret, Secret, Secret | None] | None] = {}
         #: The service-account key files' contents (JSON holding a private key).
         self.gcp: dict[str, Secret] = {}
-        problems = []
+        self.redis, problems = _redis_credentials(config, base_dir, source)
         for i, backend in enumerate(config.backends):
             auth = backend.auth
             if auth is None:
@@ -787,6 +841,33 @@ class ResolvedSecrets:
                 problems.append(f"{source}: backends[{i}].{where}: {exc}")
         if problems:
             raise ConfigError("\n".join(problems))
+
+
+def _redis_credentials(
+    config: GatewayConfig, base_dir: Path, source: str
+) -> tuple[RedisCredentials, list[str]]:
+    """``limits.redis`` read now, and what is wrong with it."""
+    login = config.limits.redis
+    if login is None:
+        return RedisCredentials(), []
+    problems = []
+    password = None
+    if login.password is not None:
+        try:
+            password = login.password.resolve(base_dir)
+        except ValueError as exc:
+            problems.append(f"{source}: limits.redis.password: {exc}")
+    ca_pem = None
+    if login.ca_file is not None:
+        path = config_relative(login.ca_file, base_dir)
+        try:
+            ca_pem = path.read_text(encoding="utf-8")
+            ssl.create_default_context(cadata=ca_pem)  # a bad file fails now, not per call
+        except (ssl.SSLError, UnicodeDecodeError, ValueError):  # before OSError, its base
+            problems.append(f"{source}: limits.redis.ca_file: {path} holds no PEM certificate")
+        except OSError as exc:
+            problems.append(f"{source}: limits.redis.ca_file: cannot read {path}: {exc.strerror}")
+    return RedisCredentials(login.username, password, ca_pem), problems
 
 
 def load_secrets(config: GatewayConfig, path: str | os.PathLike[str]) -> ResolvedSecrets:

@@ -5,8 +5,8 @@ usage.
 
 The processor reports what happened (backend, model, usage, failure) as dynamic
 metadata under ``aigateway`` as soon as it knows it (routing facts at routing, usage when
-the backend reports it), and marks the chunk that ends the client's response; it never
-records a metric.
+the backend reports it, mid-stream only the counts that changed), and marks the chunk
+that ends the client's response; it never records a metric.
 Endpoints subclass :class:`RoutedProcessor` and say how to validate a request and
 which translator a route uses.
 """
@@ -39,6 +39,7 @@ from aigateway.extproc.gateway.attempts import (
     UNDO_HEADER,
     RestingBackends,
     leave_out,
+    undo_record,
 )
 from aigateway.extproc.gateway.backends import (
     BackendAuthError,
@@ -57,7 +58,7 @@ from aigateway.translators.contract import (
 )
 from aigateway.translators.matrix import ClientApi, UnsupportedEndpoint
 from aigateway.translators.wire.encoding import ContentDecoder, ContentDecodingError
-from aigateway.translators.wire.jsoncodec import loads_or_none, loads_strict
+from aigateway.translators.wire.jsoncodec import loads_strict
 from aigateway.translators.wire.sse import encode_sse_event
 
 log = logging.getLogger("aigateway.gateway")
@@ -145,6 +146,25 @@ def add_usage(facts: Facts, usage: TokenUsage) -> None:
         facts["reasoning_tokens"] = usage.reasoning_tokens
 
 
+def add_grown_usage(facts: Facts, usage: TokenUsage, before: TokenUsage) -> None:
+    """Adds to ``facts`` the token counts of ``usage`` that differ from ``before``."""
+    if usage.input_tokens != before.input_tokens:
+        facts["input_tokens"] = usage.input_tokens
+    if usage.output_tokens != before.output_tokens:
+        facts["output_tokens"] = usage.output_tokens
+    if usage.total_tokens != before.total_tokens:
+        facts["total_tokens"] = usage.total_tokens
+    cached = usage.cached_input_tokens
+    if cached is not None and cached != before.cached_input_tokens:
+        facts["cached_input_tokens"] = cached
+    cache_write = usage.cache_write_input_tokens
+    if cache_write is not None and cache_write != before.cache_write_input_tokens:
+        facts["cache_write_input_tokens"] = cache_write
+    reasoning = usage.reasoning_tokens
+    if reasoning is not None and reasoning != before.reasoning_tokens:
+        facts["reasoning_tokens"] = reasoning
+
+
 class ResponseMode(enum.Enum):
     """What :class:`RoutedProcessor` does with the response body it is sent."""
 
@@ -195,6 +215,7 @@ class RoutedProcessor(Processor):
         "_fixed_reply",
         "_mode",
         "_payload",
+        "_published_answer",
         "_request_headers",
         "_response_headers",
         "_response_model",
@@ -244,6 +265,8 @@ class RoutedProcessor(Processor):
         self._completed = False  # the client has the end of its response
         self._response_model: str | None = None  # the model the backend says answered
         self._finish_reasons: tuple[str, ...] = ()
+        # The response model and finish reasons the whole facts last carried.
+        self._published_answer: tuple[str | None, tuple[str, ...]] = (None, ())
         self._admission: Admission | None = None  # the route's limits said (limits:)
         self._streamed_bytes = 0  # streamed to the client, while a reservation is held
 
@@ -338,16 +361,9 @@ class RoutedProcessor(Processor):
         """An attempt's request headers as the client's request had them: Envoy hands
         every attempt the header map the previous attempts changed, and each attempt
         leaves in :data:`UNDO_HEADER` what it changed."""
-        undo_text = headers.get(UNDO_HEADER)
-        undo: dict[str, str | None] = {}
-        if undo_text:
-            loaded = loads_or_none(undo_text)  # ours, but never trusted to be JSON
-            if isinstance(loaded, dict):
-                undo = {
-                    str(k): v if isinstance(v, str) else None
-                    for k, v in loaded.items()
-                    if k not in _ATTEMPT_OWN
-                }
+        undo = {
+            k: v for k, v in undo_record(headers.get(UNDO_HEADER)).items() if k not in _ATTEMPT_OWN
+        }
         original_path = headers.get(ORIGINAL_PATH_HEADER)
         if original_path:
             undo[":path"] = original_path
@@ -736,16 +752,26 @@ class RoutedProcessor(Processor):
         if self._streamed and self._admission is not None:
             self._streamed_bytes += len(decoded if out.body is None else out.body)
         # Facts are published as soon as they change, so that whatever ends the stream
-        # later (the client leaving, a reset) finds them in Envoy and in the metrics.
+        # later (the client leaving, a reset) finds them in Envoy and in the metrics; a
+        # usage reported before publishes only the counts that changed (the Gemini API's
+        # grow on every chunk): docs/architecture.md, "Request lifecycle".
         changed = False
-        if out.usage is not None and out.usage != self._usage:
-            self._usage = dataclasses.replace(out.usage)
-            changed = True
+        grown: Facts | None = None  # the counts of a usage reported before that changed
+        usage = out.usage
+        if usage is not None and usage != self._usage:
+            if self._usage is None:
+                changed = True
+            else:
+                grown = {}
+                add_grown_usage(grown, usage, self._usage)
+            self._usage = dataclasses.replace(usage)
         if out.error is not None and self._error is None:
             self._error = out.error
             changed = True
         self._response_model = out.model
         self._finish_reasons = out.finish_reasons
+        if grown is not None and (out.model, out.finish_reasons) != self._published_answer:
+            changed = True  # the backend said more than its counts: the whole facts again
         ends_response = out.complete and not self._completed
         if ends_response:
             self._completed = True
@@ -756,13 +782,15 @@ class RoutedProcessor(Processor):
             # An error the upstream put in the stream may quote what it was sent.
             new_body = self._redact(decoded if new_body is None else new_body)
         if not end_of_stream:
-            if new_body is None and not changed and not ends_response:
+            if changed or ends_response:
+                metadata = self._metadata()
+            elif grown:
+                metadata = published(grown)
+            elif new_body is None:
                 return CONTINUE
-            return Result(
-                body=new_body,
-                dynamic_metadata=self._metadata() if changed or ends_response else None,
-                end_of_response=ends_response,
-            )
+            else:
+                metadata = None
+            return Result(body=new_body, dynamic_metadata=metadata, end_of_response=ends_response)
         if out.error is not None and not self._streamed:
             # A 2xx the client cannot use (not JSON): make it the error it is.
             return Result(
@@ -876,6 +904,7 @@ class RoutedProcessor(Processor):
             facts["response_model"] = self._response_model
         if self._finish_reasons:
             facts["finish_reasons"] = list(self._finish_reasons)
+        self._published_answer = (self._response_model, self._finish_reasons)
         admission = self._admission
         if admission is not None and admission.verdict is not Verdict.ADMITTED:
             if admission.verdict is Verdict.REFUSED:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import LOCAL_REPLY_DETAILS_PREFIX
-from aigateway.extproc.framework.server import CHAIN_METADATA_KEY
+from aigateway.extproc.framework.server import CHAIN_METADATA_KEY, LARGE_BODY_BYTES
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
@@ -22,6 +22,7 @@ from aigateway.extproc.gateway.attempts import (
     ATTEMPT_TAG_MODEL,
     LB_NAMESPACE,
     MAX_RESTING,
+    UNDO_HEADER,
     without_key,
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
@@ -31,6 +32,8 @@ from aigateway.extproc.gateway.unrecorded import UNRECORDED_DETAILS, UNRECORDED_
 from aigateway.instrumentation.facts import FACT_KEYS, METADATA_NAMESPACE, RECORDED_FACT
 
 EXTPROC_CLUSTER = "aigateway-extproc"
+#: The large-body worker of ``serve --workers`` (docs/reliability.md, "Large bodies").
+LARGE_BODY_CLUSTER = "aigateway-extproc-large"
 UNRECORDED_CLUSTER = "aigateway-unrecorded"
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
@@ -114,6 +117,9 @@ class EnvoyOptions:
     #: Where ``serve --workers``' parents count the requests no processor recorded
     #: (empty: nothing counts them, as with a single ``serve``).
     unrecorded: tuple[Address, ...] = ()
+    #: ``serve --workers``' large-body workers: requests whose body may be
+    #: ``LARGE_BODY_BYTES`` or more are processed there (empty: by the processors above).
+    large_body: tuple[Address, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -182,17 +188,27 @@ def _endpoints(addresses: list[Address]) -> tuple[list[dict[str, Any]], bool]:
 
 
 def _processor_cluster(
-    name: str, addresses: list[Address], options: EnvoyOptions, settings: dict[str, Any]
+    name: str,
+    addresses: list[Address],
+    options: EnvoyOptions,
+    settings: dict[str, Any],
+    failover: list[Address] | None = None,
 ) -> dict[str, Any]:
     """A cluster of the gateway's own gRPC servers at ``addresses`` (TLS as the
-    processors'), with ``settings`` between its connect timeout and its endpoints."""
+    processors'), with ``settings`` between its connect timeout and its endpoints, and
+    ``failover`` as the next priority, used while none of ``addresses`` is healthy."""
     endpoints, dns = _endpoints(addresses)
+    localities: list[dict[str, Any]] = [{"lb_endpoints": endpoints}]
+    if failover:
+        fallback, fallback_dns = _endpoints(failover)
+        dns = dns or fallback_dns
+        localities.append({"priority": 1, "lb_endpoints": fallback})
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "1s",
         **settings,
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+        "load_assignment": {"cluster_name": name, "endpoints": localities},
     }
     if options.extproc_tls is not None:
         cluster["transport_socket"] = _extproc_transport(options.extproc_tls)
@@ -250,8 +266,8 @@ def _unrecorded_log(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
-    settings: dict[str, Any] = {
+def _extproc_settings(buffer_limit: int) -> dict[str, Any]:
+    return {
         "lb_policy": "LEAST_REQUEST",
         "per_connection_buffer_limit_bytes": buffer_limit * 2,
         "typed_extension_protocol_options": _EXTPROC_HTTP2_OPTIONS,
@@ -276,7 +292,22 @@ def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]
             "max_ejection_percent": 100,
         },
     }
+
+
+def _extproc_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
+    settings = _extproc_settings(buffer_limit)
     return _processor_cluster(EXTPROC_CLUSTER, options.extproc, options, settings)
+
+
+def _large_body_cluster(options: EnvoyOptions, buffer_limit: int) -> dict[str, Any]:
+    """The large-body workers, and the other workers as a lower priority: while no
+    large-body worker is healthy (restarting, recycled) large bodies go to the others
+    rather than fail (docs/reliability.md, "Large bodies")."""
+    settings = _extproc_settings(buffer_limit)
+    addresses = list(options.large_body)
+    return _processor_cluster(
+        LARGE_BODY_CLUSTER, addresses, options, settings, failover=options.extproc
+    )
 
 
 def _socket(address: Address) -> dict[str, Any]:
@@ -667,7 +698,114 @@ def _skipped_on_codec_errors(ext_proc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
+# What a request no route sent to a backend gets (the processor chose none).
+_NO_BACKEND_REPLY: dict[str, Any] = {
+    "direct_response": {
+        "status": 404,
+        "body": {
+            "inline_string": '{"error":{"message":"No backend was selected for this'
+            ' request.","type":"invalid_request_error","param":null,"code":"no_route"}}'
+        },
+    },
+    "response_headers_to_add": [
+        {
+            "header": {"key": "content-type", "value": "application/json"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ],
+}
+
+
+def at_least_regex(threshold: int) -> str:
+    """An RE2 regex whose full match is a decimal integer (leading zeros allowed) of at
+    least ``threshold``: longer numbers, then those of its length, digit by digit."""
+    if threshold < 0:
+        raise ValueError("the threshold must not be negative")
+    digits = str(threshold)
+    alternatives = [f"[1-9][0-9]{{{len(digits)},}}"]
+    for i, digit in enumerate(digits):
+        if digit == "9":
+            continue
+        higher = "9" if digit == "8" else f"[{int(digit) + 1}-9]"
+        rest = len(digits) - i - 1
+        alternatives.append(digits[:i] + higher + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(digits)
+    return "0*(?:" + "|".join(alternatives) + ")"
+
+
+_LARGE_BODY_ROUTES = ("large-body", "large-body-unsized")
+
+
+def _large_body_headers() -> list[list[dict[str, Any]]]:
+    """The requests whose body may be large, as header matchers, one list per route of
+    ``_LARGE_BODY_ROUTES``: a content-length of ``LARGE_BODY_BYTES`` or more, or none on
+    a method that has a body (its size is unknown until it has arrived)."""
+    return [
+        [
+            {
+                "name": "content-length",
+                "string_match": {"safe_regex": {"regex": at_least_regex(LARGE_BODY_BYTES)}},
+            }
+        ],
+        [
+            {"name": "content-length", "present_match": True, "invert_match": True},
+            {
+                "name": ":method",
+                "string_match": {"safe_regex": {"regex": "GET|HEAD"}},
+                "invert_match": True,
+            },
+        ],
+    ]
+
+
+def _large_body_processor(*, attempt: bool = False) -> dict[str, Any]:
+    """The ext_proc filter's per-route config sending its stream to the large-body
+    workers (``attempt``: the upstream filter's stream of an attempt, which reads the
+    route too and needs the attempt chain the override would otherwise drop)."""
+    service: dict[str, Any] = {"envoy_grpc": {"cluster_name": LARGE_BODY_CLUSTER}}
+    if attempt:
+        service["initial_metadata"] = [{"key": CHAIN_METADATA_KEY, "value": ATTEMPT_CHAIN}]
+    service["retry_policy"] = _EXTPROC_RETRY
+    return {
+        "envoy.filters.http.ext_proc": {
+            "@type": _type("extensions.filters.http.ext_proc.v3.ExtProcPerRoute"),
+            "overrides": {"grpc_service": service},
+        }
+    }
+
+
+def _large_body_attempt_routes(route: dict[str, Any]) -> list[dict[str, Any]]:
+    """``route`` (a model with several backends) for large bodies, matched first: each
+    attempt's processor reads the route's ext_proc config and takes its stream to the
+    large-body workers, since it gets the whole body again."""
+    return [
+        {
+            **route,
+            "name": f"{route['name']}.{name}",
+            "match": {**route["match"], "headers": [*route["match"]["headers"], *headers]},
+            "typed_per_filter_config": _large_body_processor(attempt=True),
+        }
+        for name, headers in zip(_LARGE_BODY_ROUTES, _large_body_headers(), strict=True)
+    ]
+
+
+def _large_body_routes() -> list[dict[str, Any]]:
+    """The routes matched when the listener's ext_proc stream starts on a request with a
+    large body (no backend or model header yet: the client's are removed first): they
+    send that stream to the large-body workers, and answer as ``no-backend`` should the
+    processor choose no backend (docs/reliability.md, "Large bodies")."""
+    return [
+        {
+            "name": name,
+            "match": {"prefix": "/", "headers": headers},
+            **_NO_BACKEND_REPLY,
+            "typed_per_filter_config": _large_body_processor(),
+        }
+        for name, headers in zip(_LARGE_BODY_ROUTES, _large_body_headers(), strict=True)
+    ]
+
+
+def _routes(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
     for backend in config.backends:
         routes.append(
@@ -691,53 +829,36 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
         if not model.several:
             continue
         timeout = max(config.backend(t.backend).timeout_seconds for t in model.targets)
-        routes.append(
-            {
-                "name": model_cluster_name(index),
-                "match": {
-                    "prefix": "/",
-                    "headers": [
-                        {"name": config.headers.model, "string_match": {"exact": model.name}}
-                    ],
-                },
-                "route": {
-                    "cluster": model_cluster_name(index),
-                    "timeout": f"{timeout:g}s",
-                    "auto_host_rewrite": True,
-                    "retry_policy": _retry_policy(model),
-                },
-                # Envoy's own reply when every attempt failed names the last one's backend
-                # (an answer already names its backend: the attempt's processor set it).
-                "response_headers_to_add": [
-                    {
-                        "header": {
-                            "key": ANSWERED_BY_HEADER,
-                            "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
-                        },
-                        "append_action": "ADD_IF_ABSENT",
-                    }
-                ],
-            }
-        )
-    routes.append(
-        {
-            "name": "no-backend",
-            "match": {"prefix": "/"},
-            "direct_response": {
-                "status": 404,
-                "body": {
-                    "inline_string": '{"error":{"message":"No backend was selected for this'
-                    ' request.","type":"invalid_request_error","param":null,"code":"no_route"}}'
-                },
+        route: dict[str, Any] = {
+            "name": model_cluster_name(index),
+            "match": {
+                "prefix": "/",
+                "headers": [{"name": config.headers.model, "string_match": {"exact": model.name}}],
             },
+            "route": {
+                "cluster": model_cluster_name(index),
+                "timeout": f"{timeout:g}s",
+                "auto_host_rewrite": True,
+                "retry_policy": _retry_policy(model),
+            },
+            # Envoy's own reply when every attempt failed names the last one's backend
+            # (an answer already names its backend: the attempt's processor set it).
             "response_headers_to_add": [
                 {
-                    "header": {"key": "content-type", "value": "application/json"},
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    "header": {
+                        "key": ANSWERED_BY_HEADER,
+                        "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                    },
+                    "append_action": "ADD_IF_ABSENT",
                 }
             ],
         }
-    )
+        if options.large_body:
+            routes.extend(_large_body_attempt_routes(route))
+        routes.append(route)
+    if options.large_body:
+        routes.extend(_large_body_routes())
+    routes.append({"name": "no-backend", "match": {"prefix": "/"}, **_NO_BACKEND_REPLY})
     return routes
 
 
@@ -870,6 +991,12 @@ def _attempt_logs(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str
                         },
                     ],
                 },
+                # The header labels' headers as the attempt left them, and what it
+                # changed: the attempts family carries the header labels too.
+                "additional_request_headers_to_log": [
+                    *(h.header for h in config.metrics.labels_from_headers),
+                    *((UNDO_HEADER,) if config.metrics.labels_from_headers else ()),
+                ],
             },
         }
     ]
@@ -910,7 +1037,9 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
         "early_header_mutation_extensions": [_early_header_mutation(config)],
         "route_config": {
             "name": "aigateway",
-            "virtual_hosts": [{"name": "aigateway", "domains": ["*"], "routes": _routes(config)}],
+            "virtual_hosts": [
+                {"name": "aigateway", "domains": ["*"], "routes": _routes(config, options)}
+            ],
         },
         "http_filters": [
             _skipped_on_codec_errors(_ext_proc_filter(config, options)),
@@ -955,6 +1084,7 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
             ],
             "clusters": [
                 _extproc_cluster(options, buffer_limit),
+                *([_large_body_cluster(options, buffer_limit)] if options.large_body else []),
                 *(
                     [_unrecorded_cluster(options, list(options.unrecorded))]
                     if options.unrecorded

@@ -6,16 +6,22 @@ One Python process runs on one core. With ``--workers N`` the parent starts N
 Envoy balances ext_proc streams over the N endpoints (``aigateway envoy-config --workers
 N`` lists them). Each request is one stream, handled and counted by exactly one worker,
 so summing a metric over the workers' ``/metrics`` (Prometheus does it in the query) is
-exact; there is no cross-process aggregation. Scrape every worker::
+exact; there is no cross-process aggregation.
+
+One more worker, the large-body worker, runs the same command on the ext_proc port + N +
+1 (``PATH.{N+1}``) with its metrics on the metrics port + N + 1: Envoy sends it every
+request whose body may be large (``LARGE_BODY_BYTES`` or more, or of unknown size), so
+receiving and parsing those never holds up the small requests on the other workers
+(docs/reliability.md, "Large bodies"). Scrape every worker::
 
     scrape_configs:
       - job_name: aigateway
-        static_configs:
-          - targets: ["gateway-host:9190", "gateway-host:9191", "gateway-host:9192"]  # N=2
+        static_configs:  # N=2: the workers, the parent (below), the large-body worker
+          - targets: ["gateway-host:9190", "gateway-host:9191", "gateway-host:9192",
+                      "gateway-host:9193"]
 
-(the workers and the parent, below) and sum across them (``sum by (model)
-(rate(aigateway_requests_total[5m]))`` already does, the ``instance`` label tells them
-apart).
+and sum across them (``sum by (model) (rate(aigateway_requests_total[5m]))`` already
+does, the ``instance`` label tells them apart).
 
 The parent also counts the requests Envoy answers without a worker (none reachable, or
 the one holding the request died): Envoy's log of exactly those comes to the parent's
@@ -23,8 +29,9 @@ the one holding the request died): Envoy's log of exactly those comes to the par
 (``PATH.N``), which serves them on its own ``/metrics`` on the metrics port + N; scrape
 it with the workers (docs/architecture.md, "Requests no processor recorded").
 
-The parent supervises: it prints one ``ready`` line once every worker accepts, forwards
-SIGINT/SIGTERM (each worker drains its streams, then exits), and exits 0 when all have.
+The parent supervises every worker, the large-body worker too: it prints one ``ready``
+line once every worker accepts, forwards SIGINT/SIGTERM (each worker drains its streams,
+then exits), and exits 0 when all have.
 A worker that exits on its own once the group is ready (crash, OOM kill) is reported and
 restarted on its own addresses, after a backoff that doubles from
 ``RESTART_BACKOFF_SECONDS`` up to ``MAX_RESTART_BACKOFF_SECONDS`` while it keeps dying
@@ -76,6 +83,9 @@ MAX_RESTART_BACKOFF_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
 #: How often the parent reads each worker's request count and RSS (recycling).
 RECYCLE_CHECK_SECONDS = 1.0
+#: Added to the large-body worker's niceness: when the cores are busy the processes
+#: serving small requests get them first (docs/reliability.md, "Large bodies").
+LARGE_BODY_NICENESS = 10
 
 
 @dataclass(slots=True, frozen=True)
@@ -121,6 +131,13 @@ def counter_address(address: Address, workers: int) -> Address:
     requests no processor recorded (or serves its metrics): the next address after the
     workers' (port + N, ``PATH.N``; port 0 stays 0). Raises ``ValueError`` past 65535."""
     return worker_addresses(address, workers + 1)[-1]
+
+
+def large_body_address(address: Address, workers: int) -> Address:
+    """Where the large-body worker of ``workers`` workers from ``address`` listens (or
+    serves its metrics): the address after the parent's (port + N + 1, ``PATH.{N+1}``;
+    port 0 stays 0). Raises ``ValueError`` past 65535."""
+    return worker_addresses(address, workers + 2)[-1]
 
 
 def worker_addresses(address: Address, workers: int) -> list[Address]:
@@ -173,8 +190,11 @@ class Supervisor:
         recycle: Recycle = Recycle(),
         metrics_urls: Sequence[str] = (),
         counter: UnrecordedCounter | None = None,
+        large_body: bool = False,
     ) -> None:
         self.commands = [list(c) for c in commands]
+        #: The last command is the large-body worker's.
+        self.large_body = large_body
         #: Counts what Envoy answered that no worker recorded; outlives every worker.
         self.counter = counter
         self.drain_timeout = drain_timeout
@@ -191,7 +211,7 @@ class Supervisor:
             *self.commands[index],
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,
+            preexec_fn=_large_body_child if self._is_large_body(index) else die_with_parent,
         )
         worker = _Worker(index, process)
         self._stderr_tasks.append(asyncio.create_task(worker.forward_stderr()))
@@ -296,7 +316,7 @@ class Supervisor:
             if reason:
                 exited.cancel()
                 print(
-                    f"aigateway: recycling worker {index} (pid {process.pid}): {reason}",
+                    f"aigateway: recycling {self.name(index)} (pid {process.pid}): {reason}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -324,10 +344,18 @@ class Supervisor:
             worker.process.kill()
             await worker.process.wait()
 
-    @staticmethod
-    def _report_exit(worker: _Worker, then: str) -> None:
+    def _is_large_body(self, index: int) -> bool:
+        return self.large_body and index == len(self.commands) - 1
+
+    def name(self, index: int) -> str:
+        """How the log names worker ``index``."""
+        if self._is_large_body(index):
+            return "large-body worker"
+        return f"worker {index}"
+
+    def _report_exit(self, worker: _Worker, then: str) -> None:
         print(
-            f"aigateway: worker {worker.index} (pid {worker.process.pid}) exited with code"
+            f"aigateway: {self.name(worker.index)} (pid {worker.process.pid}) exited with code"
             f" {worker.process.returncode}; {then}",
             file=sys.stderr,
             flush=True,
@@ -362,7 +390,7 @@ class Supervisor:
         return list(await asyncio.gather(*waits))
 
     def ready_line(self) -> str:
-        parts = "; ".join(f"worker {w.index}: {w.ready_text}" for w in self.workers)
+        parts = "; ".join(f"{self.name(w.index)}: {w.ready_text}" for w in self.workers)
         counter = self.counter
         if counter is not None:
             where = counter.options.extproc
@@ -371,7 +399,15 @@ class Supervisor:
             if counter.metrics_port is not None and counter.options.metrics is not None:
                 host = counter.options.metrics.url_host()
                 parts += f", metrics on http://{host}:{counter.metrics_port}/metrics"
-        return f"{READY_PREFIX}{len(self.workers)} workers, {parts}"
+        workers = len(self.workers) - int(self.large_body)
+        large = " and a large-body worker" if self.large_body else ""
+        return f"{READY_PREFIX}{workers} workers{large}, {parts}"
+
+
+def _large_body_child() -> None:
+    """``preexec_fn`` of the large-body worker."""
+    die_with_parent()
+    os.nice(LARGE_BODY_NICENESS)
 
 
 def without_flag(argv: Sequence[str], flag: str) -> list[str]:
@@ -423,8 +459,15 @@ def _serve_workers(args: argparse.Namespace, config: GatewayConfig) -> int:
         print("aigateway: --workers needs a fixed --extproc-addr port", file=sys.stderr)
         return 2
     try:
-        extprocs = worker_addresses(extproc, args.workers)
-        metrics = worker_addresses(args.metrics_addr, args.workers)
+        # The large-body worker last (docs/reliability.md, "Large bodies").
+        extprocs = [
+            *worker_addresses(extproc, args.workers),
+            large_body_address(extproc, args.workers),
+        ]
+        metrics = [
+            *worker_addresses(args.metrics_addr, args.workers),
+            large_body_address(args.metrics_addr, args.workers),
+        ]
         counter_options = ServeOptions(
             extproc=counter_address(extproc, args.workers),
             metrics=counter_address(args.metrics_addr, args.workers),
@@ -448,6 +491,7 @@ def _serve_workers(args: argparse.Namespace, config: GatewayConfig) -> int:
             recycle=Recycle(args.max_requests, args.max_rss_mb),
             metrics_urls=[f"http://{m.url_host()}:{m.port}/metrics" for m in metrics],
             counter=UnrecordedCounter(config, counter_options),
+            large_body=True,
         )
         try:
             code = await supervisor.run()

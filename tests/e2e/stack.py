@@ -84,6 +84,16 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def child_serving(pid: int, extproc_addr: str) -> int:
+    """The child process of ``pid`` started with ``--extproc-addr extproc_addr`` (one of
+    ``serve --workers``' workers), from /proc."""
+    for child in children(pid):
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if extproc_addr.encode() in argv:
+            return child
+    raise LookupError(f"no child of {pid} serves {extproc_addr}")
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie awaiting its parent's wait() is not running)."""
     try:
@@ -495,10 +505,14 @@ class RedisServer:
     workdir: Path
     port: int = 0
     proc: Proc | None = None
+    #: More ``redis-server`` arguments (``--requirepass``, ``--user``, TLS files).
+    options: tuple[str, ...] = ()
+    #: Serve TLS only (``--tls-port``; ``options`` names the certificate files).
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -508,7 +522,7 @@ class RedisServer:
             "redis",
             [
                 "redis-server",
-                "--port",
+                *(("--port", "0", "--tls-port") if self.tls else ("--port",)),
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
@@ -518,6 +532,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.options,
             ],
             self.workdir,
         )

@@ -469,6 +469,59 @@ def test_the_matrix_covers_every_schema_and_ending() -> None:
         assert [r.row for r in API_ROWS if r.api is api] == ROWS
 
 
+@pytest.mark.parametrize("client", ["complete", "leave"])
+def test_a_usage_growing_on_every_chunk_reaches_the_access_log(mstack: Stack, client: str) -> None:
+    # Google's Gemini API reports the usage so far on every response: the processor
+    # publishes only the counts that grew (docs/architecture.md, "Request lifecycle"),
+    # and what Envoy merged is what the metrics recorded, also for a client that leaves.
+    request_id = str(uuid.uuid4())
+    only = ("mock-gemini", "gemini-flash")
+    headers = {
+        "x-request-id": request_id,
+        "x-mock-output-tokens": str(OUTPUT_TOKENS),
+        "x-mock-usage-so-far": "1",
+        # Leaving: a word a second, so that the processor has answered every chunk Envoy
+        # gave it when the client's close arrives.
+        **({"x-mock-itl-ms": "1000"} if client == "leave" else {}),
+        **REAL_WORLD,
+    }
+    body = {"model": only[1], "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    before = snapshot(mstack.metrics_text())
+    words = 0
+    url = f"{mstack.base_url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    words += len((choice["delta"].get("content") or "").split())
+            if client == "leave" and words == 3:
+                break  # the connection closes with the body unread
+    wait_until("its ext_proc stream to end", lambda: stream_ended(mstack, request_id), 30)
+    wait_until("its access log line", lambda: access_log(mstack, request_id) is not None, 30)
+    after = snapshot(mstack.metrics_text())
+    status = "success" if client == "complete" else "error"
+    assert delta(before, after, "aigateway_requests_total", only) == {(*only, status): 1.0}
+    tokens = {
+        k[2]: v for k, v in delta(before, after, "aigateway_model_tokens_total", only).items()
+    }
+    line = access_log(mstack, request_id)
+    assert line is not None
+    assert (line["backend"], line["model"], line["stream"]) == (*only, True)
+    logged = {
+        "prompt": line["input_tokens"],
+        "completion": line["output_tokens"],
+        "total": line["total_tokens"],
+    }
+    assert logged == tokens
+    if client == "complete":
+        assert tokens == FULL
+    else:  # at least the words the client read, more than the first chunk's one
+        assert tokens["prompt"] == PROMPT_TOKENS
+        assert 3 <= tokens["completion"] < OUTPUT_TOKENS
+        assert tokens["total"] == PROMPT_TOKENS + tokens["completion"]
+
+
 # -- labels and what is not counted ----------------------------------------------------
 
 

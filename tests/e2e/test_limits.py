@@ -16,6 +16,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+import redis as redis_client
 
 from tests.e2e.stack import RedisServer, Stack, default_config, running, wait_until
 from tests.e2e.test_metrics import delta, snapshot
@@ -452,4 +453,82 @@ def test_redis_stopped_mid_run(tmp_path: Path, decision: str) -> None:
             grown = delta({}, snapshot(s.metrics_text()), "aigateway_rate_limit_store_errors_total")
             assert grown == {(decision,): 3.0}
     finally:
+        redis.stop()
+
+
+def test_redis_with_an_acl_user_and_a_rotated_password(tmp_path: Path) -> None:
+    """The gateway logs in to Redis as an ACL user whose password is in a file (never
+    in the config); when Redis stops accepting it, requests are refused (``deny``) with
+    one clear line in the log, and the password shows in no log, metric or answer."""
+    password, rotated = "redis-pass-5c81e2", "rotated-pass-9d04a7"
+    admin = "admin-pass-3e7b10"
+    redis = RedisServer(
+        tmp_path / "redis",
+        options=(
+            "--requirepass",
+            admin,
+            "--user",
+            "aigateway",
+            "on",
+            f">{password}",
+            "~aigateway:*",
+            "+@all",
+            "-@dangerous",
+        ),
+    ).start()
+    (tmp_path / "redis-password").write_text(f"{password}\n")
+    rules = [
+        {"name": "tenant-rpm", "key": {"header": TENANT}, "requests": {"limit": 3, "per": "hour"}}
+    ]
+    login = {"username": "aigateway", "password": {"file": str(tmp_path / "redis-password")}}
+    factory = lambda port: limited_config(  # noqa: E731
+        port, rules, store=redis.url, redis=login, on_store_error="deny"
+    )
+    control = redis_client.Redis(port=redis.port, password=admin)
+    try:
+        with running(
+            Stack(tmp_path / "stack", config_factory=factory, serve_args=["--log-level", "debug"])
+        ) as s:
+            client = openai.OpenAI(base_url=f"{s.base_url}/v1", api_key="k", max_retries=0)
+            answers: list[str] = []
+
+            def ask() -> int:
+                try:
+                    client.chat.completions.create(
+                        model="rpm-model",
+                        messages=SHORT,  # type: ignore[arg-type]
+                        max_tokens=5,
+                        extra_headers={TENANT: "t"},
+                    )
+                except openai.APIStatusError as exc:
+                    answers.append(exc.response.text)
+                    return exc.status_code
+                return 200
+
+            assert [ask() for _ in range(4)] == [200, 200, 200, 429]
+            assert control.keys("aigateway:*")  # the budget is in Redis
+
+            # The password is rotated on the server and the gateway's connections dropped.
+            control.acl_setuser(
+                "aigateway", enabled=True, reset_passwords=True, passwords=[f"+{rotated}"]
+            )
+            control.client_kill_filter(user="aigateway")
+            assert [ask() for _ in range(2)] == [503, 503]
+            assert "limits_unavailable" in answers[-1]
+
+            control.acl_setuser("aigateway", enabled=True, passwords=[f"+{password}"])
+            wait_until("the limits to work again", lambda: ask() == 429)
+            serve = s.procs["serve"].output()
+            refused = [line for line in serve.splitlines() if "cannot be reached" in line]
+            assert len(refused) == 1, serve
+            assert (
+                f"Redis store 127.0.0.1:{redis.port} refused the gateway (invalid"
+                " username-password pair or user is disabled.): check limits.redis"
+            ) in refused[0]
+            assert serve.count("reachable again") == 1, serve
+            seen = s.logs() + s.metrics_text() + "".join(answers)
+            for secret in (password, rotated):
+                assert secret not in seen
+    finally:
+        control.close()
         redis.stop()

@@ -203,3 +203,39 @@ def test_counted_once_per_request_with_its_tokens(
     tokens = tokens_by_type(before, after, (backend, model))
     words = 5
     assert tokens == {"prompt": 2 * words, "completion": 8, "total": 2 * words + 8}
+
+
+def test_a_replayed_tool_search_works_on_every_backend(client: openai.OpenAI, model: str) -> None:
+    """A conversation where OpenAI's tool search loaded a tool (as Codex and the Agents
+    SDK replay it): OpenAI runs it as is; elsewhere the search is left out, the tool it
+    loaded joins the tools, and the call and its output are answered."""
+    response = client.responses.create(
+        model=model,
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "type": "tool_search_call",
+                "id": "tsc_1",
+                "arguments": {"query": "weather"},
+                "execution": "server",
+                "status": "completed",
+            },
+            {
+                "type": "tool_search_output",
+                "id": "tso_1",
+                "execution": "server",
+                "status": "completed",
+                "tools": [WEATHER],
+            },
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris", "days": 1}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny and warm"},
+        ],
+        tools=[{"type": "tool_search"}, {**WEATHER, "defer_loading": True}],
+    )
+    assert response.status == "completed"
+    assert response.output_text

@@ -14,6 +14,7 @@ import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -601,3 +602,42 @@ def test_many_requests_falling_back_at_once_all_succeed(routed: Stack, oai: open
         {("mock-anthropic", "fallback", "success"): 48},
         {("flaky", "fallback", "server_error"): 48, ("mock-anthropic", "fallback", "success"): 48},
     )
+
+
+def test_attempts_carry_the_header_labels_of_the_clients_request(
+    tmp_path: Path, flaky: Flaky
+) -> None:
+    """With ``metrics.labels_from_headers``, each attempt is counted under the client's
+    header values, as its request is, though the attempts removed the header before
+    their backends (none of them forwards it)."""
+    closed = free_port()
+
+    def config(mock_port: int) -> dict[str, Any]:
+        labelled = routing_config(mock_port, flaky.port, closed)
+        tenant = {"header": "x-tenant-id", "label": "tenant", "values": ["acme"]}
+        labelled["metrics"] = {"labels_from_headers": [tenant]}
+        return labelled
+
+    with running(Stack(tmp_path, config_factory=config)) as s:
+        growth = Growth(s)
+        oai = openai.OpenAI(base_url=f"{s.base_url}/v1", api_key="k", max_retries=0)
+        before = len(flaky.requests)
+        for model, tenant in (("fallback", "acme"), ("refused", "globex"), ("fallback", None)):
+            headers = {"x-flaky": "503"} | ({"x-tenant-id": tenant} if tenant else {})
+            oai.chat.completions.create(model=model, messages=MESSAGES, extra_headers=headers)
+        assert all("x-tenant-id" not in h for _, h, _ in flaky.requests[before:])
+        growth.wait(
+            {
+                ("mock-anthropic", "fallback", "success", "acme"): 1,
+                ("mock-anthropic", "refused", "success", "other"): 1,
+                ("mock-anthropic", "fallback", "success", "none"): 1,
+            },
+            {
+                ("flaky", "fallback", "server_error", "acme"): 1,
+                ("mock-anthropic", "fallback", "success", "acme"): 1,
+                ("closed", "refused", "connect_failure", "other"): 1,
+                ("mock-anthropic", "refused", "success", "other"): 1,
+                ("flaky", "fallback", "server_error", "none"): 1,
+                ("mock-anthropic", "fallback", "success", "none"): 1,
+            },
+        )

@@ -183,6 +183,20 @@ async def test_stream_is_one_word_per_event_the_last_with_finish_and_usage(
     assert [d["candidates"][0]["content"]["parts"] for d in empty] == [[{"text": ""}]]
 
 
+async def test_usage_so_far_grows_by_a_word_as_google_s_does(google: MockBackendServer) -> None:
+    knobs = {
+        "x-mock-output-tokens": "4",
+        "x-mock-reasoning-tokens": "7",
+        "x-mock-usage-so-far": "1",
+    }
+    docs = sse_docs(await gemini(google, ":streamGenerateContent?alt=sse", REQUEST, **knobs))
+    usages = [d["usageMetadata"] for d in docs]
+    assert [u["candidatesTokenCount"] for u in usages] == [1, 2, 3, 4]
+    assert [u["totalTokenCount"] for u in usages] == [REQUEST_WORDS + 7 + n for n in (1, 2, 3, 4)]
+    assert {u["thoughtsTokenCount"] for u in usages} == {7}
+    assert {u["promptTokenCount"] for u in usages} == {REQUEST_WORDS}
+
+
 async def test_vertex_streams_count_tokens_in_the_last_response_only(
     google: MockBackendServer, key_file: tuple[str, GcpServiceAccount]
 ) -> None:

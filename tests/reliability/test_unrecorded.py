@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.stack import Stack, children, free_ports, http_get, running, wait_until
+from tests.e2e.stack import Stack, child_serving, free_ports, http_get, running, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count me"}]}
 PATH = "/v1/chat/completions"
@@ -42,8 +42,9 @@ class SupervisedStack(Stack):
 
     def allocate_ports(self) -> None:
         super().allocate_ports()
-        self.extproc_port = free_ports(2)  # the worker's, then the parent's
-        self.metrics_port = free_ports(2)
+        # The worker's, the parent's, then the large-body worker's.
+        self.extproc_port = free_ports(3)
+        self.metrics_port = free_ports(3)
 
     def requests(self, index: int) -> Counter[Series]:
         """``aigateway_requests_total`` by series: the worker's (0) or the parent's (1)."""
@@ -77,7 +78,7 @@ def test_a_worker_killed_under_load_every_request_is_counted_exactly_once(
     stack: SupervisedStack,
 ) -> None:
     serve = stack.procs["serve"]
-    (worker,) = children(serve.popen.pid)
+    worker = child_serving(serve.popen.pid, f"127.0.0.1:{stack.extproc_port}")
     statuses: list[int] = []
 
     async def run() -> None:

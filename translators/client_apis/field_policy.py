@@ -142,6 +142,24 @@ RESPONSES_CONFIGURATION_UPDATE_FIELDS = FieldPolicy(
     refused=frozenset(),
 )
 
+#: A ``tool_search`` tool (OpenAI runs the search): left out, as the deferred tools it
+#: would find are sent with the others; the reader refuses one the client runs.
+RESPONSES_TOOL_SEARCH_FIELDS = FieldPolicy(
+    "a Responses tool_search tool",
+    translated=_names("type execution"),
+    # What a search the client runs shows the model: no such search here.
+    ignored=_names("description parameters"),
+    refused=frozenset(),
+)
+
+#: A ``tool_search_output`` input item: the tools a tool search loaded join ``tools``.
+RESPONSES_TOOL_SEARCH_OUTPUT_FIELDS = FieldPolicy(
+    "a Responses tool_search_output item",
+    translated=_names("type tools"),
+    ignored=_names("id call_id execution status"),
+    refused=frozenset(),
+)
+
 #: ``POST /v1/messages`` on a backend reached through the chat pivot.
 MESSAGES_FIELDS = FieldPolicy(
     "a Messages request",
@@ -173,6 +191,8 @@ POLICIES = (
     RESPONSES_NAMESPACE_FIELDS,
     RESPONSES_ADDITIONAL_TOOLS_FIELDS,
     RESPONSES_CONFIGURATION_UPDATE_FIELDS,
+    RESPONSES_TOOL_SEARCH_FIELDS,
+    RESPONSES_TOOL_SEARCH_OUTPUT_FIELDS,
     MESSAGES_FIELDS,
     MESSAGES_TOOL_FIELDS,
 )

@@ -19,6 +19,8 @@ from aigateway.translators.client_apis.field_policy import (
     RESPONSES_FIELDS,
     RESPONSES_NAMESPACE_FIELDS,
     RESPONSES_TOOL_FIELDS,
+    RESPONSES_TOOL_SEARCH_FIELDS,
+    RESPONSES_TOOL_SEARCH_OUTPUT_FIELDS,
     FieldPolicy,
 )
 from aigateway.translators.contract import TranslationError
@@ -214,8 +216,11 @@ class _Tools:
             where = f"{param}[{i}]"
             if not isinstance(tool, dict):
                 raise _error("each tool must be an object", where)
-            if tool.get("type") == "namespace":
+            kind = tool.get("type")
+            if kind == "namespace":
                 self._namespace(tool, where)
+            elif kind == "tool_search":
+                _tool_search(tool, where)
             else:
                 self._add(tool, where, None)
 
@@ -252,6 +257,22 @@ class _Tools:
             self.origins[flat] = ToolOrigin(name, namespace, kind == "custom")
         else:
             self.origins.pop(flat, None)
+
+
+def _tool_search(tool: dict[str, Any], param: str) -> None:
+    """OpenAI's tool search is left out: every deferred tool it would find goes to the
+    backend with the others (docs/client-apis.md, "OpenAI Responses API"). A search the
+    client runs finds tools the request does not hold, so it is refused."""
+    _check_fields(tool, RESPONSES_TOOL_SEARCH_FIELDS, param)
+    execution = tool.get("execution")
+    if execution == "client":
+        raise _error(
+            "a tool search the client runs ('execution': 'client') is only supported by"
+            " OpenAI models; declare the tools instead",
+            f"{param}.execution",
+        )
+    if execution not in (None, "server"):
+        raise _error("'execution' must be server or client", f"{param}.execution")
 
 
 def _check_fields(item: dict[str, Any], policy: FieldPolicy, param: str) -> None:
@@ -444,6 +465,12 @@ def _read_input(
             if item.get("text") is not None:
                 fmt = _text_format(item["text"], f"{param}.text")
                 updates["response_format"] = (fmt, f"{param}.text.format")
+        elif kind == "tool_search_output":
+            # The tools a tool search loaded: they join the request's.
+            _check_fields(item, RESPONSES_TOOL_SEARCH_OUTPUT_FIELDS, param)
+            tools.read(item.get("tools"), f"{param}.tools")
+        elif kind == "tool_search_call":
+            pass  # the search itself: what it found is in its tool_search_output item
         elif kind == "item_reference":
             raise _error(
                 "'item_reference' (items kept at OpenAI) is only supported by OpenAI models",

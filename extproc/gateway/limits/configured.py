@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from aigateway.extproc.gateway.config import ConfigError, GatewayConfig
+from aigateway.extproc.gateway.config import ConfigError, GatewayConfig, ResolvedSecrets
 from aigateway.extproc.gateway.limits.limiter import (
     NANODOLLARS,
     Kind,
@@ -47,28 +47,29 @@ def rules_from_config(config: GatewayConfig) -> dict[str, ModelLimits]:
     return out
 
 
-def store_from_config(config: GatewayConfig) -> LimitStore:
-    """``redis://...``; for ``memory``, the SQLite file a ``serve --workers`` parent made
-    for its workers (named by ``AIGATEWAY_LIMITS_FILE``), else this process's memory."""
+def store_from_config(config: GatewayConfig, secrets: ResolvedSecrets) -> LimitStore:
+    """``redis(s)://...`` (logged in with ``limits.redis``); for ``memory``, the SQLite
+    file a ``serve --workers`` parent made for its workers (named by
+    ``AIGATEWAY_LIMITS_FILE``), else this process's memory."""
     store = config.limits.store
-    if store.startswith("redis://"):
+    if config.limits.in_redis:
         try:
             from aigateway.extproc.gateway.limits.redis_store import RedisStore
         except ImportError:
             raise ConfigError(
                 "limits.store: redis:// needs the redis client: pip install 'aigateway[redis]'"
             ) from None
-        return RedisStore(store)
+        return RedisStore(store, credentials=secrets.redis)
     shared = os.environ.get(STORE_FILE_ENV)
     return SqliteStore(shared) if shared else LocalStore()
 
 
-def limiter_from_config(config: GatewayConfig) -> Limiter | None:
+def limiter_from_config(config: GatewayConfig, secrets: ResolvedSecrets) -> Limiter | None:
     models = rules_from_config(config)
     if not models:
         return None
     return Limiter(
         models,
-        store_from_config(config),
+        store_from_config(config, secrets),
         deny_on_store_error=config.limits.on_store_error == "deny",
     )

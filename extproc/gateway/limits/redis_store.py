@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import redis.asyncio
 import redis.exceptions
 
+from aigateway.extproc.gateway.config import RedisCredentials
 from aigateway.extproc.gateway.limits.store import Charge, Decision, Quota, StoreUnavailable
 
 #: Every key the store writes starts with this (one hash slot: the scripts work on Redis
@@ -129,14 +130,42 @@ def _keys(charge: Charge) -> tuple[str, str]:
     return f"{KEY_PREFIX}{charge.bucket}:log", f"{KEY_PREFIX}{charge.bucket}:amounts"
 
 
+def connection_options(url: str, credentials: RedisCredentials) -> dict[str, Any]:
+    """The redis client's keyword arguments for the store at ``url`` (the password
+    revealed only here, into the client, which never prints it)."""
+    options: dict[str, Any] = {
+        "socket_timeout": TIMEOUT_SECONDS,
+        "socket_connect_timeout": TIMEOUT_SECONDS,
+        "retry_on_timeout": False,
+    }
+    if url.startswith("rediss://"):
+        # The certificate must name the URL's host (redis-py 5 checks only the chain).
+        options["ssl_check_hostname"] = True
+    if credentials.username is not None:
+        options["username"] = credentials.username
+    if credentials.password is not None:
+        options["password"] = credentials.password.reveal()
+    if credentials.ca_pem is not None:
+        options["ssl_ca_data"] = credentials.ca_pem
+    return options
+
+
 class RedisStore:
     """A :class:`~aigateway.extproc.gateway.limits.store.LimitStore` in the Redis at
-    ``url`` (``redis://HOST:PORT/DB``). ``clock``: for tests only; by default the Redis
-    server's own clock."""
+    ``url`` (``redis://HOST:PORT/DB``, or ``rediss://`` for TLS, which verifies the
+    server's certificate and name), logged in with ``credentials``. ``clock``: for tests
+    only; by default the Redis server's own clock."""
 
-    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        credentials: RedisCredentials | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.url = url
         self.clock = clock
+        self.credentials = credentials or RedisCredentials()
         parts = urlsplit(url)
         self.where = f"{parts.hostname}:{parts.port or 6379}"
         self._client: Any = None
@@ -147,10 +176,7 @@ class RedisStore:
         if self._client is None:
             # Created on first use, inside the event loop that will use it.
             self._client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=TIMEOUT_SECONDS,
-                socket_connect_timeout=TIMEOUT_SECONDS,
-                retry_on_timeout=False,
+                self.url, **connection_options(self.url, self.credentials)
             )
             self._reserve = self._client.register_script(_RESERVE)
             self._settle = self._client.register_script(_SETTLE)
@@ -166,7 +192,7 @@ class RedisStore:
         try:
             out = await script(keys=keys, args=args)
         except redis.exceptions.RedisError as exc:
-            raise StoreUnavailable(f"Redis store {self.where}: {exc}") from None
+            raise self._unavailable(exc) from None
         refused = int(out[0])
         quotas = tuple(
             Quota(int(float(out[i])), float(out[i + 1]), float(out[i + 2]))
@@ -182,7 +208,23 @@ class RedisStore:
         try:
             await script(keys=keys, args=[entry, *amounts])
         except redis.exceptions.RedisError as exc:
-            raise StoreUnavailable(f"Redis store {self.where}: {exc}") from None
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: redis.exceptions.RedisError) -> StoreUnavailable:
+        """One line naming the server and Redis's reason (which never holds the password)."""
+        missing = self.credentials.password is None
+        if missing and isinstance(exc, redis.exceptions.AuthenticationError):
+            return StoreUnavailable(
+                f"Redis store {self.where} asks for a login: give limits.redis.password"
+            )
+        if isinstance(
+            exc, redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError
+        ):
+            return StoreUnavailable(
+                f"Redis store {self.where} refused the gateway ({exc}): check limits.redis"
+                " and the user's ACL"
+            )
+        return StoreUnavailable(f"Redis store {self.where}: {exc}")
 
     async def close(self) -> None:
         if self._client is not None:

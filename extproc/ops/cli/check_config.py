@@ -31,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {note}")
     limits = config.limits
     if limits.rules:
-        print(f"  limits in {limits.store} (on store error: {limits.on_store_error}):")
+        login = ""
+        if limits.redis is not None and limits.redis.password is not None:
+            login = f" as user {limits.redis.username or 'default'}"
+        print(f"  limits in {limits.store}{login} (on store error: {limits.on_store_error}):")
         for rule in limits.rules:
             print(f"    {rule.describe()}")
     return EXIT_OK

@@ -21,7 +21,11 @@ from aigateway.extproc.ops.cli.common import (
     worker_count,
 )
 from aigateway.extproc.ops.envoy_bootstrap import EnvoyOptions, ExtprocTls, build_bootstrap
-from aigateway.extproc.ops.workers import counter_address, worker_addresses
+from aigateway.extproc.ops.workers import (
+    counter_address,
+    large_body_address,
+    worker_addresses,
+)
 
 HELP = "print the Envoy bootstrap for a config (YAML)"
 DESCRIPTION = """\
@@ -49,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="each --extproc-addr stands for `serve --workers N`: N endpoints on consecutive"
-        " ports, and the parent that counts requests Envoy answered without them (port + N)",
+        " ports, the parent that counts requests Envoy answered without them (port + N),"
+        " and the large-body worker (port + N + 1) that requests with a body of 1 MiB or"
+        " more (or of unknown size) go to, the N workers standing in while it is down",
     )
     parser.add_argument(
         "--no-access-log",
@@ -88,11 +94,11 @@ def run(args: argparse.Namespace) -> int:
         extproc = [
             worker for address in given for worker in worker_addresses(address, args.workers or 1)
         ]
-        counters = (
-            tuple(counter_address(address, args.workers) for address in given)
-            if args.workers is not None
-            else ()
-        )
+        counters: tuple[Address, ...] = ()
+        large_body: tuple[Address, ...] = ()
+        if args.workers is not None:
+            counters = tuple(counter_address(address, args.workers) for address in given)
+            large_body = tuple(large_body_address(address, args.workers) for address in given)
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
     if (args.extproc_tls_cert is None) != (args.extproc_tls_key is None):
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         access_log=not args.no_access_log,
         extproc_tls=tls,
         unrecorded=counters,
+        large_body=large_body,
         ca_bundle=os.path.abspath(args.backend_ca) if args.backend_ca else None,
     )
     sys.stdout.write(yaml.safe_dump(build_bootstrap(config, options), sort_keys=False))

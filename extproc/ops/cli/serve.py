@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="run N processor processes: worker i on the ext_proc port + i and the metrics"
-        " port + i, and a parent that restarts them and counts the requests Envoy answered"
+        " port + i, a large-body worker for requests with a body of 1 MiB or more (ports +"
+        " N + 1), and a parent that restarts them and counts the requests Envoy answered"
         " without one (its log on the ext_proc port + N, metrics on the metrics port + N);"
         " pair with `envoy-config --workers N` (default: one process, no parent)",
     )

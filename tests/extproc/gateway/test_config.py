@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 from aigateway.extproc.gateway.config import (
     ConfigError,
@@ -565,8 +566,14 @@ def _limits_with(path: str, value: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        ("limits.store", "memcached://x", "limits.store: must be memory or redis://HOST:PORT/DB"),
-        ("limits.store", "redis://:pw@h:1/0", "limits.store: must not carry a query, fragment or"),
+        ("limits.store", "memcached://x", "limits.store: must be memory, redis://HOST:PORT/DB or"),
+        ("limits.store", "redis://:pw@h:1/0", "limits.store: must not carry credentials (give"),
+        ("limits.store", "rediss://u:pw@h:1/0", "limits.store: must not carry credentials (give"),
+        ("limits.store", "redis://h:1/0?password=x", "limits.store: must not carry a query"),
+        ("limits.redis", {"username": "u"}, "limits.redis: username needs a password"),
+        ("limits.redis", {"ca_file": "ca.pem"}, "limits.redis: ca_file is only for a rediss://"),
+        ("limits.redis", {"password": {"env": "X"}, "pass": 1}, "limits.redis.pass: Extra input"),
+        ("limits.redis", {"password": {"env": "X", "file": "y"}}, "limits.redis.password: give"),
         ("limits.store", "redis://h:1/x", "limits.store: the path of redis://HOST:PORT/DB must"),
         ("limits.on_store_error", "maybe", "limits.on_store_error: Input should be 'allow' or"),
         ("limits.rules.0.name", "Tenant", "limits.rules[0].name: String should match pattern"),
@@ -591,6 +598,63 @@ def test_bad_limits_name_the_key_path(path: str, value: object, message: str) ->
         parse_config(_limits_with(path, value), "c.yaml")
     assert str(err.value).startswith("c.yaml: ")
     assert message in str(err.value), str(err.value)
+
+
+def test_a_redis_store_not_in_redis_refuses_a_login() -> None:
+    doc = _limits_with("limits.redis", {"password": {"env": "X"}})
+    doc["limits"]["store"] = "memory"  # type: ignore[index]
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "c.yaml")
+    assert str(err.value) == "c.yaml: limits.redis: only for a redis:// or rediss:// store"
+
+
+def test_the_redis_login_is_read_at_start_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    doc = _limits_with("limits.store", "rediss://redis.internal:6380/0")
+    login = {"username": "aigateway", "password": {"env": "TEST_REDIS_PASS"}, "ca_file": "ca.pem"}
+    doc["limits"]["redis"] = login  # type: ignore[index]
+    path = write(tmp_path, json.dumps(doc))
+    config = load_config(path)
+    with pytest.raises(ConfigError) as err:
+        load_secrets(config, path)
+    assert str(err.value) == (
+        f"{path}: limits.redis.password: environment variable TEST_REDIS_PASS is not set"
+    )
+    monkeypatch.setenv("TEST_REDIS_PASS", "hunter2-redis")
+    redis = load_secrets(config, path).redis
+    assert (redis.username, redis.password) == ("aigateway", Secret("hunter2-redis"))
+    assert redis.ca_pem == ca.cert_pem.bytes().decode()
+    assert "hunter2" not in repr(redis) + repr(config)
+    checked = subprocess.run(
+        [sys.executable, "-m", "aigateway", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "  limits in rediss://redis.internal:6380/0 as user aigateway (" in checked.stdout
+    assert "hunter2" not in checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("ca_text", "message"),
+    [(None, "cannot read "), ("not a certificate", "holds no PEM certificate")],
+)
+def test_a_bad_redis_ca_file_is_refused_at_start(
+    tmp_path: Path, ca_text: str | None, message: str
+) -> None:
+    if ca_text is not None:
+        (tmp_path / "ca.pem").write_text(ca_text)
+    doc = _limits_with("limits.store", "rediss://redis.internal:6380/0")
+    doc["limits"]["redis"] = {"ca_file": "ca.pem"}  # type: ignore[index]
+    path = write(tmp_path, json.dumps(doc))
+    with pytest.raises(ConfigError) as err:
+        load_secrets(load_config(path), path)
+    assert str(err.value).startswith(f"{path}: limits.redis.ca_file: "), str(err.value)
+    assert message in str(err.value)
 
 
 def test_check_config_prints_the_limits(tmp_path: Path) -> None:

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from aigateway.extproc.framework.processor import Headers, ImmediateResponse, Outcome
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
-from aigateway.extproc.gateway.config import ResolvedSecrets, parse_config
+from aigateway.extproc.gateway.config import (
+    RedisCredentials,
+    ResolvedSecrets,
+    Secret,
+    parse_config,
+)
 from aigateway.extproc.gateway.limits import (
     Charge,
     Kind,
@@ -334,6 +340,131 @@ async def test_redis_unreachable_is_an_outage(tmp_path: Path) -> None:
         assert admission.verdict is Verdict.STORE_ALLOWED
     finally:
         await limiter.close()
+
+
+# -- Redis with a password, an ACL user and TLS (docs/limits.md) ----------------------------
+
+PASSWORD = "default-pass-7f3a9c"
+USER, USER_PASSWORD = "aigateway", "user-pass-41d2e8"
+#: A least-privilege ACL user: the gateway's keys only, no dangerous commands.
+ACL_USER = ("--user", USER, "on", f">{USER_PASSWORD}", "~aigateway:*", "+@all", "-@dangerous")
+
+
+@pytest.fixture(scope="module")
+def locked_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    options = ("--requirepass", PASSWORD, *ACL_USER)
+    server = RedisServer(tmp_path_factory.mktemp("locked-redis"), options=options).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [RedisCredentials(password=Secret(PASSWORD)), RedisCredentials(USER, Secret(USER_PASSWORD))],
+    ids=["password", "acl-user"],
+)
+async def test_redis_logs_in_with_a_password_or_an_acl_user(
+    locked_redis: RedisServer, credentials: RedisCredentials, bucket: str
+) -> None:
+    store = RedisStore(locked_redis.url, credentials=credentials)
+    try:
+        assert (await store.reserve([charge(bucket, 60)])).refused is None
+        assert (await store.reserve([charge(bucket, 60)])).refused == 0
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        RedisCredentials(),
+        RedisCredentials(password=Secret("wrong-pass-0b6e")),
+        RedisCredentials(USER, Secret(PASSWORD)),
+    ],
+    ids=["none", "wrong-password", "wrong-user-password"],
+)
+async def test_a_refused_login_is_an_outage_that_never_shows_a_password(
+    locked_redis: RedisServer, credentials: RedisCredentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = Limiter(
+        {},
+        RedisStore(locked_redis.url, credentials=credentials),
+        deny_on_store_error=True,
+    )
+    model = limits(Rule("r", Kind.REQUESTS, 5, 60.0))
+    try:
+        with caplog.at_level(logging.DEBUG):
+            verdicts = [(await limiter.admit(model, None, 1, 1)).verdict for _ in range(3)]
+    finally:
+        await limiter.close()
+    assert verdicts == [Verdict.STORE_DENIED] * 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    where = f"limits: the store cannot be reached (Redis store 127.0.0.1:{locked_redis.port}"
+    if credentials.password is None:
+        assert warnings[0].startswith(f"{where} asks for a login: give limits.redis.password")
+    else:
+        assert warnings[0].startswith(f"{where} refused the gateway ("), warnings[0]
+        assert "check limits.redis and the user's ACL" in warnings[0]
+    assert "\n" not in warnings[0]
+    for secret in (PASSWORD, USER_PASSWORD, "wrong-pass-0b6e"):
+        assert secret not in caplog.text
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, str]]:
+    """A redis-server that speaks only TLS, its certificate from a CA of the test's own."""
+    ca = trustme.CA()
+    folder = tmp_path_factory.mktemp("tls-redis")
+    issued = ca.issue_cert("localhost")
+    issued.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
+    issued.private_key_pem.write_to_path(str(folder / "server.key"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    options = (
+        "--tls-cert-file",
+        str(folder / "server.pem"),
+        "--tls-key-file",
+        str(folder / "server.key"),
+        "--tls-ca-cert-file",
+        str(folder / "ca.pem"),
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        PASSWORD,
+    )
+    server = RedisServer(folder / "data", options=options, tls=True).start()
+    yield server, ca.cert_pem.bytes().decode()
+    server.stop()
+
+
+async def test_rediss_verifies_the_server_with_the_configured_ca(
+    tls_redis: tuple[RedisServer, str], bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, ca_pem = tls_redis
+    assert server.url == f"rediss://127.0.0.1:{server.port}/0"
+    by_name = f"rediss://localhost:{server.port}/0"  # the name its certificate holds
+    store = RedisStore(by_name, credentials=RedisCredentials(None, Secret(PASSWORD), ca_pem))
+    try:
+        assert (await store.reserve([charge(bucket, 60)])).refused is None
+        assert (await store.reserve([charge(bucket, 60)])).refused == 0
+    finally:
+        await store.close()
+    # Refused, as an outage: without the CA (the system's trust store), and by an
+    # address the certificate does not name.
+    for url, ca in ((by_name, None), (server.url, ca_pem)):
+        untrusted = Limiter(
+            {}, RedisStore(url, credentials=RedisCredentials(None, Secret(PASSWORD), ca))
+        )
+        caplog.clear()
+        try:
+            with caplog.at_level(logging.WARNING, logger="aigateway.limits"):
+                model = limits(Rule("r", Kind.REQUESTS, 5, 60.0))
+                admission = await untrusted.admit(model, None, 1, 1)
+        finally:
+            await untrusted.close()
+        assert admission.verdict is Verdict.STORE_ALLOWED
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text, caplog.text
+        assert PASSWORD not in caplog.text
 
 
 @pytest.mark.parametrize(

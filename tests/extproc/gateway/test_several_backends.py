@@ -4,6 +4,7 @@ generated for them (docs/architecture.md, "Routing over several backends")."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -12,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from aigateway.extproc.framework._protos.envoy.data.accesslog.v3 import accesslog_pb2
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.framework.processor import CONTINUE, Headers
 from aigateway.extproc.gateway.attempts import (
     UNDO_HEADER,
+    AttemptLog,
     RestingBackends,
     attempt_result,
     leave_out,
@@ -203,6 +206,30 @@ def test_attempt_results_from_envoys_flags(status: int, flag: str | None, result
     )
     flags = SimpleNamespace(**{name: name == flag for name in names})
     assert attempt_result(status, flags) == result
+
+
+def test_an_attempts_header_labels_read_the_clients_values() -> None:
+    """The attempt log has the header labels' headers as the attempt left them (it
+    removed the ones its backend does not receive) and its undo record: the client's
+    values, whatever the attempt changed."""
+    entry = accesslog_pb2.HTTPAccessLogEntry()
+    entry.common_properties.custom_tags.update({"backend": "azure", "model": "gpt-4o"})
+    entry.response.response_code.value = 503
+    entry.request.request_headers.update(
+        {
+            "x-team": "set-by-the-attempt",
+            UNDO_HEADER: json.dumps({"x-tenant-id": "acme", "x-team": None, "x-user": "u1"}),
+        }
+    )
+    attempt = AttemptLog.attempt(entry)
+    assert (attempt.backend, attempt.model, attempt.result) == ("azure", "gpt-4o", "server_error")
+    assert sorted(attempt.headers) == [("x-tenant-id", "acme"), ("x-user", "u1")]
+    # No undo record (the attempt never ran its processor, or changed nothing), or a
+    # malformed one: the headers as logged.
+    for undo in ({}, {UNDO_HEADER: "{not json"}):
+        entry.request.ClearField("request_headers")
+        entry.request.request_headers.update({"x-tenant-id": "acme", **undo})
+        assert AttemptLog.attempt(entry).headers == (("x-tenant-id", "acme"),)
 
 
 # -- Envoy --------------------------------------------------------------------------------

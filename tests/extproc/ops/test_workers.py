@@ -19,11 +19,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigateway.extproc.framework.addresses import Address
-from aigateway.extproc.ops.workers import counter_address, worker_addresses
+from aigateway.extproc.ops.workers import counter_address, large_body_address, worker_addresses
 from tests.e2e.stack import (
     AIGATEWAY,
     Stack,
     alive,
+    child_serving,
     children,
     free_ports,
     http_get,
@@ -46,9 +47,10 @@ class WorkersStack(Stack):
 
     def allocate_ports(self) -> None:
         super().allocate_ports()
-        # The workers' ports, then their parent's (it counts what no worker recorded).
-        self.extproc_port = free_ports(WORKERS + 1)
-        self.metrics_port = free_ports(WORKERS + 1)
+        # The workers' ports, their parent's (it counts what no worker recorded), then the
+        # large-body worker's.
+        self.extproc_port = free_ports(WORKERS + 2)
+        self.metrics_port = free_ports(WORKERS + 2)
 
     def worker_metrics(self, index: int) -> str:
         status, body = http_get(f"http://127.0.0.1:{self.metrics_port + index}/metrics")
@@ -103,12 +105,15 @@ def test_streams_spread_over_workers_and_metrics_sum_exactly(stack: WorkersStack
     assert all(count > 0 for count in counts), counts  # Envoy used every worker
     for i in range(WORKERS):
         assert 'status="success"' in stack.worker_metrics(i)
+    # The ready line names every worker, the large-body worker after the parent's port.
+    large = stack.extproc_port + WORKERS + 1
+    assert f"large-body worker: ext_proc on 127.0.0.1:{large}" in stack.procs["serve"].output()
 
 
 def test_sigterm_drains_every_worker_and_exits_zero(stack: WorkersStack) -> None:
     serve = stack.procs["serve"]
     workers = children(serve.popen.pid)
-    assert len(workers) == WORKERS
+    assert len(workers) == WORKERS + 1  # and the large-body worker
     assert stack.procs["serve"].stop(signal.SIGTERM) == 0
     wait_until("every worker to be gone", lambda: not any(alive(pid) for pid in workers), 10)
     assert "exited with code" not in serve.output()
@@ -117,8 +122,9 @@ def test_sigterm_drains_every_worker_and_exits_zero(stack: WorkersStack) -> None
 def test_a_killed_worker_is_restarted_and_the_group_keeps_serving(stack: WorkersStack) -> None:
     serve = stack.procs["serve"]
     client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0)
-    workers = children(serve.popen.pid)
-    assert len(workers) == WORKERS
+    workers = [
+        child_serving(serve.popen.pid, f"127.0.0.1:{stack.extproc_port + i}") for i in (0, 1)
+    ]
     os.kill(workers[1], signal.SIGKILL)
     serve.wait_for_stderr("exited with code -9; restarting it")
     # The other worker serves every request meanwhile (Envoy retries a refused stream on
@@ -129,7 +135,7 @@ def test_a_killed_worker_is_restarted_and_the_group_keeps_serving(stack: Workers
         nonlocal served
         assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
         served += 1
-        return served >= 10 and len(children(serve.popen.pid)) == WORKERS and _serves(stack, 1)
+        return served >= 10 and len(children(serve.popen.pid)) == WORKERS + 1 and _serves(stack, 1)
 
     wait_until("worker 1 restarted and serving its metrics", restarted)
     assert serve.popen.poll() is None
@@ -183,7 +189,7 @@ def test_a_worker_that_dies_before_the_group_is_ready_ends_it_with_an_error(
             }
         )
     )
-    base, metrics = free_ports(WORKERS), free_ports(WORKERS)
+    base, metrics = free_ports(WORKERS + 2), free_ports(WORKERS + 2)
     import socket
 
     with socket.socket() as taken:  # worker 1's port is taken: it cannot start
@@ -239,6 +245,17 @@ def test_the_parent_counts_on_the_address_after_its_workers() -> None:
         counter_address(Address("", 65534), 2)
 
 
+def test_the_large_body_worker_listens_after_the_parent() -> None:
+    assert large_body_address(Address("127.0.0.1", 1063), 3) == Address("127.0.0.1", 1067)
+    assert large_body_address(Address("127.0.0.1", 1063), 1) == Address("127.0.0.1", 1065)
+    assert large_body_address(Address(unix_path="/run/ext.sock"), 2) == Address(
+        unix_path="/run/ext.sock.3"
+    )
+    assert large_body_address(Address("", 0), 2) == Address("", 0)
+    with pytest.raises(ValueError, match="65535"):
+        large_body_address(Address("", 65533), 2)
+
+
 def test_envoy_config_lists_one_endpoint_per_worker(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -273,3 +290,16 @@ def test_envoy_config_lists_one_endpoint_per_worker(tmp_path: Path) -> None:
     counter = next(c for c in clusters if c["name"] == "aigateway-unrecorded")
     (endpoint,) = counter["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == 2003
+    # Large bodies go to the large-body worker, the other workers standing in for it.
+    large = next(c for c in clusters if c["name"] == "aigateway-extproc-large")
+    tiers = [
+        (
+            tier.get("priority", 0),
+            [
+                e["endpoint"]["address"]["socket_address"]["port_value"]
+                for e in tier["lb_endpoints"]
+            ],
+        )
+        for tier in large["load_assignment"]["endpoints"]
+    ]
+    assert tiers == [(0, [2004]), (1, [2000, 2001, 2002])]

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseInputItemParam, ResponseStreamEvent
 
 from aigateway.translators.backends.anthropic import AnthropicMessagesTranslator
 from aigateway.translators.backends.bedrock import BedrockConverseTranslator
@@ -35,6 +35,7 @@ from tests.translators.anthropic_wire import tool_use
 from tests.translators.client_apis.sinks import TEXT_ITEM_EVENTS
 
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
+RESPONSE_INPUT_ITEM: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseInputItemParam)
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -278,6 +279,110 @@ def test_what_other_backends_cannot_do_is_a_400_naming_the_field(
 ) -> None:
     with pytest.raises(TranslationError) as caught:
         chat({"input": "x", **payload})
+    assert caught.value.param == param
+
+
+# -- OpenAI's tool search (docs/client-apis.md, "OpenAI Responses API") -------------------
+
+#: The items a turn with OpenAI's tool search leaves in the conversation, as the SDK types
+#: them: the search (the model asked for weather tools) and what it loaded (a namespace).
+TOOL_SEARCH_ITEMS: list[ResponseInputItemParam] = [
+    {
+        "type": "tool_search_call",
+        "id": "tsc_1",
+        "call_id": None,
+        "arguments": {"query": "weather"},
+        "execution": "server",
+        "status": "completed",
+    },
+    {
+        "type": "tool_search_output",
+        "id": "tso_1",
+        "call_id": None,
+        "execution": "server",
+        "status": "completed",
+        "tools": [
+            {
+                "type": "namespace",
+                "name": "forecast",
+                "description": "Forecasts.",
+                "tools": [
+                    {
+                        "type": "function",
+                        "name": "get_weather",
+                        "parameters": WEATHER["parameters"],
+                        "defer_loading": True,
+                    }
+                ],
+            }
+        ],
+    },
+]
+
+
+def test_a_replayed_tool_search_leaves_the_search_out_and_loads_its_tools() -> None:
+    t = PivotTranslator(AnthropicMessagesTranslator("claude-x"), ResponsesApi())
+    body = {
+        "model": "claude",
+        "tools": [{"type": "tool_search"}, {**WEATHER, "defer_loading": True}],
+        "input": [
+            {"role": "user", "content": "Weather in Paris?"},
+            *TOOL_SEARCH_ITEMS,
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "namespace": "forecast",
+                "arguments": '{"city": "Paris"}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        ],
+    }
+    for item in body["input"]:
+        RESPONSE_INPUT_ITEM.validate_python(item)  # the SDK's own shapes
+    read = read_responses_request(body)
+    assert [tool["function"]["name"] for tool in read.chat["tools"]] == [
+        "get_weather",  # the request's own, deferred: sent with the others
+        "forecast__get_weather",  # what the search loaded
+    ]
+    assert [m["role"] for m in read.chat["messages"]] == ["user", "assistant", "tool"]
+    call = read.chat["messages"][1]["tool_calls"][0]["function"]
+    assert call["name"] == "forecast__get_weather"
+    upstream = json.loads(t.request(body, json.dumps(body).encode()).body or b"")
+    assert [tool["name"] for tool in upstream["tools"]] == ["get_weather", "forecast__get_weather"]
+    assert "tool_search" not in json.dumps(upstream)
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"tools": [{"type": "tool_search", "execution": "client"}]}, "tools[0].execution"),
+        ({"tools": [{"type": "tool_search", "execution": "elsewhere"}]}, "tools[0].execution"),
+        (
+            {"input": [{"type": "tool_search_output", "tools": [{"type": "web_search"}]}]},
+            "input[0].tools[0].type",
+        ),
+        ({"input": [{"type": "tool_search_output"}]}, "input[0].tools"),
+        (
+            {
+                "input": [
+                    {
+                        "type": "tool_search_output",
+                        "tools": [{**WEATHER, "allowed_callers": ["programmatic"]}],
+                    }
+                ]
+            },
+            "input[0].tools[0].allowed_callers",
+        ),
+    ],
+)
+def test_a_tool_search_that_would_change_the_answer_is_a_400_naming_it(
+    payload: dict[str, Any], param: str
+) -> None:
+    """A search the client runs would find tools the request does not hold; what a
+    search loaded is read as every tool is."""
+    with pytest.raises(TranslationError) as caught:
+        chat({"input": [{"role": "user", "content": "x"}], **payload})
     assert caught.value.param == param
 
 
