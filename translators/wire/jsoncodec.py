@@ -26,8 +26,8 @@ def _compact(value: Any, *, ascii_only: bool) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only)
     except RecursionError:
         # Nested deeper than this stack has room for, though the parser took it from higher
-        # up: written from a thread's fresh stack (docs/reliability.md, "Hostile and odd
-        # requests").
+        # up: written from a thread's fresh stack.
+        # See docs/reliability.md, "Hostile and odd requests".
         out: list[str] = []
         failed: list[BaseException] = []
 
