@@ -58,7 +58,8 @@ def test_promtool_accepts_the_scrape_config_and_its_commented_variant(tmp_path: 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     (job,) = variant_job
     assert job["job_name"] == "aigateway"
-    assert len(job["static_configs"][0]["targets"]) == 5  # four workers and their parent
+    # four workers, their parent and the large-body worker
+    assert len(job["static_configs"][0]["targets"]) == 6
 
 
 def test_the_exported_set_is_the_metrics_contract() -> None:
