@@ -1,5 +1,5 @@
-"""Hostile and odd requests through the real Envoy, as bytes on a socket (what no HTTP
-client library would send), each with its status, the client API's error shape, the
+"""Hostile and odd requests through the real Envoy, most as bytes on a socket (what no
+HTTP client library would send), each with its status, the client API's error shape, the
 exact count in ``aigateway_requests_total`` and no traceback in the processor's log
 (docs/reliability.md, "Hostile and odd requests"). What each category did before:
 
@@ -18,6 +18,10 @@ exact count in ``aigateway_requests_total`` and no traceback in the processor's 
   (or echoes it, as the Responses stream does): a 500 or a stream cut short, and a
   traceback (too deep to write from further down the stack); now served;
 - a UTF-8 byte order mark: a 400 saying "Expecting value"; now one that says what it is.
+
+Not here, for want of an HTTP/2 client: a 404/405/415 to a request with a body reached an
+HTTP/2 client mid-upload as a reset stream; now it waits for the body
+(tests/extproc/framework/test_server.py).
 """
 
 from __future__ import annotations
