@@ -11,12 +11,17 @@ from typing import Any
 import grpc
 import pytest
 
+from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
+    external_processor_pb2 as pb,
+)
 from aigateway.extproc.framework.processor import Headers, Outcome
 from aigateway.extproc.framework.server import ExternalProcessorServicer
 from aigateway.extproc.gateway.app import build_attempt_router, build_router, build_telemetry
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
+    CLIENT_HEADERS_NAMESPACE,
+    CLIENT_NAMESPACE,
     RestingBackends,
 )
 from aigateway.extproc.gateway.backends import RoutingTable
@@ -27,7 +32,6 @@ from aigateway.extproc.gateway.config import (
     ResolvedSecrets,
     parse_config,
 )
-from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.instrumentation.instrumented import Instrumentation
 from benchmarks.micro.conftest import run_now
 from benchmarks.micro.streams import CHAT_COMPLETION, chat_request, openai_stream_events
@@ -249,12 +253,22 @@ SEVERAL_REQUEST = [
 ]
 ATTEMPT_HEADERS = [
     ("user-agent", "OpenAI/Python 1.54.0"),
-    (ORIGINAL_PATH_HEADER, "/v1/chat/completions"),
     ("x-ai-gateway-model", "gpt-4o-mini"),
 ]
+
+
+def _attempt_headers() -> pb.ProcessingRequest:
+    """An attempt's request headers, with the client's request the listener published."""
+    message = request_headers(extra=[*ATTEMPT_HEADERS, (ATTEMPT_BACKEND_HEADER, "static")])
+    forwarded = message.metadata_context.filter_metadata
+    forwarded[CLIENT_NAMESPACE].update({"path": "/v1/chat/completions"})
+    forwarded[CLIENT_HEADERS_NAMESPACE].update({"content-type": "application/json"})
+    return message
+
+
 #: One attempt in the upstream filter chain: translated for the backend Envoy picked.
 ATTEMPT = [
-    request_headers(extra=[*ATTEMPT_HEADERS, (ATTEMPT_BACKEND_HEADER, "static")]),
+    _attempt_headers(),
     request_body(chat_request()),
     response_headers(200, "application/json"),
 ]

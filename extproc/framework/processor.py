@@ -29,12 +29,21 @@ class Headers:
     the original bytes back.
     """
 
-    __slots__ = ("_first", "end_of_stream", "pairs")
+    __slots__ = ("_first", "end_of_stream", "metadata", "pairs")
 
-    def __init__(self, pairs: list[tuple[str, str]], *, end_of_stream: bool = False) -> None:
+    def __init__(
+        self,
+        pairs: list[tuple[str, str]],
+        *,
+        end_of_stream: bool = False,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.pairs = pairs
         #: True when no body follows these headers.
         self.end_of_stream = end_of_stream
+        #: The request's dynamic metadata Envoy forwards with request headers
+        #: (``metadata_options.forwarding_namespaces``), by namespace; empty without.
+        self.metadata: Mapping[str, Mapping[str, Any]] = metadata or _NO_METADATA
         first = dict(pairs)
         if len(first) != len(pairs):  # a repeated name: its first value, not its last
             first = {}
@@ -83,6 +92,9 @@ class Headers:
             return int(self._first.get(":status", "0"))
         except ValueError:
             return 0
+
+
+_NO_METADATA: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 
 
 @dataclass(slots=True, frozen=True)

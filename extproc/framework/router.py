@@ -52,7 +52,7 @@ class Router:
     unknown path, a processor that raised): plain text unless the application gives
     its clients' format."""
 
-    __slots__ = ("_fallback", "_path_header", "_prefixes", "_routes", "_wrap", "errors")
+    __slots__ = ("_fallback", "_path_metadata", "_prefixes", "_routes", "_wrap", "errors")
 
     def __init__(
         self,
@@ -62,11 +62,12 @@ class Router:
         fallback: ProcessorFactory = NotFoundProcessor,
         wrap: Wrap | None = None,
         errors: ErrorFormatter = plain_error,
-        path_header: str | None = None,
+        path_metadata: tuple[str, str] | None = None,
     ) -> None:
-        #: A request header that, when present, holds the path to route on instead of
-        #: ``:path`` (for a filter chain where an earlier filter rewrote ``:path``).
-        self._path_header = path_header
+        #: A forwarded dynamic metadata field (namespace, key) that, when present, holds
+        #: the path to route on instead of ``:path`` (for a filter chain where an earlier
+        #: filter rewrote ``:path``).
+        self._path_metadata = path_metadata
         self._routes = dict(routes)
         self._prefixes = sorted((prefixes or {}).items(), key=lambda kv: -len(kv[0]))
         self._fallback = fallback
@@ -78,9 +79,12 @@ class Router:
         return sorted(self._routes)
 
     def path_of(self, headers: Headers) -> str:
-        """The path a request with these headers is routed on (see ``path_header``)."""
-        if self._path_header is not None:
-            return headers.get(self._path_header) or headers.path
+        """The path a request with these headers is routed on (see ``path_metadata``)."""
+        if self._path_metadata is not None:
+            namespace, key = self._path_metadata
+            path = headers.metadata.get(namespace, {}).get(key)
+            if isinstance(path, str) and path:
+                return path
         return headers.path
 
     def create(self, path: str) -> Processor:

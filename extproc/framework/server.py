@@ -182,12 +182,34 @@ _RESPONSE_BODY = _Phase(
 )
 
 
-def _headers(msg: pb.HttpHeaders) -> Headers:
+def _headers(msg: pb.HttpHeaders, metadata: base_pb2.Metadata | None = None) -> Headers:
     pairs = []
     for h in msg.headers.headers:
         raw = h.raw_value  # each read of a upb field builds a new bytes object
         pairs.append((h.key, raw.decode("latin-1") if raw else h.value))
-    return Headers(pairs, end_of_stream=msg.end_of_stream)
+    forwarded = None
+    if metadata is not None:  # only where Envoy forwards some
+        forwarded = {
+            ns: {key: _plain(value) for key, value in fields.fields.items()}
+            for ns, fields in metadata.filter_metadata.items()
+        }
+    return Headers(pairs, end_of_stream=msg.end_of_stream, metadata=forwarded)
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    """A ``Struct`` value as Python (a third of ``json_format.MessageToDict``'s cost)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {key: _plain(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    return None
 
 
 def _mutate_headers(
@@ -353,7 +375,10 @@ class _Stream:
         try:
             # The dispatch is inline: a coroutine more per message costs every chunk.
             if kind == "request_headers":
-                headers = _headers(request.request_headers)
+                forwarded = (
+                    request.metadata_context if request.HasField("metadata_context") else None
+                )
+                headers = _headers(request.request_headers, forwarded)
                 self.request_id = headers.get("x-request-id", "-") or "-"
                 if self.processor is None:
                     self.path = self.router.path_of(headers)

@@ -36,7 +36,13 @@ from aigateway.extproc.framework.server import (
     add_server_port,
     bind_port,
 )
-from aigateway.extproc.gateway.attempts import ATTEMPT_CHAIN, AttemptLog, RestingBackends
+from aigateway.extproc.gateway.attempts import (
+    ATTEMPT_CHAIN,
+    CLIENT_NAMESPACE,
+    CLIENT_PATH,
+    AttemptLog,
+    RestingBackends,
+)
 from aigateway.extproc.gateway.backends import RoutingTable
 from aigateway.extproc.gateway.chat import ChatCompletionProcessor
 from aigateway.extproc.gateway.config import (
@@ -50,7 +56,6 @@ from aigateway.extproc.gateway.errors import JSON, anthropic_error_reply, openai
 from aigateway.extproc.gateway.messages import CountTokensProcessor, MessagesProcessor
 from aigateway.extproc.gateway.models import MODELS_PATH, ModelCatalog, ModelsProcessor
 from aigateway.extproc.gateway.responses import ResponsesProcessor
-from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.extproc.gateway.unrecorded import UnrecordedLog
 from aigateway.instrumentation import (
     HeaderLabel,
@@ -167,8 +172,8 @@ def build_attempt_router(table: RoutingTable, resting: RestingBackends) -> Route
             )
         },
         errors=error_formatter,
-        # An earlier attempt may have rewritten :path; the client's is kept here.
-        path_header=ORIGINAL_PATH_HEADER,
+        # An earlier attempt may have rewritten :path; the client's comes with the request.
+        path_metadata=(CLIENT_NAMESPACE, CLIENT_PATH),
     )
 
 

@@ -31,9 +31,17 @@ ATTEMPT_BACKEND_HEADER = "x-ai-gateway-attempt-backend"
 #: Set on an attempt's response headers: the backend that answered (read and removed
 #: by the listener's processor, which translates the answer back).
 ANSWERED_BY_HEADER = "x-ai-gateway-answered-by"
-#: What an attempt changed in the request headers, so the next attempt (Envoy replays
-#: the same header map, with those changes) starts from the client's request again.
-UNDO_HEADER = "x-ai-gateway-attempt-undo"
+#: Set on an attempt's response headers when header labels are configured: the client's
+#: values of the header labels' headers (JSON), for Envoy's per-attempt log; the
+#: listener's processor removes it from the answer it translates.
+CLIENT_LABELS_HEADER = "x-ai-gateway-client-labels"
+#: The dynamic metadata the listener's processor publishes for every attempt (Envoy
+#: forwards it to the attempts' processor), so that every attempt starts from the
+#: client's request: the client's path, and the client headers an attempt may need
+#: (name: value, in a namespace of their own: flat strings are cheap to publish).
+CLIENT_NAMESPACE = "aigateway.client"
+CLIENT_PATH = "path"
+CLIENT_HEADERS_NAMESPACE = "aigateway.client.headers"
 
 #: The ``log_name`` of Envoy's per-attempt log to the processor.
 ATTEMPT_LOG_NAME = "aigateway-attempts"
@@ -42,15 +50,14 @@ ATTEMPT_TAG_BACKEND = "backend"
 ATTEMPT_TAG_MODEL = "model"
 
 
-def undo_record(text: str | None) -> dict[str, str | None]:
-    """What attempts changed in the request headers (:data:`UNDO_HEADER`'s value): each
-    header's value in the client's request, ``None`` for one the client did not send."""
+def client_labels(text: str | None) -> dict[str, str]:
+    """The client's header values an attempt named (:data:`CLIENT_LABELS_HEADER`)."""
     if not text:
         return {}
     loaded = loads_or_none(text)  # ours, but never trusted to be JSON
     if not isinstance(loaded, dict):
         return {}
-    return {str(k): v if isinstance(v, str) else None for k, v in loaded.items()}
+    return {str(k): v for k, v in loaded.items() if isinstance(v, str)}
 
 
 def attempt_result(status: int, flags: Any) -> AttemptResult:
@@ -117,15 +124,14 @@ class AttemptLog(NamedAccessLog):
         common = entry.common_properties
         tags: Mapping[str, str] = common.custom_tags
         status = entry.response.response_code.value
-        # The log has the header labels' headers as the attempt left them, and its undo
-        # record: together, the client's values (docs/metrics.md, "Families").
-        logged: Mapping[str, str] = entry.request.request_headers
-        headers = {k: v for k, v in logged.items() if k != UNDO_HEADER}
-        for name, value in undo_record(logged.get(UNDO_HEADER)).items():
-            if value is None:
-                headers.pop(name, None)
-            else:
-                headers[name] = value
+        # The client's values of the header labels' headers: named by the attempt in its
+        # answer; without one, as the attempt left them (docs/metrics.md, "Families").
+        answered: Mapping[str, str] = entry.response.response_headers
+        labels = answered.get(CLIENT_LABELS_HEADER)
+        if labels is not None:
+            headers = client_labels(labels)
+        else:
+            headers = dict(entry.request.request_headers)
         return Attempt(
             backend=tags.get(ATTEMPT_TAG_BACKEND, ""),
             model=tags.get(ATTEMPT_TAG_MODEL, ""),

@@ -233,6 +233,18 @@ class RoutingTable:
                 self._by_backend[model.name, backend.name] = route
                 # A model's route is its first backend's until an answer says otherwise.
                 self.routes.setdefault(model.name, route)
+        # What the attempts of a model with several backends may need of the client's
+        # headers: what any of its backends receives, the version the Messages API reads,
+        # the header labels' headers (docs/architecture.md, "Routing over several backends").
+        extra = {"anthropic-version", *(h.header for h in config.metrics.labels_from_headers)}
+        self._attempt_headers: dict[str, ForwardedHeaders] = {}
+        for model in config.models:
+            if model.several:
+                allowed = [self._by_backend[model.name, t.backend].forwarded for t in model.targets]
+                self._attempt_headers[model.name] = ForwardedHeaders(
+                    frozenset(extra).union(*(f.names for f in allowed)),
+                    tuple(dict.fromkeys(p for f in allowed for p in f.prefixes)),
+                )
         #: The budgets of ``limits:`` (``None`` without rules: no request pays for them).
         self.limiter: Limiter | None = limiter_from_config(config, secrets)
 
@@ -244,6 +256,10 @@ class RoutingTable:
     def lookup_on(self, model: str, backend: str) -> ModelRoute | None:
         """The route of ``model`` on one of its backends, ``None`` if it has no such one."""
         return self._by_backend.get((model, backend))
+
+    def attempt_headers(self, model: str) -> ForwardedHeaders:
+        """The client headers the attempts of ``model`` (several backends) may need."""
+        return self._attempt_headers.get(model, BASELINE)
 
     def backends_of(self, model: str) -> tuple[str, ...]:
         """The names of the backends a model spreads over."""

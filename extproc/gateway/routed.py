@@ -35,11 +35,13 @@ from aigateway.extproc.framework.processor import (
 from aigateway.extproc.gateway.attempts import (
     ANSWERED_BY_HEADER,
     ATTEMPT_BACKEND_HEADER,
+    CLIENT_HEADERS_NAMESPACE,
+    CLIENT_LABELS_HEADER,
+    CLIENT_NAMESPACE,
+    CLIENT_PATH,
     LB_NAMESPACE,
-    UNDO_HEADER,
     RestingBackends,
     leave_out,
-    undo_record,
 )
 from aigateway.extproc.gateway.backends import (
     BackendAuthError,
@@ -47,7 +49,11 @@ from aigateway.extproc.gateway.backends import (
     RoutingTable,
 )
 from aigateway.extproc.gateway.errors import openai_error_reply, written
-from aigateway.extproc.gateway.forwarded_headers import CLIENT_CREDENTIALS, GATEWAY_HEADER_PREFIX
+from aigateway.extproc.gateway.forwarded_headers import (
+    CLIENT_CREDENTIALS,
+    ENVOY_OWNED,
+    GATEWAY_HEADER_PREFIX,
+)
 from aigateway.extproc.gateway.limits import Admission, Grant, ModelLimits, Usage, Verdict
 from aigateway.instrumentation.facts import Facts, published
 from aigateway.translators.contract import (
@@ -73,13 +79,19 @@ _MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens"
 _MOST_OUTPUT = 2**53
 
 # What a client must not set on a request to a model with several backends: the
-# headers only Envoy and the attempts' processor set.
-_REMOVE_SEVERAL = (*CLIENT_CREDENTIALS, ATTEMPT_BACKEND_HEADER, UNDO_HEADER)
-# Set afresh for every attempt (by Envoy, or by the attempt itself): never undone.
-_ATTEMPT_OWN = frozenset({ATTEMPT_BACKEND_HEADER, UNDO_HEADER, ORIGINAL_PATH_HEADER})
+# header only Envoy sets.
+_REMOVE_SEVERAL = (*CLIENT_CREDENTIALS, ATTEMPT_BACKEND_HEADER)
+#: The most bytes (names and values) of client headers published for the attempts of a
+#: request to a model with several backends (a larger request is refused with a 431).
+CLIENT_HEADERS_MAX = 32 * 1024
 #: ``x-ai-gateway-answered-by`` on an attempt the processor refused itself (a backend
 #: that cannot express the request): no backend answered.
 GATEWAY_ANSWERED = "-"
+
+
+def _envoys(name: str) -> bool:
+    """Whether a request header is Envoy's own (ext_proc leaves these alone)."""
+    return name[:1] == ":" or name.startswith("x-envoy-") or name in ENVOY_OWNED
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
@@ -219,13 +231,13 @@ class RoutedProcessor(Processor):
         "_request_headers",
         "_response_headers",
         "_response_model",
-        "_restore",
         "_route",
         "_status",
         "_stream_asked",
         "_streamed",
         "_streamed_bytes",
         "_translator",
+        "_upstream_headers",
         "_usage",
         "resting",
         "table",
@@ -246,7 +258,7 @@ class RoutedProcessor(Processor):
         self.resting = resting
         self._payload: dict[str, Any] | None = None  # the client's request (several backends)
         self._body = b""
-        self._restore: dict[str, str | None] = {}  # attempt: the client's header values
+        self._upstream_headers: Headers | None = None  # attempt: the header map Envoy gave
         self._answer_remove: tuple[str, ...] = ()  # response headers only for us
         self._request_headers: Headers | None = None
         self._body_held = 0  # bytes reserved in the table's BodyBudget
@@ -359,19 +371,31 @@ class RoutedProcessor(Processor):
 
     def _client_view(self, headers: Headers) -> Headers:
         """An attempt's request headers as the client's request had them: Envoy hands
-        every attempt the header map the previous attempts changed, and each attempt
-        leaves in :data:`UNDO_HEADER` what it changed."""
-        undo = {
-            k: v for k, v in undo_record(headers.get(UNDO_HEADER)).items() if k not in _ATTEMPT_OWN
-        }
-        original_path = headers.get(ORIGINAL_PATH_HEADER)
-        if original_path:
-            undo[":path"] = original_path
-        self._restore = undo
-        if not undo:
-            return headers
-        pairs = [(k, v) for k, v in headers if k not in undo]
-        pairs.extend((k, v) for k, v in undo.items() if v is not None)
+        every attempt the header map the previous attempts changed, so the client's path
+        and headers come from the metadata the listener's processor published; Envoy's
+        own headers and the backend it picked from the map."""
+        self._upstream_headers = headers
+        client = headers.metadata.get(CLIENT_NAMESPACE)
+        path = client.get(CLIENT_PATH) if client is not None else None
+        sent = headers.metadata.get(CLIENT_HEADERS_NAMESPACE, {})
+        if not isinstance(path, str) or not isinstance(sent, Mapping):
+            raise ImmediateResponse.error(
+                500,
+                "The gateway is misconfigured: Envoy did not forward the client's request to"
+                f" the attempt (metadata {CLIENT_NAMESPACE}; regenerate the Envoy config).",
+                type="server_error",
+                code="gateway_misconfigured",
+            )
+        pairs = [
+            (name, path if name == ":path" else value)
+            for name, value in headers
+            if _envoys(name) or name == ATTEMPT_BACKEND_HEADER
+        ]
+        pairs.extend(
+            (name, value)
+            for name, value in sent.items()
+            if isinstance(value, str) and not _envoys(name)
+        )
         return Headers(pairs, end_of_stream=headers.end_of_stream)
 
     async def on_request_body(self, body: bytes, end_of_stream: bool) -> Result:
@@ -501,16 +525,13 @@ class RoutedProcessor(Processor):
                 code="backend_auth_failed",
             ) from None
         client_headers = self._request_headers
+        if self._attempt:
+            return self._attempt_result(set_headers, route, upstream.body)
         remove = (
             route.forwarded.removals(client_headers, frozenset([n for n, _ in set_headers]))
             if client_headers is not None
             else ()
         )
-        if self._attempt:
-            # The gateway's own headers on an attempt are Envoy's and the listener's
-            # (the client's went before the listener's filters ran).
-            to_remove = [h for h in remove if not h.startswith(GATEWAY_HEADER_PREFIX)]
-            return self._attempt_result(set_headers, to_remove, upstream.body)
         return Result(
             set_headers=tuple(set_headers),
             remove_headers=remove,
@@ -570,8 +591,10 @@ class RoutedProcessor(Processor):
         self.validate(payload)
         self._payload = payload
         self._body = body
-        client_path = self._request_headers.path if self._request_headers is not None else ""
         metadata = self._metadata()
+        path, sent = self._client_request(route)
+        metadata[CLIENT_NAMESPACE] = {CLIENT_PATH: path}
+        metadata[CLIENT_HEADERS_NAMESPACE] = sent
         if self.resting is not None:
             backends = self.table.backends_of(route.model.name)
             lb = leave_out(self.resting.resting(backends), backends)
@@ -581,40 +604,63 @@ class RoutedProcessor(Processor):
             set_headers=(
                 (self.table.model_header, route.model.name),
                 ("accept-encoding", "identity"),
-                # Every attempt starts from the client's path.
-                (ORIGINAL_PATH_HEADER, client_path.partition("?")[0]),
             ),
             remove_headers=(*_REMOVE_SEVERAL, self.table.backend_header),
             clear_route_cache=True,
             dynamic_metadata=metadata,
         )
 
-    def _attempt_result(
-        self, set_headers: list[tuple[str, str]], remove: list[str], body: bytes | None
-    ) -> Result:
-        """The attempt's changes on top of the client's request headers, and the undo
-        record the next attempt starts from."""
-        restore = self._restore
+    def _client_request(self, route: ModelRoute) -> tuple[str, dict[str, str]]:
+        """What every attempt starts from: the client's path, and those of its headers
+        the model's attempts may need (repeated ones joined with commas)."""
         headers = self._request_headers
+        if headers is None:
+            return "", {}
+        needed = self.table.attempt_headers(route.model.name).allows
+        sent: dict[str, str] = {}
+        size = 0
+        for name, value in headers:
+            if not needed(name) or _envoys(name):
+                continue
+            size += len(name) + len(value)
+            sent[name] = f"{sent[name]},{value}" if name in sent else value
+        if size > CLIENT_HEADERS_MAX:
+            raise ImmediateResponse.error(
+                431,
+                f"The request's headers for model `{route.model.name}` are larger than"
+                f" {CLIENT_HEADERS_MAX} bytes.",
+                code="request_headers_too_large",
+            )
+        return headers.path, sent
+
+    def _attempt_result(
+        self, set_headers: list[tuple[str, str]], route: ModelRoute, body: bytes | None
+    ) -> Result:
+        """The attempt's changes to the header map Envoy gave it: the backend gets what it
+        sets, the client's headers its allowlist takes (as the client sent them) and
+        Envoy's own; everything else (earlier attempts' changes, the gateway's routing
+        headers) goes."""
+        current = self._upstream_headers
+        client = self._request_headers
+        assert current is not None and client is not None
+        allows = route.forwarded.allows
         mine = {name for name, _ in set_headers}
-        final_set = [(k, v) for k, v in restore.items() if v is not None and k not in mine]
-        final_set.extend(set_headers)
-        removed = {k for k, v in restore.items() if v is None}
-        removed.update(remove)
-        removed.add(ATTEMPT_BACKEND_HEADER)
-        removed -= mine
-        undo: dict[str, str | None] = {}
-        for name in (*mine, *removed):
-            if not name.startswith(":") and name not in _ATTEMPT_OWN:
-                undo[name] = headers.get(name) if headers is not None else None
-        # ASCII escapes (not jsoncodec.dumps, which keeps UTF-8): this is a header value.
-        final_set.append((UNDO_HEADER, json.dumps(undo, separators=(",", ":"))))
-        removed.discard(UNDO_HEADER)
-        return Result(
-            set_headers=tuple(final_set),
-            remove_headers=tuple(sorted(removed)),
-            body=body,
-        )
+        mine.add("content-length")  # set above, or by the framework for a replaced body
+        final_set = list(set_headers)
+        for name, value in client.first.items():
+            if (
+                name not in mine
+                and not _envoys(name)
+                and allows(name)
+                and current.get(name) != value
+            ):
+                final_set.append((name, value))
+        remove: list[str] = []
+        for name in current.first:
+            if name in mine or _envoys(name) or (name in client and allows(name)):
+                continue
+            remove.append(name)
+        return Result(set_headers=tuple(final_set), remove_headers=tuple(remove), body=body)
 
     def _request_id(self) -> str:
         headers = self._request_headers
@@ -692,7 +738,15 @@ class RoutedProcessor(Processor):
             return CONTINUE
         if self.resting is not None:
             self.resting.note(route.backend.name, headers.status, headers.first)
-        return Result(set_headers=((ANSWERED_BY_HEADER, route.backend.name),))
+        answered = [(ANSWERED_BY_HEADER, route.backend.name)]
+        labels = self.table.config.metrics.labels_from_headers
+        client = self._request_headers
+        if labels and client is not None:
+            # Envoy's per-attempt log reads it; ASCII escapes (not jsoncodec.dumps): it
+            # is a header value.
+            values = {h.header: client.get(h.header) for h in labels if h.header in client}
+            answered.append((CLIENT_LABELS_HEADER, json.dumps(values, separators=(",", ":"))))
+        return Result(set_headers=tuple(answered))
 
     def _answered_by(self, headers: Headers) -> Result | None:
         """Takes the route of the backend whose answer this is (several backends) and
@@ -708,7 +762,7 @@ class RoutedProcessor(Processor):
             route = self.table.lookup_on(route.model.name, answered) or route
         # else Envoy's own reply (every attempt failed): in the first backend's terms.
         self._route = route
-        self._answer_remove = (ANSWERED_BY_HEADER,)
+        self._answer_remove = (ANSWERED_BY_HEADER, CLIENT_LABELS_HEADER)
         translator = self._translator = self.new_translator(route)
         try:
             # Sets up the translator's per-request state; the request itself went upstream

@@ -18,7 +18,12 @@ from typing import Any, cast
 
 from google.protobuf import json_format
 
-from aigateway.extproc.gateway.attempts import NamedAccessLog
+from aigateway.extproc.gateway.attempts import (
+    CLIENT_HEADERS_NAMESPACE,
+    CLIENT_NAMESPACE,
+    CLIENT_PATH,
+    NamedAccessLog,
+)
 from aigateway.extproc.gateway.routed import ORIGINAL_PATH_HEADER
 from aigateway.instrumentation.facts import (
     METADATA_NAMESPACE,
@@ -86,11 +91,20 @@ class UnrecordedLog(NamedAccessLog):
         cause = unrecorded_cause(entry.response.response_code_details)
         if cause is None:
             return None
-        headers = entry.request.request_headers
-        if not self._counted(headers.get(ORIGINAL_PATH_HEADER) or entry.request.path):
-            return None
         common = entry.common_properties
         metadata = common.metadata.filter_metadata
+        logged = entry.request.request_headers
+        headers = {k: v for k, v in logged.items() if k != ORIGINAL_PATH_HEADER}
+        path = logged.get(ORIGINAL_PATH_HEADER) or entry.request.path
+        if CLIENT_NAMESPACE in metadata:
+            # A model with several backends: its attempts changed the request headers;
+            # the client's path and headers are what the listener's processor published.
+            path = metadata[CLIENT_NAMESPACE].fields[CLIENT_PATH].string_value or path
+        if CLIENT_HEADERS_NAMESPACE in metadata:
+            for name, value in metadata[CLIENT_HEADERS_NAMESPACE].fields.items():
+                headers[name] = value.string_value
+        if not self._counted(path):
+            return None
         facts: Facts = {}
         if METADATA_NAMESPACE in metadata:
             facts = cast("Facts", json_format.MessageToDict(metadata[METADATA_NAMESPACE]))
@@ -98,7 +112,7 @@ class UnrecordedLog(NamedAccessLog):
             return None
         return UnrecordedRequest(
             facts=facts,
-            headers=tuple((k, v) for k, v in headers.items() if k != ORIGINAL_PATH_HEADER),
+            headers=tuple(headers.items()),
             duration=common.duration.ToTimedelta().total_seconds(),
             cause=cause,
         )

@@ -20,9 +20,12 @@ from aigateway.extproc.gateway.attempts import (
     ATTEMPT_LOG_NAME,
     ATTEMPT_TAG_BACKEND,
     ATTEMPT_TAG_MODEL,
+    CLIENT_HEADERS_NAMESPACE,
+    CLIENT_LABELS_HEADER,
+    CLIENT_NAMESPACE,
+    CLIENT_PATH,
     LB_NAMESPACE,
     MAX_RESTING,
-    UNDO_HEADER,
     without_key,
 )
 from aigateway.extproc.gateway.config import Backend, GatewayConfig, Model
@@ -100,6 +103,22 @@ _ACCESS_LOG_FORMAT = {
     "upstream": "%UPSTREAM_HOST%",
     **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in FACT_KEYS},
 }
+
+
+# A model with several backends: its attempts removed the client's path header before
+# their backends; the client's path is in the metadata the listener's processor published.
+_CLIENT_PATH_CEL = (
+    f"'{CLIENT_NAMESPACE}' in metadata.filter_metadata"
+    f" ? metadata.filter_metadata['{CLIENT_NAMESPACE}']['{CLIENT_PATH}']"
+    f" : ('{ORIGINAL_PATH_HEADER}' in request.headers"
+    f" ? request.headers['{ORIGINAL_PATH_HEADER}'] : request.path)"
+)
+
+
+def _access_log_format(config: GatewayConfig) -> dict[str, str]:
+    if any(m.several for m in config.models):
+        return {**_ACCESS_LOG_FORMAT, "path": f"%CEL({_CLIENT_PATH_CEL})%"}
+    return _ACCESS_LOG_FORMAT
 
 
 @dataclass(slots=True, frozen=True)
@@ -401,7 +420,7 @@ def _model_cluster(
                 continue
             backend = config.backend(target.backend)
             metadata: dict[str, Any] = {
-                METADATA_NAMESPACE: {"backend": backend.name},
+                METADATA_NAMESPACE: {"backend": backend.name, "model": model.name},
                 # In every subset that leaves another backend out.
                 LB_NAMESPACE: {
                     without_key(t.backend): True for t in model.targets if t.backend != backend.name
@@ -532,6 +551,13 @@ def _attempt_filters(config: GatewayConfig, options: EnvoyOptions) -> list[dict[
                 # Request headers and body to translate; response headers to say which
                 # backend answered. The response body is the listener's processor's.
                 "processing_mode": _processing_mode(response_body="NONE"),
+                # The client's path and headers, as the listener's processor published
+                # them: every attempt starts from the client's request.
+                "metadata_options": {
+                    "forwarding_namespaces": {
+                        "untyped": [CLIENT_NAMESPACE, CLIENT_HEADERS_NAMESPACE]
+                    }
+                },
             },
         },
         {
@@ -619,7 +645,12 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
             # Envoy drops dynamic metadata from namespaces not listed here.
             "metadata_options": {
                 "receiving_namespaces": {
-                    "untyped": [METADATA_NAMESPACE, LB_NAMESPACE]
+                    "untyped": [
+                        METADATA_NAMESPACE,
+                        LB_NAMESPACE,
+                        CLIENT_NAMESPACE,
+                        CLIENT_HEADERS_NAMESPACE,
+                    ]
                     if any(m.several for m in config.models)
                     else [METADATA_NAMESPACE]
                 }
@@ -986,17 +1017,26 @@ def _attempt_logs(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str
                             },
                         },
                         {
+                            # Not the model header: the attempt removed it before the backend.
                             "tag": ATTEMPT_TAG_MODEL,
-                            "request_header": {"name": config.headers.model},
+                            "metadata": {
+                                "kind": {"host": {}},
+                                "metadata_key": {
+                                    "key": METADATA_NAMESPACE,
+                                    "path": [{"key": "model"}],
+                                },
+                            },
                         },
                     ],
                 },
-                # The header labels' headers as the attempt left them, and what it
-                # changed: the attempts family carries the header labels too.
+                # The attempts family carries the header labels too: the client's values,
+                # as the attempt's answer names them, else as the attempt left them.
                 "additional_request_headers_to_log": [
-                    *(h.header for h in config.metrics.labels_from_headers),
-                    *((UNDO_HEADER,) if config.metrics.labels_from_headers else ()),
+                    h.header for h in config.metrics.labels_from_headers
                 ],
+                "additional_response_headers_to_log": [CLIENT_LABELS_HEADER]
+                if config.metrics.labels_from_headers
+                else [],
             },
         }
     ]
@@ -1010,7 +1050,7 @@ def _attempt_logs(config: GatewayConfig, options: EnvoyOptions) -> list[dict[str
                     "log_format": {
                         "json_format": {
                             **_ATTEMPT_LOG_FORMAT,
-                            "model": f"%REQ({config.headers.model})%",
+                            "model": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:model)%",
                         }
                     },
                 },
@@ -1054,7 +1094,7 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
                 "name": "envoy.access_loggers.stdout",
                 "typed_config": {
                     "@type": _type("extensions.access_loggers.stream.v3.StdoutAccessLog"),
-                    "log_format": {"json_format": _ACCESS_LOG_FORMAT},
+                    "log_format": {"json_format": _access_log_format(config)},
                 },
             }
         )

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import Stack, default_config, running, wait_until
+from tests.e2e.stack import UPSTREAM_KEY, Stack, default_config, running, wait_until
 
 #: The client headers every backend of this stack forwards, by name and by prefix.
 FORWARD = ["x-custom-debug", "x-tenant-*"]
@@ -117,10 +117,34 @@ def body(kind: str, model: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}]}
 
 
+#: A model with several backends: OpenAI first, which the mock fails with a 503 (the
+#: knobs below, forwarded by these two backends only), then Anthropic, which answers.
+SEVERAL = "openai-then-anthropic"
+FAIL_OPENAI = {"x-mock-status": "503", "x-mock-status-path": "/v1/chat"}
+
+
 def config(mock_port: int) -> dict[str, Any]:
     doc = default_config(mock_port)
     for backend in doc["backends"]:
         backend["forward_headers"] = FORWARD
+    endpoint = f"http://127.0.0.1:{mock_port}"
+    key = {"api_key": {"env": "E2E_UPSTREAM_KEY"}}
+    knobs = [*FORWARD, "x-mock-status*"]
+    doc["backends"] += [
+        {"name": f"knobs-{schema}", "schema": schema, "endpoint": endpoint, "auth": key}
+        | {"forward_headers": knobs}
+        for schema in ("openai", "anthropic")
+    ]
+    doc["models"].append(
+        {
+            "name": SEVERAL,
+            "backends": [
+                {"backend": "knobs-openai", "backend_model": "gpt-4o"},
+                {"backend": "knobs-anthropic", "backend_model": "claude-3-5-sonnet", "priority": 1},
+            ],
+            "retry": {"attempts": 2, "on": ["5xx"]},
+        }
+    )
     return doc
 
 
@@ -134,7 +158,7 @@ def access_log_path(stack: Stack, request_id: str) -> str | None:
     for line in stack.procs["envoy"].stdout.read_text(errors="replace").splitlines():
         if line.startswith("{") and request_id in line:
             doc = json.loads(line)
-            if doc.get("request_id") == request_id:
+            if doc.get("request_id") == request_id and "path" in doc:  # not an attempt's
                 return str(doc["path"])
     return None
 
@@ -165,6 +189,41 @@ def test_a_backend_receives_only_what_it_needs(
     if "anthropic-beta" in own:
         assert received["anthropic-beta"] == HOSTILE["anthropic-beta"]
     assert "client-own-key" not in json.dumps(received)
+    wait_until("its access log line", lambda: access_log_path(hstack, request_id) is not None)
+    assert access_log_path(hstack, request_id) == path
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/v1/chat/completions", "chat"), ("/v1/messages", "messages")]
+)
+def test_every_attempt_of_a_model_with_several_backends_receives_only_what_it_needs(
+    hstack: Stack, path: str, kind: str
+) -> None:
+    """Envoy hands every attempt the header map the attempts before it changed: the
+    second backend still gets exactly its allowlist, none of the first's headers and
+    none of the gateway's."""
+    hstack.clear_mock_requests()
+    request_id = f"headers-several-{kind}"
+    headers = {**HOSTILE, **FAIL_OPENAI, "x-request-id": request_id}
+    response = httpx.post(
+        hstack.base_url + path, json=body(kind, SEVERAL), headers=headers, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    first, second = [r for r in hstack.mock_requests() if r["path"] != "/token"]
+    assert (first["path"], second["path"]) == ("/v1/chat/completions", "/v1/messages")
+    every = (EVERY - {"x-ai-gateway-model", "x-ai-gateway-backend"}) | set(FAIL_OPENAI)
+    for seen, own in ((first, {"authorization"}), (second, {"x-api-key", *ANTHROPIC})):
+        received = seen["headers"]
+        expected = every | own
+        assert set(received) == expected, (seen["path"], sorted(set(received) ^ expected))
+        for name in ("traceparent", "tracestate", "x-custom-debug", "x-tenant-id", *FAIL_OPENAI):
+            assert received[name] == headers[name]
+        assert received["x-request-id"] == request_id
+        assert "client-own-key" not in json.dumps(received)
+    assert first["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert second["headers"]["x-api-key"] == UPSTREAM_KEY
+    assert second["headers"]["anthropic-beta"] == HOSTILE["anthropic-beta"]
+    assert second["headers"]["anthropic-version"] == HOSTILE["anthropic-version"]
     wait_until("its access log line", lambda: access_log_path(hstack, request_id) is not None)
     assert access_log_path(hstack, request_id) == path
 

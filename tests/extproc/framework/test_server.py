@@ -93,6 +93,32 @@ async def test_router_strips_the_query_and_keeps_repeated_headers() -> None:
     await conv.close()
 
 
+class SeesMetadata(Processor):
+    def __init__(self, log: list[object]) -> None:
+        self.log = log
+
+    async def on_request_headers(self, headers: Headers) -> Result:
+        self.log.append(dict(headers.metadata))
+        return CONTINUE
+
+
+async def test_forwarded_metadata_comes_with_the_request_headers_and_may_route() -> None:
+    """Envoy's forwarded dynamic metadata reaches the processor; a router told to routes
+    on a path in it, not on a ``:path`` an earlier filter rewrote."""
+    log: list[object] = []
+    conv = Conversation(servicer_for(lambda: SeesMetadata(log), path_metadata=("ns", "path")))
+    message = request_headers("/rewritten")
+    message.metadata_context.filter_metadata["ns"].update({"path": "/p", "n": [1, "a"]})
+    assert (await conv.send(message)).HasField("request_headers")
+    assert log == [{"ns": {"path": "/p", "n": [1.0, "a"]}}]
+    await conv.close()
+    # Without it (or without the field): ``:path``, and no metadata.
+    conv = Conversation(servicer_for(lambda: SeesMetadata(log), path_metadata=("ns", "path")))
+    assert (await conv.send(request_headers("/p"))).HasField("request_headers")
+    assert log[-1] == {}
+    await conv.close()
+
+
 async def test_unknown_path_is_a_plain_404_unless_the_application_gives_its_format() -> None:
     conv = Conversation(servicer_for(Processor))
     reply = (await conv.send(request_headers("/v1/nope"))).immediate_response

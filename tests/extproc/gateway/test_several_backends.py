@@ -15,9 +15,13 @@ import pytest
 
 from aigateway.extproc.framework._protos.envoy.data.accesslog.v3 import accesslog_pb2
 from aigateway.extproc.framework.addresses import Address
-from aigateway.extproc.framework.processor import CONTINUE, Headers
+from aigateway.extproc.framework.processor import CONTINUE, Headers, ImmediateResponse
 from aigateway.extproc.gateway.attempts import (
-    UNDO_HEADER,
+    ANSWERED_BY_HEADER,
+    ATTEMPT_BACKEND_HEADER,
+    CLIENT_HEADERS_NAMESPACE,
+    CLIENT_LABELS_HEADER,
+    CLIENT_NAMESPACE,
     AttemptLog,
     RestingBackends,
     attempt_result,
@@ -209,27 +213,29 @@ def test_attempt_results_from_envoys_flags(status: int, flag: str | None, result
 
 
 def test_an_attempts_header_labels_read_the_clients_values() -> None:
-    """The attempt log has the header labels' headers as the attempt left them (it
-    removed the ones its backend does not receive) and its undo record: the client's
-    values, whatever the attempt changed."""
+    """The attempt log has the client's values of the header labels' headers as the
+    attempt's answer names them (the attempt removed those its backend does not
+    receive); an attempt without an answer, its request headers as it left them."""
     entry = accesslog_pb2.HTTPAccessLogEntry()
     entry.common_properties.custom_tags.update({"backend": "azure", "model": "gpt-4o"})
     entry.response.response_code.value = 503
-    entry.request.request_headers.update(
-        {
-            "x-team": "set-by-the-attempt",
-            UNDO_HEADER: json.dumps({"x-tenant-id": "acme", "x-team": None, "x-user": "u1"}),
-        }
+    entry.request.request_headers.update({"x-team": "set-by-the-attempt"})
+    entry.response.response_headers.update(
+        {CLIENT_LABELS_HEADER: json.dumps({"x-tenant-id": "acme", "x-user": "u1"})}
     )
     attempt = AttemptLog.attempt(entry)
     assert (attempt.backend, attempt.model, attempt.result) == ("azure", "gpt-4o", "server_error")
     assert sorted(attempt.headers) == [("x-tenant-id", "acme"), ("x-user", "u1")]
-    # No undo record (the attempt never ran its processor, or changed nothing), or a
-    # malformed one: the headers as logged.
-    for undo in ({}, {UNDO_HEADER: "{not json"}):
-        entry.request.ClearField("request_headers")
-        entry.request.request_headers.update({"x-tenant-id": "acme", **undo})
-        assert AttemptLog.attempt(entry).headers == (("x-tenant-id", "acme"),)
+    # A malformed value names nothing; no answer: the headers as logged.
+    for bad in ("{not json", "[1]", '{"x-tenant-id": 1}'):
+        entry.response.response_headers[CLIENT_LABELS_HEADER] = bad
+        assert AttemptLog.attempt(entry).headers == ()
+    entry.response.ClearField("response_headers")
+    entry.request.request_headers["x-tenant-id"] = "acme"
+    assert sorted(AttemptLog.attempt(entry).headers) == [
+        ("x-team", "set-by-the-attempt"),
+        ("x-tenant-id", "acme"),
+    ]
 
 
 # -- Envoy --------------------------------------------------------------------------------
@@ -254,7 +260,10 @@ def test_a_model_with_several_backends_gets_its_cluster_and_route(tmp_path: Path
     assert [loc["priority"] for loc in localities] == [0, 1]
     first = localities[0]["lb_endpoints"]
     assert [e["load_balancing_weight"] for e in first] == [3, 1]
-    assert first[0]["metadata"]["filter_metadata"]["aigateway"] == {"backend": "openai"}
+    assert first[0]["metadata"]["filter_metadata"]["aigateway"] == {
+        "backend": "openai",
+        "model": "gpt-4o",
+    }
     assert first[0]["metadata"]["filter_metadata"]["envoy.lb"] == {
         "without-azure": True,
         "without-local": True,
@@ -281,6 +290,10 @@ def test_a_model_with_several_backends_gets_its_cluster_and_route(tmp_path: Path
     ]
     mode = filters[1]["typed_config"]["processing_mode"]
     assert (mode["request_body_mode"], mode["response_body_mode"]) == ("BUFFERED", "NONE")
+    # Every attempt gets the client's request as the listener's processor published it.
+    assert filters[1]["typed_config"]["metadata_options"] == {
+        "forwarding_namespaces": {"untyped": [CLIENT_NAMESPACE, CLIENT_HEADERS_NAMESPACE]}
+    }
     assert len(cluster["lb_subset_config"]["subset_selectors"]) == 6  # 3 + 3 pairs
     # Single-backend models keep their backend route; this model gets a route of its own.
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -295,6 +308,12 @@ def test_a_model_with_several_backends_gets_its_cluster_and_route(tmp_path: Path
         "envoy.access_loggers.http_grpc",
         "envoy.access_loggers.stdout",
     ]
+    listener = hcm["http_filters"][0]["typed_config"]
+    receiving = listener["metadata_options"]["receiving_namespaces"]["untyped"]
+    assert {CLIENT_NAMESPACE, CLIENT_HEADERS_NAMESPACE} <= set(receiving)
+    # The client's path: the attempts removed the gateway's path header.
+    access_log = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    assert access_log["path"].startswith("%CEL(")
 
 
 def test_one_backend_per_model_costs_nothing_new(tmp_path: Path) -> None:
@@ -313,6 +332,8 @@ models: [{name: one, backend: local}]
     ]
     ext_proc = hcm["http_filters"][0]["typed_config"]["extension_config"]["typed_config"]
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["aigateway"]
+    access_log = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    assert access_log["path"] == "%REQ(X-AI-GATEWAY-ORIGINAL-PATH?:PATH)%"
 
 
 def test_check_config_explains_the_routing(tmp_path: Path) -> None:
@@ -336,13 +357,118 @@ def test_check_config_explains_the_routing(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("undo", ["not json", "[1, 2]", '{"x-a": 1}'])
-async def test_an_attempt_reads_a_malformed_undo_header_as_nothing_to_undo(
-    tmp_path: Path, undo: str
+@pytest.mark.parametrize(
+    "metadata",
+    [{}, {CLIENT_NAMESPACE: {}}, {CLIENT_NAMESPACE: {"path": 1.0}}, {CLIENT_HEADERS_NAMESPACE: {}}],
+)
+async def test_an_attempt_without_the_clients_request_is_a_misconfigured_gateway(
+    tmp_path: Path, metadata: dict[str, Any]
 ) -> None:
-    # The header is the gateway's own, but a mangled value must never crash an attempt.
+    # An Envoy config that does not forward the metadata: a clear 500, never a crash.
     config = load_config(write(tmp_path, CONFIG))
     table = RoutingTable(config, ResolvedSecrets(config, tmp_path))
     attempt = ChatCompletionProcessor(table, attempt=True)
-    headers = Headers([(":method", "POST"), (":path", "/v1/chat/completions"), (UNDO_HEADER, undo)])
-    assert await attempt.on_request_headers(headers) is CONTINUE
+    headers = Headers([(":method", "POST"), (":path", "/v1/messages")], metadata=metadata)
+    with pytest.raises(ImmediateResponse) as refused:
+        await attempt.on_request_headers(headers)
+    assert refused.value.status == 500
+    assert "gateway_misconfigured" in refused.value.details
+
+
+TWO_SCHEMAS = """
+backends:
+  - {name: oai, schema: openai, endpoint: "http://127.0.0.1:8000",
+     auth: {api_key: {value: sk-oai}}, forward_headers: [x-tenant-id]}
+  - {name: claude, schema: anthropic, endpoint: "http://127.0.0.1:8001",
+     auth: {api_key: {value: sk-ant}}}
+models:
+  - name: m
+    backends: [{backend: oai, backend_model: gpt-4o},
+               {backend: claude, backend_model: claude-x, priority: 1}]
+metrics: {labels_from_headers: [{header: x-team, label: team, values: [red]}]}
+"""
+BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+CLIENT = {
+    "content-type": "application/json",
+    "x-tenant-id": "t1",
+    "anthropic-beta": "b1",
+    "x-team": "red",
+}
+
+
+def two_schemas(tmp_path: Path) -> RoutingTable:
+    config = load_config(write(tmp_path, TWO_SCHEMAS))
+    return RoutingTable(config, ResolvedSecrets(config, tmp_path))
+
+
+async def test_the_listener_publishes_what_every_attempt_starts_from(tmp_path: Path) -> None:
+    """The client's path and the headers any backend of the model receives (and the
+    header labels'), never a credential or a header no backend takes."""
+    listener = ChatCompletionProcessor(two_schemas(tmp_path))
+    sent = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("x-request-id", "r1"),
+        *CLIENT.items(),
+        ("cookie", "session=1"),
+        ("user-agent", "client/1"),
+        ("x-api-key", "client-own"),
+    ]
+    await listener.on_request_headers(Headers(sent))
+    result = await listener.on_request_body(BODY, True)
+    assert result.dynamic_metadata is not None
+    assert result.dynamic_metadata[CLIENT_NAMESPACE] == {"path": "/v1/chat/completions"}
+    assert result.dynamic_metadata[CLIENT_HEADERS_NAMESPACE] == CLIENT
+    assert not any(name.startswith("x-ai-gateway-original") for name, _ in result.set_headers)
+
+
+async def test_the_listener_refuses_headers_too_large_to_publish(tmp_path: Path) -> None:
+    listener = ChatCompletionProcessor(two_schemas(tmp_path))
+    big = [(":method", "POST"), (":path", "/v1/chat/completions"), ("x-tenant-id", "t" * 40000)]
+    await listener.on_request_headers(Headers(big))
+    with pytest.raises(ImmediateResponse) as refused:
+        await listener.on_request_body(BODY, True)
+    assert refused.value.status == 431
+
+
+async def test_a_later_attempt_undoes_the_earlier_ones_changes(tmp_path: Path) -> None:
+    """The header map as the first attempt (to the OpenAI backend) left it: the second
+    (Anthropic) gets its own credentials, the client's beta header back, and none of
+    the first's headers, the gateway's or a client header it does not take."""
+    attempt = ChatCompletionProcessor(two_schemas(tmp_path), attempt=True)
+    left = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "127.0.0.1:8001"),
+        ("content-type", "application/json"),
+        ("content-length", "999"),
+        ("authorization", "Bearer sk-oai"),
+        ("x-tenant-id", "t1"),
+        ("accept-encoding", "identity"),
+        ("x-ai-gateway-model", "m"),
+        (ATTEMPT_BACKEND_HEADER, "claude"),
+        ("x-request-id", "r1"),
+        ("x-envoy-expected-rq-timeout-ms", "1000"),
+    ]
+    metadata = {
+        CLIENT_NAMESPACE: {"path": "/v1/chat/completions"},
+        CLIENT_HEADERS_NAMESPACE: CLIENT,
+    }
+    assert await attempt.on_request_headers(Headers(left, metadata=metadata)) is CONTINUE
+    result = await attempt.on_request_body(BODY, True)
+    set_headers = dict(result.set_headers)
+    assert set_headers[":path"] == "/v1/messages"
+    assert set_headers["x-api-key"] == "sk-ant"
+    assert set_headers["anthropic-beta"] == "b1"
+    assert "x-tenant-id" not in set_headers and "x-team" not in set_headers
+    assert sorted(result.remove_headers) == [
+        "authorization",
+        "x-ai-gateway-attempt-backend",
+        "x-ai-gateway-model",
+        "x-tenant-id",
+    ]
+    answer = await attempt.on_response_headers(Headers([(":status", "503")]))
+    assert dict(answer.set_headers) == {
+        ANSWERED_BY_HEADER: "claude",
+        CLIENT_LABELS_HEADER: '{"x-team":"red"}',
+    }

@@ -14,6 +14,7 @@ from aigateway.extproc.framework._protos.envoy.data.accesslog.v3 import accesslo
 from aigateway.extproc.framework._protos.envoy.service.accesslog.v3 import als_pb2
 from aigateway.extproc.framework.addresses import Address
 from aigateway.extproc.gateway.app import counted_path
+from aigateway.extproc.gateway.attempts import CLIENT_HEADERS_NAMESPACE, CLIENT_NAMESPACE
 from aigateway.extproc.gateway.config import load_config
 from aigateway.extproc.gateway.unrecorded import (
     LOST_DETAILS,
@@ -106,6 +107,19 @@ def test_the_clients_path_decides_and_is_no_header_label() -> None:
     headers = {"x-ai-gateway-original-path": "/v1/chat/completions", "x-tenant-id": "acme"}
     got = LOG.request(entry(KILLED, headers=headers, path="/v1/models"))
     assert got is not None and got.headers == (("x-tenant-id", "acme"),)
+
+
+def test_a_model_with_several_backends_has_the_clients_path_and_headers() -> None:
+    """Its attempts rewrote the path and removed the label header before the backend;
+    the client's are in the metadata the listener's processor published."""
+    killed = entry(KILLED, headers={"x-team": "set-by-an-attempt"}, path="/model/x/converse")
+    published = killed.common_properties.metadata.filter_metadata
+    published[CLIENT_NAMESPACE].update({"path": "/v1/chat/completions"})
+    published[CLIENT_HEADERS_NAMESPACE].update({"x-tenant-id": "acme", "x-team": "red"})
+    got = LOG.request(killed)
+    assert got is not None and sorted(got.headers) == [("x-team", "red"), ("x-tenant-id", "acme")]
+    published[CLIENT_NAMESPACE].update({"path": "/v1/models"})
+    assert LOG.request(killed) is None
 
 
 def test_a_request_its_processor_recorded_before_it_died_is_not_taken() -> None:
