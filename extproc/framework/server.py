@@ -58,6 +58,7 @@ _STREAMED_RESPONSE = processing_mode_pb2.ProcessingMode(
     response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED
 )
 _EMPTY_TRAILERS = pb.TrailersResponse()
+_BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 _PROCESSOR_ERROR = LOCAL_REPLY_DETAILS_PREFIX + "processor_error"
 #: A body from this size on is handled in its turn (:class:`LargeBodyTurns`); below it,
 #: parsing takes a few milliseconds at most.
@@ -340,6 +341,7 @@ class _Stream:
     __slots__ = (
         "committed",
         "error",
+        "held",
         "large",
         "local_reply",
         "path",
@@ -365,6 +367,8 @@ class _Stream:
         self.response_complete = False
         self.local_reply = False
         self.error: BaseException | None = None
+        #: A refusal of the request headers, answered once the body has arrived.
+        self.held: ImmediateResponse | None = None
 
     async def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -379,12 +383,26 @@ class _Stream:
                 if self.processor is None:
                     self.path = self.router.path_of(headers)
                     self.processor = self.router.create(self.path)
-                result = await self.processor.on_request_headers(headers)
+                try:
+                    result = await self.processor.on_request_headers(headers)
+                except ImmediateResponse as reply:
+                    if (
+                        headers.end_of_stream
+                        or request.protocol_config.request_body_mode != _BUFFERED
+                    ):
+                        raise
+                    # A reply before the upload ends reaches an HTTP/2 client as a reset
+                    # stream, the answer unread: given once Envoy has the whole body.
+                    self.held = reply
+                    return _REQUEST_HEADERS.cont
                 return self._answer(_REQUEST_HEADERS, result)
             processor = self.processor
             if processor is None:
-                # Envoy always starts with request headers; anything else is a broken peer.
-                raise RuntimeError(f"ext_proc message {kind!r} before request headers")
+                if kind != "response_headers":  # Envoy sends nothing else first
+                    raise RuntimeError(f"ext_proc message {kind!r} before request headers")
+                # Envoy's own reply to a request it refused before any filter saw it (no
+                # Host, a fragment in the path): the fallback's, so it is counted once.
+                processor = self.processor = self.router.create(self.path)
             if kind == "response_body":  # first: every streamed chunk
                 body = request.response_body
                 data = body.body
@@ -397,6 +415,8 @@ class _Stream:
                     return _RESPONSE_BODY.cont
                 return self._answer(_RESPONSE_BODY, result)
             if kind == "request_body":
+                if self.held is not None:
+                    raise self.held
                 body = request.request_body
                 data = body.body
                 if len(data) >= LARGE_BODY_BYTES:

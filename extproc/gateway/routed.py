@@ -74,6 +74,9 @@ ORIGINAL_PATH_HEADER = GATEWAY_HEADER_PREFIX + "original-path"
 
 #: The request fields that cap a generation's output, by client API.
 _MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+#: The most output a request reserves, whatever it asks: past any budget, and its cost
+#: stays a finite double (10**307 tokens' would overflow to infinity).
+_MOST_OUTPUT = 2**53
 
 # What a request to a model with several backends loses before its attempts: the
 # client's credentials (for the gateway only), and the header only Envoy sets.
@@ -100,6 +103,10 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ImmediateResponse.error(400, "The request body is not valid UTF-8.") from None
     except ValueError as exc:
+        if body.startswith(b"\xef\xbb\xbf"):
+            raise ImmediateResponse.error(
+                400, "The request body starts with a byte order mark; send JSON without one."
+            ) from None
         raise ImmediateResponse.error(
             400, f"We could not parse the JSON body of your request: {exc}."
         ) from None
@@ -504,7 +511,10 @@ class RoutedProcessor(Processor):
             set_headers.append((":path", path))
             # For the access log, which shows the client's path (Envoy's own
             # x-envoy-original-path is not ours to set: ext_proc may not touch x-envoy-*).
-            set_headers.append((ORIGINAL_PATH_HEADER, client_path))
+            # The backend gets it too: never the client's query string (up to 60 KiB).
+            client_route = client_path.partition("?")[0]
+            if client_route != path:
+                set_headers.append((ORIGINAL_PATH_HEADER, client_route))
         try:
             set_headers.extend(await route.auth.headers("POST", path, final_body))
         except BackendAuthError as exc:
@@ -571,7 +581,7 @@ class RoutedProcessor(Processor):
         for name in _MAX_OUTPUT_FIELDS:
             value = payload.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
+                return min(value, _MOST_OUTPUT)
         return limits.max_output_tokens
 
     def _route_to_model(self, route: ModelRoute, payload: dict[str, Any], body: bytes) -> Result:

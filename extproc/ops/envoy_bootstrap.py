@@ -45,6 +45,7 @@ SYSTEM_CA_BUNDLES = (
 )
 
 _T = "type.googleapis.com/envoy."
+_XDS = "type.googleapis.com/xds."
 
 
 def _type(name: str) -> str:
@@ -661,6 +662,76 @@ def _ext_proc_filter(config: GatewayConfig, options: EnvoyOptions) -> dict[str, 
     }
 
 
+#: The response details of Envoy's replies to requests it could not parse (its HTTP/1 and
+#: HTTP/2 codecs': a bad method or header character, too many or too large headers).
+_CODEC_ERRORS = ("http1.", "http2.")
+
+
+def _details_start_with(expr_id: int, prefix: str) -> dict[str, Any]:
+    """``response.code_details.startsWith(prefix)`` as a parsed CEL expression (ids from
+    ``expr_id`` to ``expr_id + 3``)."""
+    details = {
+        "id": expr_id + 1,
+        "select_expr": {
+            "operand": {"id": expr_id + 2, "ident_expr": {"name": "response"}},
+            "field": "code_details",
+        },
+    }
+    return {
+        "id": expr_id,
+        "call_expr": {
+            "target": details,
+            "function": "startsWith",
+            "args": [{"id": expr_id + 3, "const_expr": {"string_value": prefix}}],
+        },
+    }
+
+
+def _codec_error_expression() -> dict[str, Any]:
+    """Any of :data:`_CODEC_ERRORS`, parsed: Envoy 1.40's ``CelMatcher`` takes no CEL text."""
+    tests = [_details_start_with(10 * (i + 1), p) for i, p in enumerate(_CODEC_ERRORS)]
+    return {"id": 1, "call_expr": {"function": "_||_", "args": tests}}
+
+
+def _skipped_on_codec_errors(ext_proc: dict[str, Any]) -> dict[str, Any]:
+    """``ext_proc``, but for Envoy's replies to requests it could not parse: Envoy closes
+    such a connection right after its reply, which ext_proc would hold for the processor,
+    so the client got no answer at all (docs/reliability.md, "Hostile and odd requests")."""
+    skip = {
+        "predicate": {
+            "single_predicate": {
+                "input": {
+                    "name": "envoy.matching.inputs.cel_data_input",
+                    "typed_config": {"@type": _XDS + "type.matcher.v3.HttpAttributesCelMatchInput"},
+                },
+                "custom_match": {
+                    "name": "envoy.matching.matchers.cel_matcher",
+                    "typed_config": {
+                        "@type": _XDS + "type.matcher.v3.CelMatcher",
+                        "expr_match": {"cel_expr_parsed": {"expr": _codec_error_expression()}},
+                    },
+                },
+            }
+        },
+        "on_match": {
+            "action": {
+                "name": "skip",
+                "typed_config": {
+                    "@type": _type("extensions.filters.common.matcher.action.v3.SkipFilter")
+                },
+            }
+        },
+    }
+    return {
+        "name": ext_proc["name"],
+        "typed_config": {
+            "@type": _type("extensions.common.matching.v3.ExtensionWithMatcher"),
+            "xds_matcher": {"matcher_list": {"matchers": [skip]}},
+            "extension_config": ext_proc,
+        },
+    }
+
+
 # What a request no route sent to a backend gets (the processor chose none).
 _NO_BACKEND_REPLY: dict[str, Any] = {
     "direct_response": {
@@ -997,6 +1068,11 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
         ),
         "stat_prefix": "aigateway",
         "codec_type": "AUTO",
+        # HTTP/1.0, //v1/messages, /v1/./responses: odd but legal, so served.
+        # See docs/reliability.md, "Hostile and odd requests".
+        "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "aigateway"},
+        "normalize_path": True,
+        "merge_slashes": True,
         "generate_request_id": True,
         "early_header_mutation_extensions": [_early_header_mutation(config)],
         "route_config": {
@@ -1006,7 +1082,7 @@ def build_bootstrap(config: GatewayConfig, options: EnvoyOptions) -> dict[str, A
             ],
         },
         "http_filters": [
-            _ext_proc_filter(config, options),
+            _skipped_on_codec_errors(_ext_proc_filter(config, options)),
             _router_filter(config, options),
         ],
         "local_reply_config": _local_reply_config(),

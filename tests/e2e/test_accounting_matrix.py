@@ -314,7 +314,8 @@ def stream_ended(stack: Stack, request_id: str) -> bool:
 
 
 def access_log(stack: Stack, request_id: str) -> dict[str, Any] | None:
-    for line in stack.procs["envoy"].stdout.read_text(errors="replace").splitlines():
+    # Whole lines only: the last one may be half written when read.
+    for line in stack.procs["envoy"].stdout.read_text(errors="replace").split("\n")[:-1]:
         if request_id in line and line.startswith("{"):
             doc = json.loads(line)
             if doc.get("request_id") == request_id:

@@ -84,12 +84,13 @@ def test_it_says_what_envoy_config_generates() -> None:
         "envoy.filters.http.router",
     ]
     assert my_hcm["http_filters"] == their_hcm["http_filters"]
-    ext_proc = my_hcm["http_filters"][0]["typed_config"]
+    ext_proc = my_hcm["http_filters"][0]["typed_config"]["extension_config"]["typed_config"]
     assert ext_proc["grpc_service"]["envoy_grpc"] == {"cluster_name": "aigateway-extproc"}
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["aigateway"]
     # Header-based routes per backend, then the 404 fallback.
     assert my_hcm["route_config"] == their_hcm["route_config"]
-    assert my_hcm["generate_request_id"] == their_hcm["generate_request_id"]
+    for key in ("generate_request_id", "http_protocol_options", "normalize_path", "merge_slashes"):
+        assert my_hcm[key] == their_hcm[key], key
     assert my_hcm["local_reply_config"] == their_hcm["local_reply_config"]
     assert my_hcm["access_log"] == their_hcm["access_log"]
 

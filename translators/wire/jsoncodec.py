@@ -7,17 +7,42 @@ One copy on purpose: private copies drift (one that could not encode a lone surr
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any, Final
 
 
 def dumps(value: Any) -> bytes:
     """Compact JSON as UTF-8 bytes. Non-ASCII text stays 1-4 bytes, not a 6-byte escape;
     a lone surrogate (valid in JSON text, not in UTF-8) is written as its escape."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _compact(value, ascii_only=False)
     try:
         return text.encode()
     except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return _compact(value, ascii_only=True).encode()
+
+
+def _compact(value: Any, *, ascii_only: bool) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only)
+    except RecursionError:
+        # Nested deeper than this stack has room for, though the parser took it from higher
+        # up: written from a thread's fresh stack.
+        # See docs/reliability.md, "Hostile and odd requests".
+        out: list[str] = []
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                out.append(json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only))
+            except BaseException as exc:  # raised below, in the caller's thread
+                failed.append(exc)
+
+        thread = threading.Thread(target=write, name="aigateway-deep-json")
+        thread.start()
+        thread.join()
+        if failed:
+            raise failed[0] from None
+        return out[0]
 
 
 def _refuse_constant(name: str) -> Any:
@@ -31,16 +56,30 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _double_range_int(text: str) -> int:
+    value = int(text)
+    if len(text) > 308:  # shorter ones are below 1e308, within a double
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"the number {text[:40]}... is too large for a double") from None
+    return value
+
+
 # Built once: json.loads with hooks would build a decoder per call. The float hook runs
-# only for numbers with a fraction or exponent (benchmarks/NOTES.md, "Strict JSON").
-_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+# only for numbers with a fraction or exponent, the int hook for the others
+# (benchmarks/NOTES.md, "Strict JSON").
+_STRICT = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_double_range_int
+)
 
 
 def loads_strict(body: bytes) -> Any:
     """JSON as RFC 8259 defines it, from UTF-8 bytes: ``NaN``, ``Infinity`` and numbers
-    beyond a double's range raise :class:`ValueError` (Python's json accepts them, and
-    upstreams would get invalid JSON). Raises :class:`UnicodeDecodeError` for bytes that
-    are not UTF-8 and :class:`RecursionError` for nesting too deep."""
+    beyond a double's range, integers too, raise :class:`ValueError` (Python's json
+    accepts them, and upstreams would get invalid JSON or refuse them). Raises
+    :class:`UnicodeDecodeError` for bytes that are not UTF-8 and :class:`RecursionError`
+    for nesting too deep."""
     return _STRICT.decode(body.decode())
 
 

@@ -10,6 +10,9 @@ from typing import Any
 import grpc
 
 from aigateway.extproc.framework._protos.envoy.config.core.v3 import base_pb2
+from aigateway.extproc.framework._protos.envoy.extensions.filters.http.ext_proc.v3 import (
+    processing_mode_pb2,
+)
 from aigateway.extproc.framework._protos.envoy.service.ext_proc.v3 import (
     external_processor_pb2 as pb,
 )
@@ -49,7 +52,10 @@ def request_headers(
     method: str = "POST",
     extra: list[tuple[str, str]] | None = None,
     end_of_stream: bool = False,
+    buffered_body: bool = False,
 ) -> pb.ProcessingRequest:
+    """``buffered_body``: say, as Envoy 1.40 does on a stream's first message, that the
+    request body will come whole (``protocol_config.request_body_mode: BUFFERED``)."""
     pairs = [
         (":method", method),
         (":path", path),
@@ -59,9 +65,12 @@ def request_headers(
         ("x-request-id", "req-1"),
         *(extra or []),
     ]
-    return pb.ProcessingRequest(
+    request = pb.ProcessingRequest(
         request_headers=pb.HttpHeaders(headers=header_map(pairs), end_of_stream=end_of_stream)
     )
+    if buffered_body:
+        request.protocol_config.request_body_mode = processing_mode_pb2.ProcessingMode.BUFFERED
+    return request
 
 
 def request_body(body: bytes | dict[str, Any], end_of_stream: bool = True) -> pb.ProcessingRequest:
@@ -76,7 +85,10 @@ def response_headers(
     *,
     extra: list[tuple[str, str]] | None = None,
     end_of_stream: bool = False,
+    buffered_body: bool = False,
 ) -> pb.ProcessingRequest:
+    """``buffered_body``: say, as Envoy 1.40 does on a stream's first message, that the
+    request body will come whole (``protocol_config.request_body_mode: BUFFERED``)."""
     pairs = [(":status", str(status)), ("content-type", content_type), *(extra or [])]
     return pb.ProcessingRequest(
         response_headers=pb.HttpHeaders(headers=header_map(pairs), end_of_stream=end_of_stream)

@@ -449,6 +449,38 @@ async def test_end_of_stream_at_response_headers_completes_the_response() -> Non
     assert isinstance(outcome, Outcome) and outcome.succeeded
 
 
+@pytest.mark.parametrize("buffered", [True, False])
+async def test_a_refusal_of_a_request_with_a_body_is_answered_once_the_body_is_in(
+    buffered: bool,
+) -> None:
+    """A reply before the upload ends reaches an HTTP/2 client as a reset stream; when
+    Envoy says the body comes whole, the refusal waits for it. Without a body, or with
+    no body coming, it is answered at once."""
+    conv = Conversation(servicer_for(Processor, errors=json_errors))
+    first = await conv.send(request_headers("/v1/nope", buffered_body=buffered))
+    if buffered:
+        assert first.HasField("request_headers")  # continue: send the body
+        first = await conv.send(request_body(b"{}"))
+    assert immediate_json(first)[0] == 404
+    await conv.close()
+
+    conv = Conversation(servicer_for(Processor))
+    no_body = request_headers("/v1/nope", buffered_body=buffered, end_of_stream=True)
+    assert (await conv.send(no_body)).immediate_response.status.code == 404
+    await conv.close()
+
+
+async def test_a_stream_that_starts_with_envoy_s_reply_goes_to_the_fallback() -> None:
+    """Envoy's reply to a request it refused before any filter saw it (no Host, say):
+    its headers come first, with no request before them."""
+    log: list[object] = []
+    conv = Conversation(ExternalProcessorServicer(Router({}, fallback=lambda: Recorder(log))))
+    assert (await conv.send(response_headers(400))).HasField("response_headers")
+    assert (await conv.send(response_body(b"{}"))).HasField("response_body")
+    await conv.close()
+    assert log == [Outcome(response_complete=True, status=400)]
+
+
 async def test_router_prefixes_pick_the_longest_match() -> None:
     made: list[str] = []
 

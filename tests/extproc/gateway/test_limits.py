@@ -555,6 +555,23 @@ async def test_a_refusal_carries_its_rule_headers_and_the_model_labels() -> None
     assert (facts["model"], facts["backend"], facts["rate_limited"]) == ("m", "b", "tpm")
 
 
+async def test_an_output_past_any_price_is_refused_as_larger_than_the_budget() -> None:
+    # 10**307 tokens at $10 per million is past a double's range: no OverflowError, a 429.
+    config = parse_config(
+        {
+            "backends": [{"name": "b", "schema": "openai", "endpoint": "http://127.0.0.1:1"}],
+            "models": [{"name": "m", "backend": "b", "price": {"input": 10, "output": 10}}],
+            "limits": {"rules": [{"name": "spend", "usd": {"limit": 5, "per": "day"}}]},
+        }
+    )
+    processor = ChatCompletionProcessor(RoutingTable(config, ResolvedSecrets(config, Path())))
+    await processor.on_request_headers(REQUEST_HEADERS)
+    with pytest.raises(ImmediateResponse) as reply:
+        await processor.on_request_body(chat_body(max_tokens=10**307), True)
+    assert reply.value.status == 429
+    assert "larger than the whole budget" in json.loads(reply.value.body)["error"]["message"]
+
+
 class SettleSpy:
     """A store whose settlement fails, or waits for ``release``; counts settlements."""
 

@@ -308,7 +308,7 @@ def test_a_model_with_several_backends_gets_its_cluster_and_route(tmp_path: Path
         "envoy.access_loggers.http_grpc",
         "envoy.access_loggers.stdout",
     ]
-    listener = hcm["http_filters"][0]["typed_config"]
+    listener = hcm["http_filters"][0]["typed_config"]["extension_config"]["typed_config"]
     receiving = listener["metadata_options"]["receiving_namespaces"]["untyped"]
     assert {CLIENT_NAMESPACE, CLIENT_HEADERS_NAMESPACE} <= set(receiving)
     # The client's path: the attempts removed the gateway's path header.
@@ -330,7 +330,7 @@ models: [{name: one, backend: local}]
         "aigateway-extproc",
         "local",
     ]
-    ext_proc = hcm["http_filters"][0]["typed_config"]
+    ext_proc = hcm["http_filters"][0]["typed_config"]["extension_config"]["typed_config"]
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["aigateway"]
     access_log = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
     assert access_log["path"] == "%REQ(X-AI-GATEWAY-ORIGINAL-PATH?:PATH)%"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aigateway.translators.wire.jsoncodec import NOT_JSON, dumps, loads_or_none, parse
+from aigateway.translators.wire.jsoncodec import NOT_JSON, dumps, loads_or_none, loads_strict, parse
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,30 @@ def test_bytes_parse_as_json_loads_reads_them(body: bytes) -> None:
 def test_dumps_is_compact_utf8_and_survives_a_lone_surrogate() -> None:
     assert dumps({"a": [1, "\u00e9"]}) == '{"a":[1,"\u00e9"]}'.encode()
     assert dumps("\ud800") == b'"\\ud800"'
+
+
+@pytest.mark.parametrize("number", ["2" + "0" * 308, "-" + "9" * 309, "1" + "0" * 4000])
+def test_strict_loads_refuses_integers_beyond_a_double(number: str) -> None:
+    with pytest.raises(ValueError, match="too large for a double"):
+        loads_strict(f'{{"max_tokens": {number}}}'.encode())
+
+
+def test_strict_loads_keeps_integers_a_double_holds_exactly_as_written() -> None:
+    big = "9" * 308  # below 1e308
+    assert loads_strict(f"[0, -7, {big}]".encode()) == [0, -7, int(big)]
+
+
+def test_dumps_writes_what_the_parser_took_from_further_down_the_stack() -> None:
+    doc: Any = None
+    for depth in range(1000, 0, -10):  # the most the parser reads from here
+        try:
+            doc = loads_strict(b'{"a":' * depth + b"1" + b"}" * depth)
+            break
+        except RecursionError:
+            continue
+
+    def from_below(frames: int) -> bytes:
+        return dumps(doc) if frames == 0 else from_below(frames - 1)
+
+    assert loads_strict(from_below(200)) == doc
+    assert dumps(["\ud800", doc]).startswith(b'["\\ud800",')  # the escaped retry too
