@@ -14,7 +14,10 @@ from typing import Any, Final
 def dumps(value: Any) -> bytes:
     """Compact JSON as UTF-8 bytes. Non-ASCII text stays 1-4 bytes, not a 6-byte escape;
     a lone surrogate (valid in JSON text, not in UTF-8) is written as its escape."""
-    text = _compact(value, ascii_only=False)
+    try:  # inline: this runs for every chunk a translator writes
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        text = _on_fresh_stack(value, ascii_only=False)
     try:
         return text.encode()
     except UnicodeEncodeError:
@@ -25,24 +28,28 @@ def _compact(value: Any, *, ascii_only: bool) -> str:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only)
     except RecursionError:
-        # Nested deeper than this stack has room for, though the parser took it from higher
-        # up: written from a thread's fresh stack.
-        # See docs/reliability.md, "Hostile and odd requests".
-        out: list[str] = []
-        failed: list[BaseException] = []
+        return _on_fresh_stack(value, ascii_only=ascii_only)
 
-        def write() -> None:
-            try:
-                out.append(json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only))
-            except BaseException as exc:  # raised below, in the caller's thread
-                failed.append(exc)
 
-        thread = threading.Thread(target=write, name="aigateway-deep-json")
-        thread.start()
-        thread.join()
-        if failed:
-            raise failed[0] from None
-        return out[0]
+def _on_fresh_stack(value: Any, *, ascii_only: bool) -> str:
+    """``value`` nested deeper than this stack has room for, though the parser took it
+    from higher up: written from a thread's fresh stack.
+    See docs/reliability.md, "Hostile and odd requests"."""
+    out: list[str] = []
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            out.append(json.dumps(value, separators=(",", ":"), ensure_ascii=ascii_only))
+        except BaseException as exc:  # raised below, in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=write, name="aigateway-deep-json")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0] from None
+    return out[0]
 
 
 def _refuse_constant(name: str) -> Any:
