@@ -316,7 +316,7 @@ class Supervisor:
             if reason:
                 exited.cancel()
                 print(
-                    f"aigateway: recycling {self.name(index)} (pid {process.pid}): {reason}",
+                    f"aigateway: recycling {self.worker_name(index)} (pid {process.pid}): {reason}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -347,7 +347,7 @@ class Supervisor:
     def _is_large_body(self, index: int) -> bool:
         return self.large_body and index == len(self.commands) - 1
 
-    def name(self, index: int) -> str:
+    def worker_name(self, index: int) -> str:
         """How the log names worker ``index``."""
         if self._is_large_body(index):
             return "large-body worker"
@@ -355,8 +355,8 @@ class Supervisor:
 
     def _report_exit(self, worker: _Worker, then: str) -> None:
         print(
-            f"aigateway: {self.name(worker.index)} (pid {worker.process.pid}) exited with code"
-            f" {worker.process.returncode}; {then}",
+            f"aigateway: {self.worker_name(worker.index)} (pid {worker.process.pid}) exited"
+            f" with code {worker.process.returncode}; {then}",
             file=sys.stderr,
             flush=True,
         )
@@ -390,7 +390,7 @@ class Supervisor:
         return list(await asyncio.gather(*waits))
 
     def ready_line(self) -> str:
-        parts = "; ".join(f"{self.name(w.index)}: {w.ready_text}" for w in self.workers)
+        parts = "; ".join(f"{self.worker_name(w.index)}: {w.ready_text}" for w in self.workers)
         counter = self.counter
         if counter is not None:
             where = counter.options.extproc
