@@ -96,6 +96,28 @@ async def gated(body: bytes, gate: asyncio.Event) -> AsyncIterator[bytes]:
     yield body[100:]
 
 
+async def held_at_large_body_worker(
+    client: httpx.AsyncClient,
+    stack: LargeBodyStack,
+    body: bytes,
+    headers: dict[str, str],
+    count: int,
+    gate: asyncio.Event,
+) -> list[asyncio.Future[httpx.Response]]:
+    """``count`` posts of ``body``, returned once their streams are open at the
+    large-body worker; the rest of each body is sent when ``gate`` is set."""
+    posts = [
+        asyncio.ensure_future(client.post(PATH, content=gated(body, gate), headers=headers))
+        for _ in range(count)
+    ]
+    await asyncio.to_thread(
+        wait_until,
+        "the streams at the large-body worker",
+        lambda: stack.envoy_stat(f"{LARGE}.upstream_rq_active") == count,
+    )
+    return posts
+
+
 def test_small_requests_are_answered_while_large_bodies_are_held(stack: LargeBodyStack) -> None:
     held, small = 4, 20
     large_pid = stack.pid(LARGE_BODY_WORKER)
@@ -108,17 +130,9 @@ def test_small_requests_are_answered_while_large_bodies_are_held(stack: LargeBod
             gate = asyncio.Event()
             body = large_body()
             sized = {**JSON, "content-length": str(len(body))}
-            larges = [
-                asyncio.ensure_future(client.post(PATH, content=gated(body, gate), headers=sized))
-                for _ in range(held)
-            ]
             # Their streams open at the large-body worker with their headers; stopped, it
             # then holds their bodies.
-            await asyncio.to_thread(
-                wait_until,
-                "the large bodies' streams at the large-body worker",
-                lambda: stack.envoy_stat(f"{LARGE}.upstream_rq_active") == held,
-            )
+            larges = await held_at_large_body_worker(client, stack, body, sized, held, gate)
             os.kill(large_pid, signal.SIGSTOP)
             try:
                 gate.set()
@@ -171,15 +185,7 @@ def test_while_the_large_body_worker_is_down_the_worker_takes_large_bodies(
             gate = asyncio.Event()
             # No content-length: of unknown size, so taken to the large-body worker.
             body = chat_body(200)
-            unsized = [
-                asyncio.ensure_future(client.post(PATH, content=gated(body, gate), headers=JSON))
-                for _ in range(held)
-            ]
-            await asyncio.to_thread(
-                wait_until,
-                "the unsized bodies' streams at the large-body worker",
-                lambda: stack.envoy_stat(f"{LARGE}.upstream_rq_active") == held,
-            )
+            unsized = await held_at_large_body_worker(client, stack, body, JSON, held, gate)
             os.kill(large_pid, signal.SIGSTOP)
             gate.set()
             # Envoy's health check finds it unresponsive: large bodies go to the worker.
